@@ -1,0 +1,17 @@
+//! Weir's configuration: the typed serde model (raw), loading from YAML with `WEIR_*`
+//! overrides, and whole-config validation that reports every error with its path.
+//! Compilation into runtime objects happens in the crates that own them.
+
+mod load;
+mod model;
+mod units;
+mod validate;
+
+pub use load::{LoadError, apply_env, from_yaml, load_file};
+pub use model::*;
+pub use units::{ByteSize, Duration};
+pub use validate::{ValidationError, did_you_mean, validate};
+
+/// The quick-start configuration used when no file is given and `./weir.yaml` is absent:
+/// one route to the built-in echo target, so a newcomer can `curl` at once.
+pub const QUICKSTART_YAML: &str = include_str!("quickstart.yaml");

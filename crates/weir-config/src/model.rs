@@ -1,0 +1,377 @@
+//! The raw configuration model: serde shapes of the YAML file, with defaults written out.
+//! Nothing here is trusted until [`crate::validate`] has passed over the whole of it.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::units::{ByteSize, Duration};
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub listen: ListenConfig,
+    /// Worker threads serving traffic; absent means one per CPU core.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Peers (CIDRs) whose `X-Forwarded-*` headers are believed and appended to.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub paths: PathsConfig,
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+    /// How long in-flight requests may run after SIGTERM before connections are closed.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: Duration,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    #[serde(default = "default_proxy_addr")]
+    pub proxy: String,
+    /// `/metrics` and `/healthz`; absent means no admin listener.
+    #[serde(default)]
+    pub admin: Option<String>,
+    #[serde(default)]
+    pub tls: Option<TlsListenConfig>,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self { proxy: default_proxy_addr(), admin: None, tls: None }
+    }
+}
+
+fn default_proxy_addr() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenConfig {
+    pub address: String,
+    /// Chosen by SNI (names read from each certificate); the first is the default.
+    pub certificates: Vec<CertificateConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body accepted on any route unless the route sets its own.
+    #[serde(default = "default_max_body")]
+    pub max_body_size: ByteSize,
+    /// Largest request head (request line and headers) accepted.
+    #[serde(default = "default_max_header")]
+    pub max_header_size: ByteSize,
+    /// Time a client has to send the whole request head.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Duration,
+    /// Keep-alive connections idle for longer are closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Concurrent HTTP/2 streams per client connection.
+    #[serde(default = "default_h2_streams")]
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_size: default_max_body(),
+            max_header_size: default_max_header(),
+            header_timeout: default_header_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_concurrent_streams: default_h2_streams(),
+        }
+    }
+}
+
+fn default_max_body() -> ByteSize {
+    ByteSize(100 << 20)
+}
+fn default_max_header() -> ByteSize {
+    ByteSize(64 << 10)
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_h2_streams() -> u32 {
+    128
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PathsConfig {
+    #[serde(default)]
+    pub encoded_slash: EncodedSlashAction,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EncodedSlashAction {
+    #[default]
+    Reject,
+    Keep,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum AccessLogConfig {
+    /// `off`, `stdout` or `stderr`.
+    Named(AccessLogTarget),
+    /// A file path (appended to).
+    File { file: String },
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self::Named(AccessLogTarget::Stdout)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogTarget {
+    Off,
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+    /// A target served inside Weir instead of over the network (`echo`).
+    #[serde(default)]
+    pub builtin: Option<Builtin>,
+    #[serde(default)]
+    pub balance: Balance,
+    /// Key for `consistent_hash`: `header:NAME`, `cookie:NAME` or `ip`.
+    #[serde(default)]
+    pub hash_on: Option<String>,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    /// Extra attempts, each on another endpoint, for safe requests or failed connects.
+    #[serde(default)]
+    pub retries: u32,
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// TLS to the endpoints; absent means plain TCP.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
+    /// `Host` sent upstream when the route does not preserve the client's.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Idle keep-alive connections kept per endpoint (per worker thread).
+    #[serde(default = "default_pool_idle")]
+    pub max_idle_per_endpoint: usize,
+    #[serde(default = "default_pool_idle_timeout")]
+    pub idle_timeout: Duration,
+}
+
+fn default_pool_idle() -> usize {
+    128
+}
+fn default_pool_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Builtin {
+    Echo,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// `host:port`; names are resolved at connect time.
+    pub address: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    LeastConn,
+    ConsistentHash,
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, or HTTP/2 when TLS negotiates `h2` by ALPN.
+    #[default]
+    Auto,
+    Http1,
+    /// HTTP/2 over plain TCP with prior knowledge.
+    H2c,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    #[serde(default)]
+    pub active: Option<ActiveHealthConfig>,
+    #[serde(default)]
+    pub passive: Option<PassiveHealthConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveHealthConfig {
+    pub path: String,
+    #[serde(default = "default_health_interval")]
+    pub interval: Duration,
+    #[serde(default = "default_health_timeout")]
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down endpoint back.
+    #[serde(default = "default_two")]
+    pub healthy: u32,
+    /// Consecutive failures that take an endpoint down.
+    #[serde(default = "default_two")]
+    pub unhealthy: u32,
+}
+
+fn default_health_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_two() -> u32 {
+    2
+}
+
+/// Passive health is the per-endpoint circuit breaker: after `failures` consecutive failed
+/// requests the endpoint is skipped for `cooldown`, then one trial request decides.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealthConfig {
+    #[serde(default = "default_failures")]
+    pub failures: u32,
+    #[serde(default = "default_cooldown")]
+    pub cooldown: Duration,
+}
+
+fn default_failures() -> u32 {
+    5
+}
+fn default_cooldown() -> Duration {
+    Duration::from_secs(10)
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    #[serde(default = "default_connect_timeout")]
+    pub connect: Duration,
+    /// Until the response head arrives; a streaming body is not cut by it.
+    #[serde(default = "default_request_timeout")]
+    pub request: Duration,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self { connect: default_connect_timeout(), request: default_request_timeout() }
+    }
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// Server name sent and verified; defaults to the host part of each target address.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Verify the upstream certificate (on by default; turning it off is logged).
+    #[serde(default = "default_true")]
+    pub verify: bool,
+    /// PEM file of CA certificates to trust instead of the built-in web roots.
+    #[serde(default)]
+    pub ca: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub matcher: MatchConfig,
+    pub upstream: String,
+    /// Higher wins before any other precedence rule.
+    #[serde(default)]
+    pub priority: i32,
+    /// Removes the matched prefix before forwarding (`/orders/42` → `/42`).
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Replaces the matched part of the path: the prefix of a prefix route, the whole path
+    /// of an exact route, or a `$1`/`${name}` template over a regex route's captures.
+    #[serde(default)]
+    pub rewrite: Option<String>,
+    /// Send the client's `Host` upstream (otherwise the upstream's `host` or address).
+    #[serde(default = "default_true")]
+    pub preserve_host: bool,
+    #[serde(default)]
+    pub max_body_size: Option<ByteSize>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Exact names, or `*.example.com` for exactly one extra label.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// `/exact`, `/prefix/*`, or `~^/regex$` (anchored, linear-time engine).
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Header name → exact value.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}

@@ -1,0 +1,129 @@
+//! Human-friendly units in the config: durations (`500ms`, `2s`, `5m`, `1h`, `7d`) and byte
+//! sizes (`512`, `64KiB`, `1MiB`, `2GB`).
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, de};
+
+/// A duration written as a number with a unit: `ms`, `s`, `m`, `h` or `d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Duration(pub std::time::Duration);
+
+impl Duration {
+    pub const fn from_secs(s: u64) -> Self {
+        Self(std::time::Duration::from_secs(s))
+    }
+    pub const fn from_millis(ms: u64) -> Self {
+        Self(std::time::Duration::from_millis(ms))
+    }
+    pub fn get(self) -> std::time::Duration {
+        self.0
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}: expected a number and a unit, like 5s"))?;
+        let ms = match unit {
+            "ms" => Some(n),
+            "s" => n.checked_mul(1_000),
+            "m" => n.checked_mul(60_000),
+            "h" => n.checked_mul(3_600_000),
+            "d" => n.checked_mul(86_400_000),
+            "" => return Err(format!("invalid duration {s:?}: missing unit (ms, s, m, h or d)")),
+            _ => return Err(format!("invalid duration {s:?}: unknown unit {unit:?} (ms, s, m, h or d)")),
+        };
+        ms.map(Self::from_millis).ok_or_else(|| format!("duration {s:?} is too large"))
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 == 0 { write!(f, "{}s", ms / 1000) } else { write!(f, "{ms}ms") }
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+/// A byte count: a plain number, or a number with `B`, `KB`, `MB`, `GB` (powers of 1000)
+/// or `KiB`, `MiB`, `GiB` (powers of 1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid size {s:?}: expected a number with an optional unit, like 1MiB"))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            other => return Err(format!("invalid size {s:?}: unknown unit {other:?} (B, KiB, MiB, GiB, KB, MB, GB)")),
+        };
+        n.checked_mul(mult).map(Self).ok_or_else(|| format!("size {s:?} is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as 1048576 or 1MiB")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("size must not be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(Duration::parse("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(Duration::parse("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(Duration::parse("7d").unwrap(), Duration::from_secs(7 * 86_400));
+        assert!(Duration::parse("2").is_err());
+        assert!(Duration::parse("2w").is_err());
+        assert!(Duration::parse("s").is_err());
+        assert!(Duration::parse("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(ByteSize::parse("1MiB").unwrap(), ByteSize(1 << 20));
+        assert_eq!(ByteSize::parse("2GB").unwrap(), ByteSize(2_000_000_000));
+        assert_eq!(ByteSize::parse("512").unwrap(), ByteSize(512));
+        assert!(ByteSize::parse("1XB").is_err());
+    }
+}

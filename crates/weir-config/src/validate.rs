@@ -1,0 +1,433 @@
+//! Whole-config validation: walks every part of a [`Config`] and returns every problem with
+//! its path, so `weir validate` and reloads can report all of them at once.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::model::{Balance, Config, RouteConfig, UpstreamConfig, UpstreamProtocol};
+
+/// Largest compiled size of one route regex; keeps hostile or careless patterns from
+/// costing memory (matching itself is linear-time in the `regex` engine).
+pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+struct Errors(Vec<ValidationError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ValidationError::new(path, message));
+    }
+}
+
+/// Returns every error in `config`; an empty list means it may be compiled.
+pub fn validate(config: &Config) -> Vec<ValidationError> {
+    let mut e = Errors(Vec::new());
+    validate_listen(config, &mut e);
+    if let Some(w) = config.workers
+        && !(1..=1024).contains(&w)
+    {
+        e.push("workers", "must be between 1 and 1024");
+    }
+    for (i, cidr) in config.trusted_proxies.iter().enumerate() {
+        if parse_cidr(cidr).is_none() {
+            e.push(format!("trusted_proxies[{i}]"), format!("{cidr:?} is not an IP address or CIDR"));
+        }
+    }
+    if config.limits.max_header_size.0 < 1024 {
+        e.push("limits.max_header_size", "must be at least 1KiB");
+    }
+    if config.limits.header_timeout.get().is_zero() {
+        e.push("limits.header_timeout", "must be greater than 0");
+    }
+    if config.limits.max_concurrent_streams == 0 {
+        e.push("limits.max_concurrent_streams", "must be greater than 0");
+    }
+    for (name, up) in &config.upstreams {
+        validate_upstream(name, up, &mut e);
+    }
+    let mut seen_names: HashMap<&str, usize> = HashMap::new();
+    let mut seen_matches: HashMap<String, usize> = HashMap::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        if let Some(first) = seen_names.insert(route.name.as_str(), i) {
+            e.push(format!("{at}.name"), format!("{:?} is already used by routes[{first}]", route.name));
+        }
+        validate_route(config, route, &at, &mut e);
+        for key in match_keys(route) {
+            if let Some(first) = seen_matches.insert(key, i) {
+                e.push(
+                    format!("{at}.match"),
+                    format!(
+                        "matches the same requests as routes[{first}] with the same priority; \
+                         set a different priority or narrow one of them"
+                    ),
+                );
+                break;
+            }
+        }
+    }
+    e.0
+}
+
+fn validate_listen(config: &Config, e: &mut Errors) {
+    let mut addrs: Vec<(String, SocketAddr)> = Vec::new();
+    let mut check = |path: &str, value: &str, e: &mut Errors| match value.parse::<SocketAddr>() {
+        Ok(a) => {
+            if let Some((other, _)) = addrs.iter().find(|(_, b)| *b == a) {
+                e.push(path, format!("{value} is also used by {other}"));
+            }
+            addrs.push((path.to_owned(), a));
+        }
+        Err(_) => e.push(path, format!("{value:?} is not an IP:port address (like 127.0.0.1:8080)")),
+    };
+    check("listen.proxy", &config.listen.proxy, e);
+    if let Some(admin) = &config.listen.admin {
+        check("listen.admin", admin, e);
+    }
+    if let Some(tls) = &config.listen.tls {
+        check("listen.tls.address", &tls.address, e);
+        if tls.certificates.is_empty() {
+            e.push("listen.tls.certificates", "at least one certificate is needed");
+        }
+        for (i, c) in tls.certificates.iter().enumerate() {
+            for (field, file) in [("cert", &c.cert), ("key", &c.key)] {
+                if let Err(err) = std::fs::metadata(file) {
+                    e.push(format!("listen.tls.certificates[{i}].{field}"), format!("cannot read {file:?}: {err}"));
+                }
+            }
+        }
+    }
+}
+
+fn validate_upstream(name: &str, up: &UpstreamConfig, e: &mut Errors) {
+    let at = format!("upstreams.{name}");
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        e.push(&at, "names may use only letters, digits, '-', '_' and '.'");
+    }
+    match (&up.builtin, up.targets.is_empty()) {
+        (Some(_), false) => e.push(format!("{at}.targets"), "a builtin upstream has no targets"),
+        (None, true) => e.push(format!("{at}.targets"), "at least one target is needed"),
+        _ => {}
+    }
+    for (i, t) in up.targets.iter().enumerate() {
+        if let Err(msg) = parse_host_port(&t.address) {
+            e.push(format!("{at}.targets[{i}].address"), msg);
+        }
+        if !(1..=1000).contains(&t.weight) {
+            e.push(format!("{at}.targets[{i}].weight"), "must be between 1 and 1000");
+        }
+    }
+    match (up.balance, &up.hash_on) {
+        (Balance::ConsistentHash, None) => {
+            e.push(format!("{at}.hash_on"), "consistent_hash needs hash_on: header:NAME, cookie:NAME or ip");
+        }
+        (_, Some(h)) => {
+            let ok = h == "ip"
+                || h.strip_prefix("header:").is_some_and(valid_header_name)
+                || h.strip_prefix("cookie:").is_some_and(|c| !c.is_empty());
+            if !ok {
+                e.push(format!("{at}.hash_on"), format!("{h:?}: expected header:NAME, cookie:NAME or ip"));
+            }
+        }
+        _ => {}
+    }
+    if let Some(a) = &up.health.active {
+        if !a.path.starts_with('/') {
+            e.push(format!("{at}.health.active.path"), "must start with '/'");
+        }
+        if a.interval.get().is_zero() {
+            e.push(format!("{at}.health.active.interval"), "must be greater than 0");
+        }
+        if a.timeout.get().is_zero() {
+            e.push(format!("{at}.health.active.timeout"), "must be greater than 0");
+        }
+        if a.healthy == 0 || a.unhealthy == 0 {
+            e.push(format!("{at}.health.active"), "healthy and unhealthy must be at least 1");
+        }
+    }
+    if let Some(p) = &up.health.passive {
+        if p.failures == 0 {
+            e.push(format!("{at}.health.passive.failures"), "must be at least 1");
+        }
+        if p.cooldown.get().is_zero() {
+            e.push(format!("{at}.health.passive.cooldown"), "must be greater than 0");
+        }
+    }
+    if up.timeouts.connect.get().is_zero() {
+        e.push(format!("{at}.timeouts.connect"), "must be greater than 0");
+    }
+    if up.timeouts.request.get().is_zero() {
+        e.push(format!("{at}.timeouts.request"), "must be greater than 0");
+    }
+    if up.retries > 10 {
+        e.push(format!("{at}.retries"), "at most 10");
+    }
+    if up.protocol == UpstreamProtocol::H2c && up.tls.is_some() {
+        e.push(format!("{at}.protocol"), "h2c is HTTP/2 without TLS; with tls, use auto (h2 by ALPN)");
+    }
+    if let Some(tls) = &up.tls {
+        if let Some(ca) = &tls.ca
+            && let Err(err) = std::fs::metadata(ca)
+        {
+            e.push(format!("{at}.tls.ca"), format!("cannot read {ca:?}: {err}"));
+        }
+        if let Some(sni) = &tls.sni
+            && !valid_host(sni)
+        {
+            e.push(format!("{at}.tls.sni"), format!("{sni:?} is not a valid server name"));
+        }
+    }
+    if let Some(h) = &up.host
+        && http::HeaderValue::from_str(h).is_err()
+    {
+        e.push(format!("{at}.host"), "not a valid Host header value");
+    }
+}
+
+fn validate_route(config: &Config, route: &RouteConfig, at: &str, e: &mut Errors) {
+    if route.name.is_empty() {
+        e.push(format!("{at}.name"), "must not be empty");
+    }
+    if !config.upstreams.contains_key(&route.upstream) {
+        let hint = did_you_mean(&route.upstream, config.upstreams.keys().map(String::as_str))
+            .map(|s| format!(" (did you mean {s:?}?)"))
+            .unwrap_or_default();
+        e.push(format!("{at}.upstream"), format!("no upstream named {:?}{hint}", route.upstream));
+    }
+    let m = &route.matcher;
+    for (i, h) in m.hosts.iter().enumerate() {
+        let bare = h.strip_prefix("*.").unwrap_or(h);
+        if !valid_host(bare) {
+            e.push(format!("{at}.match.hosts[{i}]"), format!("{h:?} is not a host name or *.domain wildcard"));
+        }
+    }
+    let mut has_prefix = false;
+    let mut has_regex = false;
+    for (i, p) in m.paths.iter().enumerate() {
+        let pat = format!("{at}.match.paths[{i}]");
+        if let Some(re) = p.strip_prefix('~') {
+            has_regex = true;
+            if let Err(err) = compile_route_regex(re) {
+                e.push(pat, format!("invalid regex: {err}"));
+            }
+        } else if !p.starts_with('/') {
+            e.push(pat, format!("{p:?}: a path starts with '/' (or '~' for a regex)"));
+        } else {
+            let lit = p.strip_suffix("/*").unwrap_or(p);
+            has_prefix |= p.ends_with("/*");
+            if lit.contains('*') {
+                e.push(pat, format!("{p:?}: '*' is allowed only as a final '/*'"));
+            } else if weir_core::normalize_path(if lit.is_empty() { "/" } else { lit }, Default::default())
+                .map(|n| n != (if lit.is_empty() { "/" } else { lit }))
+                .unwrap_or(true)
+            {
+                e.push(pat, format!("{p:?} is not in normalized form (no '//', '.', '..' or escapes of plain characters)"));
+            }
+        }
+    }
+    for (i, method) in m.methods.iter().enumerate() {
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+            e.push(format!("{at}.match.methods[{i}]"), format!("{method:?}: methods are upper-case, like GET"));
+        }
+    }
+    for (name, value) in &m.headers {
+        if !valid_header_name(name) {
+            e.push(format!("{at}.match.headers.{name}"), "not a valid header name");
+        }
+        if http::HeaderValue::from_str(value).is_err() {
+            e.push(format!("{at}.match.headers.{name}"), "not a valid header value");
+        }
+    }
+    if route.strip_prefix && !has_prefix {
+        e.push(format!("{at}.strip_prefix"), "needs a prefix path (ending in /*) to strip");
+    }
+    if let Some(rw) = &route.rewrite {
+        if route.strip_prefix {
+            e.push(format!("{at}.rewrite"), "use either strip_prefix or rewrite, not both");
+        }
+        if !rw.starts_with('/') {
+            e.push(format!("{at}.rewrite"), "must start with '/'");
+        } else if !has_regex && weir_core::normalize_path(rw, Default::default()).map(|n| n != *rw).unwrap_or(true) {
+            // A static rewrite that climbs or hides separators is caught here, at load.
+            e.push(format!("{at}.rewrite"), format!("{rw:?} is not a normalized path"));
+        }
+    }
+    if route.max_body_size.is_some_and(|s| s.0 == 0) {
+        e.push(format!("{at}.max_body_size"), "must be greater than 0");
+    }
+}
+
+/// The keys under which two routes would compete for the same requests at the same
+/// priority; identical keys are refused at load (see docs/routing.md).
+fn match_keys(route: &RouteConfig) -> Vec<String> {
+    let m = &route.matcher;
+    let mut methods = m.methods.clone();
+    methods.sort();
+    let headers: Vec<String> = m.headers.iter().map(|(k, v)| format!("{}={v}", k.to_ascii_lowercase())).collect();
+    let hosts: Vec<String> = if m.hosts.is_empty() {
+        vec!["*".into()]
+    } else {
+        m.hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
+    };
+    let paths: Vec<&str> = if m.paths.is_empty() { vec!["/*"] } else { m.paths.iter().map(String::as_str).collect() };
+    let mut keys = Vec::new();
+    for h in &hosts {
+        for p in &paths {
+            keys.push(format!("{}|{h}|{p}|{}|{}", route.priority, methods.join(","), headers.join(",")));
+        }
+    }
+    keys
+}
+
+/// Compiles a route regex anchored at both ends with a bounded compiled size.
+pub fn compile_route_regex(re: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(&format!("^(?:{re})$"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+}
+
+pub(crate) fn valid_header_name(name: &str) -> bool {
+    http::HeaderName::from_bytes(name.as_bytes()).is_ok()
+}
+
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// `host:port` with a valid port; the host may be a name or an IP (IPv6 in brackets).
+pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        if a.port() == 0 {
+            return Err(format!("{s:?}: port 0 is not allowed"));
+        }
+        return Ok((a.ip().to_string(), a.port()));
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("{s:?}: expected host:port"));
+    };
+    let port: u16 = port.parse().map_err(|_| format!("{s:?}: invalid port"))?;
+    if port == 0 {
+        return Err(format!("{s:?}: port 0 is not allowed"));
+    }
+    if !valid_host(host) {
+        return Err(format!("{s:?}: invalid host name"));
+    }
+    Ok((host.to_owned(), port))
+}
+
+/// An IP address or CIDR block.
+pub fn parse_cidr(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+/// The closest candidate within a small edit distance, for "did you mean" hints.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (word.len() / 3).max(2);
+    candidates
+        .into_iter()
+        .map(|c| (levenshtein(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::from_yaml;
+
+    fn errors(yaml: &str) -> Vec<String> {
+        validate(&from_yaml(yaml, "t").unwrap()).iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn reports_every_error_with_its_path() {
+        let errs = errors(
+            r#"
+listen: { proxy: "nope" }
+upstreams:
+  orders: { targets: [ { address: "127.0.0.1:0" } ] }
+  empty: {}
+routes:
+  - { name: a, upstream: orders, match: { paths: [/a] } }
+  - { name: b, upstream: orders, match: { paths: ["/b/../c"] } }
+  - { name: c, upstream: ordres, match: { paths: ["~(unclosed"] } }
+  - { name: a, upstream: orders, match: { paths: [/d], methods: [get] } }
+"#,
+        );
+        let want = [
+            "listen.proxy: \"nope\" is not an IP:port address",
+            "upstreams.orders.targets[0].address",
+            "upstreams.empty.targets: at least one target is needed",
+            "routes[1].match.paths[0]",
+            "routes[2].upstream: no upstream named \"ordres\" (did you mean \"orders\"?)",
+            "routes[2].match.paths[0]: invalid regex",
+            "routes[3].name: \"a\" is already used by routes[0]",
+            "routes[3].match.methods[0]",
+        ];
+        for w in want {
+            assert!(errs.iter().any(|e| e.contains(w)), "missing {w:?} in {errs:#?}");
+        }
+        assert_eq!(errs.len(), want.len(), "{errs:#?}");
+    }
+
+    #[test]
+    fn refuses_two_routes_competing_at_one_priority() {
+        let errs = errors(
+            r#"
+upstreams: { u: { targets: [ { address: "127.0.0.1:1" } ] } }
+routes:
+  - { name: a, upstream: u, match: { paths: [/x/*], methods: [GET, POST] } }
+  - { name: b, upstream: u, match: { paths: [/x/*], methods: [POST, GET] } }
+  - { name: c, upstream: u, priority: 1, match: { paths: [/x/*], methods: [POST, GET] } }
+"#,
+        );
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("routes[1].match"));
+    }
+
+    #[test]
+    fn did_you_mean_finds_close_names() {
+        assert_eq!(did_you_mean("ordres", ["orders", "users"]), Some("orders"));
+        assert_eq!(did_you_mean("zzzzzz", ["orders", "users"]), None);
+    }
+}

@@ -1,0 +1,100 @@
+//! Gateway-made errors and their classification (status, type label, retryability); the one
+//! place that turns them into HTTP responses is `weir_proxy::error_response`.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+
+/// Why a call to an upstream failed. Kept small and `Copy` so the hot path never allocates
+/// to describe a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// No TCP (or TLS) connection could be made; the request was never sent.
+    Connect,
+    /// The connect or response-header deadline passed.
+    Timeout,
+    /// The upstream broke the protocol or closed the connection mid-request.
+    Protocol,
+}
+
+/// Every error that Weir itself answers, as opposed to answers it relays from upstreams.
+///
+/// Messages are written for the client: they may name a route or an upstream, never an
+/// address, a stack of causes, or a secret.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    #[error("no route matches this request")]
+    NoRoute,
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("request headers are too large")]
+    HeadersTooLarge,
+    #[error("request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("upstream \"{upstream}\" has no healthy endpoint")]
+    NoHealthyEndpoint { upstream: Arc<str> },
+    #[error("upstream \"{upstream}\" could not be reached")]
+    UpstreamConnect { upstream: Arc<str> },
+    #[error("upstream \"{upstream}\" did not answer in time")]
+    UpstreamTimeout { upstream: Arc<str> },
+    #[error("upstream \"{upstream}\" sent an invalid response")]
+    UpstreamProtocol { upstream: Arc<str> },
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+    #[error("internal error")]
+    Internal,
+}
+
+impl GatewayError {
+    pub fn upstream(upstream: &Arc<str>, failure: UpstreamFailure) -> Self {
+        let upstream = Arc::clone(upstream);
+        match failure {
+            UpstreamFailure::Connect => Self::UpstreamConnect { upstream },
+            UpstreamFailure::Timeout => Self::UpstreamTimeout { upstream },
+            UpstreamFailure::Protocol => Self::UpstreamProtocol { upstream },
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NoHealthyEndpoint { .. } | Self::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::UpstreamConnect { .. } | Self::UpstreamProtocol { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable, low-cardinality name: the `type` field of the JSON error and a metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NoRoute => "no_route",
+            Self::BadRequest(_) => "bad_request",
+            Self::HeadersTooLarge => "headers_too_large",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::NoHealthyEndpoint { .. } => "no_healthy_endpoint",
+            Self::UpstreamConnect { .. } => "upstream_unreachable",
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::UpstreamProtocol { .. } => "upstream_protocol_error",
+            Self::ShuttingDown => "shutting_down",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// Whether the client connection must be closed after the answer, because the request
+    /// framing can no longer be trusted (request smuggling defence).
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, Self::BadRequest(_) | Self::PayloadTooLarge { .. })
+    }
+}

@@ -10,7 +10,10 @@ mod validate;
 pub use load::{LoadError, apply_env, from_yaml, load_file};
 pub use model::*;
 pub use units::{ByteSize, Duration};
-pub use validate::{ValidationError, did_you_mean, validate};
+pub use validate::{
+    REGEX_SIZE_LIMIT, ValidationError, compile_route_regex, did_you_mean, parse_cidr, parse_host_port,
+    validate,
+};
 
 /// The quick-start configuration used when no file is given and `./weir.yaml` is absent:
 /// one route to the built-in echo target, so a newcomer can `curl` at once.

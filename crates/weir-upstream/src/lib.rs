@@ -1,1 +1,283 @@
-//! placeholder
+//! Upstreams: compiled from config, kept alive across reloads while their config is
+//! unchanged (so pools, health and breakers survive), and used by the pipeline to send a
+//! request to one endpoint with balancing, timeouts, safe retries and failure accounting.
+
+mod balance;
+mod body;
+mod connector;
+mod endpoint;
+mod health;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use weir_config::{Builtin, PassiveHealthConfig, UpstreamConfig, UpstreamProtocol};
+use weir_core::UpstreamFailure;
+
+pub use balance::hash_of;
+pub use body::{BodySource, BodyTooLarge, BoxError, RequestBody};
+pub use connector::{ConnectError, Connector, client_tls_config};
+pub use endpoint::{Endpoint, InFlight};
+
+type HttpClient = Client<Connector, RequestBody>;
+
+/// Compiled upstream. Cloning the `Arc` is how routes share it.
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub config: UpstreamConfig,
+    pub kind: UpstreamKind,
+}
+
+pub enum UpstreamKind {
+    Http(Arc<UpstreamShared>),
+    Builtin(Builtin),
+}
+
+/// The network side of an upstream: endpoints, balancer, per-worker pooled clients.
+pub struct UpstreamShared {
+    pub name: Arc<str>,
+    pub endpoints: Vec<Endpoint>,
+    balancer: balance::Balancer,
+    /// One client (and so one connection pool) per worker thread, plus one for the control
+    /// thread, so a connection's I/O task runs on the thread that uses it.
+    clients: Vec<HttpClient>,
+    scheme: Scheme,
+    request_timeout: Duration,
+    retries: u32,
+    passive: Option<PassiveHealthConfig>,
+}
+
+impl std::fmt::Debug for UpstreamShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamShared").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// A successful exchange: the response head and streaming body, the endpoint that served
+/// it, and the in-flight token to drop when the body ends.
+pub struct Sent {
+    pub response: Response<Incoming>,
+    pub endpoint: Arc<str>,
+    pub in_flight: InFlight,
+    pub attempts: u32,
+}
+
+/// A failed exchange, with what the client should learn.
+#[derive(Debug)]
+pub struct SendError {
+    /// `None` when no endpoint was available at all.
+    pub failure: Option<UpstreamFailure>,
+    pub endpoint: Option<Arc<str>>,
+    pub attempts: u32,
+}
+
+/// The parts of a request that every attempt sends.
+pub struct RequestHead {
+    pub method: Method,
+    pub path_and_query: PathAndQuery,
+    pub headers: HeaderMap,
+    pub extensions: http::Extensions,
+}
+
+impl Upstream {
+    pub fn build(name: &str, config: &UpstreamConfig, workers: usize) -> Result<Arc<Self>, String> {
+        let name: Arc<str> = name.into();
+        let kind = match config.builtin {
+            Some(b) => UpstreamKind::Builtin(b),
+            None => UpstreamKind::Http(Arc::new(UpstreamShared::build(&name, config, workers)?)),
+        };
+        Ok(Arc::new(Self { name, config: config.clone(), kind }))
+    }
+}
+
+impl UpstreamShared {
+    fn build(name: &Arc<str>, config: &UpstreamConfig, workers: usize) -> Result<Self, String> {
+        let endpoints = config
+            .targets
+            .iter()
+            .map(|t| Endpoint::new(&t.address, t.weight))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tls = match &config.tls {
+            None => None,
+            Some(t) => {
+                if !t.verify {
+                    tracing::warn!(upstream = %name, "TLS certificate verification is off for this upstream");
+                }
+                let offer_h2 = config.protocol == UpstreamProtocol::Auto;
+                let cfg = client_tls_config(t.ca.as_deref(), t.verify, offer_h2)?;
+                let sni = match &t.sni {
+                    Some(s) => Some(
+                        rustls::pki_types::ServerName::try_from(s.clone())
+                            .map_err(|_| format!("invalid sni {s:?}"))?,
+                    ),
+                    None => None,
+                };
+                Some(connector::TlsSettings { config: cfg, sni })
+            }
+        };
+        let scheme = if tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP };
+        let connector = Connector::new(config.timeouts.connect.get(), tls);
+        let clients = (0..=workers)
+            .map(|_| {
+                let mut b = Client::builder(TokioExecutor::new());
+                b.pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .pool_idle_timeout(config.idle_timeout.get())
+                    .pool_max_idle_per_host(config.max_idle_per_endpoint)
+                    .set_host(false)
+                    .http2_only(config.protocol == UpstreamProtocol::H2c);
+                b.build(connector.clone())
+            })
+            .collect();
+        Ok(Self {
+            name: Arc::clone(name),
+            balancer: balance::Balancer::new(config.balance, &endpoints),
+            endpoints,
+            clients,
+            scheme,
+            request_timeout: config.timeouts.request.get(),
+            retries: config.retries,
+            passive: config.health.passive.clone(),
+        })
+    }
+
+    fn client(&self) -> &HttpClient {
+        let i = worker::index().min(self.clients.len() - 1);
+        &self.clients[i]
+    }
+
+    /// Sends `head` + `body` to one endpoint, retrying on another endpoint when that is
+    /// safe: the method is idempotent or the connect failed, and the body was not read yet.
+    pub async fn send(self: &Arc<Self>, mut head: RequestHead, body: BodySource, hash: Option<u64>) -> Result<Sent, SendError> {
+        let idempotent = matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE);
+        let max_attempts = 1 + self.retries;
+        let mut tried: u64 = 0;
+        let mut attempts = 0;
+        let mut last: Option<(UpstreamFailure, Arc<str>)> = None;
+        while attempts < max_attempts {
+            let Some(idx) = self.balancer.pick(&self.endpoints, hash, tried) else { break };
+            tried |= 1u64 << (idx % 64);
+            attempts += 1;
+            let endpoint = &self.endpoints[idx];
+            let Some(attempt_body) = body.attempt() else { break };
+            let last_try = attempts == max_attempts || !(idempotent || body.replayable());
+            let (headers, extensions) = if last_try {
+                (std::mem::take(&mut head.headers), std::mem::take(&mut head.extensions))
+            } else {
+                (head.headers.clone(), http::Extensions::new())
+            };
+            let uri = Uri::builder()
+                .scheme(self.scheme.clone())
+                .authority(endpoint.authority.clone())
+                .path_and_query(head.path_and_query.clone())
+                .build();
+            let Ok(uri) = uri else {
+                return Err(SendError { failure: Some(UpstreamFailure::Protocol), endpoint: Some(Arc::clone(&endpoint.address)), attempts });
+            };
+            let mut req = Request::new(attempt_body);
+            *req.method_mut() = head.method.clone();
+            *req.uri_mut() = uri;
+            *req.version_mut() = Version::HTTP_11;
+            *req.headers_mut() = headers;
+            *req.extensions_mut() = extensions;
+            let in_flight = InFlight::new(Arc::clone(self), idx);
+            let outcome = tokio::time::timeout(self.request_timeout, self.client().request(req)).await;
+            let failure = match outcome {
+                Ok(Ok(response)) => {
+                    let s = response.status().as_u16();
+                    if matches!(s, 502..=504) {
+                        self.on_failure(idx);
+                    } else {
+                        endpoint.record_success();
+                    }
+                    return Ok(Sent { response, endpoint: Arc::clone(&endpoint.address), in_flight, attempts });
+                }
+                Ok(Err(e)) => classify(&e),
+                Err(_) => UpstreamFailure::Timeout,
+            };
+            drop(in_flight);
+            self.on_failure(idx);
+            tracing::debug!(upstream = %self.name, endpoint = %endpoint.address, ?failure, "attempt failed");
+            last = Some((failure, Arc::clone(&endpoint.address)));
+            let may_retry = (idempotent || failure == UpstreamFailure::Connect) && body.replayable();
+            if !may_retry {
+                break;
+            }
+        }
+        Err(match last {
+            Some((f, ep)) => SendError { failure: Some(f), endpoint: Some(ep), attempts },
+            None => SendError { failure: None, endpoint: None, attempts },
+        })
+    }
+
+    fn on_failure(&self, idx: usize) {
+        let e = &self.endpoints[idx];
+        if e.record_failure(self.passive.as_ref()) {
+            tracing::warn!(upstream = %self.name, endpoint = %e.address, "circuit opened after repeated failures");
+            weir_telemetry::metrics::endpoint_health(&self.name, &e.address, false);
+        }
+    }
+
+    /// Per-endpoint view for `/metrics` and the admin API.
+    pub fn health_report(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.endpoints.iter().map(|e| (e.address.as_ref(), e.is_healthy()))
+    }
+}
+
+fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamFailure {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(ce) = s.downcast_ref::<ConnectError>() {
+            return match ce {
+                ConnectError::Timeout => UpstreamFailure::Timeout,
+                _ => UpstreamFailure::Connect,
+            };
+        }
+        src = s.source();
+    }
+    if e.is_connect() { UpstreamFailure::Connect } else { UpstreamFailure::Protocol }
+}
+
+/// All upstreams of one configuration. Built from the previous registry so unchanged
+/// upstreams (same name and same config) are reused with their pools and health state.
+#[derive(Default, Clone)]
+pub struct Registry {
+    pub upstreams: HashMap<Arc<str>, Arc<Upstream>>,
+}
+
+impl Registry {
+    pub fn build(
+        configs: &std::collections::BTreeMap<String, UpstreamConfig>,
+        previous: &Registry,
+        workers: usize,
+    ) -> Result<(Registry, Vec<Arc<Upstream>>), String> {
+        let mut upstreams = HashMap::new();
+        let mut fresh = Vec::new();
+        for (name, cfg) in configs {
+            let reused = previous.upstreams.get(name.as_str()).filter(|u| u.config == *cfg);
+            let up = match reused {
+                Some(u) => Arc::clone(u),
+                None => {
+                    let u = Upstream::build(name, cfg, workers).map_err(|e| format!("upstreams.{name}: {e}"))?;
+                    fresh.push(Arc::clone(&u));
+                    u
+                }
+            };
+            upstreams.insert(Arc::clone(&up.name), up);
+        }
+        Ok((Registry { upstreams }, fresh))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(name)
+    }
+}
+
+pub use health::spawn_active_checks;

@@ -4,7 +4,8 @@
 use std::sync::OnceLock;
 
 use metrics::{Counter, Gauge, Histogram};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+pub use metrics_exporter_prometheus::PrometheusHandle;
+use metrics_exporter_prometheus::PrometheusBuilder;
 
 pub const REQUESTS_TOTAL: &str = "weir_requests_total";
 pub const REQUEST_DURATION: &str = "weir_request_duration_seconds";

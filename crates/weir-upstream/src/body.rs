@@ -4,7 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -25,8 +25,15 @@ pub struct RequestBody {
     kind: Kind,
     limit: u64,
     seen: u64,
-    /// Set when the limit was crossed mid-stream, so the proxy can answer 413.
-    over: Option<Arc<AtomicBool>>,
+    stats: Option<Arc<BodyStats>>,
+}
+
+/// What the proxy learns about a streamed body: bytes read, and whether the limit was
+/// crossed mid-stream (so it can answer 413 rather than 502).
+#[derive(Debug, Default)]
+pub struct BodyStats {
+    pub bytes: AtomicU64,
+    pub over_limit: AtomicBool,
 }
 
 enum Kind {
@@ -38,27 +45,26 @@ enum Kind {
 
 impl RequestBody {
     pub fn empty() -> Self {
-        Self { kind: Kind::Empty, limit: u64::MAX, seen: 0, over: None }
+        Self { kind: Kind::Empty, limit: u64::MAX, seen: 0, stats: None }
     }
 
     pub fn full(bytes: Bytes) -> Self {
-        Self { kind: Kind::Full(Some(bytes)), limit: u64::MAX, seen: 0, over: None }
+        Self { kind: Kind::Full(Some(bytes)), limit: u64::MAX, seen: 0, stats: None }
     }
 
-    /// Wraps the client's body. `limit` is enforced as frames pass; `over` is raised when
-    /// it is crossed.
-    pub fn streaming(body: Incoming, limit: u64, over: Option<Arc<AtomicBool>>) -> BodySource {
+    /// Wraps the client's body; `limit` is enforced as frames pass.
+    pub fn streaming(body: Incoming, limit: u64) -> BodySource {
         if body.is_end_stream() {
             return BodySource::Empty;
         }
-        BodySource::Stream { slot: Arc::new(Mutex::new(Some(body))), limit, over }
+        BodySource::Stream { slot: Arc::new(Mutex::new(Some(body))), limit, stats: Arc::default() }
     }
 }
 
 /// Where each attempt's body comes from.
 pub enum BodySource {
     Empty,
-    Stream { slot: Slot, limit: u64, over: Option<Arc<AtomicBool>> },
+    Stream { slot: Slot, limit: u64, stats: Arc<BodyStats> },
 }
 
 impl BodySource {
@@ -66,11 +72,11 @@ impl BodySource {
     pub fn attempt(&self) -> Option<RequestBody> {
         match self {
             BodySource::Empty => Some(RequestBody::empty()),
-            BodySource::Stream { slot, limit, over } => slot.lock().is_some().then(|| RequestBody {
+            BodySource::Stream { slot, limit, stats } => slot.lock().is_some().then(|| RequestBody {
                 kind: Kind::Slot(Arc::clone(slot)),
                 limit: *limit,
                 seen: 0,
-                over: over.clone(),
+                stats: Some(Arc::clone(stats)),
             }),
         }
     }
@@ -85,6 +91,13 @@ impl BodySource {
 
     pub fn is_empty(&self) -> bool {
         matches!(self, BodySource::Empty)
+    }
+
+    pub fn stats(&self) -> Option<Arc<BodyStats>> {
+        match self {
+            BodySource::Empty => None,
+            BodySource::Stream { stats, .. } => Some(Arc::clone(stats)),
+        }
     }
 }
 
@@ -113,10 +126,14 @@ impl Body for RequestBody {
                         Poll::Pending => return Poll::Pending,
                     };
                     if let Some(data) = frame.data_ref() {
-                        this.seen += data.len() as u64;
+                        let n = data.len() as u64;
+                        this.seen += n;
+                        if let Some(stats) = &this.stats {
+                            stats.bytes.fetch_add(n, Ordering::Relaxed);
+                        }
                         if this.seen > this.limit {
-                            if let Some(flag) = &this.over {
-                                flag.store(true, Ordering::Relaxed);
+                            if let Some(stats) = &this.stats {
+                                stats.over_limit.store(true, Ordering::Relaxed);
                             }
                             return Poll::Ready(Some(Err(Box::new(BodyTooLarge(this.limit)))));
                         }

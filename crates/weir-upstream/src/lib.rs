@@ -22,7 +22,7 @@ use weir_config::{Builtin, PassiveHealthConfig, UpstreamConfig, UpstreamProtocol
 use weir_core::UpstreamFailure;
 
 pub use balance::hash_of;
-pub use body::{BodySource, BodyTooLarge, BoxError, RequestBody};
+pub use body::{BodySource, BodyStats, BodyTooLarge, BoxError, RequestBody};
 pub use connector::{ConnectError, Connector, client_tls_config};
 pub use endpoint::{Endpoint, InFlight};
 
@@ -84,6 +84,9 @@ pub struct RequestHead {
     pub path_and_query: PathAndQuery,
     pub headers: HeaderMap,
     pub extensions: http::Extensions,
+    /// Send `Host: <endpoint address>` (the route does not preserve the client's host and
+    /// the upstream names none).
+    pub host_from_endpoint: bool,
 }
 
 impl Upstream {
@@ -186,6 +189,11 @@ impl UpstreamShared {
             *req.uri_mut() = uri;
             *req.version_mut() = Version::HTTP_11;
             *req.headers_mut() = headers;
+            if head.host_from_endpoint
+                && let Ok(v) = http::HeaderValue::from_str(endpoint.authority.as_str())
+            {
+                req.headers_mut().insert(http::header::HOST, v);
+            }
             *req.extensions_mut() = extensions;
             let in_flight = InFlight::new(Arc::clone(self), idx);
             let outcome = tokio::time::timeout(self.request_timeout, self.client().request(req)).await;

@@ -1,1 +1,188 @@
-fn main(){}
+//! The `weir` binary: command-line parsing and wiring only; behaviour lives in the crates.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use weir_config::Config;
+
+#[derive(Parser)]
+#[command(name = "weir", version, about = "Weir: the gateway in front of your services", long_about = None)]
+struct Cli {
+    /// Log filter, e.g. `info`, `debug`, `weir_proxy=debug`.
+    #[arg(long, global = true, env = "WEIR_LOG", default_value = "info")]
+    log: String,
+    /// Log format for Weir's own messages.
+    #[arg(long, global = true, env = "WEIR_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway. Without --config, uses ./weir.yaml or the built-in quick start.
+    Serve {
+        /// Configuration file (YAML); watched and reloaded on change and on SIGHUP.
+        #[arg(short, long, env = "WEIR_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file and print every error with its path.
+    Validate {
+        #[arg(short, long, env = "WEIR_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    weir_telemetry::init_logging(&cli.log, cli.log_format == "json");
+    // The ring provider is the only one compiled in; installing twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match cli.command {
+        Command::Validate { config } => validate(&config),
+        Command::Serve { config } => serve(config),
+    }
+}
+
+/// Reads a file and applies `WEIR_*` overrides, returning every problem found.
+fn load(path: &Path) -> Result<Config, Vec<String>> {
+    let mut cfg = weir_config::load_file(path).map_err(|e| vec![e.to_string()])?;
+    let env_errors = weir_config::apply_env(&mut cfg, std::env::vars());
+    let mut errors: Vec<String> = env_errors.iter().map(ToString::to_string).collect();
+    errors.extend(weir_config::validate(&cfg).iter().map(ToString::to_string));
+    if errors.is_empty() { Ok(cfg) } else { Err(errors) }
+}
+
+fn validate(path: &Path) -> ExitCode {
+    match load(path) {
+        Ok(cfg) => {
+            println!(
+                "{}: valid ({} upstreams, {} routes)",
+                path.display(),
+                cfg.upstreams.len(),
+                cfg.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("{}: {} error(s)", path.display(), errors.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config_path: Option<PathBuf>) -> ExitCode {
+    let path = config_path.or_else(|| {
+        let default = PathBuf::from("weir.yaml");
+        default.exists().then_some(default)
+    });
+    let (config, origin) = match &path {
+        Some(p) => match load(p) {
+            Ok(c) => (c, p.display().to_string()),
+            Err(errors) => {
+                eprintln!("weir: {} is not valid:", p.display());
+                for e in &errors {
+                    eprintln!("  {e}");
+                }
+                eprintln!("fix the errors above (`weir validate --config {}` checks a file), then start again", p.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => {
+            let mut cfg = match weir_config::from_yaml(weir_config::QUICKSTART_YAML, "quick start") {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("weir: built-in quick start is broken: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let errs = weir_config::apply_env(&mut cfg, std::env::vars());
+            if !errs.is_empty() {
+                for e in &errs {
+                    eprintln!("weir: {e}");
+                }
+                return ExitCode::FAILURE;
+            }
+            (cfg, "built-in quick start".to_owned())
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weir: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(run(config, origin, path))
+}
+
+async fn run(config: Config, origin: String, path: Option<PathBuf>) -> ExitCode {
+    let loader: Option<weir_proxy::reload::Loader> = path.clone().map(|p| {
+        let l: weir_proxy::reload::Loader = Arc::new(move || load(&p));
+        l
+    });
+    let sources = weir_proxy::app::ReloadSources { loader, watch: path, watch_every: None, sighup: true };
+    let quickstart = origin == "built-in quick start";
+    let running = match weir_proxy::app::start(config, sources) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("weir: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let snap = running.gateway.snapshot();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %origin,
+        proxy = %format!("http://{}", running.proxy_addr),
+        admin = %running.admin_addr.map(|a| format!("http://{a}")).unwrap_or_else(|| "off".into()),
+        tls = %running.tls_addr.map(|a| format!("https://{a}")).unwrap_or_else(|| "off".into()),
+        workers = running.gateway.workers(),
+        routes = snap.routes.len(),
+        "weir is running"
+    );
+    drop(snap);
+    eprintln!("weir {} listening on http://{}", env!("CARGO_PKG_VERSION"), running.proxy_addr);
+    if let Some(a) = running.admin_addr {
+        eprintln!("  admin: http://{a}/metrics and http://{a}/healthz");
+    }
+    if let Some(a) = running.tls_addr {
+        eprintln!("  tls:   https://{a}");
+    }
+    if quickstart {
+        eprintln!("  quick start: no config file given, echoing requests. Try: curl http://{}/hello", running.proxy_addr);
+        eprintln!("  write a weir.yaml (see docs/configuration.md) or pass --config FILE to route to your services");
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new connections; draining in-flight requests");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

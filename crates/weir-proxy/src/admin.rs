@@ -1,0 +1,76 @@
+//! The admin listener: `/metrics` (Prometheus text) and `/healthz`. Runs on the control
+//! thread, away from the workers; the admin API of later versions mounts here too.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use weir_telemetry::metrics::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use weir_upstream::UpstreamKind;
+
+use crate::gateway::Gateway;
+
+pub async fn serve(listener: std::net::TcpListener, gw: Arc<Gateway>, metrics: PrometheusHandle, mut shutdown: watch::Receiver<bool>) {
+    let Ok(listener) = TcpListener::from_std(listener) else {
+        tracing::error!("cannot register the admin listener");
+        return;
+    };
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+            _ = shutdown.changed() => return,
+        };
+        let gw = Arc::clone(&gw);
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let rsp = route(&req, &gw, &metrics);
+                async move { Ok::<_, Infallible>(rsp) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn route(req: &Request<Incoming>, gw: &Gateway, metrics: &PrometheusHandle) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            let snap = gw.snapshot();
+            for up in snap.registry.upstreams.values() {
+                if let UpstreamKind::Http(shared) = &up.kind {
+                    for (addr, healthy) in shared.health_report() {
+                        weir_telemetry::metrics::endpoint_health(&up.name, addr, healthy);
+                    }
+                }
+            }
+            reply(StatusCode::OK, "text/plain; version=0.0.4", metrics.render())
+        }
+        (&Method::GET, "/healthz") => {
+            let body = serde_json::json!({ "status": "ok", "config_version": gw.version() }).to_string();
+            reply(StatusCode::OK, "application/json", body)
+        }
+        _ => {
+            let body = serde_json::json!({"error": {"type": "not_found", "message": "no such admin endpoint; try /healthz or /metrics"}}).to_string();
+            reply(StatusCode::NOT_FOUND, "application/json", body)
+        }
+    }
+}
+
+fn reply(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r
+}

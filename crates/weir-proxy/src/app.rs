@@ -1,0 +1,98 @@
+//! Assembles a running gateway from a configuration: binds the listeners, starts the
+//! workers, the admin listener and the reload sources, and stops them all on shutdown.
+//! The binary and the integration tests both start Weir through here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use weir_config::Config;
+
+use crate::gateway::Gateway;
+use crate::reload::{self, Loader};
+use crate::server::{self, Listeners, Workers};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
+    Config(Vec<String>),
+    #[error("cannot listen on {addr} ({what}): {source}; is another process using it? Change listen.{what} or set WEIR_LISTEN_{}", what.to_uppercase())]
+    Bind { what: &'static str, addr: String, source: std::io::Error },
+    #[error("cannot start worker threads: {0}")]
+    Workers(std::io::Error),
+}
+
+/// Where reloads come from, for file mode.
+#[derive(Clone, Default)]
+pub struct ReloadSources {
+    /// Re-reads the configuration (file plus environment overrides).
+    pub loader: Option<Loader>,
+    /// Watched for changes when set.
+    pub watch: Option<PathBuf>,
+    pub watch_every: Option<Duration>,
+    pub sighup: bool,
+}
+
+pub struct Running {
+    pub gateway: Arc<Gateway>,
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    pub tls_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    workers: Workers,
+}
+
+/// Starts Weir on the current Tokio runtime (which runs the admin listener, health checks
+/// and reload watchers); traffic is served by dedicated worker threads.
+pub fn start(config: Config, sources: ReloadSources) -> Result<Running, StartError> {
+    let workers = config
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
+    let metrics = weir_telemetry::metrics::install();
+    let proxy = server::bind(&config.listen.proxy)
+        .map_err(|source| StartError::Bind { what: "proxy", addr: config.listen.proxy.clone(), source })?;
+    let tls = match &config.listen.tls {
+        Some(t) => Some(
+            server::bind(&t.address).map_err(|source| StartError::Bind { what: "tls", addr: t.address.clone(), source })?,
+        ),
+        None => None,
+    };
+    let admin = match &config.listen.admin {
+        Some(a) => Some(server::bind(a).map_err(|source| StartError::Bind { what: "admin", addr: a.clone(), source })?),
+        None => None,
+    };
+    let gateway = Gateway::new(config, workers).map_err(StartError::Config)?;
+    let local = |l: &std::net::TcpListener| l.local_addr().ok();
+    let proxy_addr = local(&proxy).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let tls_addr = tls.as_ref().and_then(local);
+    let admin_addr = admin.as_ref().and_then(local);
+    let (tx, rx) = watch::channel(false);
+    let listeners = Listeners { proxy, tls };
+    let workers = Workers::start(Arc::clone(&gateway), &listeners, rx.clone()).map_err(StartError::Workers)?;
+    if let Some(a) = admin {
+        tokio::spawn(crate::admin::serve(a, Arc::clone(&gateway), metrics, rx.clone()));
+    }
+    if let Some(loader) = sources.loader {
+        if let Some(path) = sources.watch {
+            let every = sources.watch_every.unwrap_or(Duration::from_secs(1));
+            tokio::spawn(reload::watch_file(Arc::clone(&gateway), path, Arc::clone(&loader), every, rx.clone()));
+        }
+        #[cfg(unix)]
+        if sources.sighup {
+            tokio::spawn(reload::on_sighup(Arc::clone(&gateway), loader, rx.clone()));
+        }
+    }
+    Ok(Running { gateway, proxy_addr, admin_addr, tls_addr, shutdown: tx, workers })
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish up to `shutdown_timeout`, and
+    /// returns when every worker has stopped.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let workers = self.workers;
+        let _ = tokio::task::spawn_blocking(move || workers.join()).await;
+    }
+}

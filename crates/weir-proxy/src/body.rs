@@ -1,0 +1,101 @@
+//! The response body Weir sends: an upstream's streaming body passed through frame by
+//! frame, or a small body Weir made itself. When it ends (or the client goes away) it
+//! records the request's metrics and access-log line, so durations and byte counts cover
+//! the whole stream.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::finish::Finish;
+
+pub struct ProxyBody {
+    inner: Inner,
+    bytes: u64,
+    finish: Option<Box<Finish>>,
+}
+
+enum Inner {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    pub fn full(b: Bytes) -> Self {
+        Self { inner: Inner::Full(Some(b)), bytes: 0, finish: None }
+    }
+
+    pub fn empty() -> Self {
+        Self { inner: Inner::Full(None), bytes: 0, finish: None }
+    }
+
+    pub fn upstream(b: Incoming) -> Self {
+        Self { inner: Inner::Upstream(b), bytes: 0, finish: None }
+    }
+
+    pub(crate) fn set_finish(&mut self, f: Box<Finish>) {
+        self.finish = Some(f);
+        if self.is_end_stream() {
+            self.complete(false);
+        }
+    }
+
+    fn complete(&mut self, aborted: bool) {
+        if let Some(f) = self.finish.take() {
+            f.done(self.bytes, aborted);
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    #[inline]
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = match &mut this.inner {
+            Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+                if this.finish.is_some() && this.is_end_stream() {
+                    this.complete(false);
+                }
+            }
+            Poll::Ready(None) => this.complete(false),
+            Poll::Ready(Some(Err(_))) => this.complete(true),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Full(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(b) => b.size_hint(),
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // A body dropped before its end means the client went away mid-response.
+        let aborted = !self.is_end_stream();
+        self.complete(aborted);
+    }
+}

@@ -1,0 +1,45 @@
+//! The one place where gateway-made errors become HTTP responses, all with one JSON shape:
+//! `{"error":{"type":…,"message":…,"request_id":…}}`.
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
+use http::{HeaderValue, Response};
+use weir_core::GatewayError;
+
+use crate::body::ProxyBody;
+
+pub fn render(err: &GatewayError, request_id: &str) -> Response<ProxyBody> {
+    let body = serde_json::json!({
+        "error": { "type": err.kind(), "message": err.to_string(), "request_id": request_id }
+    });
+    let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+    bytes.push(b'\n');
+    let mut rsp = Response::new(ProxyBody::full(Bytes::from(bytes)));
+    *rsp.status_mut() = err.status();
+    let h = rsp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if err.closes_connection() {
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    rsp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn errors_are_json_and_name_the_upstream_only() {
+        let err = GatewayError::UpstreamConnect { upstream: Arc::from("orders") };
+        let rsp = render(&err, "rid-1");
+        assert_eq!(rsp.status(), 502);
+        let body = rsp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["type"], "upstream_unreachable");
+        assert_eq!(v["error"]["request_id"], "rid-1");
+        assert!(v["error"]["message"].as_str().unwrap().contains("\"orders\""));
+    }
+}

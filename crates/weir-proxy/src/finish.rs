@@ -1,0 +1,70 @@
+//! The end of a request: metrics and the access-log line, recorded once when the response
+//! body finishes (or the client leaves), so streams are measured whole.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::Method;
+use weir_core::RequestId;
+use weir_telemetry::access_log::{AccessLog, Record};
+use weir_telemetry::metrics::RouteMetrics;
+use weir_upstream::{BodyStats, InFlight};
+
+pub(crate) struct Finish {
+    pub start: Instant,
+    pub status: u16,
+    pub metrics: Arc<RouteMetrics>,
+    pub upstream_secs: Option<f64>,
+    pub in_flight: Option<InFlight>,
+    pub log: Option<LogData>,
+}
+
+/// Access-log fields, gathered only when the access log is on.
+pub(crate) struct LogData {
+    pub sink: AccessLog,
+    pub request_id: RequestId,
+    pub route: Arc<str>,
+    pub upstream: Arc<str>,
+    pub endpoint: Option<Arc<str>>,
+    pub method: Method,
+    pub path: String,
+    pub client: IpAddr,
+    pub bytes_in: u64,
+    pub body_stats: Option<Arc<BodyStats>>,
+    pub error: &'static str,
+}
+
+impl Finish {
+    pub fn done(self: Box<Self>, bytes_out: u64, aborted: bool) {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        self.metrics.count(self.status);
+        self.metrics.duration.record(elapsed);
+        if let Some(u) = self.upstream_secs {
+            self.metrics.upstream_duration.record(u);
+        }
+        drop(self.in_flight);
+        if let Some(l) = self.log {
+            let bytes_in = l
+                .body_stats
+                .as_ref()
+                .map_or(l.bytes_in, |s| s.bytes.load(std::sync::atomic::Ordering::Relaxed));
+            let client = l.client.to_string();
+            l.sink.log(&Record {
+                request_id: l.request_id.as_str(),
+                route: &l.route,
+                method: l.method.as_str(),
+                path: &l.path,
+                status: self.status,
+                upstream: &l.upstream,
+                endpoint: l.endpoint.as_deref().unwrap_or(""),
+                upstream_ms: self.upstream_secs.map(|s| s * 1000.0),
+                total_ms: elapsed * 1000.0,
+                bytes_in,
+                bytes_out,
+                client: &client,
+                error: if aborted && l.error.is_empty() { "client_aborted" } else { l.error },
+            });
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The gateway's live state and the one reload path: every change (start-up, file watch,
+//! SIGHUP) is validated, compiled against the previous snapshot, and published with a
+//! single atomic swap. A failed reload keeps the old snapshot and returns every error.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use weir_config::Config;
+
+use crate::snapshot::Snapshot;
+use crate::tls::CertResolver;
+
+pub struct Gateway {
+    snapshot: ArcSwap<Snapshot>,
+    /// Serializes reloads so two changes never compile against the same predecessor.
+    reload: Mutex<()>,
+    version: AtomicU64,
+    workers: usize,
+    tls: Option<Arc<CertResolver>>,
+}
+
+impl Gateway {
+    /// Compiles the first configuration ("reload from empty"). Must run inside a Tokio
+    /// runtime that outlives the gateway: active health checks are spawned on it.
+    pub fn new(config: Config, workers: usize) -> Result<Arc<Self>, Vec<String>> {
+        let tls = match &config.listen.tls {
+            Some(t) => Some(CertResolver::new(&t.certificates).map_err(|e| vec![e])?),
+            None => None,
+        };
+        let (snap, fresh) = Snapshot::compile(config, 1, None, workers)?;
+        fresh.iter().for_each(weir_upstream::spawn_active_checks);
+        weir_telemetry::metrics::config_version(1);
+        Ok(Arc::new(Self {
+            snapshot: ArcSwap::from_pointee(snap),
+            reload: Mutex::new(()),
+            version: AtomicU64::new(1),
+            workers,
+            tls,
+        }))
+    }
+
+    /// The current snapshot; hold it for the whole request.
+    #[inline]
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    pub fn cert_resolver(&self) -> Option<&Arc<CertResolver>> {
+        self.tls.as_ref()
+    }
+
+    /// Applies a new configuration. Returns the new version, or every reason it was refused
+    /// (the running configuration stays in place).
+    pub fn apply(&self, config: Config) -> Result<u64, Vec<String>> {
+        let _guard = self.reload.lock();
+        let current = self.snapshot.load_full();
+        let mut errors = Vec::new();
+        let old = &current.config;
+        if old.listen.proxy != config.listen.proxy {
+            errors.push("listen.proxy: listen addresses cannot change while running; restart Weir to move it".to_owned());
+        }
+        if old.listen.admin != config.listen.admin {
+            errors.push("listen.admin: listen addresses cannot change while running; restart Weir to move it".to_owned());
+        }
+        match (&old.listen.tls, &config.listen.tls) {
+            (None, None) => {}
+            (Some(a), Some(b)) if a.address == b.address => {
+                if let Err(e) = CertResolver::check(&b.certificates) {
+                    errors.push(e);
+                }
+            }
+            _ => errors.push("listen.tls.address: the TLS listener cannot be added, removed or moved while running; restart Weir".to_owned()),
+        }
+        if old.workers != config.workers {
+            errors.push("workers: the number of workers cannot change while running; restart Weir".to_owned());
+        }
+        let mut validation: Vec<String> = weir_config::validate(&config).iter().map(ToString::to_string).collect();
+        errors.append(&mut validation);
+        if !errors.is_empty() {
+            weir_telemetry::metrics::reload("rejected");
+            return Err(errors);
+        }
+        let version = self.version.load(Ordering::Relaxed) + 1;
+        let tls_files = config.listen.tls.as_ref().map(|t| t.certificates.clone());
+        let (snap, fresh) = Snapshot::compile(config, version, Some(&current), self.workers).inspect_err(|_| {
+            weir_telemetry::metrics::reload("rejected");
+        })?;
+        if let (Some(resolver), Some(files)) = (&self.tls, tls_files)
+            && let Err(e) = resolver.update(&files)
+        {
+            weir_telemetry::metrics::reload("rejected");
+            return Err(vec![e]);
+        }
+        fresh.iter().for_each(weir_upstream::spawn_active_checks);
+        self.snapshot.store(Arc::new(snap));
+        self.version.store(version, Ordering::Relaxed);
+        weir_telemetry::metrics::reload("applied");
+        weir_telemetry::metrics::config_version(version);
+        Ok(version)
+    }
+}

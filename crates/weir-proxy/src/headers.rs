@@ -1,0 +1,209 @@
+//! Header hygiene on the way in and out: hop-by-hop removal (also of headers named in
+//! `Connection`, except a protected set), `X-Forwarded-*` with `trusted_proxies`, removal
+//! of client-sent internal `x-weir-*` headers, and the client address derived once.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers a client may not remove by naming them in `Connection`.
+const PROTECTED: &[&str] = &[
+    "authorization",
+    "host",
+    "content-length",
+    "content-type",
+    "cookie",
+    "forwarded",
+    "x-request-id",
+    "x-real-ip",
+];
+
+/// Forwarding headers that an untrusted peer is not allowed to set.
+const UNTRUSTED_DROP: &[&str] =
+    &["forwarded", "x-real-ip", "x-forwarded-port", "x-forwarded-prefix", "x-forwarded-client-cert"];
+
+/// Removes hop-by-hop headers from a request or response. `upgrade` keeps `Upgrade` and a
+/// `Connection: upgrade` for a WebSocket handshake.
+pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
+    if let Some(conn) = h.get(header::CONNECTION) {
+        // Only copy when the header names something beyond the usual keep-alive/close.
+        let named: Vec<HeaderName> = conn
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("upgrade"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in named {
+            let s = name.as_str();
+            if PROTECTED.contains(&s) || s.starts_with("x-forwarded-") || s.starts_with("x-weir-") {
+                tracing::debug!(header = s, "ignored a protected header named in Connection");
+                continue;
+            }
+            h.remove(&name);
+        }
+        h.remove(header::CONNECTION);
+    }
+    h.remove(&KEEP_ALIVE);
+    h.remove(&PROXY_CONNECTION);
+    h.remove(header::TE);
+    h.remove(header::TRAILER);
+    h.remove(header::TRANSFER_ENCODING);
+    h.remove(header::PROXY_AUTHORIZATION);
+    if upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        h.remove(header::UPGRADE);
+    }
+}
+
+/// Drops client-sent `x-weir-*` headers: names under that prefix are Weir's own.
+pub fn remove_internal(h: &mut HeaderMap) {
+    let mut internal: Vec<HeaderName> = Vec::new();
+    for name in h.keys() {
+        if name.as_str().starts_with("x-weir-") {
+            internal.push(name.clone());
+        }
+    }
+    for n in internal {
+        h.remove(n);
+    }
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host` and returns the client address to use for policies
+/// and logs. From a peer outside `trusted_proxies` the client's own forwarding headers are
+/// replaced; from a trusted peer `X-Forwarded-For` is appended to and the client is the
+/// right-most address that is not itself trusted.
+pub fn apply_forwarded(
+    h: &mut HeaderMap,
+    peer: IpAddr,
+    peer_trusted: bool,
+    is_trusted: impl Fn(IpAddr) -> bool,
+    scheme: &'static str,
+    host: Option<&HeaderValue>,
+) -> IpAddr {
+    let mut client = peer;
+    if peer_trusted {
+        let mut chain = String::new();
+        for v in h.get_all(&X_FORWARDED_FOR) {
+            if let Ok(s) = v.to_str() {
+                if !chain.is_empty() {
+                    chain.push_str(", ");
+                }
+                chain.push_str(s);
+            }
+        }
+        for hop in chain.rsplit(',').map(str::trim) {
+            match hop.parse::<IpAddr>() {
+                Ok(ip) if is_trusted(ip) => client = ip,
+                Ok(ip) => {
+                    client = ip;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let value = if chain.is_empty() { peer.to_string() } else { format!("{chain}, {peer}") };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(&X_FORWARDED_FOR, v);
+        }
+        if !h.contains_key(&X_FORWARDED_PROTO) {
+            h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+        }
+        if !h.contains_key(&X_FORWARDED_HOST)
+            && let Some(host) = host
+        {
+            h.insert(&X_FORWARDED_HOST, host.clone());
+        }
+    } else {
+        for name in UNTRUSTED_DROP {
+            h.remove(*name);
+        }
+        h.insert(&X_FORWARDED_FOR, ip_header(peer));
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+        match host {
+            Some(host) => {
+                h.insert(&X_FORWARDED_HOST, host.clone());
+            }
+            None => {
+                h.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+    client
+}
+
+fn ip_header(ip: IpAddr) -> HeaderValue {
+    // An IP address always formats to a valid header value.
+    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn connection_named_headers_go_but_protected_ones_stay() {
+        let mut h = map(&[
+            ("connection", "close, x-secret, authorization, x-forwarded-for"),
+            ("x-secret", "1"),
+            ("authorization", "Bearer t"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("authorization").is_some());
+        assert!(h.get("x-forwarded-for").is_some());
+        for gone in ["connection", "keep-alive", "te", "upgrade"] {
+            assert!(h.get(gone).is_none(), "{gone}");
+        }
+    }
+
+    #[test]
+    fn untrusted_peer_cannot_spoof_forwarding() {
+        let mut h = map(&[("x-forwarded-for", "6.6.6.6"), ("x-real-ip", "6.6.6.6"), ("forwarded", "for=6.6.6.6")]);
+        let peer: IpAddr = "10.1.1.1".parse().unwrap();
+        let client = apply_forwarded(&mut h, peer, false, |_| false, "http", None);
+        assert_eq!(client, peer);
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "10.1.1.1");
+        assert!(h.get("x-real-ip").is_none() && h.get("forwarded").is_none());
+    }
+
+    #[test]
+    fn trusted_peer_appends_and_client_is_rightmost_untrusted() {
+        let mut h = map(&[("x-forwarded-for", "6.6.6.6, 7.7.7.7, 10.0.0.2")]);
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let trusted = |ip: IpAddr| ip.to_string().starts_with("10.");
+        let client = apply_forwarded(&mut h, peer, true, trusted, "https", None);
+        assert_eq!(client, "7.7.7.7".parse::<IpAddr>().unwrap());
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 7.7.7.7, 10.0.0.2, 10.0.0.1");
+    }
+
+    #[test]
+    fn internal_headers_are_removed() {
+        let mut h = map(&[("x-weir-consumer", "admin"), ("x-other", "1")]);
+        remove_internal(&mut h);
+        assert!(h.get("x-weir-consumer").is_none());
+        assert!(h.get("x-other").is_some());
+    }
+}

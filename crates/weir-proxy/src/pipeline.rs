@@ -1,0 +1,379 @@
+//! The request lifecycle, top to bottom: framing checks → one canonical view (path, host)
+//! → route → limits → upstream request → send → response → finish (metrics, access log).
+//! See `docs/request-lifecycle.md` for the chart.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use weir_core::{GatewayError, RequestId, normalize_path};
+use weir_router::{PathMatch, RequestView, canonical_host};
+use weir_upstream::{RequestHead, UpstreamKind};
+
+use crate::body::ProxyBody;
+use crate::finish::{Finish, LogData};
+use crate::headers::{self, X_REQUEST_ID};
+use crate::snapshot::{HashOn, Route, Snapshot};
+use crate::{builtin, error_response, upgrade};
+
+/// What the listener knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+pub async fn handle(snap: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let (mut parts, body) = req.into_parts();
+    let request_id = parts
+        .headers
+        .get(&X_REQUEST_ID)
+        .and_then(RequestId::from_client)
+        .unwrap_or_else(RequestId::generate);
+
+    // 1. Framing and request-line checks, before anything reads the request.
+    if let Err(e) = check_framing(&parts) {
+        return early_error(&snap, &e, &request_id, &parts.method, parts.uri.path(), conn, start, None);
+    }
+
+    // 2. One canonical view: the normalized path and the host.
+    let raw_path = parts.uri.path();
+    let path = match normalize_path(raw_path, snap.path_options) {
+        Ok(p) => p,
+        Err(e) => {
+            let err = GatewayError::BadRequest(normalize_message(e));
+            return early_error(&snap, &err, &request_id, &parts.method, raw_path, conn, start, None);
+        }
+    };
+    let host_src = parts.uri.authority().map(|a| a.as_str()).or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()));
+    let host = match host_src.map(canonical_host) {
+        Some(Some(h)) => h,
+        Some(None) => {
+            let err = GatewayError::BadRequest("the Host header is not a valid host");
+            return early_error(&snap, &err, &request_id, &parts.method, &path, conn, start, None);
+        }
+        None => Cow::Borrowed(""),
+    };
+
+    // 3. Route.
+    let view = RequestView { host: &host, path: &path, method: &parts.method, headers: &parts.headers };
+    let Some(matched) = snap.table.find(&view) else {
+        return early_error(&snap, &GatewayError::NoRoute, &request_id, &parts.method, &path, conn, start, None);
+    };
+    let route = Arc::clone(&snap.routes[matched.route]);
+
+    // 4. Size limit known from the head.
+    let content_length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if content_length.is_some_and(|n| n > route.max_body_size) {
+        let err = GatewayError::PayloadTooLarge { limit: route.max_body_size };
+        return early_error(&snap, &err, &request_id, &parts.method, &path, conn, start, Some(&route));
+    }
+
+    // 5. The upstream path: the normalized path, rewritten if the route says so, and
+    //    normalized again so a rewrite can never produce a path the router did not see.
+    let forward_path = match rewrite_path(&snap, &route, matched.path, &path) {
+        Ok(p) => p,
+        Err(e) => return early_error(&snap, &e, &request_id, &parts.method, &path, conn, start, Some(&route)),
+    };
+    let path_and_query = match (&forward_path, parts.uri.query()) {
+        (Cow::Borrowed(_), _) if raw_path == forward_path.as_ref() => parts.uri.path_and_query().cloned(),
+        (p, None) => PathAndQuery::from_maybe_shared(bytes::Bytes::copy_from_slice(p.as_bytes())).ok(),
+        (p, Some(q)) => PathAndQuery::from_maybe_shared(bytes::Bytes::from(format!("{p}?{q}"))).ok(),
+    };
+    let Some(path_and_query) = path_and_query else {
+        let err = GatewayError::BadRequest("the request target is not valid");
+        return early_error(&snap, &err, &request_id, &parts.method, &path, conn, start, Some(&route));
+    };
+
+    // 6. Headers for the upstream.
+    let is_upgrade = upgrade::is_upgrade_request(&parts.headers);
+    if is_upgrade && !upgrade::is_websocket(&parts.headers) {
+        let err = GatewayError::BadRequest("only WebSocket upgrades are supported");
+        return early_error(&snap, &err, &request_id, &parts.method, &path, conn, start, Some(&route));
+    }
+    let client_upgrade = if is_upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
+    headers::strip_hop_by_hop(&mut parts.headers, is_upgrade);
+    headers::remove_internal(&mut parts.headers);
+    let host_value = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let peer_ip = conn.peer.ip();
+    let client_ip = headers::apply_forwarded(
+        &mut parts.headers,
+        peer_ip,
+        !snap.trusted_proxies.is_empty() && snap.is_trusted(peer_ip),
+        |ip| snap.is_trusted(ip),
+        if conn.tls { "https" } else { "http" },
+        host_value.as_ref(),
+    );
+    parts.headers.insert(&X_REQUEST_ID, request_id.header_value().clone());
+    let mut host_from_endpoint = false;
+    if route.preserve_host {
+        if let (None, Some(h)) = (parts.headers.get(header::HOST), host_value) {
+            parts.headers.insert(header::HOST, h);
+        }
+    } else if let Some(h) = &route.host_header {
+        parts.headers.insert(header::HOST, h.clone());
+    } else {
+        host_from_endpoint = true;
+    }
+
+    let log = snap.access_log.enabled().then(|| LogData {
+        sink: snap.access_log.clone(),
+        request_id: request_id.clone(),
+        route: Arc::clone(&route.name),
+        upstream: Arc::clone(&route.upstream.name),
+        endpoint: None,
+        method: parts.method.clone(),
+        path: path.clone().into_owned(),
+        client: client_ip,
+        bytes_in: content_length.unwrap_or(0),
+        body_stats: None,
+        error: "",
+    });
+
+    // 7. Target.
+    let shared = match &route.upstream.kind {
+        UpstreamKind::Http(shared) => Arc::clone(shared),
+        UpstreamKind::Builtin(b) => {
+            let mut rsp = builtin::serve(*b, &parts, &forward_path, client_ip, body, route.max_body_size).await;
+            rsp.headers_mut().insert(&X_REQUEST_ID, request_id.header_value().clone());
+            return finish(rsp, &route, start, None, None, log);
+        }
+    };
+    let hash = match &route.hash_on {
+        HashOn::None => None,
+        HashOn::Header(n) => parts.headers.get(n).map(|v| weir_upstream::hash_of(v.as_bytes())),
+        HashOn::Cookie(name) => cookie(&parts.headers, name).map(weir_upstream::hash_of),
+        HashOn::ClientIp => Some(weir_upstream::hash_of(&client_ip)),
+    };
+    let body = weir_upstream::RequestBody::streaming(body, route.max_body_size);
+    let body_stats = body.stats();
+    let log = log.map(|mut l| {
+        l.body_stats = body_stats.clone();
+        l
+    });
+    let head = RequestHead {
+        method: parts.method,
+        path_and_query,
+        headers: parts.headers,
+        extensions: http::Extensions::new(),
+        host_from_endpoint,
+    };
+
+    // 8. Send, with balancing, timeouts and safe retries inside the upstream.
+    let sent_at = Instant::now();
+    let sent = shared.send(head, body, hash).await;
+    let upstream_secs = Some(sent_at.elapsed().as_secs_f64());
+    match sent {
+        Ok(sent) => {
+            let (mut rsp_parts, rsp_body) = sent.response.into_parts();
+            let switching = rsp_parts.status == StatusCode::SWITCHING_PROTOCOLS;
+            if switching {
+                let upstream_up = rsp_parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+                match (client_upgrade, upstream_up, upgrade::accepts(&rsp_parts.headers)) {
+                    (Some(client), Some(upstream_up), true) => {
+                        drop(rsp_body);
+                        upgrade::spawn_tunnel(client, upstream_up, Arc::clone(&route.name));
+                        let mut rsp = Response::from_parts(rsp_parts, ProxyBody::empty());
+                        headers::strip_hop_by_hop(rsp.headers_mut(), true);
+                        rsp.headers_mut().insert(&X_REQUEST_ID, request_id.header_value().clone());
+                        let log = log.map(|mut l| {
+                            l.endpoint = Some(sent.endpoint);
+                            l
+                        });
+                        return finish(rsp, &route, start, upstream_secs, Some(sent.in_flight), log);
+                    }
+                    _ => {
+                        // A 101 that does not match the request's upgrade is never tunnelled.
+                        let err = GatewayError::upstream(&route.upstream.name, weir_core::UpstreamFailure::Protocol);
+                        let rsp = error_response::render(&err, request_id.as_str());
+                        return finish(rsp, &route, start, upstream_secs, None, log.map(|l| with_error(l, err.kind())));
+                    }
+                }
+            }
+            headers::strip_hop_by_hop(&mut rsp_parts.headers, false);
+            rsp_parts.headers.insert(&X_REQUEST_ID, request_id.header_value().clone());
+            let rsp = Response::from_parts(rsp_parts, ProxyBody::upstream(rsp_body));
+            let log = log.map(|mut l| {
+                l.endpoint = Some(sent.endpoint);
+                l
+            });
+            finish(rsp, &route, start, upstream_secs, Some(sent.in_flight), log)
+        }
+        Err(e) => {
+            let over = body_stats.as_ref().is_some_and(|s| s.over_limit.load(Ordering::Relaxed));
+            let err = if over {
+                GatewayError::PayloadTooLarge { limit: route.max_body_size }
+            } else {
+                match e.failure {
+                    None => GatewayError::NoHealthyEndpoint { upstream: Arc::clone(&route.upstream.name) },
+                    Some(f) => GatewayError::upstream(&route.upstream.name, f),
+                }
+            };
+            let mut rsp = error_response::render(&err, request_id.as_str());
+            rsp.headers_mut().insert(&X_REQUEST_ID, request_id.header_value().clone());
+            if body_stats.is_some() {
+                // The client's body may be partly unread: the connection cannot be reused.
+                rsp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            let log = log.map(|mut l| {
+                l.endpoint = e.endpoint;
+                with_error(l, err.kind())
+            });
+            finish(rsp, &route, start, upstream_secs, None, log)
+        }
+    }
+}
+
+fn with_error(mut l: LogData, kind: &'static str) -> LogData {
+    l.error = kind;
+    l
+}
+
+/// Attaches the end-of-request bookkeeping to the response body.
+fn finish(
+    mut rsp: Response<ProxyBody>,
+    route: &Route,
+    start: Instant,
+    upstream_secs: Option<f64>,
+    in_flight: Option<weir_upstream::InFlight>,
+    log: Option<LogData>,
+) -> Response<ProxyBody> {
+    let f = Finish {
+        start,
+        status: rsp.status().as_u16(),
+        metrics: Arc::clone(&route.metrics),
+        upstream_secs,
+        in_flight,
+        log,
+    };
+    rsp.body_mut().set_finish(Box::new(f));
+    rsp
+}
+
+/// An answer made before any upstream was involved (bad request, no route, too large).
+#[allow(clippy::too_many_arguments)]
+fn early_error(
+    snap: &Snapshot,
+    err: &GatewayError,
+    request_id: &RequestId,
+    method: &Method,
+    path: &str,
+    conn: ConnInfo,
+    start: Instant,
+    route: Option<&Route>,
+) -> Response<ProxyBody> {
+    let mut rsp = error_response::render(err, request_id.as_str());
+    rsp.headers_mut().insert(&X_REQUEST_ID, request_id.header_value().clone());
+    let log = snap.access_log.enabled().then(|| LogData {
+        sink: snap.access_log.clone(),
+        request_id: request_id.clone(),
+        route: route.map_or_else(|| Arc::from(""), |r| Arc::clone(&r.name)),
+        upstream: route.map_or_else(|| Arc::from(""), |r| Arc::clone(&r.upstream.name)),
+        endpoint: None,
+        method: method.clone(),
+        path: path.to_owned(),
+        client: conn.peer.ip(),
+        bytes_in: 0,
+        body_stats: None,
+        error: err.kind(),
+    });
+    let f = Finish {
+        start,
+        status: rsp.status().as_u16(),
+        metrics: route.map_or_else(|| Arc::clone(&snap.unmatched), |r| Arc::clone(&r.metrics)),
+        upstream_secs: None,
+        in_flight: None,
+        log,
+    };
+    rsp.body_mut().set_finish(Box::new(f));
+    rsp
+}
+
+/// Refuses requests whose framing or target is ambiguous (smuggling defences). hyper has
+/// already parsed the head; these are the cases it lets through.
+fn check_framing(parts: &http::request::Parts) -> Result<(), GatewayError> {
+    let h = &parts.headers;
+    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+        return Err(GatewayError::BadRequest("Content-Length and Transfer-Encoding must not both be present"));
+    }
+    let mut cls = h.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(first) = cls.next() {
+        if !first.as_bytes().iter().all(u8::is_ascii_digit) || first.is_empty() {
+            return Err(GatewayError::BadRequest("Content-Length must be digits only"));
+        }
+        if cls.any(|v| v != first) {
+            return Err(GatewayError::BadRequest("conflicting Content-Length headers"));
+        }
+    }
+    if h.get_all(header::HOST).iter().nth(1).is_some() {
+        return Err(GatewayError::BadRequest("more than one Host header"));
+    }
+    if let (Some(auth), Some(host)) = (parts.uri.authority(), h.get(header::HOST))
+        && parts.version == http::Version::HTTP_2
+        && !auth.as_str().eq_ignore_ascii_case(host.to_str().unwrap_or(""))
+    {
+        return Err(GatewayError::BadRequest(":authority and Host disagree"));
+    }
+    if parts.method == Method::CONNECT {
+        return Err(GatewayError::MethodNotAllowed);
+    }
+    Ok(())
+}
+
+fn normalize_message(e: weir_core::NormalizeError) -> &'static str {
+    use weir_core::NormalizeError as N;
+    match e {
+        N::NotAbsolute => "the request path must start with '/'",
+        N::ForbiddenByte => "the request path contains a forbidden character",
+        N::BadEscape => "the request path contains an invalid percent-escape",
+        N::EncodedControl => "the request path contains an encoded control character",
+        N::EncodedSlash => "the request path contains an encoded slash or backslash",
+        N::DotSemicolon => "the request path contains a dot-segment with a ';' parameter",
+    }
+}
+
+/// Applies `strip_prefix` or `rewrite` and checks the result is already normalized.
+fn rewrite_path<'a>(snap: &Snapshot, route: &Route, m: PathMatch, path: &'a Cow<'a, str>) -> Result<Cow<'a, str>, GatewayError> {
+    let out: Cow<'a, str> = match (m, route.strip_prefix, route.rewrite.as_deref()) {
+        (PathMatch::Prefix { len }, true, _) => {
+            let rest = &path[len..];
+            Cow::Owned(if rest.is_empty() { "/".to_owned() } else { rest.to_owned() })
+        }
+        (PathMatch::Prefix { len }, _, Some(rw)) => {
+            let rest = &path[len..];
+            Cow::Owned(match (rw.ends_with('/'), rest.strip_prefix('/')) {
+                (true, Some(r)) => format!("{rw}{r}"),
+                _ => format!("{rw}{rest}"),
+            })
+        }
+        (PathMatch::Exact, _, Some(rw)) => Cow::Owned(rw.to_owned()),
+        (PathMatch::Regex { entry }, _, Some(rw)) => match snap.table.regex(entry) {
+            Some(re) => Cow::Owned(re.replace(path, rw).into_owned()),
+            None => Cow::Borrowed(path.as_ref()),
+        },
+        _ => return Ok(Cow::Borrowed(path.as_ref())),
+    };
+    match normalize_path(&out, snap.path_options) {
+        Ok(n) if n == out => Ok(out),
+        _ => Err(GatewayError::BadRequest("the rewritten path is not a normalized path")),
+    }
+}
+
+fn cookie<'a>(h: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}

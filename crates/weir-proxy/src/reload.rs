@@ -1,0 +1,69 @@
+//! Sources of configuration change for file mode: a watch on the config file (content
+//! compared, so editors that rewrite in place or rename both work) and SIGHUP. Both call
+//! the same [`Gateway::apply`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use weir_config::Config;
+
+use crate::gateway::Gateway;
+
+/// Loads the configuration the same way start-up did (file plus `WEIR_*` overrides).
+pub type Loader = Arc<dyn Fn() -> Result<Config, Vec<String>> + Send + Sync>;
+
+/// Runs one reload and logs its outcome. Returns whether it was applied.
+pub fn reload_now(gw: &Gateway, loader: &Loader, cause: &str) -> bool {
+    let result = loader().and_then(|cfg| gw.apply(cfg));
+    match result {
+        Ok(v) => {
+            tracing::info!(version = v, cause, "configuration reloaded");
+            true
+        }
+        Err(errors) => {
+            tracing::error!(cause, count = errors.len(), "configuration rejected; the previous one stays active");
+            for e in errors {
+                tracing::error!("  {e}");
+            }
+            weir_telemetry::metrics::reload("rejected");
+            false
+        }
+    }
+}
+
+/// Polls `path` every `every` and reloads when its content changes.
+pub async fn watch_file(gw: Arc<Gateway>, path: PathBuf, loader: Loader, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut last = std::fs::read(&path).ok();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = std::fs::read(&path).ok();
+        if now.is_some() && now != last {
+            last = now;
+            reload_now(&gw, &loader, "file changed");
+        }
+    }
+}
+
+/// Reloads on every SIGHUP.
+#[cfg(unix)]
+pub async fn on_sighup(gw: Arc<Gateway>, loader: Loader, mut shutdown: watch::Receiver<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload by editing the file instead");
+        return;
+    };
+    loop {
+        tokio::select! {
+            r = hup.recv() => if r.is_none() { return },
+            _ = shutdown.changed() => return,
+        }
+        reload_now(&gw, &loader, "SIGHUP");
+    }
+}

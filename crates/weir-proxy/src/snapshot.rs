@@ -1,0 +1,141 @@
+//! The compiled, immutable configuration that the data plane reads: the route table, each
+//! route's compiled form, upstreams, and the listener-wide settings. Published with one
+//! atomic swap per change; a request loads it once and keeps it to the end.
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+use ipnet::IpNet;
+use weir_config::{AccessLogConfig, AccessLogTarget, Config, EncodedSlashAction};
+use weir_core::{EncodedSlash, PathOptions};
+use weir_router::RouteTable;
+use weir_telemetry::access_log::AccessLog;
+use weir_telemetry::metrics::RouteMetrics;
+use weir_upstream::{Registry, Upstream};
+
+pub struct Snapshot {
+    pub version: u64,
+    pub config: Config,
+    pub table: RouteTable,
+    pub routes: Vec<Arc<Route>>,
+    pub registry: Registry,
+    pub trusted_proxies: Vec<IpNet>,
+    pub path_options: PathOptions,
+    pub max_body_size: u64,
+    pub access_log: AccessLog,
+    /// Metrics for requests that matched no route.
+    pub unmatched: Arc<RouteMetrics>,
+}
+
+/// A compiled route: what the pipeline needs after the router picked it.
+pub struct Route {
+    pub name: Arc<str>,
+    pub upstream: Arc<Upstream>,
+    pub strip_prefix: bool,
+    pub rewrite: Option<String>,
+    pub preserve_host: bool,
+    /// `Host` to send when not preserving the client's (the upstream's `host` setting).
+    pub host_header: Option<HeaderValue>,
+    pub hash_on: HashOn,
+    pub max_body_size: u64,
+    pub metrics: Arc<RouteMetrics>,
+}
+
+/// The key of consistent hashing, compiled from `hash_on`.
+#[derive(Debug, Clone)]
+pub enum HashOn {
+    None,
+    Header(http::HeaderName),
+    Cookie(String),
+    ClientIp,
+}
+
+impl Snapshot {
+    /// Compiles a validated configuration. `previous` lends its upstreams (pools, health),
+    /// access-log writer and route metrics when they are unchanged.
+    pub fn compile(config: Config, version: u64, previous: Option<&Snapshot>, workers: usize) -> Result<(Snapshot, Vec<Arc<Upstream>>), Vec<String>> {
+        let errors = weir_config::validate(&config);
+        if !errors.is_empty() {
+            return Err(errors.iter().map(ToString::to_string).collect());
+        }
+        let empty = Registry::default();
+        let (registry, fresh) =
+            Registry::build(&config.upstreams, previous.map_or(&empty, |p| &p.registry), workers).map_err(|e| vec![e])?;
+        let table = RouteTable::compile(&config.routes).map_err(|e| vec![e.to_string()])?;
+        let max_body_size = config.limits.max_body_size.0;
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for r in &config.routes {
+            let Some(upstream) = registry.get(&r.upstream) else {
+                return Err(vec![format!("route {:?}: upstream {:?} is missing", r.name, r.upstream)]);
+            };
+            let metrics = previous
+                .and_then(|p| p.routes.iter().find(|old| *old.name == *r.name))
+                .map(|old| Arc::clone(&old.metrics))
+                .unwrap_or_else(|| Arc::new(RouteMetrics::new(&r.name)));
+            let host_header = upstream.config.host.as_deref().and_then(|h| HeaderValue::from_str(h).ok());
+            let hash_on = match upstream.config.hash_on.as_deref() {
+                Some("ip") => HashOn::ClientIp,
+                Some(h) => match (h.strip_prefix("header:"), h.strip_prefix("cookie:")) {
+                    (Some(n), _) => http::HeaderName::from_bytes(n.as_bytes()).map(HashOn::Header).unwrap_or(HashOn::None),
+                    (_, Some(c)) => HashOn::Cookie(c.to_owned()),
+                    _ => HashOn::None,
+                },
+                None => HashOn::None,
+            };
+            routes.push(Arc::new(Route {
+                name: r.name.as_str().into(),
+                upstream: Arc::clone(upstream),
+                strip_prefix: r.strip_prefix,
+                rewrite: r.rewrite.clone(),
+                preserve_host: r.preserve_host,
+                host_header,
+                hash_on,
+                max_body_size: r.max_body_size.map_or(max_body_size, |s| s.0),
+                metrics,
+            }));
+        }
+        let access_log = match previous {
+            Some(p) if p.config.access_log == config.access_log => p.access_log.clone(),
+            _ => open_access_log(&config.access_log).map_err(|e| vec![format!("access_log: {e}")])?,
+        };
+        let trusted_proxies = config.trusted_proxies.iter().filter_map(|c| weir_config::parse_cidr(c)).collect();
+        let path_options = PathOptions {
+            encoded_slash: match config.paths.encoded_slash {
+                EncodedSlashAction::Reject => EncodedSlash::Reject,
+                EncodedSlashAction::Keep => EncodedSlash::Keep,
+            },
+        };
+        let unmatched = previous.map(|p| Arc::clone(&p.unmatched)).unwrap_or_else(|| Arc::new(RouteMetrics::new("")));
+        Ok((
+            Snapshot {
+                version,
+                config,
+                table,
+                routes,
+                registry,
+                trusted_proxies,
+                path_options,
+                max_body_size,
+                access_log,
+                unmatched,
+            },
+            fresh,
+        ))
+    }
+
+    pub fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+}
+
+fn open_access_log(cfg: &AccessLogConfig) -> std::io::Result<AccessLog> {
+    match cfg {
+        AccessLogConfig::Named(AccessLogTarget::Off) => Ok(AccessLog::off()),
+        AccessLogConfig::Named(AccessLogTarget::Stdout) => AccessLog::start(Box::new(std::io::stdout())),
+        AccessLogConfig::Named(AccessLogTarget::Stderr) => AccessLog::start(Box::new(std::io::stderr())),
+        AccessLogConfig::File { file } => {
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(file)?;
+            AccessLog::start(Box::new(f))
+        }
+    }
+}

@@ -113,6 +113,19 @@ routes:
     }
 
     #[test]
+    fn access_log_accepts_off_paths_and_maps() {
+        for (yaml, want) in [
+            ("access_log: off", AccessLogConfig::Named(AccessLogTarget::Off)),
+            ("access_log: false", AccessLogConfig::Named(AccessLogTarget::Off)),
+            ("access_log: stderr", AccessLogConfig::Named(AccessLogTarget::Stderr)),
+            ("access_log: /var/log/weir.log", AccessLogConfig::File { file: "/var/log/weir.log".into() }),
+            ("access_log: { file: a.log }", AccessLogConfig::File { file: "a.log".into() }),
+        ] {
+            assert_eq!(from_yaml(yaml, "t").unwrap().access_log, want, "{yaml}");
+        }
+    }
+
+    #[test]
     fn env_overrides_apply() {
         let mut c = Config::default();
         let errs = apply_env(

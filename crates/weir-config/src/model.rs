@@ -137,13 +137,35 @@ pub enum EncodedSlashAction {
     Keep,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(untagged)]
+/// `off` (or `false`), `stdout`, `stderr`, a file path, or `{ file: PATH }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessLogConfig {
-    /// `off`, `stdout` or `stderr`.
     Named(AccessLogTarget),
     /// A file path (appended to).
     File { file: String },
+}
+
+impl<'de> Deserialize<'de> for AccessLogConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Flag(bool),
+            Text(String),
+            File { file: String },
+        }
+        Ok(match Raw::deserialize(d)? {
+            Raw::Flag(false) => Self::Named(AccessLogTarget::Off),
+            Raw::Flag(true) => Self::Named(AccessLogTarget::Stdout),
+            Raw::Text(t) => match t.as_str() {
+                "off" => Self::Named(AccessLogTarget::Off),
+                "stdout" => Self::Named(AccessLogTarget::Stdout),
+                "stderr" => Self::Named(AccessLogTarget::Stderr),
+                _ => Self::File { file: t },
+            },
+            Raw::File { file } => Self::File { file },
+        })
+    }
 }
 
 impl Default for AccessLogConfig {
@@ -152,8 +174,7 @@ impl Default for AccessLogConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccessLogTarget {
     Off,
     Stdout,

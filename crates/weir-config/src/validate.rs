@@ -91,7 +91,8 @@ fn validate_listen(config: &Config, e: &mut Errors) {
     let mut addrs: Vec<(String, SocketAddr)> = Vec::new();
     let mut check = |path: &str, value: &str, e: &mut Errors| match value.parse::<SocketAddr>() {
         Ok(a) => {
-            if let Some((other, _)) = addrs.iter().find(|(_, b)| *b == a) {
+            // Port 0 asks the system for a free port, so it never collides.
+            if let Some((other, _)) = addrs.iter().find(|(_, b)| *b == a && a.port() != 0) {
                 e.push(path, format!("{value} is also used by {other}"));
             }
             addrs.push((path.to_owned(), a));

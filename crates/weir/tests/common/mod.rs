@@ -1,0 +1,48 @@
+//! Shared helpers for the integration tests: start the assembled gateway in-process on
+//! free loopback ports from a YAML snippet.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use weir_proxy::app::{ReloadSources, Running, start};
+
+pub use weir_testkit::{Behavior, HttpClient, MockUpstream, free_port};
+
+/// Starts Weir with `body` (YAML without `listen`), on fresh ports, access log off.
+pub fn gateway(body: &str) -> Running {
+    gateway_with(body, ReloadSources::default())
+}
+
+pub fn gateway_with(body: &str, sources: ReloadSources) -> Running {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let yaml = format!(
+        "listen:\n  proxy: 127.0.0.1:0\n  admin: 127.0.0.1:0\nworkers: 2\naccess_log: off\n{body}"
+    );
+    let cfg = weir_config::from_yaml(&yaml, "test").expect("test config parses");
+    start(cfg, sources).expect("gateway starts")
+}
+
+pub fn url(r: &Running, path: &str) -> String {
+    format!("http://{}{}", r.proxy_addr, path)
+}
+
+pub fn admin(r: &Running, path: &str) -> String {
+    format!("http://{}{}", r.admin_addr.expect("admin listener"), path)
+}
+
+/// An upstream block with the given targets.
+pub fn upstream(name: &str, addrs: &[String], extra: &str) -> String {
+    let targets: Vec<String> = addrs.iter().map(|a| format!("{{ address: \"{a}\" }}")).collect();
+    format!("  {name}:\n    targets: [{}]\n{extra}", targets.join(", "))
+}
+
+pub async fn eventually<F: Fn() -> bool>(what: &str, timeout: Duration, f: F) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}

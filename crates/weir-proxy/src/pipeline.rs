@@ -210,8 +210,11 @@ pub async fn handle(snap: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>)
         }
         Err(e) => {
             let over = body_stats.as_ref().is_some_and(|s| s.over_limit.load(Ordering::Relaxed));
+            let client_error = body_stats.as_ref().is_some_and(|s| s.client_error.load(Ordering::Relaxed));
             let err = if over {
                 GatewayError::PayloadTooLarge { limit: route.max_body_size }
+            } else if client_error {
+                GatewayError::BadRequest("the request body was malformed or cut short")
             } else {
                 match e.failure {
                     None => GatewayError::NoHealthyEndpoint { upstream: Arc::clone(&route.upstream.name) },

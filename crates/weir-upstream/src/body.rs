@@ -34,6 +34,8 @@ pub struct RequestBody {
 pub struct BodyStats {
     pub bytes: AtomicU64,
     pub over_limit: AtomicBool,
+    /// The client's body broke off or was malformed (bad chunk framing, reset).
+    pub client_error: AtomicBool,
 }
 
 enum Kind {
@@ -93,6 +95,16 @@ impl BodySource {
         matches!(self, BodySource::Empty)
     }
 
+    /// True when an attempt failed because of the client's body, not the upstream.
+    pub fn client_fault(&self) -> bool {
+        match self {
+            BodySource::Empty => false,
+            BodySource::Stream { stats, .. } => {
+                stats.over_limit.load(Ordering::Relaxed) || stats.client_error.load(Ordering::Relaxed)
+            }
+        }
+    }
+
     pub fn stats(&self) -> Option<Arc<BodyStats>> {
         match self {
             BodySource::Empty => None,
@@ -121,7 +133,12 @@ impl Body for RequestBody {
                 Kind::Stream(body) => {
                     let frame = match Pin::new(body).poll_frame(cx) {
                         Poll::Ready(Some(Ok(f))) => f,
-                        Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(Box::new(e)))),
+                        Poll::Ready(Some(Err(e))) => {
+                            if let Some(stats) = &this.stats {
+                                stats.client_error.store(true, Ordering::Relaxed);
+                            }
+                            return Poll::Ready(Some(Err(Box::new(e))));
+                        }
                         Poll::Ready(None) => return Poll::Ready(None),
                         Poll::Pending => return Poll::Pending,
                     };

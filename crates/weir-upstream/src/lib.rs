@@ -211,6 +211,11 @@ impl UpstreamShared {
                 Err(_) => UpstreamFailure::Timeout,
             };
             drop(in_flight);
+            if body.client_fault() {
+                // The client's body was too large or malformed: not the endpoint's fault.
+                last = Some((failure, Arc::clone(&endpoint.address)));
+                break;
+            }
             self.on_failure(idx);
             tracing::debug!(upstream = %self.name, endpoint = %endpoint.address, ?failure, "attempt failed");
             last = Some((failure, Arc::clone(&endpoint.address)));

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use weir_proxy::app::{ReloadSources, Running, start};
 
-pub use weir_testkit::{Behavior, HttpClient, MockUpstream, free_port};
+#[allow(unused_imports)]
+pub use weir_testkit::{Behavior, HttpClient, MockUpstream, free_port, raw_request};
 
 /// Starts Weir with `body` (YAML without `listen`), on fresh ports, access log off.
 pub fn gateway(body: &str) -> Running {

@@ -47,3 +47,22 @@ pub async fn eventually<F: Fn() -> bool>(what: &str, timeout: Duration, f: F) {
     }
     panic!("timed out waiting for {what}");
 }
+
+/// Starts Weir from a complete YAML document.
+pub fn gateway_raw(yaml: &str) -> Running {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cfg = weir_config::from_yaml(yaml, "test").expect("test config parses");
+    start(cfg, ReloadSources::default()).expect("gateway starts")
+}
+
+/// A fresh temporary directory, removed by the caller when wanted.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("weir-test-{tag}-{}-{}", std::process::id(), fastrand_suffix()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+fn fastrand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}

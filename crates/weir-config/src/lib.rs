@@ -11,8 +11,8 @@ pub use load::{LoadError, apply_env, from_yaml, load_file};
 pub use model::*;
 pub use units::{ByteSize, Duration};
 pub use validate::{
-    REGEX_SIZE_LIMIT, ValidationError, compile_route_regex, did_you_mean, parse_cidr, parse_host_port,
-    validate,
+    REGEX_SIZE_LIMIT, ValidationError, compile_route_regex, did_you_mean, parse_cidr,
+    parse_host_port, validate,
 };
 
 /// The quick-start configuration used when no file is given and `./weir.yaml` is absent:

@@ -7,7 +7,10 @@ use crate::validate::ValidationError;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
 }
@@ -17,14 +20,18 @@ pub fn from_yaml(text: &str, origin: &str) -> Result<Config, LoadError> {
     if text.trim().is_empty() {
         return Ok(Config::default());
     }
-    serde_saphyr::from_str::<Config>(text)
-        .map_err(|e| LoadError::Parse { path: origin.to_owned(), message: e.to_string() })
+    serde_saphyr::from_str::<Config>(text).map_err(|e| LoadError::Parse {
+        path: origin.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 pub fn load_file(path: &std::path::Path) -> Result<Config, LoadError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| LoadError::Read { path: shown.clone(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: shown.clone(),
+        source,
+    })?;
     from_yaml(&text, &shown)
 }
 
@@ -108,18 +115,39 @@ routes:
 
     #[test]
     fn unknown_fields_are_refused_with_a_location() {
-        let err = from_yaml("listen:\n  proxx: 1\n", "f.yaml").unwrap_err().to_string();
+        let err = from_yaml("listen:\n  proxx: 1\n", "f.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("proxx"), "{err}");
     }
 
     #[test]
     fn access_log_accepts_off_paths_and_maps() {
         for (yaml, want) in [
-            ("access_log: off", AccessLogConfig::Named(AccessLogTarget::Off)),
-            ("access_log: false", AccessLogConfig::Named(AccessLogTarget::Off)),
-            ("access_log: stderr", AccessLogConfig::Named(AccessLogTarget::Stderr)),
-            ("access_log: /var/log/weir.log", AccessLogConfig::File { file: "/var/log/weir.log".into() }),
-            ("access_log: { file: a.log }", AccessLogConfig::File { file: "a.log".into() }),
+            (
+                "access_log: off",
+                AccessLogConfig::Named(AccessLogTarget::Off),
+            ),
+            (
+                "access_log: false",
+                AccessLogConfig::Named(AccessLogTarget::Off),
+            ),
+            (
+                "access_log: stderr",
+                AccessLogConfig::Named(AccessLogTarget::Stderr),
+            ),
+            (
+                "access_log: /var/log/weir.log",
+                AccessLogConfig::File {
+                    file: "/var/log/weir.log".into(),
+                },
+            ),
+            (
+                "access_log: { file: a.log }",
+                AccessLogConfig::File {
+                    file: "a.log".into(),
+                },
+            ),
         ] {
             assert_eq!(from_yaml(yaml, "t").unwrap().access_log, want, "{yaml}");
         }

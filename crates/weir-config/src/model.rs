@@ -51,7 +51,11 @@ pub struct ListenConfig {
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self { proxy: default_proxy_addr(), admin: None, tls: None }
+        Self {
+            proxy: default_proxy_addr(),
+            admin: None,
+            tls: None,
+        }
     }
 }
 
@@ -142,7 +146,9 @@ pub enum EncodedSlashAction {
 pub enum AccessLogConfig {
     Named(AccessLogTarget),
     /// A file path (appended to).
-    File { file: String },
+    File {
+        file: String,
+    },
 }
 
 impl<'de> Deserialize<'de> for AccessLogConfig {
@@ -328,7 +334,10 @@ pub struct TimeoutsConfig {
 
 impl Default for TimeoutsConfig {
     fn default() -> Self {
-        Self { connect: default_connect_timeout(), request: default_request_timeout() }
+        Self {
+            connect: default_connect_timeout(),
+            request: default_request_timeout(),
+        }
     }
 }
 

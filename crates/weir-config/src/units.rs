@@ -24,26 +24,39 @@ impl Duration {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: expected a number and a unit, like 5s"))?;
+        let n: u64 = num.parse().map_err(|_| {
+            format!("invalid duration {s:?}: expected a number and a unit, like 5s")
+        })?;
         let ms = match unit {
             "ms" => Some(n),
             "s" => n.checked_mul(1_000),
             "m" => n.checked_mul(60_000),
             "h" => n.checked_mul(3_600_000),
             "d" => n.checked_mul(86_400_000),
-            "" => return Err(format!("invalid duration {s:?}: missing unit (ms, s, m, h or d)")),
-            _ => return Err(format!("invalid duration {s:?}: unknown unit {unit:?} (ms, s, m, h or d)")),
+            "" => {
+                return Err(format!(
+                    "invalid duration {s:?}: missing unit (ms, s, m, h or d)"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "invalid duration {s:?}: unknown unit {unit:?} (ms, s, m, h or d)"
+                ));
+            }
         };
-        ms.map(Self::from_millis).ok_or_else(|| format!("duration {s:?} is too large"))
+        ms.map(Self::from_millis)
+            .ok_or_else(|| format!("duration {s:?} is too large"))
     }
 }
 
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1000 == 0 { write!(f, "{}s", ms / 1000) } else { write!(f, "{ms}ms") }
+        if ms % 1000 == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
     }
 }
 
@@ -64,9 +77,9 @@ impl ByteSize {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid size {s:?}: expected a number with an optional unit, like 1MiB"))?;
+        let n: u64 = num.parse().map_err(|_| {
+            format!("invalid size {s:?}: expected a number with an optional unit, like 1MiB")
+        })?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
             "KB" | "kB" => 1_000,
@@ -76,9 +89,15 @@ impl ByteSize {
             "MiB" => 1 << 20,
             "GiB" => 1 << 30,
             "TiB" => 1 << 40,
-            other => return Err(format!("invalid size {s:?}: unknown unit {other:?} (B, KiB, MiB, GiB, KB, MB, GB)")),
+            other => {
+                return Err(format!(
+                    "invalid size {s:?}: unknown unit {other:?} (B, KiB, MiB, GiB, KB, MB, GB)"
+                ));
+            }
         };
-        n.checked_mul(mult).map(Self).ok_or_else(|| format!("size {s:?} is too large"))
+        n.checked_mul(mult)
+            .map(Self)
+            .ok_or_else(|| format!("size {s:?} is too large"))
     }
 }
 
@@ -94,7 +113,9 @@ impl<'de> Deserialize<'de> for ByteSize {
                 Ok(ByteSize(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("size must not be negative"))
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("size must not be negative"))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
                 ByteSize::parse(v).map_err(E::custom)
@@ -110,9 +131,15 @@ mod tests {
 
     #[test]
     fn parses_durations() {
-        assert_eq!(Duration::parse("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            Duration::parse("500ms").unwrap(),
+            Duration::from_millis(500)
+        );
         assert_eq!(Duration::parse("2s").unwrap(), Duration::from_secs(2));
-        assert_eq!(Duration::parse("7d").unwrap(), Duration::from_secs(7 * 86_400));
+        assert_eq!(
+            Duration::parse("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
         assert!(Duration::parse("2").is_err());
         assert!(Duration::parse("2w").is_err());
         assert!(Duration::parse("s").is_err());

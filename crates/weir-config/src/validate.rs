@@ -19,7 +19,10 @@ pub struct ValidationError {
 
 impl ValidationError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -48,7 +51,10 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
     }
     for (i, cidr) in config.trusted_proxies.iter().enumerate() {
         if parse_cidr(cidr).is_none() {
-            e.push(format!("trusted_proxies[{i}]"), format!("{cidr:?} is not an IP address or CIDR"));
+            e.push(
+                format!("trusted_proxies[{i}]"),
+                format!("{cidr:?} is not an IP address or CIDR"),
+            );
         }
     }
     if config.limits.max_header_size.0 < 1024 {
@@ -68,7 +74,10 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
     for (i, route) in config.routes.iter().enumerate() {
         let at = format!("routes[{i}]");
         if let Some(first) = seen_names.insert(route.name.as_str(), i) {
-            e.push(format!("{at}.name"), format!("{:?} is already used by routes[{first}]", route.name));
+            e.push(
+                format!("{at}.name"),
+                format!("{:?} is already used by routes[{first}]", route.name),
+            );
         }
         validate_route(config, route, &at, &mut e);
         for key in match_keys(route) {
@@ -97,7 +106,10 @@ fn validate_listen(config: &Config, e: &mut Errors) {
             }
             addrs.push((path.to_owned(), a));
         }
-        Err(_) => e.push(path, format!("{value:?} is not an IP:port address (like 127.0.0.1:8080)")),
+        Err(_) => e.push(
+            path,
+            format!("{value:?} is not an IP:port address (like 127.0.0.1:8080)"),
+        ),
     };
     check("listen.proxy", &config.listen.proxy, e);
     if let Some(admin) = &config.listen.admin {
@@ -106,12 +118,18 @@ fn validate_listen(config: &Config, e: &mut Errors) {
     if let Some(tls) = &config.listen.tls {
         check("listen.tls.address", &tls.address, e);
         if tls.certificates.is_empty() {
-            e.push("listen.tls.certificates", "at least one certificate is needed");
+            e.push(
+                "listen.tls.certificates",
+                "at least one certificate is needed",
+            );
         }
         for (i, c) in tls.certificates.iter().enumerate() {
             for (field, file) in [("cert", &c.cert), ("key", &c.key)] {
                 if let Err(err) = std::fs::metadata(file) {
-                    e.push(format!("listen.tls.certificates[{i}].{field}"), format!("cannot read {file:?}: {err}"));
+                    e.push(
+                        format!("listen.tls.certificates[{i}].{field}"),
+                        format!("cannot read {file:?}: {err}"),
+                    );
                 }
             }
         }
@@ -120,7 +138,11 @@ fn validate_listen(config: &Config, e: &mut Errors) {
 
 fn validate_upstream(name: &str, up: &UpstreamConfig, e: &mut Errors) {
     let at = format!("upstreams.{name}");
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
         e.push(&at, "names may use only letters, digits, '-', '_' and '.'");
     }
     match (&up.builtin, up.targets.is_empty()) {
@@ -133,19 +155,28 @@ fn validate_upstream(name: &str, up: &UpstreamConfig, e: &mut Errors) {
             e.push(format!("{at}.targets[{i}].address"), msg);
         }
         if !(1..=1000).contains(&t.weight) {
-            e.push(format!("{at}.targets[{i}].weight"), "must be between 1 and 1000");
+            e.push(
+                format!("{at}.targets[{i}].weight"),
+                "must be between 1 and 1000",
+            );
         }
     }
     match (up.balance, &up.hash_on) {
         (Balance::ConsistentHash, None) => {
-            e.push(format!("{at}.hash_on"), "consistent_hash needs hash_on: header:NAME, cookie:NAME or ip");
+            e.push(
+                format!("{at}.hash_on"),
+                "consistent_hash needs hash_on: header:NAME, cookie:NAME or ip",
+            );
         }
         (_, Some(h)) => {
             let ok = h == "ip"
                 || h.strip_prefix("header:").is_some_and(valid_header_name)
                 || h.strip_prefix("cookie:").is_some_and(|c| !c.is_empty());
             if !ok {
-                e.push(format!("{at}.hash_on"), format!("{h:?}: expected header:NAME, cookie:NAME or ip"));
+                e.push(
+                    format!("{at}.hash_on"),
+                    format!("{h:?}: expected header:NAME, cookie:NAME or ip"),
+                );
             }
         }
         _ => {}
@@ -155,21 +186,36 @@ fn validate_upstream(name: &str, up: &UpstreamConfig, e: &mut Errors) {
             e.push(format!("{at}.health.active.path"), "must start with '/'");
         }
         if a.interval.get().is_zero() {
-            e.push(format!("{at}.health.active.interval"), "must be greater than 0");
+            e.push(
+                format!("{at}.health.active.interval"),
+                "must be greater than 0",
+            );
         }
         if a.timeout.get().is_zero() {
-            e.push(format!("{at}.health.active.timeout"), "must be greater than 0");
+            e.push(
+                format!("{at}.health.active.timeout"),
+                "must be greater than 0",
+            );
         }
         if a.healthy == 0 || a.unhealthy == 0 {
-            e.push(format!("{at}.health.active"), "healthy and unhealthy must be at least 1");
+            e.push(
+                format!("{at}.health.active"),
+                "healthy and unhealthy must be at least 1",
+            );
         }
     }
     if let Some(p) = &up.health.passive {
         if p.failures == 0 {
-            e.push(format!("{at}.health.passive.failures"), "must be at least 1");
+            e.push(
+                format!("{at}.health.passive.failures"),
+                "must be at least 1",
+            );
         }
         if p.cooldown.get().is_zero() {
-            e.push(format!("{at}.health.passive.cooldown"), "must be greater than 0");
+            e.push(
+                format!("{at}.health.passive.cooldown"),
+                "must be greater than 0",
+            );
         }
     }
     if up.timeouts.connect.get().is_zero() {
@@ -182,7 +228,10 @@ fn validate_upstream(name: &str, up: &UpstreamConfig, e: &mut Errors) {
         e.push(format!("{at}.retries"), "at most 10");
     }
     if up.protocol == UpstreamProtocol::H2c && up.tls.is_some() {
-        e.push(format!("{at}.protocol"), "h2c is HTTP/2 without TLS; with tls, use auto (h2 by ALPN)");
+        e.push(
+            format!("{at}.protocol"),
+            "h2c is HTTP/2 without TLS; with tls, use auto (h2 by ALPN)",
+        );
     }
     if let Some(tls) = &up.tls {
         if let Some(ca) = &tls.ca
@@ -193,7 +242,10 @@ fn validate_upstream(name: &str, up: &UpstreamConfig, e: &mut Errors) {
         if let Some(sni) = &tls.sni
             && !valid_host(sni)
         {
-            e.push(format!("{at}.tls.sni"), format!("{sni:?} is not a valid server name"));
+            e.push(
+                format!("{at}.tls.sni"),
+                format!("{sni:?} is not a valid server name"),
+            );
         }
     }
     if let Some(h) = &up.host
@@ -211,13 +263,19 @@ fn validate_route(config: &Config, route: &RouteConfig, at: &str, e: &mut Errors
         let hint = did_you_mean(&route.upstream, config.upstreams.keys().map(String::as_str))
             .map(|s| format!(" (did you mean {s:?}?)"))
             .unwrap_or_default();
-        e.push(format!("{at}.upstream"), format!("no upstream named {:?}{hint}", route.upstream));
+        e.push(
+            format!("{at}.upstream"),
+            format!("no upstream named {:?}{hint}", route.upstream),
+        );
     }
     let m = &route.matcher;
     for (i, h) in m.hosts.iter().enumerate() {
         let bare = h.strip_prefix("*.").unwrap_or(h);
         if !valid_host(bare) {
-            e.push(format!("{at}.match.hosts[{i}]"), format!("{h:?} is not a host name or *.domain wildcard"));
+            e.push(
+                format!("{at}.match.hosts[{i}]"),
+                format!("{h:?} is not a host name or *.domain wildcard"),
+            );
         }
     }
     let mut has_prefix = false;
@@ -230,15 +288,21 @@ fn validate_route(config: &Config, route: &RouteConfig, at: &str, e: &mut Errors
                 e.push(pat, format!("invalid regex: {err}"));
             }
         } else if !p.starts_with('/') {
-            e.push(pat, format!("{p:?}: a path starts with '/' (or '~' for a regex)"));
+            e.push(
+                pat,
+                format!("{p:?}: a path starts with '/' (or '~' for a regex)"),
+            );
         } else {
             let lit = p.strip_suffix("/*").unwrap_or(p);
             has_prefix |= p.ends_with("/*");
             if lit.contains('*') {
                 e.push(pat, format!("{p:?}: '*' is allowed only as a final '/*'"));
-            } else if weir_core::normalize_path(if lit.is_empty() { "/" } else { lit }, Default::default())
-                .map(|n| n != (if lit.is_empty() { "/" } else { lit }))
-                .unwrap_or(true)
+            } else if weir_core::normalize_path(
+                if lit.is_empty() { "/" } else { lit },
+                Default::default(),
+            )
+            .map(|n| n != (if lit.is_empty() { "/" } else { lit }))
+            .unwrap_or(true)
             {
                 e.push(pat, format!("{p:?} is not in normalized form (no '//', '.', '..' or escapes of plain characters)"));
             }
@@ -246,29 +310,51 @@ fn validate_route(config: &Config, route: &RouteConfig, at: &str, e: &mut Errors
     }
     for (i, method) in m.methods.iter().enumerate() {
         if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-            e.push(format!("{at}.match.methods[{i}]"), format!("{method:?}: methods are upper-case, like GET"));
+            e.push(
+                format!("{at}.match.methods[{i}]"),
+                format!("{method:?}: methods are upper-case, like GET"),
+            );
         }
     }
     for (name, value) in &m.headers {
         if !valid_header_name(name) {
-            e.push(format!("{at}.match.headers.{name}"), "not a valid header name");
+            e.push(
+                format!("{at}.match.headers.{name}"),
+                "not a valid header name",
+            );
         }
         if http::HeaderValue::from_str(value).is_err() {
-            e.push(format!("{at}.match.headers.{name}"), "not a valid header value");
+            e.push(
+                format!("{at}.match.headers.{name}"),
+                "not a valid header value",
+            );
         }
     }
     if route.strip_prefix && !has_prefix {
-        e.push(format!("{at}.strip_prefix"), "needs a prefix path (ending in /*) to strip");
+        e.push(
+            format!("{at}.strip_prefix"),
+            "needs a prefix path (ending in /*) to strip",
+        );
     }
     if let Some(rw) = &route.rewrite {
         if route.strip_prefix {
-            e.push(format!("{at}.rewrite"), "use either strip_prefix or rewrite, not both");
+            e.push(
+                format!("{at}.rewrite"),
+                "use either strip_prefix or rewrite, not both",
+            );
         }
         if !rw.starts_with('/') {
             e.push(format!("{at}.rewrite"), "must start with '/'");
-        } else if !has_regex && weir_core::normalize_path(rw, Default::default()).map(|n| n != *rw).unwrap_or(true) {
+        } else if !has_regex
+            && weir_core::normalize_path(rw, Default::default())
+                .map(|n| n != *rw)
+                .unwrap_or(true)
+        {
             // A static rewrite that climbs or hides separators is caught here, at load.
-            e.push(format!("{at}.rewrite"), format!("{rw:?} is not a normalized path"));
+            e.push(
+                format!("{at}.rewrite"),
+                format!("{rw:?} is not a normalized path"),
+            );
         }
     }
     if route.max_body_size.is_some_and(|s| s.0 == 0) {
@@ -282,17 +368,30 @@ fn match_keys(route: &RouteConfig) -> Vec<String> {
     let m = &route.matcher;
     let mut methods = m.methods.clone();
     methods.sort();
-    let headers: Vec<String> = m.headers.iter().map(|(k, v)| format!("{}={v}", k.to_ascii_lowercase())).collect();
+    let headers: Vec<String> = m
+        .headers
+        .iter()
+        .map(|(k, v)| format!("{}={v}", k.to_ascii_lowercase()))
+        .collect();
     let hosts: Vec<String> = if m.hosts.is_empty() {
         vec!["*".into()]
     } else {
         m.hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
     };
-    let paths: Vec<&str> = if m.paths.is_empty() { vec!["/*"] } else { m.paths.iter().map(String::as_str).collect() };
+    let paths: Vec<&str> = if m.paths.is_empty() {
+        vec!["/*"]
+    } else {
+        m.paths.iter().map(String::as_str).collect()
+    };
     let mut keys = Vec::new();
     for h in &hosts {
         for p in &paths {
-            keys.push(format!("{}|{h}|{p}|{}|{}", route.priority, methods.join(","), headers.join(",")));
+            keys.push(format!(
+                "{}|{h}|{p}|{}|{}",
+                route.priority,
+                methods.join(","),
+                headers.join(",")
+            ));
         }
     }
     keys
@@ -314,7 +413,9 @@ fn valid_host(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 253
         && h.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -347,7 +448,10 @@ pub fn parse_cidr(s: &str) -> Option<ipnet::IpNet> {
 }
 
 /// The closest candidate within a small edit distance, for "did you mean" hints.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (word.len() / 3).max(2);
     candidates
         .into_iter()
@@ -377,7 +481,10 @@ mod tests {
     use crate::from_yaml;
 
     fn errors(yaml: &str) -> Vec<String> {
-        validate(&from_yaml(yaml, "t").unwrap()).iter().map(ToString::to_string).collect()
+        validate(&from_yaml(yaml, "t").unwrap())
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     #[test]
@@ -406,7 +513,10 @@ routes:
             "routes[3].match.methods[0]",
         ];
         for w in want {
-            assert!(errs.iter().any(|e| e.contains(w)), "missing {w:?} in {errs:#?}");
+            assert!(
+                errs.iter().any(|e| e.contains(w)),
+                "missing {w:?} in {errs:#?}"
+            );
         }
         assert_eq!(errs.len(), want.len(), "{errs:#?}");
     }

@@ -162,14 +162,19 @@ mod tests {
     }
 
     fn keep(p: &str) -> Result<String, NormalizeError> {
-        let opts = PathOptions { encoded_slash: EncodedSlash::Keep };
+        let opts = PathOptions {
+            encoded_slash: EncodedSlash::Keep,
+        };
         normalize_path(p, opts).map(|c| c.into_owned())
     }
 
     #[test]
     fn plain_paths_are_borrowed() {
         let p = "/orders/42";
-        assert!(matches!(normalize_path(p, PathOptions::default()), Ok(Cow::Borrowed(_))));
+        assert!(matches!(
+            normalize_path(p, PathOptions::default()),
+            Ok(Cow::Borrowed(_))
+        ));
     }
 
     #[test]
@@ -228,7 +233,9 @@ mod tests {
     #[test]
     fn normalizing_is_idempotent_and_never_climbs() {
         // A small deterministic property test over random paths from a hostile alphabet.
-        let alphabet = ["/", ".", "..", "%2e", "%2E", "a", "b", "%41", "%25", ";", "//"];
+        let alphabet = [
+            "/", ".", "..", "%2e", "%2E", "a", "b", "%41", "%25", ";", "//",
+        ];
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..20_000 {
             let mut p = String::from("/");
@@ -238,7 +245,10 @@ mod tests {
             if let Ok(once) = n(&p) {
                 assert!(once.starts_with('/'), "{p:?} -> {once:?}");
                 assert!(!once.contains("//"), "{p:?} -> {once:?}");
-                assert!(!once.split('/').any(|s| s == "." || s == ".."), "{p:?} -> {once:?}");
+                assert!(
+                    !once.split('/').any(|s| s == "." || s == ".."),
+                    "{p:?} -> {once:?}"
+                );
                 assert_eq!(n(&once).unwrap(), once, "not idempotent for {p:?}");
             }
         }

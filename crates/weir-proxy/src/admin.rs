@@ -11,14 +11,19 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use weir_telemetry::metrics::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use weir_telemetry::metrics::PrometheusHandle;
 use weir_upstream::UpstreamKind;
 
 use crate::gateway::Gateway;
 
-pub async fn serve(listener: std::net::TcpListener, gw: Arc<Gateway>, metrics: PrometheusHandle, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: std::net::TcpListener,
+    gw: Arc<Gateway>,
+    metrics: PrometheusHandle,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let Ok(listener) = TcpListener::from_std(listener) else {
         tracing::error!("cannot register the admin listener");
         return;
@@ -44,7 +49,11 @@ pub async fn serve(listener: std::net::TcpListener, gw: Arc<Gateway>, metrics: P
     }
 }
 
-fn route(req: &Request<Incoming>, gw: &Gateway, metrics: &PrometheusHandle) -> Response<Full<Bytes>> {
+fn route(
+    req: &Request<Incoming>,
+    gw: &Gateway,
+    metrics: &PrometheusHandle,
+) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
             let snap = gw.snapshot();
@@ -55,10 +64,15 @@ fn route(req: &Request<Incoming>, gw: &Gateway, metrics: &PrometheusHandle) -> R
                     }
                 }
             }
-            reply(StatusCode::OK, "text/plain; version=0.0.4", metrics.render())
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                metrics.render(),
+            )
         }
         (&Method::GET, "/healthz") => {
-            let body = serde_json::json!({ "status": "ok", "config_version": gw.version() }).to_string();
+            let body =
+                serde_json::json!({ "status": "ok", "config_version": gw.version() }).to_string();
             reply(StatusCode::OK, "application/json", body)
         }
         _ => {
@@ -71,6 +85,7 @@ fn route(req: &Request<Incoming>, gw: &Gateway, metrics: &PrometheusHandle) -> R
 fn reply(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
     r
 }

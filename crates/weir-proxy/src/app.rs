@@ -19,7 +19,11 @@ pub enum StartError {
     #[error("invalid configuration:\n  {}", .0.join("\n  "))]
     Config(Vec<String>),
     #[error("cannot listen on {addr} ({what}): {source}; is another process using it? Change listen.{what} or set WEIR_LISTEN_{}", what.to_uppercase())]
-    Bind { what: &'static str, addr: String, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot start worker threads: {0}")]
     Workers(std::io::Error),
 }
@@ -47,20 +51,29 @@ pub struct Running {
 /// Starts Weir on the current Tokio runtime (which runs the admin listener, health checks
 /// and reload watchers); traffic is served by dedicated worker threads.
 pub fn start(config: Config, sources: ReloadSources) -> Result<Running, StartError> {
-    let workers = config
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
+    let workers = config.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
     let metrics = weir_telemetry::metrics::install();
-    let proxy = server::bind(&config.listen.proxy)
-        .map_err(|source| StartError::Bind { what: "proxy", addr: config.listen.proxy.clone(), source })?;
+    let proxy = server::bind(&config.listen.proxy).map_err(|source| StartError::Bind {
+        what: "proxy",
+        addr: config.listen.proxy.clone(),
+        source,
+    })?;
     let tls = match &config.listen.tls {
-        Some(t) => Some(
-            server::bind(&t.address).map_err(|source| StartError::Bind { what: "tls", addr: t.address.clone(), source })?,
-        ),
+        Some(t) => Some(server::bind(&t.address).map_err(|source| StartError::Bind {
+            what: "tls",
+            addr: t.address.clone(),
+            source,
+        })?),
         None => None,
     };
     let admin = match &config.listen.admin {
-        Some(a) => Some(server::bind(a).map_err(|source| StartError::Bind { what: "admin", addr: a.clone(), source })?),
+        Some(a) => Some(server::bind(a).map_err(|source| StartError::Bind {
+            what: "admin",
+            addr: a.clone(),
+            source,
+        })?),
         None => None,
     };
     let gateway = Gateway::new(config, workers).map_err(StartError::Config)?;
@@ -70,21 +83,53 @@ pub fn start(config: Config, sources: ReloadSources) -> Result<Running, StartErr
     let admin_addr = admin.as_ref().and_then(local);
     let (tx, rx) = watch::channel(false);
     let listeners = Listeners { proxy, tls };
-    let workers = Workers::start(Arc::clone(&gateway), &listeners, rx.clone()).map_err(StartError::Workers)?;
+    let workers = Workers::start(Arc::clone(&gateway), &listeners, rx.clone())
+        .map_err(StartError::Workers)?;
+    // Histogram samples are buffered until drained; drain them on a timer so memory stays
+    // bounded even when nobody scrapes /metrics.
+    let upkeep = metrics.clone();
+    let mut upkeep_stop = rx.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => upkeep.run_upkeep(),
+                _ = upkeep_stop.changed() => return,
+            }
+        }
+    });
     if let Some(a) = admin {
-        tokio::spawn(crate::admin::serve(a, Arc::clone(&gateway), metrics, rx.clone()));
+        tokio::spawn(crate::admin::serve(
+            a,
+            Arc::clone(&gateway),
+            metrics,
+            rx.clone(),
+        ));
     }
     if let Some(loader) = sources.loader {
         if let Some(path) = sources.watch {
             let every = sources.watch_every.unwrap_or(Duration::from_secs(1));
-            tokio::spawn(reload::watch_file(Arc::clone(&gateway), path, Arc::clone(&loader), every, rx.clone()));
+            tokio::spawn(reload::watch_file(
+                Arc::clone(&gateway),
+                path,
+                Arc::clone(&loader),
+                every,
+                rx.clone(),
+            ));
         }
         #[cfg(unix)]
         if sources.sighup {
             tokio::spawn(reload::on_sighup(Arc::clone(&gateway), loader, rx.clone()));
         }
     }
-    Ok(Running { gateway, proxy_addr, admin_addr, tls_addr, shutdown: tx, workers })
+    Ok(Running {
+        gateway,
+        proxy_addr,
+        admin_addr,
+        tls_addr,
+        shutdown: tx,
+        workers,
+    })
 }
 
 impl Running {

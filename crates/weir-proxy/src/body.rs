@@ -25,15 +25,27 @@ enum Inner {
 
 impl ProxyBody {
     pub fn full(b: Bytes) -> Self {
-        Self { inner: Inner::Full(Some(b)), bytes: 0, finish: None }
+        Self {
+            inner: Inner::Full(Some(b)),
+            bytes: 0,
+            finish: None,
+        }
     }
 
     pub fn empty() -> Self {
-        Self { inner: Inner::Full(None), bytes: 0, finish: None }
+        Self {
+            inner: Inner::Full(None),
+            bytes: 0,
+            finish: None,
+        }
     }
 
     pub fn upstream(b: Incoming) -> Self {
-        Self { inner: Inner::Upstream(b), bytes: 0, finish: None }
+        Self {
+            inner: Inner::Upstream(b),
+            bytes: 0,
+            finish: None,
+        }
     }
 
     pub(crate) fn set_finish(&mut self, f: Box<Finish>) {
@@ -55,7 +67,10 @@ impl Body for ProxyBody {
     type Error = hyper::Error;
 
     #[inline]
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         let polled = match &mut this.inner {
             Inner::Upstream(b) => Pin::new(b).poll_frame(cx),

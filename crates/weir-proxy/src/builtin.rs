@@ -40,7 +40,12 @@ pub async fn serve(
             let headers: serde_json::Map<String, serde_json::Value> = parts
                 .headers
                 .iter()
-                .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned().into()))
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
+                    )
+                })
                 .collect();
             let v = serde_json::json!({
                 "method": parts.method.as_str(),
@@ -53,7 +58,8 @@ pub async fn serve(
             let mut out = serde_json::to_vec_pretty(&v).unwrap_or_default();
             out.push(b'\n');
             let mut rsp = Response::new(ProxyBody::full(Bytes::from(out)));
-            rsp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            rsp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             rsp
         }
     }

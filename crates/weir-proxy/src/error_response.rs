@@ -33,13 +33,20 @@ mod tests {
 
     #[tokio::test]
     async fn errors_are_json_and_name_the_upstream_only() {
-        let err = GatewayError::UpstreamConnect { upstream: Arc::from("orders") };
+        let err = GatewayError::UpstreamConnect {
+            upstream: Arc::from("orders"),
+        };
         let rsp = render(&err, "rid-1");
         assert_eq!(rsp.status(), 502);
         let body = rsp.into_body().collect().await.unwrap().to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"]["type"], "upstream_unreachable");
         assert_eq!(v["error"]["request_id"], "rid-1");
-        assert!(v["error"]["message"].as_str().unwrap().contains("\"orders\""));
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("\"orders\"")
+        );
     }
 }

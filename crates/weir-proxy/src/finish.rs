@@ -40,15 +40,13 @@ impl Finish {
         let elapsed = self.start.elapsed().as_secs_f64();
         self.metrics.count(self.status);
         self.metrics.duration.record(elapsed);
-        if let Some(u) = self.upstream_secs {
-            self.metrics.upstream_duration.record(u);
+        if let Some(f) = self.in_flight {
+            f.finish(!aborted);
         }
-        drop(self.in_flight);
         if let Some(l) = self.log {
-            let bytes_in = l
-                .body_stats
-                .as_ref()
-                .map_or(l.bytes_in, |s| s.bytes.load(std::sync::atomic::Ordering::Relaxed));
+            let bytes_in = l.body_stats.as_ref().map_or(l.bytes_in, |s| {
+                s.bytes.load(std::sync::atomic::Ordering::Relaxed)
+            });
             let client = l.client.to_string();
             l.sink.log(&Record {
                 request_id: l.request_id.as_str(),
@@ -63,7 +61,11 @@ impl Finish {
                 bytes_in,
                 bytes_out,
                 client: &client,
-                error: if aborted && l.error.is_empty() { "client_aborted" } else { l.error },
+                error: if aborted && l.error.is_empty() {
+                    "client_aborted"
+                } else {
+                    l.error
+                },
             });
         }
     }

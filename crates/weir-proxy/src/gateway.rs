@@ -82,9 +82,15 @@ impl Gateway {
             _ => errors.push("listen.tls.address: the TLS listener cannot be added, removed or moved while running; restart Weir".to_owned()),
         }
         if old.workers != config.workers {
-            errors.push("workers: the number of workers cannot change while running; restart Weir".to_owned());
+            errors.push(
+                "workers: the number of workers cannot change while running; restart Weir"
+                    .to_owned(),
+            );
         }
-        let mut validation: Vec<String> = weir_config::validate(&config).iter().map(ToString::to_string).collect();
+        let mut validation: Vec<String> = weir_config::validate(&config)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         errors.append(&mut validation);
         if !errors.is_empty() {
             weir_telemetry::metrics::reload("rejected");
@@ -92,9 +98,10 @@ impl Gateway {
         }
         let version = self.version.load(Ordering::Relaxed) + 1;
         let tls_files = config.listen.tls.as_ref().map(|t| t.certificates.clone());
-        let (snap, fresh) = Snapshot::compile(config, version, Some(&current), self.workers).inspect_err(|_| {
-            weir_telemetry::metrics::reload("rejected");
-        })?;
+        let (snap, fresh) = Snapshot::compile(config, version, Some(&current), self.workers)
+            .inspect_err(|_| {
+                weir_telemetry::metrics::reload("rejected");
+            })?;
         if let (Some(resolver), Some(files)) = (&self.tls, tls_files)
             && let Err(e) = resolver.update(&files)
         {

@@ -26,8 +26,13 @@ const PROTECTED: &[&str] = &[
 ];
 
 /// Forwarding headers that an untrusted peer is not allowed to set.
-const UNTRUSTED_DROP: &[&str] =
-    &["forwarded", "x-real-ip", "x-forwarded-port", "x-forwarded-prefix", "x-forwarded-client-cert"];
+const UNTRUSTED_DROP: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-client-cert",
+];
 
 /// Removes hop-by-hop headers from a request or response. `upgrade` keeps `Upgrade` and a
 /// `Connection: upgrade` for a WebSocket handshake.
@@ -39,7 +44,12 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
             .unwrap_or("")
             .split(',')
             .map(str::trim)
-            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("upgrade"))
+            .filter(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case("close")
+                    && !t.eq_ignore_ascii_case("keep-alive")
+                    && !t.eq_ignore_ascii_case("upgrade")
+            })
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for name in named {
@@ -85,6 +95,7 @@ pub fn remove_internal(h: &mut HeaderMap) {
 pub fn apply_forwarded(
     h: &mut HeaderMap,
     peer: IpAddr,
+    peer_header: &HeaderValue,
     peer_trusted: bool,
     is_trusted: impl Fn(IpAddr) -> bool,
     scheme: &'static str,
@@ -111,7 +122,11 @@ pub fn apply_forwarded(
                 Err(_) => break,
             }
         }
-        let value = if chain.is_empty() { peer.to_string() } else { format!("{chain}, {peer}") };
+        let value = if chain.is_empty() {
+            peer.to_string()
+        } else {
+            format!("{chain}, {peer}")
+        };
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert(&X_FORWARDED_FOR, v);
         }
@@ -127,7 +142,7 @@ pub fn apply_forwarded(
         for name in UNTRUSTED_DROP {
             h.remove(*name);
         }
-        h.insert(&X_FORWARDED_FOR, ip_header(peer));
+        h.insert(&X_FORWARDED_FOR, peer_header.clone());
         h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
         match host {
             Some(host) => {
@@ -141,11 +156,6 @@ pub fn apply_forwarded(
     client
 }
 
-fn ip_header(ip: IpAddr) -> HeaderValue {
-    // An IP address always formats to a valid header value.
-    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,7 +163,10 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -161,7 +174,10 @@ mod tests {
     #[test]
     fn connection_named_headers_go_but_protected_ones_stay() {
         let mut h = map(&[
-            ("connection", "close, x-secret, authorization, x-forwarded-for"),
+            (
+                "connection",
+                "close, x-secret, authorization, x-forwarded-for",
+            ),
             ("x-secret", "1"),
             ("authorization", "Bearer t"),
             ("x-forwarded-for", "1.2.3.4"),
@@ -180,9 +196,14 @@ mod tests {
 
     #[test]
     fn untrusted_peer_cannot_spoof_forwarding() {
-        let mut h = map(&[("x-forwarded-for", "6.6.6.6"), ("x-real-ip", "6.6.6.6"), ("forwarded", "for=6.6.6.6")]);
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-real-ip", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+        ]);
         let peer: IpAddr = "10.1.1.1".parse().unwrap();
-        let client = apply_forwarded(&mut h, peer, false, |_| false, "http", None);
+        let ph = HeaderValue::from_static("10.1.1.1");
+        let client = apply_forwarded(&mut h, peer, &ph, false, |_| false, "http", None);
         assert_eq!(client, peer);
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-for"], "10.1.1.1");
@@ -194,7 +215,8 @@ mod tests {
         let mut h = map(&[("x-forwarded-for", "6.6.6.6, 7.7.7.7, 10.0.0.2")]);
         let peer: IpAddr = "10.0.0.1".parse().unwrap();
         let trusted = |ip: IpAddr| ip.to_string().starts_with("10.");
-        let client = apply_forwarded(&mut h, peer, true, trusted, "https", None);
+        let ph = HeaderValue::from_static("10.0.0.1");
+        let client = apply_forwarded(&mut h, peer, &ph, true, trusted, "https", None);
         assert_eq!(client, "7.7.7.7".parse::<IpAddr>().unwrap());
         assert_eq!(h["x-forwarded-for"], "6.6.6.6, 7.7.7.7, 10.0.0.2, 10.0.0.1");
     }

@@ -23,13 +23,32 @@ use crate::snapshot::{HashOn, Route, Snapshot};
 use crate::{builtin, error_response, upgrade};
 
 /// What the listener knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The peer address as a header value, formatted once per connection.
+    pub peer_header: HeaderValue,
 }
 
-pub async fn handle(snap: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        // An IP address always formats to a valid header value.
+        let peer_header = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        Self {
+            peer,
+            tls,
+            peer_header,
+        }
+    }
+}
+
+pub async fn handle(
+    snap: Arc<Snapshot>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
     let start = Instant::now();
     let (mut parts, body) = req.into_parts();
     let request_id = parts
@@ -40,7 +59,16 @@ pub async fn handle(snap: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>)
 
     // 1. Framing and request-line checks, before anything reads the request.
     if let Err(e) = check_framing(&parts) {
-        return early_error(&snap, &e, &request_id, &parts.method, parts.uri.path(), conn, start, None);
+        return early_error(
+            &snap,
+            &e,
+            &request_id,
+            &parts.method,
+            parts.uri.path(),
+            &conn,
+            start,
+            None,
+        );
     }
 
     // 2. One canonical view: the normalized path and the host.
@@ -49,71 +77,167 @@ pub async fn handle(snap: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>)
         Ok(p) => p,
         Err(e) => {
             let err = GatewayError::BadRequest(normalize_message(e));
-            return early_error(&snap, &err, &request_id, &parts.method, raw_path, conn, start, None);
+            return early_error(
+                &snap,
+                &err,
+                &request_id,
+                &parts.method,
+                raw_path,
+                &conn,
+                start,
+                None,
+            );
         }
     };
-    let host_src = parts.uri.authority().map(|a| a.as_str()).or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()));
+    let host_src = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+        parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
     let host = match host_src.map(canonical_host) {
         Some(Some(h)) => h,
         Some(None) => {
             let err = GatewayError::BadRequest("the Host header is not a valid host");
-            return early_error(&snap, &err, &request_id, &parts.method, &path, conn, start, None);
+            return early_error(
+                &snap,
+                &err,
+                &request_id,
+                &parts.method,
+                &path,
+                &conn,
+                start,
+                None,
+            );
         }
         None => Cow::Borrowed(""),
     };
 
     // 3. Route.
-    let view = RequestView { host: &host, path: &path, method: &parts.method, headers: &parts.headers };
+    let view = RequestView {
+        host: &host,
+        path: &path,
+        method: &parts.method,
+        headers: &parts.headers,
+    };
     let Some(matched) = snap.table.find(&view) else {
-        return early_error(&snap, &GatewayError::NoRoute, &request_id, &parts.method, &path, conn, start, None);
+        return early_error(
+            &snap,
+            &GatewayError::NoRoute,
+            &request_id,
+            &parts.method,
+            &path,
+            &conn,
+            start,
+            None,
+        );
     };
     let route = Arc::clone(&snap.routes[matched.route]);
 
     // 4. Size limit known from the head.
-    let content_length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let content_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if content_length.is_some_and(|n| n > route.max_body_size) {
-        let err = GatewayError::PayloadTooLarge { limit: route.max_body_size };
-        return early_error(&snap, &err, &request_id, &parts.method, &path, conn, start, Some(&route));
+        let err = GatewayError::PayloadTooLarge {
+            limit: route.max_body_size,
+        };
+        return early_error(
+            &snap,
+            &err,
+            &request_id,
+            &parts.method,
+            &path,
+            &conn,
+            start,
+            Some(&route),
+        );
     }
 
     // 5. The upstream path: the normalized path, rewritten if the route says so, and
     //    normalized again so a rewrite can never produce a path the router did not see.
     let forward_path = match rewrite_path(&snap, &route, matched.path, &path) {
         Ok(p) => p,
-        Err(e) => return early_error(&snap, &e, &request_id, &parts.method, &path, conn, start, Some(&route)),
+        Err(e) => {
+            return early_error(
+                &snap,
+                &e,
+                &request_id,
+                &parts.method,
+                &path,
+                &conn,
+                start,
+                Some(&route),
+            );
+        }
     };
     let path_and_query = match (&forward_path, parts.uri.query()) {
-        (Cow::Borrowed(_), _) if raw_path == forward_path.as_ref() => parts.uri.path_and_query().cloned(),
-        (p, None) => PathAndQuery::from_maybe_shared(bytes::Bytes::copy_from_slice(p.as_bytes())).ok(),
-        (p, Some(q)) => PathAndQuery::from_maybe_shared(bytes::Bytes::from(format!("{p}?{q}"))).ok(),
+        (Cow::Borrowed(_), _) if raw_path == forward_path.as_ref() => {
+            parts.uri.path_and_query().cloned()
+        }
+        (p, None) => {
+            PathAndQuery::from_maybe_shared(bytes::Bytes::copy_from_slice(p.as_bytes())).ok()
+        }
+        (p, Some(q)) => {
+            PathAndQuery::from_maybe_shared(bytes::Bytes::from(format!("{p}?{q}"))).ok()
+        }
     };
     let Some(path_and_query) = path_and_query else {
         let err = GatewayError::BadRequest("the request target is not valid");
-        return early_error(&snap, &err, &request_id, &parts.method, &path, conn, start, Some(&route));
+        return early_error(
+            &snap,
+            &err,
+            &request_id,
+            &parts.method,
+            &path,
+            &conn,
+            start,
+            Some(&route),
+        );
     };
 
     // 6. Headers for the upstream.
     let is_upgrade = upgrade::is_upgrade_request(&parts.headers);
     if is_upgrade && !upgrade::is_websocket(&parts.headers) {
         let err = GatewayError::BadRequest("only WebSocket upgrades are supported");
-        return early_error(&snap, &err, &request_id, &parts.method, &path, conn, start, Some(&route));
+        return early_error(
+            &snap,
+            &err,
+            &request_id,
+            &parts.method,
+            &path,
+            &conn,
+            start,
+            Some(&route),
+        );
     }
-    let client_upgrade = if is_upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
+    let client_upgrade = if is_upgrade {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
     headers::strip_hop_by_hop(&mut parts.headers, is_upgrade);
     headers::remove_internal(&mut parts.headers);
     let host_value = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     let peer_ip = conn.peer.ip();
     let client_ip = headers::apply_forwarded(
         &mut parts.headers,
         peer_ip,
+        &conn.peer_header,
         !snap.trusted_proxies.is_empty() && snap.is_trusted(peer_ip),
         |ip| snap.is_trusted(ip),
         if conn.tls { "https" } else { "http" },
         host_value.as_ref(),
     );
-    parts.headers.insert(&X_REQUEST_ID, request_id.header_value().clone());
+    parts
+        .headers
+        .insert(&X_REQUEST_ID, request_id.header_value().clone());
     let mut host_from_endpoint = false;
     if route.preserve_host {
         if let (None, Some(h)) = (parts.headers.get(header::HOST), host_value) {
@@ -143,14 +267,26 @@ pub async fn handle(snap: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>)
     let shared = match &route.upstream.kind {
         UpstreamKind::Http(shared) => Arc::clone(shared),
         UpstreamKind::Builtin(b) => {
-            let mut rsp = builtin::serve(*b, &parts, &forward_path, client_ip, body, route.max_body_size).await;
-            rsp.headers_mut().insert(&X_REQUEST_ID, request_id.header_value().clone());
+            let mut rsp = builtin::serve(
+                *b,
+                &parts,
+                &forward_path,
+                client_ip,
+                body,
+                route.max_body_size,
+            )
+            .await;
+            rsp.headers_mut()
+                .insert(&X_REQUEST_ID, request_id.header_value().clone());
             return finish(rsp, &route, start, None, None, log);
         }
     };
     let hash = match &route.hash_on {
         HashOn::None => None,
-        HashOn::Header(n) => parts.headers.get(n).map(|v| weir_upstream::hash_of(v.as_bytes())),
+        HashOn::Header(n) => parts
+            .headers
+            .get(n)
+            .map(|v| weir_upstream::hash_of(v.as_bytes())),
         HashOn::Cookie(name) => cookie(&parts.headers, name).map(weir_upstream::hash_of),
         HashOn::ClientIp => Some(weir_upstream::hash_of(&client_ip)),
     };
@@ -168,39 +304,59 @@ pub async fn handle(snap: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>)
         host_from_endpoint,
     };
 
-    // 8. Send, with balancing, timeouts and safe retries inside the upstream.
-    let sent_at = Instant::now();
+    // 8. Send, with balancing, timeouts and safe retries inside the upstream. Upstream time
+    //    is measured only for the access log: a clock read per request is not free.
+    let sent_at = log.is_some().then(Instant::now);
     let sent = shared.send(head, body, hash).await;
-    let upstream_secs = Some(sent_at.elapsed().as_secs_f64());
+    let upstream_secs = sent_at.map(|t| t.elapsed().as_secs_f64());
     match sent {
         Ok(sent) => {
             let (mut rsp_parts, rsp_body) = sent.response.into_parts();
             let switching = rsp_parts.status == StatusCode::SWITCHING_PROTOCOLS;
             if switching {
                 let upstream_up = rsp_parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-                match (client_upgrade, upstream_up, upgrade::accepts(&rsp_parts.headers)) {
+                match (
+                    client_upgrade,
+                    upstream_up,
+                    upgrade::accepts(&rsp_parts.headers),
+                ) {
                     (Some(client), Some(upstream_up), true) => {
                         drop(rsp_body);
                         upgrade::spawn_tunnel(client, upstream_up, Arc::clone(&route.name));
                         let mut rsp = Response::from_parts(rsp_parts, ProxyBody::empty());
                         headers::strip_hop_by_hop(rsp.headers_mut(), true);
-                        rsp.headers_mut().insert(&X_REQUEST_ID, request_id.header_value().clone());
+                        rsp.headers_mut()
+                            .insert(&X_REQUEST_ID, request_id.header_value().clone());
                         let log = log.map(|mut l| {
                             l.endpoint = Some(sent.endpoint);
                             l
                         });
-                        return finish(rsp, &route, start, upstream_secs, Some(sent.in_flight), log);
+                        let mut in_flight = sent.in_flight;
+                        in_flight.detach();
+                        return finish(rsp, &route, start, upstream_secs, Some(in_flight), log);
                     }
                     _ => {
                         // A 101 that does not match the request's upgrade is never tunnelled.
-                        let err = GatewayError::upstream(&route.upstream.name, weir_core::UpstreamFailure::Protocol);
+                        let err = GatewayError::upstream(
+                            &route.upstream.name,
+                            weir_core::UpstreamFailure::Protocol,
+                        );
                         let rsp = error_response::render(&err, request_id.as_str());
-                        return finish(rsp, &route, start, upstream_secs, None, log.map(|l| with_error(l, err.kind())));
+                        return finish(
+                            rsp,
+                            &route,
+                            start,
+                            upstream_secs,
+                            None,
+                            log.map(|l| with_error(l, err.kind())),
+                        );
                     }
                 }
             }
             headers::strip_hop_by_hop(&mut rsp_parts.headers, false);
-            rsp_parts.headers.insert(&X_REQUEST_ID, request_id.header_value().clone());
+            rsp_parts
+                .headers
+                .insert(&X_REQUEST_ID, request_id.header_value().clone());
             let rsp = Response::from_parts(rsp_parts, ProxyBody::upstream(rsp_body));
             let log = log.map(|mut l| {
                 l.endpoint = Some(sent.endpoint);
@@ -209,23 +365,33 @@ pub async fn handle(snap: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>)
             finish(rsp, &route, start, upstream_secs, Some(sent.in_flight), log)
         }
         Err(e) => {
-            let over = body_stats.as_ref().is_some_and(|s| s.over_limit.load(Ordering::Relaxed));
-            let client_error = body_stats.as_ref().is_some_and(|s| s.client_error.load(Ordering::Relaxed));
+            let over = body_stats
+                .as_ref()
+                .is_some_and(|s| s.over_limit.load(Ordering::Relaxed));
+            let client_error = body_stats
+                .as_ref()
+                .is_some_and(|s| s.client_error.load(Ordering::Relaxed));
             let err = if over {
-                GatewayError::PayloadTooLarge { limit: route.max_body_size }
+                GatewayError::PayloadTooLarge {
+                    limit: route.max_body_size,
+                }
             } else if client_error {
                 GatewayError::BadRequest("the request body was malformed or cut short")
             } else {
                 match e.failure {
-                    None => GatewayError::NoHealthyEndpoint { upstream: Arc::clone(&route.upstream.name) },
+                    None => GatewayError::NoHealthyEndpoint {
+                        upstream: Arc::clone(&route.upstream.name),
+                    },
                     Some(f) => GatewayError::upstream(&route.upstream.name, f),
                 }
             };
             let mut rsp = error_response::render(&err, request_id.as_str());
-            rsp.headers_mut().insert(&X_REQUEST_ID, request_id.header_value().clone());
+            rsp.headers_mut()
+                .insert(&X_REQUEST_ID, request_id.header_value().clone());
             if body_stats.is_some() {
                 // The client's body may be partly unread: the connection cannot be reused.
-                rsp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                rsp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             let log = log.map(|mut l| {
                 l.endpoint = e.endpoint;
@@ -270,12 +436,13 @@ fn early_error(
     request_id: &RequestId,
     method: &Method,
     path: &str,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     start: Instant,
     route: Option<&Route>,
 ) -> Response<ProxyBody> {
     let mut rsp = error_response::render(err, request_id.as_str());
-    rsp.headers_mut().insert(&X_REQUEST_ID, request_id.header_value().clone());
+    rsp.headers_mut()
+        .insert(&X_REQUEST_ID, request_id.header_value().clone());
     let log = snap.access_log.enabled().then(|| LogData {
         sink: snap.access_log.clone(),
         request_id: request_id.clone(),
@@ -306,15 +473,21 @@ fn early_error(
 fn check_framing(parts: &http::request::Parts) -> Result<(), GatewayError> {
     let h = &parts.headers;
     if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
-        return Err(GatewayError::BadRequest("Content-Length and Transfer-Encoding must not both be present"));
+        return Err(GatewayError::BadRequest(
+            "Content-Length and Transfer-Encoding must not both be present",
+        ));
     }
     let mut cls = h.get_all(header::CONTENT_LENGTH).iter();
     if let Some(first) = cls.next() {
         if !first.as_bytes().iter().all(u8::is_ascii_digit) || first.is_empty() {
-            return Err(GatewayError::BadRequest("Content-Length must be digits only"));
+            return Err(GatewayError::BadRequest(
+                "Content-Length must be digits only",
+            ));
         }
         if cls.any(|v| v != first) {
-            return Err(GatewayError::BadRequest("conflicting Content-Length headers"));
+            return Err(GatewayError::BadRequest(
+                "conflicting Content-Length headers",
+            ));
         }
     }
     if h.get_all(header::HOST).iter().nth(1).is_some() {
@@ -322,7 +495,9 @@ fn check_framing(parts: &http::request::Parts) -> Result<(), GatewayError> {
     }
     if let (Some(auth), Some(host)) = (parts.uri.authority(), h.get(header::HOST))
         && parts.version == http::Version::HTTP_2
-        && !auth.as_str().eq_ignore_ascii_case(host.to_str().unwrap_or(""))
+        && !auth
+            .as_str()
+            .eq_ignore_ascii_case(host.to_str().unwrap_or(""))
     {
         return Err(GatewayError::BadRequest(":authority and Host disagree"));
     }
@@ -345,11 +520,20 @@ fn normalize_message(e: weir_core::NormalizeError) -> &'static str {
 }
 
 /// Applies `strip_prefix` or `rewrite` and checks the result is already normalized.
-fn rewrite_path<'a>(snap: &Snapshot, route: &Route, m: PathMatch, path: &'a Cow<'a, str>) -> Result<Cow<'a, str>, GatewayError> {
+fn rewrite_path<'a>(
+    snap: &Snapshot,
+    route: &Route,
+    m: PathMatch,
+    path: &'a Cow<'a, str>,
+) -> Result<Cow<'a, str>, GatewayError> {
     let out: Cow<'a, str> = match (m, route.strip_prefix, route.rewrite.as_deref()) {
         (PathMatch::Prefix { len }, true, _) => {
             let rest = &path[len..];
-            Cow::Owned(if rest.is_empty() { "/".to_owned() } else { rest.to_owned() })
+            Cow::Owned(if rest.is_empty() {
+                "/".to_owned()
+            } else {
+                rest.to_owned()
+            })
         }
         (PathMatch::Prefix { len }, _, Some(rw)) => {
             let rest = &path[len..];
@@ -367,7 +551,9 @@ fn rewrite_path<'a>(snap: &Snapshot, route: &Route, m: PathMatch, path: &'a Cow<
     };
     match normalize_path(&out, snap.path_options) {
         Ok(n) if n == out => Ok(out),
-        _ => Err(GatewayError::BadRequest("the rewritten path is not a normalized path")),
+        _ => Err(GatewayError::BadRequest(
+            "the rewritten path is not a normalized path",
+        )),
     }
 }
 

@@ -23,7 +23,11 @@ pub fn reload_now(gw: &Gateway, loader: &Loader, cause: &str) -> bool {
             true
         }
         Err(errors) => {
-            tracing::error!(cause, count = errors.len(), "configuration rejected; the previous one stays active");
+            tracing::error!(
+                cause,
+                count = errors.len(),
+                "configuration rejected; the previous one stays active"
+            );
             for e in errors {
                 tracing::error!("  {e}");
             }
@@ -34,7 +38,13 @@ pub fn reload_now(gw: &Gateway, loader: &Loader, cause: &str) -> bool {
 }
 
 /// Polls `path` every `every` and reloads when its content changes.
-pub async fn watch_file(gw: Arc<Gateway>, path: PathBuf, loader: Loader, every: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn watch_file(
+    gw: Arc<Gateway>,
+    path: PathBuf,
+    loader: Loader,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut last = std::fs::read(&path).ok();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

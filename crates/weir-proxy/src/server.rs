@@ -20,10 +20,17 @@ use crate::pipeline::{self, ConnInfo};
 
 /// Binds a listening socket (address reuse on, large backlog), ready to share by workers.
 pub fn bind(addr: &str) -> std::io::Result<std::net::TcpListener> {
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("invalid address {addr:?}")))?;
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    let addr: SocketAddr = addr.parse().map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("invalid address {addr:?}"),
+        )
+    })?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
@@ -43,8 +50,14 @@ pub struct Workers {
 }
 
 impl Workers {
-    pub fn start(gateway: Arc<Gateway>, listeners: &Listeners, shutdown: watch::Receiver<bool>) -> std::io::Result<Self> {
-        let tls = gateway.cert_resolver().map(|r| TlsAcceptor::from(r.server_config()));
+    pub fn start(
+        gateway: Arc<Gateway>,
+        listeners: &Listeners,
+        shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<Self> {
+        let tls = gateway
+            .cert_resolver()
+            .map(|r| TlsAcceptor::from(r.server_config()));
         let mut threads = Vec::new();
         for i in 0..gateway.workers() {
             let proxy = listeners.proxy.try_clone()?;
@@ -55,17 +68,22 @@ impl Workers {
             let gw = Arc::clone(&gateway);
             let tls = tls.clone();
             let shutdown = shutdown.clone();
-            let t = std::thread::Builder::new().name(format!("weir-worker-{i}")).spawn(move || {
-                weir_upstream::worker::set_index(i);
-                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot start a worker runtime");
-                        return;
-                    }
-                };
-                rt.block_on(worker_main(gw, proxy, tls_listener.zip(tls), shutdown));
-            })?;
+            let t = std::thread::Builder::new()
+                .name(format!("weir-worker-{i}"))
+                .spawn(move || {
+                    weir_upstream::worker::set_index(i);
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot start a worker runtime");
+                            return;
+                        }
+                    };
+                    rt.block_on(worker_main(gw, proxy, tls_listener.zip(tls), shutdown));
+                })?;
             threads.push(t);
         }
         Ok(Self { threads })
@@ -94,6 +112,7 @@ async fn worker_main(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout.get())
         .max_buf_size(limits.max_header_size.0.max(8192) as usize)
+        .writev(false)
         .keep_alive(true);
     builder
         .http2()
@@ -136,29 +155,35 @@ async fn worker_main(
         };
         let _ = stream.set_nodelay(true);
         total.increment(1);
-        let conn = ConnInfo { peer, tls: is_tls };
+        let conn = ConnInfo::new(peer, is_tls);
         let gw = Arc::clone(&gw);
         let builder = Arc::clone(&builder);
         let open = open.clone();
         let svc = service_fn(move |req| {
             let snap = gw.snapshot();
+            let conn = conn.clone();
             async move { Ok::<_, Infallible>(pipeline::handle(snap, conn, req).await) }
         });
         if is_tls {
-            let Some(acceptor) = acceptor.clone() else { continue };
+            let Some(acceptor) = acceptor.clone() else {
+                continue;
+            };
             let watcher = graceful.watcher();
             tokio::spawn(async move {
-                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    _ => return,
-                };
+                let tls =
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        _ => return,
+                    };
                 open.increment(1.0);
                 let c = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
                 let _ = watcher.watch(c.into_owned()).await;
                 open.decrement(1.0);
             });
         } else {
-            let c = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+            let c = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .into_owned();
             let fut = graceful.watch(c);
             tokio::spawn(async move {
                 open.increment(1.0);

@@ -53,30 +53,48 @@ pub enum HashOn {
 impl Snapshot {
     /// Compiles a validated configuration. `previous` lends its upstreams (pools, health),
     /// access-log writer and route metrics when they are unchanged.
-    pub fn compile(config: Config, version: u64, previous: Option<&Snapshot>, workers: usize) -> Result<(Snapshot, Vec<Arc<Upstream>>), Vec<String>> {
+    pub fn compile(
+        config: Config,
+        version: u64,
+        previous: Option<&Snapshot>,
+        workers: usize,
+    ) -> Result<(Snapshot, Vec<Arc<Upstream>>), Vec<String>> {
         let errors = weir_config::validate(&config);
         if !errors.is_empty() {
             return Err(errors.iter().map(ToString::to_string).collect());
         }
         let empty = Registry::default();
-        let (registry, fresh) =
-            Registry::build(&config.upstreams, previous.map_or(&empty, |p| &p.registry), workers).map_err(|e| vec![e])?;
+        let (registry, fresh) = Registry::build(
+            &config.upstreams,
+            previous.map_or(&empty, |p| &p.registry),
+            workers,
+        )
+        .map_err(|e| vec![e])?;
         let table = RouteTable::compile(&config.routes).map_err(|e| vec![e.to_string()])?;
         let max_body_size = config.limits.max_body_size.0;
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
             let Some(upstream) = registry.get(&r.upstream) else {
-                return Err(vec![format!("route {:?}: upstream {:?} is missing", r.name, r.upstream)]);
+                return Err(vec![format!(
+                    "route {:?}: upstream {:?} is missing",
+                    r.name, r.upstream
+                )]);
             };
             let metrics = previous
                 .and_then(|p| p.routes.iter().find(|old| *old.name == *r.name))
                 .map(|old| Arc::clone(&old.metrics))
                 .unwrap_or_else(|| Arc::new(RouteMetrics::new(&r.name)));
-            let host_header = upstream.config.host.as_deref().and_then(|h| HeaderValue::from_str(h).ok());
+            let host_header = upstream
+                .config
+                .host
+                .as_deref()
+                .and_then(|h| HeaderValue::from_str(h).ok());
             let hash_on = match upstream.config.hash_on.as_deref() {
                 Some("ip") => HashOn::ClientIp,
                 Some(h) => match (h.strip_prefix("header:"), h.strip_prefix("cookie:")) {
-                    (Some(n), _) => http::HeaderName::from_bytes(n.as_bytes()).map(HashOn::Header).unwrap_or(HashOn::None),
+                    (Some(n), _) => http::HeaderName::from_bytes(n.as_bytes())
+                        .map(HashOn::Header)
+                        .unwrap_or(HashOn::None),
                     (_, Some(c)) => HashOn::Cookie(c.to_owned()),
                     _ => HashOn::None,
                 },
@@ -96,16 +114,24 @@ impl Snapshot {
         }
         let access_log = match previous {
             Some(p) if p.config.access_log == config.access_log => p.access_log.clone(),
-            _ => open_access_log(&config.access_log).map_err(|e| vec![format!("access_log: {e}")])?,
+            _ => {
+                open_access_log(&config.access_log).map_err(|e| vec![format!("access_log: {e}")])?
+            }
         };
-        let trusted_proxies = config.trusted_proxies.iter().filter_map(|c| weir_config::parse_cidr(c)).collect();
+        let trusted_proxies = config
+            .trusted_proxies
+            .iter()
+            .filter_map(|c| weir_config::parse_cidr(c))
+            .collect();
         let path_options = PathOptions {
             encoded_slash: match config.paths.encoded_slash {
                 EncodedSlashAction::Reject => EncodedSlash::Reject,
                 EncodedSlashAction::Keep => EncodedSlash::Keep,
             },
         };
-        let unmatched = previous.map(|p| Arc::clone(&p.unmatched)).unwrap_or_else(|| Arc::new(RouteMetrics::new("")));
+        let unmatched = previous
+            .map(|p| Arc::clone(&p.unmatched))
+            .unwrap_or_else(|| Arc::new(RouteMetrics::new("")));
         Ok((
             Snapshot {
                 version,
@@ -131,10 +157,17 @@ impl Snapshot {
 fn open_access_log(cfg: &AccessLogConfig) -> std::io::Result<AccessLog> {
     match cfg {
         AccessLogConfig::Named(AccessLogTarget::Off) => Ok(AccessLog::off()),
-        AccessLogConfig::Named(AccessLogTarget::Stdout) => AccessLog::start(Box::new(std::io::stdout())),
-        AccessLogConfig::Named(AccessLogTarget::Stderr) => AccessLog::start(Box::new(std::io::stderr())),
+        AccessLogConfig::Named(AccessLogTarget::Stdout) => {
+            AccessLog::start(Box::new(std::io::stdout()))
+        }
+        AccessLogConfig::Named(AccessLogTarget::Stderr) => {
+            AccessLog::start(Box::new(std::io::stderr()))
+        }
         AccessLogConfig::File { file } => {
-            let f = std::fs::OpenOptions::new().create(true).append(true).open(file)?;
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file)?;
             AccessLog::start(Box::new(f))
         }
     }

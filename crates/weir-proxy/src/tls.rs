@@ -37,7 +37,9 @@ impl std::fmt::Debug for CertResolver {
 impl CertResolver {
     pub fn new(files: &[CertificateConfig]) -> Result<Arc<Self>, String> {
         let set = load_set(files)?;
-        Ok(Arc::new(Self { set: ArcSwap::from_pointee(set) }))
+        Ok(Arc::new(Self {
+            set: ArcSwap::from_pointee(set),
+        }))
     }
 
     /// Reloads when the list of files changed; unchanged lists keep the loaded keys.
@@ -59,8 +61,12 @@ impl CertResolver {
         // The ring provider supports the safe default versions; the fallback keeps TLS 1.3.
         let builder = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .unwrap_or_else(|_| rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13]));
-        let mut cfg = builder.with_no_client_auth().with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
+            .unwrap_or_else(|_| {
+                rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+            });
+        let mut cfg = builder
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Arc::new(cfg)
     }
@@ -101,10 +107,19 @@ fn load_set(files: &[CertificateConfig]) -> Result<CertSet, String> {
             .map_err(|e| format!("{at}.key: unsupported private key in {:?}: {e}", f.key))?;
         let ck = CertifiedKey::new(chain, signing);
         if let Err(e) = ck.keys_match() {
-            return Err(format!("{at}: the key does not belong to the certificate: {e}"));
+            return Err(format!(
+                "{at}: the key does not belong to the certificate: {e}"
+            ));
         }
-        webpki::EndEntityCert::try_from(&leaf).map_err(|e| format!("{at}.cert: cannot parse the certificate: {e}"))?;
-        certs.push(Loaded { key: Arc::new(ck), leaf });
+        webpki::EndEntityCert::try_from(&leaf)
+            .map_err(|e| format!("{at}.cert: cannot parse the certificate: {e}"))?;
+        certs.push(Loaded {
+            key: Arc::new(ck),
+            leaf,
+        });
     }
-    Ok(CertSet { certs, files: files.to_vec() })
+    Ok(CertSet {
+        certs,
+        files: files.to_vec(),
+    })
 }

@@ -13,11 +13,16 @@ pub fn is_upgrade_request(h: &HeaderMap) -> bool {
         && h.get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 pub fn is_websocket(h: &HeaderMap) -> bool {
-    h.get(UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+    h.get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
 }
 
 /// Whether an upstream's 101 agrees with the WebSocket upgrade that was asked for.
@@ -38,7 +43,9 @@ pub fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, route: Arc<str>) {
         let mut c = TokioIo::new(c);
         let mut u = TokioIo::new(u);
         match tokio::io::copy_bidirectional(&mut c, &mut u).await {
-            Ok((to_up, to_client)) => tracing::debug!(route = %route, to_up, to_client, "tunnel closed"),
+            Ok((to_up, to_client)) => {
+                tracing::debug!(route = %route, to_up, to_client, "tunnel closed")
+            }
             Err(e) => tracing::debug!(route = %route, error = %e, "tunnel ended with an error"),
         }
     });

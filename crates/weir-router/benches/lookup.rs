@@ -7,18 +7,29 @@ use std::hint::black_box;
 use weir_router::{RequestView, RouteTable};
 
 fn build() -> RouteTable {
-    let mut yaml = String::from("upstreams: { u: { targets: [ { address: \"127.0.0.1:1\" } ] } }\nroutes:\n");
+    let mut yaml =
+        String::from("upstreams: { u: { targets: [ { address: \"127.0.0.1:1\" } ] } }\nroutes:\n");
     for i in 0..10_000 {
         let line = match i % 4 {
-            0 => format!("  - {{ name: r{i}, upstream: u, match: {{ paths: [\"/svc{i}/*\"] }} }}\n"),
-            1 => format!("  - {{ name: r{i}, upstream: u, match: {{ paths: [\"/svc{i}/items\"], methods: [GET] }} }}\n"),
-            2 => format!("  - {{ name: r{i}, upstream: u, match: {{ hosts: [\"t{i}.example.com\"], paths: [\"/api/*\"] }} }}\n"),
-            _ => format!("  - {{ name: r{i}, upstream: u, match: {{ hosts: [\"*.t{i}.example.org\"], paths: [\"/v1/*\"] }} }}\n"),
+            0 => {
+                format!("  - {{ name: r{i}, upstream: u, match: {{ paths: [\"/svc{i}/*\"] }} }}\n")
+            }
+            1 => format!(
+                "  - {{ name: r{i}, upstream: u, match: {{ paths: [\"/svc{i}/items\"], methods: [GET] }} }}\n"
+            ),
+            2 => format!(
+                "  - {{ name: r{i}, upstream: u, match: {{ hosts: [\"t{i}.example.com\"], paths: [\"/api/*\"] }} }}\n"
+            ),
+            _ => format!(
+                "  - {{ name: r{i}, upstream: u, match: {{ hosts: [\"*.t{i}.example.org\"], paths: [\"/v1/*\"] }} }}\n"
+            ),
         };
         yaml.push_str(&line);
     }
     for i in 0..10 {
-        yaml.push_str(&format!("  - {{ name: re{i}, upstream: u, match: {{ paths: [\"~/re{i}/[0-9]+\"] }} }}\n"));
+        yaml.push_str(&format!(
+            "  - {{ name: re{i}, upstream: u, match: {{ paths: [\"~/re{i}/[0-9]+\"] }} }}\n"
+        ));
     }
     let cfg = weir_config::from_yaml(&yaml, "bench").expect("bench config parses");
     RouteTable::compile(&cfg.routes).expect("bench routes compile")

@@ -17,7 +17,11 @@ use weir_config::RouteConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
     #[error("routes[{route}].match.paths[{path}]: {message}")]
-    BadPath { route: usize, path: usize, message: String },
+    BadPath {
+        route: usize,
+        path: usize,
+        message: String,
+    },
 }
 
 /// What a request looks like to the router: one canonical view, made once per request.
@@ -36,9 +40,13 @@ pub struct RequestView<'a> {
 pub enum PathMatch {
     Exact,
     /// The matched prefix is `path[..len]` (without the final `/`).
-    Prefix { len: usize },
+    Prefix {
+        len: usize,
+    },
     /// Matched by the regex of entry `entry` (see [`RouteTable::regex`]).
-    Regex { entry: usize },
+    Regex {
+        entry: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,26 +119,41 @@ impl RouteTable {
             let mut headers = Vec::new();
             for (k, v) in &m.headers {
                 // Validation checked both; skip rather than panic if it was bypassed.
-                if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                if let (Ok(n), Ok(v)) = (
+                    HeaderName::from_bytes(k.as_bytes()),
+                    HeaderValue::from_str(v),
+                ) {
                     headers.push((n, v));
                 }
             }
-            let methods: Vec<Method> =
-                m.methods.iter().filter_map(|s| Method::from_bytes(s.as_bytes()).ok()).collect();
+            let methods: Vec<Method> = m
+                .methods
+                .iter()
+                .filter_map(|s| Method::from_bytes(s.as_bytes()).ok())
+                .collect();
             let ncond = methods.len().min(1) + headers.len();
             t.conditions.push(Conditions { methods, headers });
 
-            let hosts: Vec<Option<&str>> =
-                if m.hosts.is_empty() { vec![None] } else { m.hosts.iter().map(|h| Some(h.as_str())).collect() };
+            let hosts: Vec<Option<&str>> = if m.hosts.is_empty() {
+                vec![None]
+            } else {
+                m.hosts.iter().map(|h| Some(h.as_str())).collect()
+            };
             let default_path = ["/*".to_owned()];
-            let paths: &[String] = if m.paths.is_empty() { &default_path } else { &m.paths };
+            let paths: &[String] = if m.paths.is_empty() {
+                &default_path
+            } else {
+                &m.paths
+            };
             for host in &hosts {
                 for (pi, p) in paths.iter().enumerate() {
                     let (prank, literal, regex) = if let Some(re) = p.strip_prefix('~') {
-                        let regex = weir_config::compile_route_regex(re).map_err(|e| RouterError::BadPath {
-                            route: ri,
-                            path: pi,
-                            message: e.to_string(),
+                        let regex = weir_config::compile_route_regex(re).map_err(|e| {
+                            RouterError::BadPath {
+                                route: ri,
+                                path: pi,
+                                message: e.to_string(),
+                            }
                         })?;
                         (PATH_REGEX, String::new(), Some(regex))
                     } else if let Some(prefix) = p.strip_suffix("/*") {
@@ -154,7 +177,12 @@ impl RouteTable {
                         ri,
                     );
                     let id = t.entries.len();
-                    t.entries.push(Entry { route: ri, key, cond: cond_index, regex });
+                    t.entries.push(Entry {
+                        route: ri,
+                        key,
+                        cond: cond_index,
+                        regex,
+                    });
                     let bucket = match (hrank, host_key) {
                         (HOST_EXACT, Some(h)) => t.exact_hosts.entry(h.into()).or_default(),
                         (HOST_WILDCARD, Some(h)) => t.wildcard_hosts.entry(h.into()).or_default(),
@@ -231,22 +259,42 @@ impl RouteTable {
             if best.as_ref().is_some_and(|(k, _)| *k <= e.key) {
                 break;
             }
-            if e.regex.as_ref().is_some_and(|r| r.is_match(path)) && self.conditions[e.cond].accept(req) {
-                *best = Some((e.key, Matched { route: e.route, path: PathMatch::Regex { entry: id } }));
+            if e.regex.as_ref().is_some_and(|r| r.is_match(path))
+                && self.conditions[e.cond].accept(req)
+            {
+                *best = Some((
+                    e.key,
+                    Matched {
+                        route: e.route,
+                        path: PathMatch::Regex { entry: id },
+                    },
+                ));
                 break;
             }
         }
     }
 
     #[inline]
-    fn first_in(&self, list: &[usize], req: &RequestView<'_>, pm: PathMatch, best: &mut Option<(Key, Matched)>) {
+    fn first_in(
+        &self,
+        list: &[usize],
+        req: &RequestView<'_>,
+        pm: PathMatch,
+        best: &mut Option<(Key, Matched)>,
+    ) {
         for &id in list {
             let e = &self.entries[id];
             if best.as_ref().is_some_and(|(k, _)| *k <= e.key) {
                 return;
             }
             if self.conditions[e.cond].accept(req) {
-                *best = Some((e.key, Matched { route: e.route, path: pm }));
+                *best = Some((
+                    e.key,
+                    Matched {
+                        route: e.route,
+                        path: pm,
+                    },
+                ));
                 return;
             }
         }
@@ -277,7 +325,9 @@ pub fn canonical_host(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     };
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.is_empty()
-        || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.[]:_".contains(&b))
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:_".contains(&b))
     {
         return None;
     }
@@ -289,7 +339,10 @@ pub fn canonical_host(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
 }
 
 fn valid_port(p: &str) -> bool {
-    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0)
+    !p.is_empty()
+        && p.len() <= 5
+        && p.bytes().all(|b| b.is_ascii_digit())
+        && p.parse::<u16>().is_ok_and(|n| n > 0)
 }
 
 #[cfg(test)]

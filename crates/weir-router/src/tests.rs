@@ -3,20 +3,37 @@
 use super::*;
 
 fn table(yaml_routes: &str) -> RouteTable {
-    let yaml = format!("upstreams: {{ u: {{ targets: [ {{ address: \"127.0.0.1:1\" }} ] }} }}\nroutes:\n{yaml_routes}");
+    let yaml = format!(
+        "upstreams: {{ u: {{ targets: [ {{ address: \"127.0.0.1:1\" }} ] }} }}\nroutes:\n{yaml_routes}"
+    );
     let cfg = weir_config::from_yaml(&yaml, "t").unwrap();
     let errs = weir_config::validate(&cfg);
     assert!(errs.is_empty(), "{errs:?}");
     RouteTable::compile(&cfg.routes).unwrap()
 }
 
-fn find(t: &RouteTable, host: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<usize> {
+fn find(
+    t: &RouteTable,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<usize> {
     let mut h = HeaderMap::new();
     for (k, v) in headers {
-        h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        h.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
     }
     let m = Method::from_bytes(method.as_bytes()).unwrap();
-    t.find(&RequestView { host, path, method: &m, headers: &h }).map(|m| m.route)
+    t.find(&RequestView {
+        host,
+        path,
+        method: &m,
+        headers: &h,
+    })
+    .map(|m| m.route)
 }
 
 #[test]
@@ -49,7 +66,7 @@ fn precedence_table() {
         ("", "GET", "/api/v2/items/9x", &[], Some(1)),
         ("api.example.com", "GET", "/api/v1/users", &[], Some(5)), // exact host first
         ("x.example.com", "GET", "/api/v1/users", &[], Some(6)),   // then wildcard host
-        ("a.b.example.com", "GET", "/api/z", &[], Some(1)),       // wildcard is one label
+        ("a.b.example.com", "GET", "/api/z", &[], Some(1)),        // wildcard is one label
         ("example.com", "GET", "/api/z", &[], Some(1)),
         ("", "POST", "/api/z", &[], Some(7)), // more conditions win at equal path
         ("", "GET", "/api/z", &[("x-api-version", "2")], Some(8)),
@@ -59,7 +76,13 @@ fn precedence_table() {
     for (host, method, path, headers, want) in cases {
         let got = find(&t, host, method, path, headers);
         let name = |i: Option<usize>| i.map(|i| format!("r{i}")).unwrap_or("none".into());
-        assert_eq!(got, *want, "{method} {host}{path} {headers:?}: got {} want {}", name(got), name(*want));
+        assert_eq!(
+            got,
+            *want,
+            "{method} {host}{path} {headers:?}: got {} want {}",
+            name(got),
+            name(*want)
+        );
     }
 }
 
@@ -86,14 +109,27 @@ fn no_route_without_catch_all() {
 fn prefix_match_reports_the_prefix_length() {
     let t = table("  - { name: a, upstream: u, match: { paths: [/orders/*] } }\n");
     let h = HeaderMap::new();
-    let m = t.find(&RequestView { host: "", path: "/orders/42", method: &Method::GET, headers: &h }).unwrap();
+    let m = t
+        .find(&RequestView {
+            host: "",
+            path: "/orders/42",
+            method: &Method::GET,
+            headers: &h,
+        })
+        .unwrap();
     assert_eq!(m.path, PathMatch::Prefix { len: 7 });
 }
 
 #[test]
 fn canonical_hosts() {
-    assert_eq!(canonical_host("API.Example.com:8080").as_deref(), Some("api.example.com"));
-    assert_eq!(canonical_host("example.com.").as_deref(), Some("example.com"));
+    assert_eq!(
+        canonical_host("API.Example.com:8080").as_deref(),
+        Some("api.example.com")
+    );
+    assert_eq!(
+        canonical_host("example.com.").as_deref(),
+        Some("example.com")
+    );
     assert_eq!(canonical_host("[::1]:80").as_deref(), Some("[::1]"));
     assert_eq!(canonical_host("a.com:99999"), None);
     assert_eq!(canonical_host("a.com:0"), None);
@@ -105,7 +141,9 @@ fn canonical_hosts() {
 fn ten_thousand_routes_resolve() {
     let mut routes = String::new();
     for i in 0..10_000 {
-        routes.push_str(&format!("  - {{ name: r{i}, upstream: u, match: {{ paths: [\"/svc{i}/*\"] }} }}\n"));
+        routes.push_str(&format!(
+            "  - {{ name: r{i}, upstream: u, match: {{ paths: [\"/svc{i}/*\"] }} }}\n"
+        ));
     }
     let t = table(&routes);
     assert_eq!(find(&t, "", "GET", "/svc9999/x/y", &[]), Some(9999));

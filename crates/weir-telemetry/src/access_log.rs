@@ -44,7 +44,9 @@ impl AccessLog {
     /// Starts the writer thread for `sink`.
     pub fn start(sink: Box<dyn Write + Send>) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel::<String>(QUEUE);
-        std::thread::Builder::new().name("weir-access-log".into()).spawn(move || writer(rx, sink))?;
+        std::thread::Builder::new()
+            .name("weir-access-log".into())
+            .spawn(move || writer(rx, sink))?;
         Ok(Self { tx: Some(tx) })
     }
 
@@ -80,7 +82,9 @@ fn writer(rx: Receiver<String>, sink: Box<dyn Write + Send>) {
 
 pub fn format_line(r: &Record<'_>) -> String {
     let mut s = String::with_capacity(320);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     s.push_str("{\"time\":\"");
     push_rfc3339(&mut s, now);
     s.push_str("\",\"request_id\":");
@@ -102,7 +106,11 @@ pub fn format_line(r: &Record<'_>) -> String {
         }
         None => s.push_str(",\"upstream_ms\":null"),
     }
-    let _ = write!(s, ",\"total_ms\":{:.3},\"bytes_in\":{},\"bytes_out\":{}", r.total_ms, r.bytes_in, r.bytes_out);
+    let _ = write!(
+        s,
+        ",\"total_ms\":{:.3},\"bytes_in\":{},\"bytes_out\":{}",
+        r.total_ms, r.bytes_in, r.bytes_out
+    );
     s.push_str(",\"client\":");
     push_json_str(&mut s, r.client);
     if !r.error.is_empty() {
@@ -174,7 +182,20 @@ mod tests {
             error: "",
         });
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        for k in ["time", "request_id", "route", "method", "path", "status", "upstream", "endpoint", "upstream_ms", "total_ms", "bytes_in", "bytes_out"] {
+        for k in [
+            "time",
+            "request_id",
+            "route",
+            "method",
+            "path",
+            "status",
+            "upstream",
+            "endpoint",
+            "upstream_ms",
+            "total_ms",
+            "bytes_in",
+            "bytes_out",
+        ] {
             assert!(v.get(k).is_some(), "missing {k} in {line}");
         }
         assert_eq!(v["route"], "r\"1");

@@ -4,12 +4,11 @@
 use std::sync::OnceLock;
 
 use metrics::{Counter, Gauge, Histogram};
-pub use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_exporter_prometheus::PrometheusBuilder;
+pub use metrics_exporter_prometheus::PrometheusHandle;
 
 pub const REQUESTS_TOTAL: &str = "weir_requests_total";
 pub const REQUEST_DURATION: &str = "weir_request_duration_seconds";
-pub const UPSTREAM_DURATION: &str = "weir_upstream_duration_seconds";
 pub const ENDPOINT_HEALTHY: &str = "weir_upstream_endpoint_healthy";
 pub const OPEN_CONNECTIONS: &str = "weir_open_connections";
 pub const CONNECTIONS_TOTAL: &str = "weir_connections_total";
@@ -23,7 +22,10 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+            let buckets = [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ];
             let builder = PrometheusBuilder::new()
                 .set_buckets(&buckets)
                 .unwrap_or_else(|_| PrometheusBuilder::new());
@@ -43,7 +45,6 @@ pub struct RouteMetrics {
     /// By status class: 1xx, 2xx, 3xx, 4xx, 5xx.
     pub by_class: [Counter; 5],
     pub duration: Histogram,
-    pub upstream_duration: Histogram,
 }
 
 impl RouteMetrics {
@@ -52,8 +53,7 @@ impl RouteMetrics {
         let c = |class: &'static str| metrics::counter!(REQUESTS_TOTAL, "route" => route.clone(), "status" => class);
         Self {
             by_class: [c("1xx"), c("2xx"), c("3xx"), c("4xx"), c("5xx")],
-            duration: metrics::histogram!(REQUEST_DURATION, "route" => route.clone()),
-            upstream_duration: metrics::histogram!(UPSTREAM_DURATION, "route" => route),
+            duration: metrics::histogram!(REQUEST_DURATION, "route" => route),
         }
     }
 

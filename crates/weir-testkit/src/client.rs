@@ -40,7 +40,9 @@ impl Default for HttpClient {
 
 impl HttpClient {
     pub fn new() -> Self {
-        Self { inner: Client::builder(TokioExecutor::new()).build_http() }
+        Self {
+            inner: Client::builder(TokioExecutor::new()).build_http(),
+        }
     }
 
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Reply, String> {
@@ -50,20 +52,32 @@ impl HttpClient {
             .map_err(|e| format!("{e:?}"))?;
         let (parts, body) = rsp.into_parts();
         let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok(Reply { status: parts.status, headers: parts.headers, body })
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     }
 
     pub async fn get(&self, url: &str) -> Reply {
         self.request(Method::GET, url, &[], Bytes::new()).await
     }
 
-    pub async fn request(&self, method: Method, url: &str, headers: &[(&str, &str)], body: Bytes) -> Reply {
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Reply {
         let mut b = Request::builder().method(method).uri(url);
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
         let req = b.body(Full::new(body)).expect("valid test request");
-        self.send(req).await.unwrap_or_else(|e| panic!("request to {url} failed: {e}"))
+        self.send(req)
+            .await
+            .unwrap_or_else(|e| panic!("request to {url} failed: {e}"))
     }
 }
 

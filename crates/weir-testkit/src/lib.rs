@@ -10,7 +10,10 @@ pub use upstream::{Behavior, MockUpstream, Recorded};
 
 /// Allocates a free loopback port (bind to 0, read it, release it).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 /// Resident set size of this process in KiB (Linux), for memory assertions.

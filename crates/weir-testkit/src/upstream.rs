@@ -19,7 +19,8 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 
 pub type Body = BoxBody<Bytes, Infallible>;
-pub type Handler = Arc<dyn Fn(Request<Incoming>) -> BoxFuture<'static, Response<Body>> + Send + Sync>;
+pub type Handler =
+    Arc<dyn Fn(Request<Incoming>) -> BoxFuture<'static, Response<Body>> + Send + Sync>;
 
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -66,23 +67,36 @@ impl MockUpstream {
 
     /// `h2c`: serve HTTP/2 with prior knowledge instead of HTTP/1.1.
     pub async fn start_with(behavior: Behavior, h2c: bool) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind mock upstream");
         Self::serve(listener, behavior, h2c, None).await
     }
 
     /// Serves TLS with the given server config (ALPN decides h1/h2).
     pub async fn start_tls(behavior: Behavior, tls: Arc<rustls::ServerConfig>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind mock upstream");
         Self::serve(listener, behavior, false, Some(tls)).await
     }
 
-    async fn serve(listener: TcpListener, behavior: Behavior, h2c: bool, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+    async fn serve(
+        listener: TcpListener,
+        behavior: Behavior,
+        h2c: bool,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
         let addr = listener.local_addr().expect("local addr");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let hits = Arc::new(AtomicUsize::new(0));
         let healthy = Arc::new(AtomicBool::new(true));
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (rq, h, hl) = (Arc::clone(&requests), Arc::clone(&hits), Arc::clone(&healthy));
+        let (rq, h, hl) = (
+            Arc::clone(&requests),
+            Arc::clone(&hits),
+            Arc::clone(&healthy),
+        );
         tokio::spawn(async move {
             loop {
                 let stream = tokio::select! {
@@ -104,18 +118,28 @@ impl MockUpstream {
                     }
                     match tls {
                         Some(cfg) => {
-                            if let Ok(s) = tokio_rustls::TlsAcceptor::from(cfg).accept(stream).await {
-                                let _ = b.serve_connection_with_upgrades(TokioIo::new(s), svc).await;
+                            if let Ok(s) = tokio_rustls::TlsAcceptor::from(cfg).accept(stream).await
+                            {
+                                let _ =
+                                    b.serve_connection_with_upgrades(TokioIo::new(s), svc).await;
                             }
                         }
                         None => {
-                            let _ = b.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
+                            let _ = b
+                                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                                .await;
                         }
                     }
                 });
             }
         });
-        Self { addr, requests, hits, healthy, stop: Some(stop_tx) }
+        Self {
+            addr,
+            requests,
+            hits,
+            healthy,
+            stop: Some(stop_tx),
+        }
     }
 
     pub fn address(&self) -> String {
@@ -158,16 +182,30 @@ async fn answer(
     if req.uri().path() == "/healthz" {
         let ok = healthy.load(Ordering::SeqCst);
         let mut r = Response::new(full(if ok { "ok" } else { "down" }));
-        *r.status_mut() = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        *r.status_mut() = if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
         return r;
     }
     hits.fetch_add(1, Ordering::SeqCst);
     let method = req.method().to_string();
-    let target = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     let headers = req.headers().clone();
     let version = req.version();
     if let Behavior::Custom(h) = &behavior {
-        rq.lock().push(Recorded { method, target, headers, body_len: 0, version });
+        rq.lock().push(Recorded {
+            method,
+            target,
+            headers,
+            body_len: 0,
+            version,
+        });
         return h(req).await;
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -178,7 +216,13 @@ async fn answer(
             body_len += d.len() as u64;
         }
     }
-    rq.lock().push(Recorded { method, target, headers, body_len, version });
+    rq.lock().push(Recorded {
+        method,
+        target,
+        headers,
+        body_len,
+        version,
+    });
     match behavior {
         Behavior::Named(name) => Response::new(full(name)),
         Behavior::Status(s) => {
@@ -201,10 +245,18 @@ async fn answer(
                     tokio::time::sleep(gap).await;
                 }
             });
-            let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|f| (f, rx))
+            });
             let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
-            r.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/event-stream"),
+            );
+            r.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-cache"),
+            );
             r
         }
         Behavior::WebSocketEcho => {
@@ -217,8 +269,14 @@ async fn answer(
             });
             let mut r = Response::new(full(""));
             *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            r.headers_mut().insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
-            r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+            r.headers_mut().insert(
+                http::header::UPGRADE,
+                http::HeaderValue::from_static("websocket"),
+            );
+            r.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("upgrade"),
+            );
             r
         }
         Behavior::RefuseUpgrade => Response::new(full("no upgrade here")),

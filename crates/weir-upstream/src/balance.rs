@@ -15,17 +15,33 @@ const VNODES: u32 = 64;
 #[derive(Debug)]
 pub(crate) enum Balancer {
     /// A smooth weighted schedule (nginx's algorithm) expanded once at build time.
-    RoundRobin { schedule: Vec<u16>, next: AtomicUsize },
-    LeastConn { next: AtomicUsize },
-    ConsistentHash { ring: Vec<(u64, u16)>, fallback: Vec<u16>, next: AtomicUsize },
-    Random { total: u32 },
+    RoundRobin {
+        schedule: Vec<u16>,
+        next: AtomicUsize,
+    },
+    LeastConn {
+        next: AtomicUsize,
+    },
+    ConsistentHash {
+        ring: Vec<(u64, u16)>,
+        fallback: Vec<u16>,
+        next: AtomicUsize,
+    },
+    Random {
+        total: u32,
+    },
 }
 
 impl Balancer {
     pub(crate) fn new(kind: Balance, endpoints: &[Endpoint]) -> Self {
         match kind {
-            Balance::RoundRobin => Self::RoundRobin { schedule: smooth_schedule(endpoints), next: AtomicUsize::new(0) },
-            Balance::LeastConn => Self::LeastConn { next: AtomicUsize::new(0) },
+            Balance::RoundRobin => Self::RoundRobin {
+                schedule: smooth_schedule(endpoints),
+                next: AtomicUsize::new(0),
+            },
+            Balance::LeastConn => Self::LeastConn {
+                next: AtomicUsize::new(0),
+            },
             Balance::ConsistentHash => {
                 let mut ring = Vec::new();
                 for (i, e) in endpoints.iter().enumerate() {
@@ -34,30 +50,51 @@ impl Balancer {
                     }
                 }
                 ring.sort_unstable();
-                Self::ConsistentHash { ring, fallback: smooth_schedule(endpoints), next: AtomicUsize::new(0) }
+                Self::ConsistentHash {
+                    ring,
+                    fallback: smooth_schedule(endpoints),
+                    next: AtomicUsize::new(0),
+                }
             }
-            Balance::Random => Self::Random { total: endpoints.iter().map(|e| e.weight).sum() },
+            Balance::Random => Self::Random {
+                total: endpoints.iter().map(|e| e.weight).sum(),
+            },
         }
     }
 
     /// Picks an endpoint index, or `None` when every endpoint is unavailable or tried.
     /// `tried` is a bit set of indexes (upstreams with more than 64 endpoints reuse bits,
     /// which only makes a retry skip an untried endpoint, never pick a tried one twice).
-    pub(crate) fn pick(&self, endpoints: &[Endpoint], hash: Option<u64>, tried: u64) -> Option<usize> {
+    pub(crate) fn pick(
+        &self,
+        endpoints: &[Endpoint],
+        hash: Option<u64>,
+        tried: u64,
+    ) -> Option<usize> {
         let now = now_ms();
-        let usable = |i: usize| tried & (1u64 << (i % 64)) == 0 && endpoints[i].looks_available(now);
+        let usable =
+            |i: usize| tried & (1u64 << (i % 64)) == 0 && endpoints[i].looks_available(now);
         let acquire = |i: usize| endpoints[i].try_acquire(now);
         match self {
             Self::RoundRobin { schedule, next } => rotate(schedule, next, usable, acquire),
             Self::LeastConn { next } => {
                 let n = endpoints.len();
                 let start = next.fetch_add(1, Ordering::Relaxed);
-                let mut order: Vec<usize> = (0..n).map(|k| (start + k) % n).filter(|&i| usable(i)).collect();
+                let mut order: Vec<usize> = (0..n)
+                    .map(|k| (start + k) % n)
+                    .filter(|&i| usable(i))
+                    .collect();
                 // Lowest in-flight per unit of weight first; rotation breaks ties fairly.
-                order.sort_by_key(|&i| (endpoints[i].in_flight() as u64 * 1000) / u64::from(endpoints[i].weight));
+                order.sort_by_key(|&i| {
+                    (endpoints[i].in_flight() as u64 * 1000) / u64::from(endpoints[i].weight)
+                });
                 order.into_iter().find(|&i| acquire(i))
             }
-            Self::ConsistentHash { ring, fallback, next } => match hash {
+            Self::ConsistentHash {
+                ring,
+                fallback,
+                next,
+            } => match hash {
                 Some(h) if !ring.is_empty() => {
                     let start = ring.partition_point(|(p, _)| *p < h);
                     (0..ring.len())
@@ -77,7 +114,9 @@ impl Balancer {
                     }
                 })?;
                 let n = endpoints.len();
-                (0..n).map(|k| (first + k) % n).find(|&i| usable(i) && acquire(i))
+                (0..n)
+                    .map(|k| (first + k) % n)
+                    .find(|&i| usable(i) && acquire(i))
             }
         }
     }
@@ -131,7 +170,11 @@ mod tests {
     use super::*;
 
     fn eps(weights: &[u32]) -> Vec<Endpoint> {
-        weights.iter().enumerate().map(|(i, w)| Endpoint::new(&format!("127.0.0.1:{}", 7000 + i), *w).unwrap()).collect()
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| Endpoint::new(&format!("127.0.0.1:{}", 7000 + i), *w).unwrap())
+            .collect()
     }
 
     #[test]
@@ -168,17 +211,26 @@ mod tests {
     fn consistent_hash_is_sticky_and_moves_little() {
         let e = eps(&[1, 1, 1, 1]);
         let b = Balancer::new(Balance::ConsistentHash, &e);
-        let before: Vec<usize> = (0..1000).map(|k| b.pick(&e, Some(hash_of(&k)), 0).unwrap()).collect();
-        let again: Vec<usize> = (0..1000).map(|k| b.pick(&e, Some(hash_of(&k)), 0).unwrap()).collect();
+        let before: Vec<usize> = (0..1000)
+            .map(|k| b.pick(&e, Some(hash_of(&k)), 0).unwrap())
+            .collect();
+        let again: Vec<usize> = (0..1000)
+            .map(|k| b.pick(&e, Some(hash_of(&k)), 0).unwrap())
+            .collect();
         assert_eq!(before, again);
         e[2].set_active(false);
-        let after: Vec<usize> = (0..1000).map(|k| b.pick(&e, Some(hash_of(&k)), 0).unwrap()).collect();
+        let after: Vec<usize> = (0..1000)
+            .map(|k| b.pick(&e, Some(hash_of(&k)), 0).unwrap())
+            .collect();
         let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
         let on_two = before.iter().filter(|&&i| i == 2).count();
         assert_eq!(moved, on_two, "only keys of the removed endpoint move");
         for i in 0..4 {
             let share = before.iter().filter(|&&p| p == i).count();
-            assert!((120..=380).contains(&share), "endpoint {i} got {share} of 1000");
+            assert!(
+                (120..=380).contains(&share),
+                "endpoint {i} got {share} of 1000"
+            );
         }
     }
 

@@ -47,11 +47,21 @@ enum Kind {
 
 impl RequestBody {
     pub fn empty() -> Self {
-        Self { kind: Kind::Empty, limit: u64::MAX, seen: 0, stats: None }
+        Self {
+            kind: Kind::Empty,
+            limit: u64::MAX,
+            seen: 0,
+            stats: None,
+        }
     }
 
     pub fn full(bytes: Bytes) -> Self {
-        Self { kind: Kind::Full(Some(bytes)), limit: u64::MAX, seen: 0, stats: None }
+        Self {
+            kind: Kind::Full(Some(bytes)),
+            limit: u64::MAX,
+            seen: 0,
+            stats: None,
+        }
     }
 
     /// Wraps the client's body; `limit` is enforced as frames pass.
@@ -59,14 +69,22 @@ impl RequestBody {
         if body.is_end_stream() {
             return BodySource::Empty;
         }
-        BodySource::Stream { slot: Arc::new(Mutex::new(Some(body))), limit, stats: Arc::default() }
+        BodySource::Stream {
+            slot: Arc::new(Mutex::new(Some(body))),
+            limit,
+            stats: Arc::default(),
+        }
     }
 }
 
 /// Where each attempt's body comes from.
 pub enum BodySource {
     Empty,
-    Stream { slot: Slot, limit: u64, stats: Arc<BodyStats> },
+    Stream {
+        slot: Slot,
+        limit: u64,
+        stats: Arc<BodyStats>,
+    },
 }
 
 impl BodySource {
@@ -74,12 +92,14 @@ impl BodySource {
     pub fn attempt(&self) -> Option<RequestBody> {
         match self {
             BodySource::Empty => Some(RequestBody::empty()),
-            BodySource::Stream { slot, limit, stats } => slot.lock().is_some().then(|| RequestBody {
-                kind: Kind::Slot(Arc::clone(slot)),
-                limit: *limit,
-                seen: 0,
-                stats: Some(Arc::clone(stats)),
-            }),
+            BodySource::Stream { slot, limit, stats } => {
+                slot.lock().is_some().then(|| RequestBody {
+                    kind: Kind::Slot(Arc::clone(slot)),
+                    limit: *limit,
+                    seen: 0,
+                    stats: Some(Arc::clone(stats)),
+                })
+            }
         }
     }
 
@@ -100,7 +120,8 @@ impl BodySource {
         match self {
             BodySource::Empty => false,
             BodySource::Stream { stats, .. } => {
-                stats.over_limit.load(Ordering::Relaxed) || stats.client_error.load(Ordering::Relaxed)
+                stats.over_limit.load(Ordering::Relaxed)
+                    || stats.client_error.load(Ordering::Relaxed)
             }
         }
     }
@@ -117,7 +138,10 @@ impl Body for RequestBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
             match &mut this.kind {
@@ -174,7 +198,11 @@ impl Body for RequestBody {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Slot(slot) => slot.lock().as_ref().map(Body::size_hint).unwrap_or_default(),
+            Kind::Slot(slot) => slot
+                .lock()
+                .as_ref()
+                .map(Body::size_hint)
+                .unwrap_or_default(),
             Kind::Stream(b) => b.size_hint(),
         }
     }

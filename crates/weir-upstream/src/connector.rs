@@ -61,7 +61,10 @@ impl tower_service::Service<Uri> for Connector {
         let tls = self.tls.clone();
         Box::pin(async move {
             let host = uri.host().ok_or(ConnectError::BadAddress)?;
-            let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
             let port = uri.port_u16().ok_or(ConnectError::BadAddress)?;
             let connect = async {
                 let tcp = TcpStream::connect((host.as_str(), port)).await?;
@@ -71,7 +74,9 @@ impl tower_service::Service<Uri> for Connector {
                 };
                 let name = match tls.sni {
                     Some(n) => n,
-                    None => ServerName::try_from(host.clone()).map_err(|_| ConnectError::BadAddress)?,
+                    None => {
+                        ServerName::try_from(host.clone()).map_err(|_| ConnectError::BadAddress)?
+                    }
                 };
                 let stream = TlsConnector::from(tls.config).connect(name, tcp).await?;
                 Ok(Conn::Tls(Box::new(TokioIo::new(stream))))
@@ -107,7 +112,11 @@ impl Connection for Conn {
 }
 
 impl Read for Conn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -116,7 +125,11 @@ impl Read for Conn {
 }
 
 impl Write for Conn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -173,7 +186,9 @@ pub fn client_tls_config(
                     .map_err(|e| format!("cannot read CA file {path:?}: {e}"))?;
                 for c in certs {
                     let c = c.map_err(|e| format!("bad certificate in {path:?}: {e}"))?;
-                    roots.add(c).map_err(|e| format!("bad CA certificate in {path:?}: {e}"))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| format!("bad CA certificate in {path:?}: {e}"))?;
                 }
             }
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -185,7 +200,11 @@ pub fn client_tls_config(
             .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
             .with_no_client_auth()
     };
-    config.alpn_protocols = if offer_h2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
+    config.alpn_protocols = if offer_h2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(Arc::new(config))
 }
 
@@ -210,7 +229,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -218,7 +242,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()

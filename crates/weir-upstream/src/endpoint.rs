@@ -36,7 +36,9 @@ pub(crate) struct EndpointState {
 
 impl Endpoint {
     pub fn new(address: &str, weight: u32) -> Result<Self, String> {
-        let authority: Authority = address.parse().map_err(|_| format!("invalid address {address:?}"))?;
+        let authority: Authority = address
+            .parse()
+            .map_err(|_| format!("invalid address {address:?}"))?;
         Ok(Self {
             address: address.into(),
             authority,
@@ -128,21 +130,62 @@ impl Endpoint {
     }
 }
 
-/// Counts a request against an endpoint for least-connections until dropped; the proxy
-/// keeps it inside the response body so streams count until they end.
-#[derive(Debug)]
-pub struct InFlight(Arc<crate::UpstreamShared>, usize);
+/// Counts a request against an endpoint for least-connections until dropped, and holds
+/// the HTTP/1.1 connection until the response body is done. The proxy keeps it inside the
+/// response body and calls [`InFlight::finish`] when the body ends.
+pub struct InFlight {
+    shared: Arc<crate::UpstreamShared>,
+    idx: usize,
+    worker: usize,
+    conn: Option<crate::pool::H1>,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight")
+            .field("idx", &self.idx)
+            .finish_non_exhaustive()
+    }
+}
 
 impl InFlight {
-    pub(crate) fn new(shared: Arc<crate::UpstreamShared>, idx: usize) -> Self {
-        shared.endpoints[idx].state.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self(shared, idx)
+    pub(crate) fn new(shared: Arc<crate::UpstreamShared>, idx: usize, worker: usize) -> Self {
+        shared.endpoints[idx]
+            .state
+            .in_flight
+            .fetch_add(1, Ordering::Relaxed);
+        Self {
+            shared,
+            idx,
+            worker,
+            conn: None,
+        }
+    }
+
+    pub(crate) fn with_conn(mut self, conn: Option<crate::pool::H1>) -> Self {
+        self.conn = conn;
+        self
+    }
+
+    /// Ends the request. `reusable` means the whole response body was relayed, so the
+    /// connection can serve another request; otherwise it is closed.
+    pub fn finish(mut self, reusable: bool) {
+        if reusable && let Some(conn) = self.conn.take() {
+            self.shared.pools.give_back(self.worker, self.idx, conn);
+        }
+    }
+
+    /// Keeps the connection out of the pool (it was upgraded to a tunnel).
+    pub fn detach(&mut self) {
+        self.conn = None;
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.endpoints[self.1].state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.shared.endpoints[self.idx]
+            .state
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
-

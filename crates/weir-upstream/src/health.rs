@@ -11,7 +11,9 @@ use crate::{RequestBody, Upstream, UpstreamKind, UpstreamShared};
 
 /// Starts checks for `upstream` on the current runtime if it configures them.
 pub fn spawn_active_checks(upstream: &Arc<Upstream>) {
-    let (UpstreamKind::Http(shared), Some(cfg)) = (&upstream.kind, upstream.config.health.active.clone()) else {
+    let (UpstreamKind::Http(shared), Some(cfg)) =
+        (&upstream.kind, upstream.config.health.active.clone())
+    else {
         return;
     };
     let weak = Arc::downgrade(shared);
@@ -26,7 +28,7 @@ async fn run(weak: Weak<UpstreamShared>, cfg: ActiveHealthConfig) {
         tick.tick().await;
         let Some(up) = weak.upgrade() else { return };
         counters.resize(up.endpoints.len(), (0, 0));
-        let probes = up.endpoints.iter().map(|e| probe(&up, e, &cfg));
+        let probes = (0..up.endpoints.len()).map(|i| probe(&up, i, &cfg));
         let results = futures_util::future::join_all(probes).await;
         for (i, ok) in results.into_iter().enumerate() {
             let e = &up.endpoints[i];
@@ -50,24 +52,41 @@ async fn run(weak: Weak<UpstreamShared>, cfg: ActiveHealthConfig) {
     }
 }
 
-async fn probe(up: &UpstreamShared, e: &crate::Endpoint, cfg: &ActiveHealthConfig) -> bool {
-    let Ok(uri) = Uri::builder()
-        .scheme(up.scheme.clone())
-        .authority(e.authority.clone())
-        .path_and_query(cfg.path.as_str())
-        .build()
-    else {
+async fn probe(up: &UpstreamShared, idx: usize, cfg: &ActiveHealthConfig) -> bool {
+    let e = &up.endpoints[idx];
+    let Ok(path) = http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::copy_from_slice(
+        cfg.path.as_bytes(),
+    )) else {
         return false;
     };
     let mut req = Request::new(RequestBody::empty());
-    *req.uri_mut() = uri;
+    *req.uri_mut() = Uri::from(path.clone());
     if let Ok(v) = http::HeaderValue::from_str(e.authority.as_str()) {
         req.headers_mut().insert(http::header::HOST, v);
     }
-    req.headers_mut().insert(http::header::USER_AGENT, http::HeaderValue::from_static("weir-health-check"));
-    match tokio::time::timeout(cfg.timeout.get(), up.client().request(req)).await {
-        Ok(Ok(rsp)) => rsp.status().is_success() || rsp.status().is_redirection(),
+    req.headers_mut().insert(
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static("weir-health-check"),
+    );
+    let worker = up.pools.worker_slot();
+    let exchange = up.exchange(worker, idx, req, path);
+    match tokio::time::timeout(cfg.timeout.get(), exchange).await {
+        Ok(Ok(x)) => {
+            let ok = x.response.status().is_success() || x.response.status().is_redirection();
+            // Read the (small) body so the connection can be reused for the next probe.
+            let mut body = x.response.into_body();
+            let mut complete = true;
+            while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+                if frame.is_err() {
+                    complete = false;
+                    break;
+                }
+            }
+            if complete && let Some(conn) = x.conn {
+                up.pools.give_back(worker, idx, conn);
+            }
+            ok
+        }
         _ => false,
     }
 }
-

@@ -7,6 +7,7 @@ mod body;
 mod connector;
 mod endpoint;
 mod health;
+mod pool;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -16,8 +17,6 @@ use std::time::Duration;
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use weir_config::{Builtin, PassiveHealthConfig, UpstreamConfig, UpstreamProtocol};
 use weir_core::UpstreamFailure;
 
@@ -25,8 +24,6 @@ pub use balance::hash_of;
 pub use body::{BodySource, BodyStats, BodyTooLarge, BoxError, RequestBody};
 pub use connector::{ConnectError, Connector, client_tls_config};
 pub use endpoint::{Endpoint, InFlight};
-
-type HttpClient = Client<Connector, RequestBody>;
 
 /// Compiled upstream. Cloning the `Arc` is how routes share it.
 pub struct Upstream {
@@ -45,9 +42,7 @@ pub struct UpstreamShared {
     pub name: Arc<str>,
     pub endpoints: Vec<Endpoint>,
     balancer: balance::Balancer,
-    /// One client (and so one connection pool) per worker thread, plus one for the control
-    /// thread, so a connection's I/O task runs on the thread that uses it.
-    clients: Vec<HttpClient>,
+    pools: pool::Pools,
     scheme: Scheme,
     request_timeout: Duration,
     retries: u32,
@@ -56,7 +51,9 @@ pub struct UpstreamShared {
 
 impl std::fmt::Debug for UpstreamShared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamShared").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("UpstreamShared")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -96,7 +93,11 @@ impl Upstream {
             Some(b) => UpstreamKind::Builtin(b),
             None => UpstreamKind::Http(Arc::new(UpstreamShared::build(&name, config, workers)?)),
         };
-        Ok(Arc::new(Self { name, config: config.clone(), kind }))
+        Ok(Arc::new(Self {
+            name,
+            config: config.clone(),
+            kind,
+        }))
     }
 }
 
@@ -125,25 +126,25 @@ impl UpstreamShared {
                 Some(connector::TlsSettings { config: cfg, sni })
             }
         };
-        let scheme = if tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP };
+        let scheme = if tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
         let connector = Connector::new(config.timeouts.connect.get(), tls);
-        let clients = (0..=workers)
-            .map(|_| {
-                let mut b = Client::builder(TokioExecutor::new());
-                b.pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    .pool_idle_timeout(config.idle_timeout.get())
-                    .pool_max_idle_per_host(config.max_idle_per_endpoint)
-                    .set_host(false)
-                    .http2_only(config.protocol == UpstreamProtocol::H2c);
-                b.build(connector.clone())
-            })
-            .collect();
+        let pools = pool::Pools::new(
+            workers,
+            endpoints.len(),
+            connector,
+            config.protocol == UpstreamProtocol::H2c,
+            config.max_idle_per_endpoint,
+            config.idle_timeout.get(),
+        );
         Ok(Self {
             name: Arc::clone(name),
             balancer: balance::Balancer::new(config.balance, &endpoints),
             endpoints,
-            clients,
+            pools,
             scheme,
             request_timeout: config.timeouts.request.get(),
             retries: config.retries,
@@ -151,64 +152,110 @@ impl UpstreamShared {
         })
     }
 
-    fn client(&self) -> &HttpClient {
-        let i = worker::index().min(self.clients.len() - 1);
-        &self.clients[i]
+    /// One request to endpoint `idx`, with the request timeout.
+    pub(crate) async fn exchange(
+        &self,
+        worker: usize,
+        idx: usize,
+        req: Request<RequestBody>,
+        path: PathAndQuery,
+    ) -> Result<pool::Exchanged, UpstreamFailure> {
+        let endpoint = &self.endpoints[idx];
+        let absolute = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(endpoint.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|_| UpstreamFailure::Protocol)?;
+        let fut = self
+            .pools
+            .exchange(worker, idx, &endpoint.authority, absolute, req);
+        match tokio::time::timeout(self.request_timeout, fut).await {
+            Ok(Ok(x)) => Ok(x),
+            Ok(Err(pool::ExchangeError::Connect(ConnectError::Timeout))) | Err(_) => {
+                Err(UpstreamFailure::Timeout)
+            }
+            Ok(Err(pool::ExchangeError::Connect(_))) => Err(UpstreamFailure::Connect),
+            Ok(Err(pool::ExchangeError::Sent(e))) => {
+                tracing::debug!(upstream = %self.name, endpoint = %endpoint.address, error = %e, "exchange failed");
+                Err(UpstreamFailure::Protocol)
+            }
+        }
     }
 
     /// Sends `head` + `body` to one endpoint, retrying on another endpoint when that is
     /// safe: the method is idempotent or the connect failed, and the body was not read yet.
-    pub async fn send(self: &Arc<Self>, mut head: RequestHead, body: BodySource, hash: Option<u64>) -> Result<Sent, SendError> {
-        let idempotent = matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE);
+    pub async fn send(
+        self: &Arc<Self>,
+        mut head: RequestHead,
+        body: BodySource,
+        hash: Option<u64>,
+    ) -> Result<Sent, SendError> {
+        let idempotent = matches!(
+            head.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        );
         let max_attempts = 1 + self.retries;
         let mut tried: u64 = 0;
         let mut attempts = 0;
         let mut last: Option<(UpstreamFailure, Arc<str>)> = None;
         while attempts < max_attempts {
-            let Some(idx) = self.balancer.pick(&self.endpoints, hash, tried) else { break };
+            let Some(idx) = self.balancer.pick(&self.endpoints, hash, tried) else {
+                break;
+            };
             tried |= 1u64 << (idx % 64);
             attempts += 1;
             let endpoint = &self.endpoints[idx];
-            let Some(attempt_body) = body.attempt() else { break };
+            let Some(attempt_body) = body.attempt() else {
+                break;
+            };
             let last_try = attempts == max_attempts || !(idempotent || body.replayable());
             let (headers, extensions) = if last_try {
-                (std::mem::take(&mut head.headers), std::mem::take(&mut head.extensions))
+                (
+                    std::mem::take(&mut head.headers),
+                    std::mem::take(&mut head.extensions),
+                )
             } else {
                 (head.headers.clone(), http::Extensions::new())
             };
-            let uri = Uri::builder()
-                .scheme(self.scheme.clone())
-                .authority(endpoint.authority.clone())
-                .path_and_query(head.path_and_query.clone())
-                .build();
-            let Ok(uri) = uri else {
-                return Err(SendError { failure: Some(UpstreamFailure::Protocol), endpoint: Some(Arc::clone(&endpoint.address)), attempts });
-            };
             let mut req = Request::new(attempt_body);
             *req.method_mut() = head.method.clone();
-            *req.uri_mut() = uri;
+            *req.uri_mut() = Uri::from(head.path_and_query.clone());
             *req.version_mut() = Version::HTTP_11;
             *req.headers_mut() = headers;
+            *req.extensions_mut() = extensions;
             if head.host_from_endpoint
                 && let Ok(v) = http::HeaderValue::from_str(endpoint.authority.as_str())
             {
                 req.headers_mut().insert(http::header::HOST, v);
             }
-            *req.extensions_mut() = extensions;
-            let in_flight = InFlight::new(Arc::clone(self), idx);
-            let outcome = tokio::time::timeout(self.request_timeout, self.client().request(req)).await;
-            let failure = match outcome {
-                Ok(Ok(response)) => {
-                    let s = response.status().as_u16();
+            let worker = self.pools.worker_slot();
+            let in_flight = InFlight::new(Arc::clone(self), idx, worker);
+            let failure = match self
+                .exchange(worker, idx, req, head.path_and_query.clone())
+                .await
+            {
+                Ok(x) => {
+                    let s = x.response.status().as_u16();
                     if matches!(s, 502..=504) {
                         self.on_failure(idx);
                     } else {
                         endpoint.record_success();
                     }
-                    return Ok(Sent { response, endpoint: Arc::clone(&endpoint.address), in_flight, attempts });
+                    let in_flight = in_flight.with_conn(x.conn);
+                    return Ok(Sent {
+                        response: x.response,
+                        endpoint: Arc::clone(&endpoint.address),
+                        in_flight,
+                        attempts,
+                    });
                 }
-                Ok(Err(e)) => classify(&e),
-                Err(_) => UpstreamFailure::Timeout,
+                Err(f) => f,
             };
             drop(in_flight);
             if body.client_fault() {
@@ -219,14 +266,23 @@ impl UpstreamShared {
             self.on_failure(idx);
             tracing::debug!(upstream = %self.name, endpoint = %endpoint.address, ?failure, "attempt failed");
             last = Some((failure, Arc::clone(&endpoint.address)));
-            let may_retry = (idempotent || failure == UpstreamFailure::Connect) && body.replayable();
+            let may_retry =
+                (idempotent || failure == UpstreamFailure::Connect) && body.replayable();
             if !may_retry {
                 break;
             }
         }
         Err(match last {
-            Some((f, ep)) => SendError { failure: Some(f), endpoint: Some(ep), attempts },
-            None => SendError { failure: None, endpoint: None, attempts },
+            Some((f, ep)) => SendError {
+                failure: Some(f),
+                endpoint: Some(ep),
+                attempts,
+            },
+            None => SendError {
+                failure: None,
+                endpoint: None,
+                attempts,
+            },
         })
     }
 
@@ -240,22 +296,10 @@ impl UpstreamShared {
 
     /// Per-endpoint view for `/metrics` and the admin API.
     pub fn health_report(&self) -> impl Iterator<Item = (&str, bool)> {
-        self.endpoints.iter().map(|e| (e.address.as_ref(), e.is_healthy()))
+        self.endpoints
+            .iter()
+            .map(|e| (e.address.as_ref(), e.is_healthy()))
     }
-}
-
-fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamFailure {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = src {
-        if let Some(ce) = s.downcast_ref::<ConnectError>() {
-            return match ce {
-                ConnectError::Timeout => UpstreamFailure::Timeout,
-                _ => UpstreamFailure::Connect,
-            };
-        }
-        src = s.source();
-    }
-    if e.is_connect() { UpstreamFailure::Connect } else { UpstreamFailure::Protocol }
 }
 
 /// All upstreams of one configuration. Built from the previous registry so unchanged
@@ -274,11 +318,15 @@ impl Registry {
         let mut upstreams = HashMap::new();
         let mut fresh = Vec::new();
         for (name, cfg) in configs {
-            let reused = previous.upstreams.get(name.as_str()).filter(|u| u.config == *cfg);
+            let reused = previous
+                .upstreams
+                .get(name.as_str())
+                .filter(|u| u.config == *cfg);
             let up = match reused {
                 Some(u) => Arc::clone(u),
                 None => {
-                    let u = Upstream::build(name, cfg, workers).map_err(|e| format!("upstreams.{name}: {e}"))?;
+                    let u = Upstream::build(name, cfg, workers)
+                        .map_err(|e| format!("upstreams.{name}: {e}"))?;
                     fresh.push(Arc::clone(&u));
                     u
                 }

@@ -35,19 +35,57 @@ async fn path_tricks_route_by_the_normalized_path() {
     let addr = gw.proxy_addr.to_string();
     // Each variant reaches the admin route (and so would get its policies) with the
     // normalized path; none reaches the open route as a path that resolves to /admin.
-    for p in ["/public/../admin/x", "//admin/x", "/./admin/x", "/%2e%2e/admin/x", "/public/%2e%2e/admin/x", "/public/.%2e/admin/x", "/public/%2E./admin/x", "/../../admin/x", "/%61dmin/x"] {
-        let reply = raw_request(&addr, format!("GET {p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(), WAIT).await;
+    for p in [
+        "/public/../admin/x",
+        "//admin/x",
+        "/./admin/x",
+        "/%2e%2e/admin/x",
+        "/public/%2e%2e/admin/x",
+        "/public/.%2e/admin/x",
+        "/public/%2E./admin/x",
+        "/../../admin/x",
+        "/%61dmin/x",
+    ] {
+        let reply = raw_request(
+            &addr,
+            format!("GET {p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            WAIT,
+        )
+        .await;
         assert_eq!(status_of(&reply), "200", "{p}: {reply}");
-        assert!(reply.ends_with("admin"), "{p} was not routed to the admin route: {reply}");
+        assert!(
+            reply.ends_with("admin"),
+            "{p} was not routed to the admin route: {reply}"
+        );
         assert_eq!(admin.recorded().last().unwrap().target, "/admin/x", "{p}");
     }
     // Double encoding is decoded once only: it stays a literal segment on the open route.
-    let reply = raw_request(&addr, b"GET /%252e%252e/admin/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", WAIT).await;
+    let reply = raw_request(
+        &addr,
+        b"GET /%252e%252e/admin/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        WAIT,
+    )
+    .await;
     assert!(reply.ends_with("open"), "{reply}");
-    assert_eq!(open.recorded().last().unwrap().target, "/%252e%252e/admin/x");
+    assert_eq!(
+        open.recorded().last().unwrap().target,
+        "/%252e%252e/admin/x"
+    );
     // Refused outright.
-    for p in ["/api%2Fadmin", "/admin%5cx", "/a%00b", "/public/..;/admin/x", "/a%zz", "/a\\b"] {
-        let reply = raw_request(&addr, format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(), WAIT).await;
+    for p in [
+        "/api%2Fadmin",
+        "/admin%5cx",
+        "/a%00b",
+        "/public/..;/admin/x",
+        "/a%zz",
+        "/a\\b",
+    ] {
+        let reply = raw_request(
+            &addr,
+            format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            WAIT,
+        )
+        .await;
         assert_eq!(status_of(&reply), "400", "{p}: {reply}");
     }
     let hits = open.hit_count() + admin.hit_count();
@@ -72,12 +110,31 @@ async fn smuggling_framing_is_refused_and_closes_the_connection() {
     ];
     for (name, bytes) in cases {
         let reply = raw_request(&addr, bytes, WAIT).await;
-        assert!(reply.starts_with("HTTP/1.1 4") || reply.starts_with("HTTP/1.1 501"), "{name}: {reply:?}");
-        assert_eq!(reply.matches("HTTP/1.1").count(), 1, "{name}: a second request was answered: {reply}");
+        assert!(
+            reply.starts_with("HTTP/1.1 4") || reply.starts_with("HTTP/1.1 501"),
+            "{name}: {reply:?}"
+        );
+        assert_eq!(
+            reply.matches("HTTP/1.1").count(),
+            1,
+            "{name}: a second request was answered: {reply}"
+        );
     }
-    assert_eq!(open.hit_count(), 0, "no malformed request reached the upstream");
-    let reply = raw_request(&addr, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", WAIT).await;
-    assert!(reply.starts_with("HTTP/1.1 405") || reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert_eq!(
+        open.hit_count(),
+        0,
+        "no malformed request reached the upstream"
+    );
+    let reply = raw_request(
+        &addr,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert!(
+        reply.starts_with("HTTP/1.1 405") || reply.starts_with("HTTP/1.1 400"),
+        "{reply}"
+    );
     gw.shutdown().await;
 }
 
@@ -94,10 +151,16 @@ async fn content_length_with_transfer_encoding_never_smuggles() {
     )
     .await;
     assert_eq!(reply.matches("HTTP/1.1").count(), 1, "{reply}");
-    assert!(reply.to_ascii_lowercase().contains("connection: close"), "{reply}");
+    assert!(
+        reply.to_ascii_lowercase().contains("connection: close"),
+        "{reply}"
+    );
     assert!(open.recorded().iter().all(|r| r.target != "/smuggled"));
     for r in open.recorded() {
-        assert!(!(r.headers.contains_key("content-length") && r.headers.contains_key("transfer-encoding")));
+        assert!(
+            !(r.headers.contains_key("content-length")
+                && r.headers.contains_key("transfer-encoding"))
+        );
     }
     gw.shutdown().await;
 }
@@ -106,7 +169,12 @@ async fn content_length_with_transfer_encoding_never_smuggles() {
 async fn oversized_headers_get_431() {
     let (gw, open, _admin) = setup().await;
     let big = "a".repeat(20 * 1024);
-    let reply = raw_request(&gw.proxy_addr.to_string(), format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes(), WAIT).await;
+    let reply = raw_request(
+        &gw.proxy_addr.to_string(),
+        format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+        WAIT,
+    )
+    .await;
     assert_eq!(status_of(&reply), "431", "{reply}");
     assert_eq!(open.hit_count(), 0);
     gw.shutdown().await;

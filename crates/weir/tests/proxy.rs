@@ -25,19 +25,38 @@ async fn routes_by_host_path_method_and_header() {
         upstream("c", &[c.address()], "")
     ));
     let cl = HttpClient::new();
-    let r = cl.request(Method::GET, &url(&gw, "/x"), &[("host", "api.example.com")], Bytes::new()).await;
+    let r = cl
+        .request(
+            Method::GET,
+            &url(&gw, "/x"),
+            &[("host", "api.example.com")],
+            Bytes::new(),
+        )
+        .await;
     assert_eq!(r.text(), "a");
     assert_eq!(cl.get(&url(&gw, "/orders/1")).await.text(), "b");
-    let r = cl.request(Method::GET, &url(&gw, "/orders/1"), &[("x-api-version", "2")], Bytes::new()).await;
+    let r = cl
+        .request(
+            Method::GET,
+            &url(&gw, "/orders/1"),
+            &[("x-api-version", "2")],
+            Bytes::new(),
+        )
+        .await;
     assert_eq!(r.text(), "c");
-    let r = cl.request(Method::DELETE, &url(&gw, "/orders/1"), &[], Bytes::new()).await;
+    let r = cl
+        .request(Method::DELETE, &url(&gw, "/orders/1"), &[], Bytes::new())
+        .await;
     assert_eq!(r.status, 404);
     let r = cl.get(&url(&gw, "/nothing")).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.headers["content-type"], "application/json");
     let v = r.json();
     assert_eq!(v["error"]["type"], "no_route");
-    assert_eq!(v["error"]["request_id"], r.headers["x-request-id"].to_str().unwrap());
+    assert_eq!(
+        v["error"]["request_id"],
+        r.headers["x-request-id"].to_str().unwrap()
+    );
     gw.shutdown().await;
 }
 
@@ -72,7 +91,10 @@ async fn strips_prefixes_and_rewrites_paths_keeping_the_query() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sets_forwarding_headers_and_request_ids_and_strips_hop_by_hop() {
     let up = MockUpstream::start(Behavior::Named("u".into())).await;
-    let gw = gateway(&format!("upstreams:\n{}routes:\n  - {{ name: all, upstream: u }}\n", upstream("u", &[up.address()], "")));
+    let gw = gateway(&format!(
+        "upstreams:\n{}routes:\n  - {{ name: all, upstream: u }}\n",
+        upstream("u", &[up.address()], "")
+    ));
     let cl = HttpClient::new();
     let r = cl
         .request(
@@ -96,17 +118,33 @@ async fn sets_forwarding_headers_and_request_ids_and_strips_hop_by_hop() {
     assert_eq!(got["x-forwarded-proto"], "http");
     assert!(got.get("x-forwarded-host").is_some());
     assert!(got.get("x-real-ip").is_none());
-    assert!(got.get("x-secret").is_none(), "header named in Connection must go");
-    assert_eq!(got["authorization"], "Bearer t", "protected header survives Connection");
+    assert!(
+        got.get("x-secret").is_none(),
+        "header named in Connection must go"
+    );
+    assert_eq!(
+        got["authorization"], "Bearer t",
+        "protected header survives Connection"
+    );
     assert!(got.get("x-weir-consumer").is_none());
     assert!(got.get("keep-alive").is_none());
     let rid = got["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(rid.len(), 32);
     assert_eq!(r.headers["x-request-id"].to_str().unwrap(), rid);
 
-    let r = cl.request(Method::GET, &url(&gw, "/h"), &[("x-request-id", "client-abc")], Bytes::new()).await;
+    let r = cl
+        .request(
+            Method::GET,
+            &url(&gw, "/h"),
+            &[("x-request-id", "client-abc")],
+            Bytes::new(),
+        )
+        .await;
     assert_eq!(r.headers["x-request-id"], "client-abc");
-    assert_eq!(up.recorded().pop().unwrap().headers["x-request-id"], "client-abc");
+    assert_eq!(
+        up.recorded().pop().unwrap().headers["x-request-id"],
+        "client-abc"
+    );
     gw.shutdown().await;
 }
 
@@ -118,8 +156,16 @@ async fn trusted_proxies_append_to_forwarded_for() {
         upstream("u", &[up.address()], "")
     ));
     let cl = HttpClient::new();
-    cl.request(Method::GET, &url(&gw, "/"), &[("x-forwarded-for", "203.0.113.9"), ("x-forwarded-proto", "https")], Bytes::new())
-        .await;
+    cl.request(
+        Method::GET,
+        &url(&gw, "/"),
+        &[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+        ],
+        Bytes::new(),
+    )
+    .await;
     let got = up.recorded().pop().unwrap().headers;
     assert_eq!(got["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(got["x-forwarded-proto"], "https");
@@ -152,14 +198,34 @@ async fn consistent_hash_keeps_a_key_on_one_endpoint() {
     let b = MockUpstream::start(Behavior::Named("b".into())).await;
     let gw = gateway(&format!(
         "upstreams:\n{}routes:\n  - {{ name: all, upstream: u }}\n",
-        upstream("u", &[a.address(), b.address()], "    balance: consistent_hash\n    hash_on: header:x-user-id\n")
+        upstream(
+            "u",
+            &[a.address(), b.address()],
+            "    balance: consistent_hash\n    hash_on: header:x-user-id\n"
+        )
     ));
     let cl = HttpClient::new();
     let mut seen = std::collections::HashSet::new();
     for user in 0..20 {
-        let first = cl.request(Method::GET, &url(&gw, "/"), &[("x-user-id", &user.to_string())], Bytes::new()).await.text();
+        let first = cl
+            .request(
+                Method::GET,
+                &url(&gw, "/"),
+                &[("x-user-id", &user.to_string())],
+                Bytes::new(),
+            )
+            .await
+            .text();
         for _ in 0..3 {
-            let again = cl.request(Method::GET, &url(&gw, "/"), &[("x-user-id", &user.to_string())], Bytes::new()).await.text();
+            let again = cl
+                .request(
+                    Method::GET,
+                    &url(&gw, "/"),
+                    &[("x-user-id", &user.to_string())],
+                    Bytes::new(),
+                )
+                .await
+                .text();
             assert_eq!(again, first, "user {user} moved");
         }
         seen.insert(first);
@@ -174,7 +240,11 @@ async fn least_conn_avoids_the_busy_endpoint() {
     let fast = MockUpstream::start(Behavior::Named("fast".into())).await;
     let gw = gateway(&format!(
         "upstreams:\n{}routes:\n  - {{ name: all, upstream: u }}\n",
-        upstream("u", &[slow.address(), fast.address()], "    balance: least_conn\n")
+        upstream(
+            "u",
+            &[slow.address(), fast.address()],
+            "    balance: least_conn\n"
+        )
     ));
     let cl = HttpClient::new();
     let u = url(&gw, "/");
@@ -187,7 +257,11 @@ async fn least_conn_avoids_the_busy_endpoint() {
     for p in pending {
         assert_eq!(p.await.unwrap().status, 200);
     }
-    assert!(slow.hit_count() <= 1, "slow endpoint got {} of 4", slow.hit_count());
+    assert!(
+        slow.hit_count() <= 1,
+        "slow endpoint got {} of 4",
+        slow.hit_count()
+    );
     gw.shutdown().await;
 }
 
@@ -197,7 +271,11 @@ async fn retries_idempotent_requests_on_another_endpoint() {
     let live = MockUpstream::start(Behavior::Named("live".into())).await;
     let gw = gateway(&format!(
         "upstreams:\n{}routes:\n  - {{ name: all, upstream: u }}\n",
-        upstream("u", &[format!("127.0.0.1:{dead}"), live.address()], "    retries: 1\n")
+        upstream(
+            "u",
+            &[format!("127.0.0.1:{dead}"), live.address()],
+            "    retries: 1\n"
+        )
     ));
     let cl = HttpClient::new();
     for _ in 0..6 {
@@ -207,10 +285,22 @@ async fn retries_idempotent_requests_on_another_endpoint() {
     }
     // A POST with a body is also retried when the connect failed (the body was never sent).
     for _ in 0..4 {
-        let r = cl.request(Method::POST, &url(&gw, "/"), &[], Bytes::from_static(b"payload")).await;
+        let r = cl
+            .request(
+                Method::POST,
+                &url(&gw, "/"),
+                &[],
+                Bytes::from_static(b"payload"),
+            )
+            .await;
         assert_eq!(r.status, 200);
     }
-    assert!(live.recorded().iter().filter(|r| r.method == "POST").all(|r| r.body_len == 7));
+    assert!(
+        live.recorded()
+            .iter()
+            .filter(|r| r.method == "POST")
+            .all(|r| r.body_len == 7)
+    );
     gw.shutdown().await;
 }
 
@@ -233,19 +323,35 @@ async fn does_not_retry_a_post_that_reached_the_upstream() {
     let other = MockUpstream::start(Behavior::Named("other".into())).await;
     let gw = gateway(&format!(
         "upstreams:\n{}routes:\n  - {{ name: all, upstream: u }}\n",
-        upstream("u", &[addr.to_string(), other.address()], "    retries: 1\n    balance: round_robin\n")
+        upstream(
+            "u",
+            &[addr.to_string(), other.address()],
+            "    retries: 1\n    balance: round_robin\n"
+        )
     ));
     let cl = HttpClient::new();
     let mut failures = 0;
     for _ in 0..4 {
-        let r = cl.request(Method::POST, &url(&gw, "/"), &[], Bytes::from_static(b"x")).await;
+        let r = cl
+            .request(Method::POST, &url(&gw, "/"), &[], Bytes::from_static(b"x"))
+            .await;
         if r.status == 502 {
             failures += 1;
             assert_eq!(r.json()["error"]["type"], "upstream_protocol_error");
         }
     }
-    assert_eq!(failures, 2, "POSTs that reached the broken endpoint are not replayed");
-    assert_eq!(other.recorded().iter().filter(|r| r.method == "POST").count(), 2);
+    assert_eq!(
+        failures, 2,
+        "POSTs that reached the broken endpoint are not replayed"
+    );
+    assert_eq!(
+        other
+            .recorded()
+            .iter()
+            .filter(|r| r.method == "POST")
+            .count(),
+        2
+    );
     gw.shutdown().await;
 }
 
@@ -259,7 +365,11 @@ async fn upstream_failures_are_json_errors_naming_the_upstream() {
   - {{ name: slow, upstream: slow, match: {{ paths: [\"/slow/*\"] }} }}
 ",
         upstream("dead", &[format!("127.0.0.1:{dead}")], ""),
-        upstream("slow", &[slow.address()], "    timeouts: { connect: 1s, request: 300ms }\n")
+        upstream(
+            "slow",
+            &[slow.address()],
+            "    timeouts: { connect: 1s, request: 300ms }\n"
+        )
     ));
     let cl = HttpClient::new();
     let r = cl.get(&url(&gw, "/dead/x")).await;
@@ -284,7 +394,10 @@ async fn circuit_breaker_skips_a_failing_endpoint_then_tries_it_again() {
         upstream(
             "u",
             &[bad.address(), good.address()],
-            "    health: {{ passive: {{ failures: 2, cooldown: 500ms }} }}\n".replace("{{", "{").replace("}}", "}").as_str()
+            "    health: {{ passive: {{ failures: 2, cooldown: 500ms }} }}\n"
+                .replace("{{", "{")
+                .replace("}}", "}")
+                .as_str()
         )
     ));
     let cl = HttpClient::new();
@@ -296,12 +409,20 @@ async fn circuit_breaker_skips_a_failing_endpoint_then_tries_it_again() {
     for _ in 0..10 {
         assert_eq!(cl.get(&url(&gw, "/")).await.text(), "good");
     }
-    assert_eq!(bad.hit_count(), after_open, "open breaker keeps traffic away");
+    assert_eq!(
+        bad.hit_count(),
+        after_open,
+        "open breaker keeps traffic away"
+    );
     tokio::time::sleep(Duration::from_millis(600)).await;
     for _ in 0..4 {
         cl.get(&url(&gw, "/")).await;
     }
-    assert_eq!(bad.hit_count(), after_open + 1, "one trial request after the cooldown, then open again");
+    assert_eq!(
+        bad.hit_count(),
+        after_open + 1,
+        "one trial request after the cooldown, then open again"
+    );
     gw.shutdown().await;
 }
 
@@ -326,7 +447,13 @@ async fn active_health_checks_take_endpoints_out_and_back() {
     }
     assert_eq!(a.hit_count(), before);
     let m = cl.get(&admin(&gw, "/metrics")).await.text();
-    assert!(m.contains(&format!("weir_upstream_endpoint_healthy{{upstream=\"u\",endpoint=\"{}\"}} 0", a.address())), "{m}");
+    assert!(
+        m.contains(&format!(
+            "weir_upstream_endpoint_healthy{{upstream=\"u\",endpoint=\"{}\"}} 0",
+            a.address()
+        )),
+        "{m}"
+    );
     b.healthy.store(false, std::sync::atomic::Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(400)).await;
     let r = cl.get(&url(&gw, "/")).await;
@@ -354,7 +481,10 @@ async fn h2c_upstreams_get_http2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_healthz_on_the_admin_listener() {
     let up = MockUpstream::start(Behavior::Named("u".into())).await;
-    let gw = gateway(&format!("upstreams:\n{}routes:\n  - {{ name: all-routes, upstream: u }}\n", upstream("u", &[up.address()], "")));
+    let gw = gateway(&format!(
+        "upstreams:\n{}routes:\n  - {{ name: all-routes, upstream: u }}\n",
+        upstream("u", &[up.address()], "")
+    ));
     let cl = HttpClient::new();
     for _ in 0..3 {
         cl.get(&url(&gw, "/")).await;

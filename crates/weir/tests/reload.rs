@@ -41,7 +41,10 @@ async fn fifty_reloads_under_steady_traffic_fail_no_request() {
         clients.push(tokio::spawn(async move {
             let cl = HttpClient::new();
             while !stop.load(Ordering::Relaxed) {
-                match cl.send(http::Request::get(&u).body(Default::default()).unwrap()).await {
+                match cl
+                    .send(http::Request::get(&u).body(Default::default()).unwrap())
+                    .await
+                {
                     Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
                     _ => failed.fetch_add(1, Ordering::Relaxed),
                 };
@@ -59,7 +62,12 @@ async fn fifty_reloads_under_steady_traffic_fail_no_request() {
         let cl = HttpClient::new();
         assert_eq!(cl.get(&url(&gw, &format!("/extra{i}/y"))).await.status, 200);
         if i > 1 {
-            assert_eq!(cl.get(&url(&gw, &format!("/extra{}/y", i - 1))).await.status, 404);
+            assert_eq!(
+                cl.get(&url(&gw, &format!("/extra{}/y", i - 1)))
+                    .await
+                    .status,
+                404
+            );
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -67,16 +75,31 @@ async fn fifty_reloads_under_steady_traffic_fail_no_request() {
         c.await.unwrap();
     }
     let after = Arc::clone(gw.gateway.snapshot().registry.get("u").unwrap());
-    assert!(Arc::ptr_eq(&before, &after), "an unchanged upstream (and its pools) survives reloads");
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "{} requests failed during reloads", failed.load(Ordering::Relaxed));
-    assert!(ok.load(Ordering::Relaxed) > 100, "only {} requests ran", ok.load(Ordering::Relaxed));
+    assert!(
+        Arc::ptr_eq(&before, &after),
+        "an unchanged upstream (and its pools) survives reloads"
+    );
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "{} requests failed during reloads",
+        failed.load(Ordering::Relaxed)
+    );
+    assert!(
+        ok.load(Ordering::Relaxed) > 100,
+        "only {} requests ran",
+        ok.load(Ordering::Relaxed)
+    );
     gw.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_config_keeps_the_running_one_and_reports_every_error() {
     let up = MockUpstream::start(Behavior::Named("u".into())).await;
-    let gw = gateway(&format!("upstreams:\n{}routes:\n  - {{ name: all, upstream: u }}\n", upstream("u", &[up.address()], "")));
+    let gw = gateway(&format!(
+        "upstreams:\n{}routes:\n  - {{ name: all, upstream: u }}\n",
+        upstream("u", &[up.address()], "")
+    ));
     let mut bad = weir_config::from_yaml(
         "listen:\n  proxy: 127.0.0.1:0\n  admin: 127.0.0.1:0\nworkers: 2\naccess_log: off
 upstreams: { u: { targets: [ { address: \"127.0.0.1:0\" } ] } }
@@ -95,7 +118,10 @@ routes:
     let mut moved = gw.gateway.snapshot().config.clone();
     moved.listen.proxy = "127.0.0.1:1".into();
     let errors = gw.gateway.apply(moved).unwrap_err();
-    assert!(errors[0].contains("cannot change while running"), "{errors:?}");
+    assert!(
+        errors[0].contains("cannot change while running"),
+        "{errors:?}"
+    );
     gw.shutdown().await;
 }
 
@@ -106,7 +132,11 @@ async fn health_state_of_unchanged_upstreams_survives_a_reload() {
     let body = |route: &str| {
         format!(
             "upstreams:\n{}routes:\n  - {{ name: {route}, upstream: u }}\n",
-            upstream("u", &[bad.address(), good.address()], "    health: { passive: { failures: 1, cooldown: 60s } }\n")
+            upstream(
+                "u",
+                &[bad.address(), good.address()],
+                "    health: { passive: { failures: 1, cooldown: 60s } }\n"
+            )
         )
     };
     let gw = gateway(&body("one"));
@@ -115,8 +145,13 @@ async fn health_state_of_unchanged_upstreams_survives_a_reload() {
         cl.get(&url(&gw, "/")).await;
     }
     assert_eq!(bad.hit_count(), 1, "breaker opened after one failure");
-    let yaml = format!("listen:\n  proxy: 127.0.0.1:0\n  admin: 127.0.0.1:0\nworkers: 2\naccess_log: off\n{}", body("two"));
-    gw.gateway.apply(weir_config::from_yaml(&yaml, "t").unwrap()).unwrap();
+    let yaml = format!(
+        "listen:\n  proxy: 127.0.0.1:0\n  admin: 127.0.0.1:0\nworkers: 2\naccess_log: off\n{}",
+        body("two")
+    );
+    gw.gateway
+        .apply(weir_config::from_yaml(&yaml, "t").unwrap())
+        .unwrap();
     for _ in 0..6 {
         assert_eq!(cl.get(&url(&gw, "/")).await.text(), "good");
     }
@@ -144,20 +179,32 @@ async fn a_watched_file_reloads_on_change_and_ignores_a_broken_edit() {
     let loader: weir_proxy::reload::Loader = Arc::new(move || {
         let c = weir_config::load_file(&p).map_err(|e| vec![e.to_string()])?;
         let errs = weir_config::validate(&c);
-        if errs.is_empty() { Ok(c) } else { Err(errs.iter().map(ToString::to_string).collect()) }
+        if errs.is_empty() {
+            Ok(c)
+        } else {
+            Err(errs.iter().map(ToString::to_string).collect())
+        }
     });
     let cfg = loader().unwrap();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let gw = weir_proxy::app::start(
         cfg,
-        ReloadSources { loader: Some(loader), watch: Some(path.clone()), watch_every: Some(Duration::from_millis(50)), sighup: false },
+        ReloadSources {
+            loader: Some(loader),
+            watch: Some(path.clone()),
+            watch_every: Some(Duration::from_millis(50)),
+            sighup: false,
+        },
     )
     .unwrap();
     let cl = HttpClient::new();
     assert_eq!(cl.get(&url(&gw, "/one")).await.status, 200);
     write("/two");
     let g = Arc::clone(&gw.gateway);
-    eventually("the new file to apply", Duration::from_secs(3), || g.version() == 2).await;
+    eventually("the new file to apply", Duration::from_secs(3), || {
+        g.version() == 2
+    })
+    .await;
     assert_eq!(cl.get(&url(&gw, "/two")).await.status, 200);
     assert_eq!(cl.get(&url(&gw, "/one")).await.status, 404);
     std::fs::write(&path, "routes: [ { name: broken, upstream: missing } ]\n").unwrap();

@@ -12,12 +12,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_events_arrive_as_the_upstream_sends_them() {
-    let up = MockUpstream::start(Behavior::Sse { count: 4, gap: Duration::from_millis(250) }).await;
-    let gw = gateway(&format!("upstreams:\n{}routes:\n  - {{ name: sse, upstream: u }}\n", upstream("u", &[up.address()], "")));
+    let up = MockUpstream::start(Behavior::Sse {
+        count: 4,
+        gap: Duration::from_millis(250),
+    })
+    .await;
+    let gw = gateway(&format!(
+        "upstreams:\n{}routes:\n  - {{ name: sse, upstream: u }}\n",
+        upstream("u", &[up.address()], "")
+    ));
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<Bytes>>();
     let start = Instant::now();
-    let rsp = client.get(url(&gw, "/events").parse().unwrap()).await.unwrap();
+    let rsp = client
+        .get(url(&gw, "/events").parse().unwrap())
+        .await
+        .unwrap();
     assert_eq!(rsp.headers()["content-type"], "text/event-stream");
     let mut body = rsp.into_body();
     let mut arrivals = Vec::new();
@@ -30,8 +40,15 @@ async fn sse_events_arrive_as_the_upstream_sends_them() {
     }
     assert_eq!(text.matches("event: tick").count(), 4, "{text}");
     // The first event comes at once and the last about 750 ms later: nothing was held back.
-    assert!(arrivals[0] < Duration::from_millis(200), "first event after {:?}", arrivals[0]);
-    assert!(*arrivals.last().unwrap() > Duration::from_millis(600), "{arrivals:?}");
+    assert!(
+        arrivals[0] < Duration::from_millis(200),
+        "first event after {:?}",
+        arrivals[0]
+    );
+    assert!(
+        *arrivals.last().unwrap() > Duration::from_millis(600),
+        "{arrivals:?}"
+    );
     assert!(arrivals.len() >= 4, "events were coalesced: {arrivals:?}");
     gw.shutdown().await;
 }
@@ -69,7 +86,11 @@ async fn websocket_upgrades_are_tunnelled_only_after_a_101() {
     )
     .await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    assert_eq!(reply.matches("HTTP/1.1 200").count(), 2, "bytes after the upgrade request are parsed as a request: {reply}");
+    assert_eq!(
+        reply.matches("HTTP/1.1 200").count(),
+        2,
+        "bytes after the upgrade request are parsed as a request: {reply}"
+    );
     // Only WebSocket upgrades are accepted (h2c and others are refused).
     let reply = raw_request(
         &gw.proxy_addr.to_string(),
@@ -93,7 +114,11 @@ async fn one_gib_upload_streams_with_flat_memory() {
     ));
     let before = weir_testkit::rss_kib(std::process::id());
     let mut s = tokio::net::TcpStream::connect(gw.proxy_addr).await.unwrap();
-    s.write_all(format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {TOTAL}\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(
+        format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {TOTAL}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let chunk = vec![b'x'; 256 * 1024];
     let mut sent = 0u64;
     let mut peak = before;
@@ -105,12 +130,18 @@ async fn one_gib_upload_streams_with_flat_memory() {
         }
     }
     let mut reply = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(60), s.read(&mut reply)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(60), s.read(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
     let reply = String::from_utf8_lossy(&reply[..n]);
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert_eq!(up.recorded()[0].body_len, TOTAL);
     let grown_mib = peak.saturating_sub(before) / 1024;
-    assert!(grown_mib < 64, "memory grew by {grown_mib} MiB while streaming 1 GiB");
+    assert!(
+        grown_mib < 64,
+        "memory grew by {grown_mib} MiB while streaming 1 GiB"
+    );
     gw.shutdown().await;
 }
 
@@ -128,13 +159,32 @@ async fn chunked_bodies_over_the_limit_get_413() {
         req.extend_from_slice(b"\r\n");
     }
     req.extend_from_slice(b"0\r\n\r\n");
-    let reply = raw_request(&gw.proxy_addr.to_string(), &req, Duration::from_millis(1500)).await;
+    let reply = raw_request(
+        &gw.proxy_addr.to_string(),
+        &req,
+        Duration::from_millis(1500),
+    )
+    .await;
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
     let cl = HttpClient::new();
-    let r = cl.request(http::Method::POST, &url(&gw, "/"), &[], Bytes::from(vec![b'a'; 2048])).await;
+    let r = cl
+        .request(
+            http::Method::POST,
+            &url(&gw, "/"),
+            &[],
+            Bytes::from(vec![b'a'; 2048]),
+        )
+        .await;
     assert_eq!(r.status, 413);
     assert_eq!(r.json()["error"]["type"], "payload_too_large");
-    let r = cl.request(http::Method::POST, &url(&gw, "/"), &[], Bytes::from(vec![b'a'; 1000])).await;
+    let r = cl
+        .request(
+            http::Method::POST,
+            &url(&gw, "/"),
+            &[],
+            Bytes::from(vec![b'a'; 1000]),
+        )
+        .await;
     assert_eq!(r.status, 200);
     gw.shutdown().await;
 }

@@ -3,7 +3,6 @@
 
 mod common;
 
-
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Empty};
@@ -11,10 +10,17 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use weir_testkit::certs::{TestCa, client_config};
 
-async fn tls_connect(addr: std::net::SocketAddr, name: &str, ca: &TestCa, alpn: &[&[u8]]) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, std::io::Error> {
+async fn tls_connect(
+    addr: std::net::SocketAddr,
+    name: &str,
+    ca: &TestCa,
+    alpn: &[&[u8]],
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, std::io::Error> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let connector = tokio_rustls::TlsConnector::from(client_config(&ca.cert_pem, alpn));
-    connector.connect(ServerName::try_from(name.to_owned()).unwrap(), tcp).await
+    connector
+        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,11 +50,19 @@ upstreams:\n{}routes:\n  - {{ name: all, upstream: u }}\n",
     let addr = gw.tls_addr.unwrap();
     // Each name verifies against its own certificate (the client checks the name).
     for name in ["a.test", "b.test", "x.wild.test"] {
-        let s = tls_connect(addr, name, &ca, &[b"h2"]).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let s = tls_connect(addr, name, &ca, &[b"h2"])
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s)).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+                .await
+                .unwrap();
         tokio::spawn(conn);
-        let req = http::Request::builder().uri(format!("https://{name}/hello")).body(Empty::<Bytes>::new()).unwrap();
+        let req = http::Request::builder()
+            .uri(format!("https://{name}/hello"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
         let rsp = send.send_request(req).await.unwrap();
         assert_eq!(rsp.status(), 200, "{name}");
         assert_eq!(rsp.into_body().collect().await.unwrap().to_bytes(), "u");
@@ -57,11 +71,19 @@ upstreams:\n{}routes:\n  - {{ name: all, upstream: u }}\n",
     assert_eq!(seen.len(), 3);
     assert_eq!(seen[0].headers["x-forwarded-proto"], "https");
     // HTTP/1.1 by ALPN also works.
-    let s = tls_connect(addr, "a.test", &ca, &[b"http/1.1"]).await.unwrap();
+    let s = tls_connect(addr, "a.test", &ca, &[b"http/1.1"])
+        .await
+        .unwrap();
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    let req = http::Request::builder().uri("/h1").header("host", "a.test").body(Empty::<Bytes>::new()).unwrap();
+    let req = http::Request::builder()
+        .uri("/h1")
+        .header("host", "a.test")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
     assert_eq!(send.send_request(req).await.unwrap().status(), 200);
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
@@ -72,7 +94,11 @@ async fn tls_upstreams_are_verified_and_speak_h2_by_alpn() {
     let ca = TestCa::new();
     let dir = temp_dir("uptls");
     let leaf = ca.leaf(&["localhost"]);
-    let up = MockUpstream::start_tls(Behavior::Named("secure".into()), leaf.server_config(&[b"h2", b"http/1.1"])).await;
+    let up = MockUpstream::start_tls(
+        Behavior::Named("secure".into()),
+        leaf.server_config(&[b"h2", b"http/1.1"]),
+    )
+    .await;
     let ca_path = dir.join("ca.pem");
     std::fs::write(&ca_path, &ca.cert_pem).unwrap();
     let gw = gateway(&format!(
@@ -105,7 +131,10 @@ routes:
     assert_eq!(up.recorded().len(), 1);
     let r = cl.get(&url(&gw, "/u")).await;
     assert_eq!(r.text(), "secure");
-    assert_eq!(up.recorded().last().unwrap().version, http::Version::HTTP_11);
+    assert_eq!(
+        up.recorded().last().unwrap().version,
+        http::Version::HTTP_11
+    );
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }

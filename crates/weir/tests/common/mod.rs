@@ -33,7 +33,10 @@ pub fn admin(r: &Running, path: &str) -> String {
 
 /// An upstream block with the given targets.
 pub fn upstream(name: &str, addrs: &[String], extra: &str) -> String {
-    let targets: Vec<String> = addrs.iter().map(|a| format!("{{ address: \"{a}\" }}")).collect();
+    let targets: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("{{ address: \"{a}\" }}"))
+        .collect();
     format!("  {name}:\n    targets: [{}]\n{extra}", targets.join(", "))
 }
 
@@ -57,12 +60,19 @@ pub fn gateway_raw(yaml: &str) -> Running {
 
 /// A fresh temporary directory, removed by the caller when wanted.
 pub fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("weir-test-{tag}-{}-{}", std::process::id(), fastrand_suffix()));
+    let d = std::env::temp_dir().join(format!(
+        "weir-test-{tag}-{}-{}",
+        std::process::id(),
+        fastrand_suffix()
+    ));
     std::fs::create_dir_all(&d).expect("temp dir");
     d
 }
 
 fn fastrand_suffix() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }

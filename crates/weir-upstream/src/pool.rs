@@ -122,7 +122,7 @@ impl Pools {
             }
             let mut h1 = match conn {
                 Some(c) => c,
-                None => match self.connect(authority).await? {
+                None => match Box::pin(self.connect(authority)).await? {
                     Connected::H1(c) => c,
                     Connected::H2(c) => {
                         *slot.h2.lock() = Some(c);

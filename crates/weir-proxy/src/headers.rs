@@ -34,10 +34,62 @@ const UNTRUSTED_DROP: &[&str] = &[
     "x-forwarded-client-cert",
 ];
 
+/// What a one-pass scan found among the header names, so the common request that carries
+/// none of these pays one walk over its names instead of a dozen hash lookups.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scan(u8);
+
+impl Scan {
+    const CONNECTION: u8 = 1;
+    const HOP: u8 = 2;
+    const UPGRADE: u8 = 4;
+    const INTERNAL: u8 = 8;
+    const FORWARDING: u8 = 16;
+
+    pub fn of(h: &HeaderMap) -> Self {
+        let mut f = 0;
+        for name in h.keys() {
+            f |= Self::classify(name);
+        }
+        Self(f)
+    }
+
+    fn classify(n: &HeaderName) -> u8 {
+        if n == header::CONNECTION {
+            Self::CONNECTION
+        } else if n == header::TE
+            || n == header::TRAILER
+            || n == header::TRANSFER_ENCODING
+            || n == header::PROXY_AUTHORIZATION
+        {
+            Self::HOP
+        } else if n == header::UPGRADE {
+            Self::UPGRADE
+        } else {
+            let s = n.as_str();
+            if s.starts_with("x-weir-") {
+                Self::INTERNAL
+            } else if s == "keep-alive" || s == "proxy-connection" {
+                Self::HOP
+            } else if s == "forwarded" || s == "x-real-ip" || s.starts_with("x-forwarded-") {
+                Self::FORWARDING
+            } else {
+                0
+            }
+        }
+    }
+
+    fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+}
+
 /// Removes hop-by-hop headers from a request or response. `upgrade` keeps `Upgrade` and a
 /// `Connection: upgrade` for a WebSocket handshake.
-pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
-    if let Some(conn) = h.get(header::CONNECTION) {
+pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool, scan: Scan) {
+    if scan.has(Scan::CONNECTION)
+        && let Some(conn) = h.get(header::CONNECTION)
+    {
         // Only copy when the header names something beyond the usual keep-alive/close.
         let named: Vec<HeaderName> = conn
             .to_str()
@@ -62,27 +114,31 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
         }
         h.remove(header::CONNECTION);
     }
-    h.remove(&KEEP_ALIVE);
-    h.remove(&PROXY_CONNECTION);
-    h.remove(header::TE);
-    h.remove(header::TRAILER);
-    h.remove(header::TRANSFER_ENCODING);
-    h.remove(header::PROXY_AUTHORIZATION);
+    if scan.has(Scan::HOP) {
+        h.remove(&KEEP_ALIVE);
+        h.remove(&PROXY_CONNECTION);
+        h.remove(header::TE);
+        h.remove(header::TRAILER);
+        h.remove(header::TRANSFER_ENCODING);
+        h.remove(header::PROXY_AUTHORIZATION);
+    }
     if upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if scan.has(Scan::UPGRADE) {
         h.remove(header::UPGRADE);
     }
 }
 
 /// Drops client-sent `x-weir-*` headers: names under that prefix are Weir's own.
-pub fn remove_internal(h: &mut HeaderMap) {
-    let mut internal: Vec<HeaderName> = Vec::new();
-    for name in h.keys() {
-        if name.as_str().starts_with("x-weir-") {
-            internal.push(name.clone());
-        }
+pub fn remove_internal(h: &mut HeaderMap, scan: Scan) {
+    if !scan.has(Scan::INTERNAL) {
+        return;
     }
+    let internal: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-weir-"))
+        .cloned()
+        .collect();
     for n in internal {
         h.remove(n);
     }
@@ -97,6 +153,7 @@ pub fn apply_forwarded(
     peer: IpAddr,
     peer_header: &HeaderValue,
     peer_trusted: bool,
+    scan: Scan,
     is_trusted: impl Fn(IpAddr) -> bool,
     scheme: &'static str,
     host: Option<&HeaderValue>,
@@ -139,8 +196,10 @@ pub fn apply_forwarded(
             h.insert(&X_FORWARDED_HOST, host.clone());
         }
     } else {
-        for name in UNTRUSTED_DROP {
-            h.remove(*name);
+        if scan.has(Scan::FORWARDING) {
+            for name in UNTRUSTED_DROP {
+                h.remove(*name);
+            }
         }
         h.insert(&X_FORWARDED_FOR, peer_header.clone());
         h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
@@ -185,7 +244,8 @@ mod tests {
             ("te", "trailers"),
             ("upgrade", "websocket"),
         ]);
-        strip_hop_by_hop(&mut h, false);
+        let scan = Scan::of(&h);
+        strip_hop_by_hop(&mut h, false, scan);
         assert!(h.get("x-secret").is_none());
         assert!(h.get("authorization").is_some());
         assert!(h.get("x-forwarded-for").is_some());
@@ -203,7 +263,8 @@ mod tests {
         ]);
         let peer: IpAddr = "10.1.1.1".parse().unwrap();
         let ph = HeaderValue::from_static("10.1.1.1");
-        let client = apply_forwarded(&mut h, peer, &ph, false, |_| false, "http", None);
+        let scan = Scan::of(&h);
+        let client = apply_forwarded(&mut h, peer, &ph, false, scan, |_| false, "http", None);
         assert_eq!(client, peer);
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-for"], "10.1.1.1");
@@ -216,7 +277,8 @@ mod tests {
         let peer: IpAddr = "10.0.0.1".parse().unwrap();
         let trusted = |ip: IpAddr| ip.to_string().starts_with("10.");
         let ph = HeaderValue::from_static("10.0.0.1");
-        let client = apply_forwarded(&mut h, peer, &ph, true, trusted, "https", None);
+        let scan = Scan::of(&h);
+        let client = apply_forwarded(&mut h, peer, &ph, true, scan, trusted, "https", None);
         assert_eq!(client, "7.7.7.7".parse::<IpAddr>().unwrap());
         assert_eq!(h["x-forwarded-for"], "6.6.6.6, 7.7.7.7, 10.0.0.2, 10.0.0.1");
     }
@@ -224,7 +286,8 @@ mod tests {
     #[test]
     fn internal_headers_are_removed() {
         let mut h = map(&[("x-weir-consumer", "admin"), ("x-other", "1")]);
-        remove_internal(&mut h);
+        let scan = Scan::of(&h);
+        remove_internal(&mut h, scan);
         assert!(h.get("x-weir-consumer").is_none());
         assert!(h.get("x-other").is_some());
     }

@@ -217,8 +217,9 @@ pub async fn handle(
     } else {
         None
     };
-    headers::strip_hop_by_hop(&mut parts.headers, is_upgrade);
-    headers::remove_internal(&mut parts.headers);
+    let scan = headers::Scan::of(&parts.headers);
+    headers::strip_hop_by_hop(&mut parts.headers, is_upgrade, scan);
+    headers::remove_internal(&mut parts.headers, scan);
     let host_value = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
             .uri
@@ -231,6 +232,7 @@ pub async fn handle(
         peer_ip,
         &conn.peer_header,
         !snap.trusted_proxies.is_empty() && snap.is_trusted(peer_ip),
+        scan,
         |ip| snap.is_trusted(ip),
         if conn.tls { "https" } else { "http" },
         host_value.as_ref(),
@@ -325,7 +327,8 @@ pub async fn handle(
                         drop(rsp_body);
                         upgrade::spawn_tunnel(client, upstream_up, Arc::clone(&route.name));
                         let mut rsp = Response::from_parts(rsp_parts, ProxyBody::empty());
-                        headers::strip_hop_by_hop(rsp.headers_mut(), true);
+                        let scan = headers::Scan::of(rsp.headers());
+                        headers::strip_hop_by_hop(rsp.headers_mut(), true, scan);
                         rsp.headers_mut()
                             .insert(&X_REQUEST_ID, request_id.header_value().clone());
                         let log = log.map(|mut l| {
@@ -354,7 +357,8 @@ pub async fn handle(
                     }
                 }
             }
-            headers::strip_hop_by_hop(&mut rsp_parts.headers, false);
+            let scan = headers::Scan::of(&rsp_parts.headers);
+            headers::strip_hop_by_hop(&mut rsp_parts.headers, false, scan);
             rsp_parts
                 .headers
                 .insert(&X_REQUEST_ID, request_id.header_value().clone());
@@ -572,7 +576,11 @@ fn cookie<'a>(h: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
 mod tests {
     fn future_size<F, Fut>(_: F) -> usize
     where
-        F: Fn(std::sync::Arc<crate::snapshot::Snapshot>, super::ConnInfo, http::Request<hyper::body::Incoming>) -> Fut,
+        F: Fn(
+            std::sync::Arc<crate::snapshot::Snapshot>,
+            super::ConnInfo,
+            http::Request<hyper::body::Incoming>,
+        ) -> Fut,
     {
         std::mem::size_of::<Fut>()
     }

@@ -161,15 +161,9 @@ impl UpstreamShared {
         path: PathAndQuery,
     ) -> Result<pool::Exchanged, UpstreamFailure> {
         let endpoint = &self.endpoints[idx];
-        let absolute = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(endpoint.authority.clone())
-            .path_and_query(path)
-            .build()
-            .map_err(|_| UpstreamFailure::Protocol)?;
         let fut = self
             .pools
-            .exchange(worker, idx, &endpoint.authority, absolute, req);
+            .exchange(worker, idx, &self.scheme, &endpoint.authority, path, req);
         match tokio::time::timeout(self.request_timeout, fut).await {
             Ok(Ok(x)) => Ok(x),
             Ok(Err(pool::ExchangeError::Connect(ConnectError::Timeout))) | Err(_) => {

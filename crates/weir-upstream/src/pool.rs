@@ -74,14 +74,15 @@ impl Pools {
         crate::worker::index().min(self.slots.len() - 1)
     }
 
-    /// Sends `req` to endpoint `idx` over a pooled or new connection. `absolute` is the
-    /// absolute-form URI HTTP/2 needs; HTTP/1.1 sends the origin form already in `req`.
+    /// Sends `req` to endpoint `idx` over a pooled or new connection. HTTP/1.1 sends the
+    /// origin form already in `req`; HTTP/2 needs the absolute form, built from the parts.
     pub(crate) async fn exchange(
         &self,
         worker: usize,
         idx: usize,
+        scheme: &http::uri::Scheme,
         authority: &http::uri::Authority,
-        absolute: http::Uri,
+        path: http::uri::PathAndQuery,
         mut req: Request<RequestBody>,
     ) -> Result<Exchanged, ExchangeError> {
         let slot = &self.slots[worker][idx];
@@ -90,7 +91,13 @@ impl Pools {
         for _ in 0..3 {
             let shared = slot.h2.lock().as_ref().filter(|s| !s.is_closed()).cloned();
             if let Some(mut h2) = shared {
-                *req.uri_mut() = absolute.clone();
+                let absolute = http::Uri::builder()
+                    .scheme(scheme.clone())
+                    .authority(authority.clone())
+                    .path_and_query(path.clone())
+                    .build()
+                    .map_err(|_| ExchangeError::Connect(ConnectError::BadAddress))?;
+                *req.uri_mut() = absolute;
                 match h2.try_send_request(req).await {
                     Ok(response) => {
                         return Ok(Exchanged {

@@ -26,6 +26,7 @@ pub fn render(err: &GatewayError, request_id: &str) -> Response<ProxyBody> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use http_body_util::BodyExt;

@@ -148,16 +148,28 @@ pub fn remove_internal(h: &mut HeaderMap, scan: Scan) {
 /// and logs. From a peer outside `trusted_proxies` the client's own forwarding headers are
 /// replaced; from a trusted peer `X-Forwarded-For` is appended to and the client is the
 /// right-most address that is not itself trusted.
+/// The connection's peer as forwarding sees it.
+pub struct Peer<'a> {
+    pub ip: IpAddr,
+    /// `ip` formatted as a header value (once per connection).
+    pub header: &'a HeaderValue,
+    /// Whether `ip` is in `trusted_proxies`.
+    pub trusted: bool,
+}
+
 pub fn apply_forwarded(
     h: &mut HeaderMap,
-    peer: IpAddr,
-    peer_header: &HeaderValue,
-    peer_trusted: bool,
+    peer: Peer<'_>,
     scan: Scan,
     is_trusted: impl Fn(IpAddr) -> bool,
     scheme: &'static str,
     host: Option<&HeaderValue>,
 ) -> IpAddr {
+    let Peer {
+        ip: peer,
+        header: peer_header,
+        trusted: peer_trusted,
+    } = peer;
     let mut client = peer;
     if peer_trusted {
         let mut chain = String::new();
@@ -264,7 +276,18 @@ mod tests {
         let peer: IpAddr = "10.1.1.1".parse().unwrap();
         let ph = HeaderValue::from_static("10.1.1.1");
         let scan = Scan::of(&h);
-        let client = apply_forwarded(&mut h, peer, &ph, false, scan, |_| false, "http", None);
+        let client = apply_forwarded(
+            &mut h,
+            Peer {
+                ip: peer,
+                header: &ph,
+                trusted: false,
+            },
+            scan,
+            |_| false,
+            "http",
+            None,
+        );
         assert_eq!(client, peer);
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-for"], "10.1.1.1");
@@ -278,7 +301,18 @@ mod tests {
         let trusted = |ip: IpAddr| ip.to_string().starts_with("10.");
         let ph = HeaderValue::from_static("10.0.0.1");
         let scan = Scan::of(&h);
-        let client = apply_forwarded(&mut h, peer, &ph, true, scan, trusted, "https", None);
+        let client = apply_forwarded(
+            &mut h,
+            Peer {
+                ip: peer,
+                header: &ph,
+                trusted: true,
+            },
+            scan,
+            trusted,
+            "https",
+            None,
+        );
         assert_eq!(client, "7.7.7.7".parse::<IpAddr>().unwrap());
         assert_eq!(h["x-forwarded-for"], "6.6.6.6, 7.7.7.7, 10.0.0.2, 10.0.0.1");
     }

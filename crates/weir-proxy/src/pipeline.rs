@@ -227,11 +227,14 @@ pub async fn handle(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     let peer_ip = conn.peer.ip();
+    let peer = headers::Peer {
+        ip: peer_ip,
+        header: &conn.peer_header,
+        trusted: !snap.trusted_proxies.is_empty() && snap.is_trusted(peer_ip),
+    };
     let client_ip = headers::apply_forwarded(
         &mut parts.headers,
-        peer_ip,
-        &conn.peer_header,
-        !snap.trusted_proxies.is_empty() && snap.is_trusted(peer_ip),
+        peer,
         scan,
         |ip| snap.is_trusted(ip),
         if conn.tls { "https" } else { "http" },

@@ -1,6 +1,9 @@
 //! Route lookup over 10,000 routes: exact hosts, wildcard hosts, prefixes, exact paths and
 //! a few regexes, the shape of a large multi-tenant configuration.
 
+// A benchmark: a bad fixture should stop it loudly.
+#![allow(clippy::expect_used)]
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, Method};
 use std::hint::black_box;

@@ -36,6 +36,15 @@ fn find(
     .map(|m| m.route)
 }
 
+/// host, method, path, headers, expected route index.
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    Option<usize>,
+);
+
 #[test]
 fn precedence_table() {
     let t = table(
@@ -53,7 +62,7 @@ fn precedence_table() {
   - { name: r10-low-exact, upstream: u, match: { paths: ["/urgent/x"] } }
 "#,
     );
-    let cases: &[(&str, &str, &str, &[(&str, &str)], Option<usize>)] = &[
+    let cases: &[Case<'_>] = &[
         ("", "GET", "/", &[], Some(0)),
         ("", "GET", "/other", &[], Some(0)),
         ("", "GET", "/api", &[], Some(1)),

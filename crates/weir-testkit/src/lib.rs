@@ -1,6 +1,10 @@
 //! Test doubles for Weir's tests: in-process mock upstreams that record what reaches them,
 //! an HTTP client, a raw-socket client for malformed requests, and test certificates.
 
+// Test doubles: a failed setup step is a failed test, so panicking is the right answer, and
+// test bodies are small and bounded by the test itself.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::disallowed_methods)]
+
 pub mod certs;
 pub mod client;
 pub mod upstream;

@@ -1,6 +1,9 @@
 //! The real `weir` binary: --version/--help, `validate` exit codes and messages, the
 //! quick start, SIGHUP reload and graceful drain on SIGTERM.
 
+// Integration tests: a panic is a test failure, and bodies here are small and bounded.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
 mod common;
 
 use std::path::Path;

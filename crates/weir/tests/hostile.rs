@@ -1,6 +1,9 @@
 //! Hostile input regression tests (see docs/security.md and the attack classes they cover):
 //! each case asserts what the client gets and what reached the upstream.
 
+// Integration tests: a panic is a test failure, and bodies here are small and bounded.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
 mod common;
 
 use std::time::{Duration, Instant};

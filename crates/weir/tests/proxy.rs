@@ -1,6 +1,9 @@
 //! Proxying behaviour of the assembled gateway over real sockets: routing, rewrites,
 //! headers, balancing, retries, timeouts, health and the JSON error shape.
 
+// Integration tests: a panic is a test failure, and bodies here are small and bounded.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
 mod common;
 
 use std::time::Duration;

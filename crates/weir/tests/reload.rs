@@ -1,6 +1,9 @@
 //! Hot reload: changes are validated, compiled and swapped atomically under traffic; bad
 //! configurations keep the old one; unchanged upstreams keep their pools and health state.
 
+// Integration tests: a panic is a test failure, and bodies here are small and bounded.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
 mod common;
 
 use std::sync::Arc;

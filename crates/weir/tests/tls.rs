@@ -1,6 +1,9 @@
 //! TLS: termination with certificates chosen by SNI and HTTP/2 by ALPN; TLS to upstreams,
 //! verified by default, with h2 negotiated by ALPN.
 
+// Integration tests: a panic is a test failure, and bodies here are small and bounded.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
 mod common;
 
 use bytes::Bytes;

@@ -55,6 +55,8 @@ pub struct MockUpstream {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
     pub hits: Arc<AtomicUsize>,
+    /// TCP connections accepted, to check keep-alive reuse.
+    pub connections: Arc<AtomicUsize>,
     /// While false, `/healthz` answers 503.
     pub healthy: Arc<AtomicBool>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -91,6 +93,8 @@ impl MockUpstream {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let hits = Arc::new(AtomicUsize::new(0));
         let healthy = Arc::new(AtomicBool::new(true));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let conns = Arc::clone(&connections);
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (rq, h, hl) = (
             Arc::clone(&requests),
@@ -103,6 +107,7 @@ impl MockUpstream {
                     r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
                     _ = &mut stop_rx => return,
                 };
+                conns.fetch_add(1, Ordering::SeqCst);
                 let behavior = behavior.clone();
                 let (rq, h, hl) = (Arc::clone(&rq), Arc::clone(&h), Arc::clone(&hl));
                 let tls = tls.clone();
@@ -137,6 +142,7 @@ impl MockUpstream {
             addr,
             requests,
             hits,
+            connections,
             healthy,
             stop: Some(stop_tx),
         }

@@ -506,3 +506,74 @@ async fn metrics_and_healthz_on_the_admin_listener() {
     }
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let up = MockUpstream::start(Behavior::Named("u".into())).await;
+    let gw = gateway(&format!(
+        "upstreams:\n{}routes:\n  - {{ name: all, upstream: u }}\n",
+        upstream("u", &[up.address()], "")
+    ));
+    let cl = HttpClient::new();
+    for _ in 0..50 {
+        assert_eq!(cl.get(&url(&gw, "/")).await.status, 200);
+    }
+    // Two workers may each open one; sequential requests never need more.
+    let opened = up.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&opened),
+        "{opened} upstream connections for 50 sequential requests"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_one_json_access_log_line_per_request() {
+    let up = MockUpstream::start(Behavior::Named("hello".into())).await;
+    let dir = temp_dir("access");
+    let log = dir.join("access.log");
+    let yaml = format!(
+        "listen:\n  proxy: 127.0.0.1:0\nworkers: 1\naccess_log: {{ file: {} }}\nupstreams:\n{}routes:\n  - {{ name: logged, upstream: u, match: {{ paths: [\"/l/*\"] }} }}\n",
+        log.display(),
+        upstream("u", &[up.address()], "")
+    );
+    let gw = gateway_raw(&yaml);
+    let cl = HttpClient::new();
+    cl.request(
+        Method::POST,
+        &url(&gw, "/l/x?q=1"),
+        &[("x-request-id", "log-test-1")],
+        Bytes::from_static(b"12345"),
+    )
+    .await;
+    cl.get(&url(&gw, "/missing")).await;
+    let g = std::sync::Arc::new(log.clone());
+    eventually("two log lines", Duration::from_secs(3), || {
+        std::fs::read_to_string(g.as_ref())
+            .map(|s| s.lines().count() >= 2)
+            .unwrap_or(false)
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = &lines[0];
+    assert_eq!(first["request_id"], "log-test-1");
+    assert_eq!(first["route"], "logged");
+    assert_eq!(first["method"], "POST");
+    assert_eq!(first["path"], "/l/x");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["upstream"], "u");
+    assert_eq!(first["endpoint"], up.address());
+    assert_eq!(first["bytes_in"], 5);
+    assert_eq!(first["bytes_out"], 5);
+    assert!(first["upstream_ms"].as_f64().unwrap() >= 0.0);
+    assert!(first["total_ms"].as_f64().unwrap() >= first["upstream_ms"].as_f64().unwrap());
+    assert!(first["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(lines[1]["status"], 404);
+    assert_eq!(lines[1]["error"], "no_route");
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -9,7 +9,7 @@
 //! 5. earlier in the configuration.
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use weir_config::RouteConfig;
@@ -83,11 +83,31 @@ impl Conditions {
     }
 }
 
+/// Routes of one host condition. Keys come from the configuration only, so a fast hasher
+/// without flooding resistance is safe: requests look keys up, they never insert them.
 #[derive(Debug, Default)]
 struct Bucket {
     exact: HashMap<Box<str>, Vec<usize>>,
     prefix: HashMap<Box<str>, Vec<usize>>,
     regex: Vec<usize>,
+    /// Highest priority of any entry here: a bucket that cannot beat the best match so far
+    /// is not searched.
+    max_priority: i32,
+    host_rank: u8,
+}
+
+impl Bucket {
+    fn with_rank(host_rank: u8) -> Self {
+        Self { host_rank, max_priority: i32::MIN, ..Self::default() }
+    }
+
+    /// Whether any entry of this bucket could rank before `best`.
+    fn can_beat(&self, best: &Option<(Key, Matched)>) -> bool {
+        match best {
+            None => true,
+            Some((k, _)) => self.max_priority > k.0.0 || (self.max_priority == k.0.0 && self.host_rank <= k.1),
+        }
+    }
 }
 
 /// The compiled, immutable route index. Cloning is not offered: it is built once per
@@ -112,7 +132,7 @@ impl RouteTable {
     /// Compiles validated routes. Errors only for what validation also reports, so a
     /// validated configuration always compiles.
     pub fn compile(routes: &[RouteConfig]) -> Result<Self, RouterError> {
-        let mut t = RouteTable::default();
+        let mut t = RouteTable { any_host: Bucket::with_rank(HOST_ANY), ..RouteTable::default() };
         for (ri, r) in routes.iter().enumerate() {
             let m = &r.matcher;
             let cond_index = t.conditions.len();
@@ -184,10 +204,13 @@ impl RouteTable {
                         regex,
                     });
                     let bucket = match (hrank, host_key) {
-                        (HOST_EXACT, Some(h)) => t.exact_hosts.entry(h.into()).or_default(),
-                        (HOST_WILDCARD, Some(h)) => t.wildcard_hosts.entry(h.into()).or_default(),
+                        (HOST_EXACT, Some(h)) => t.exact_hosts.entry(h.into()).or_insert_with(|| Bucket::with_rank(HOST_EXACT)),
+                        (HOST_WILDCARD, Some(h)) => {
+                            t.wildcard_hosts.entry(h.into()).or_insert_with(|| Bucket::with_rank(HOST_WILDCARD))
+                        }
                         _ => &mut t.any_host,
                     };
+                    bucket.max_priority = bucket.max_priority.max(r.priority);
                     match prank {
                         PATH_EXACT => bucket.exact.entry(literal.into()).or_default().push(id),
                         PATH_PREFIX => bucket.prefix.entry(literal.into()).or_default().push(id),
@@ -236,6 +259,9 @@ impl RouteTable {
     }
 
     fn search(&self, b: &Bucket, req: &RequestView<'_>, best: &mut Option<(Key, Matched)>) {
+        if !b.can_beat(best) {
+            return;
+        }
         let path = req.path;
         if let Some(list) = b.exact.get(path) {
             self.first_in(list, req, PathMatch::Exact, best);

@@ -8,8 +8,8 @@
 //! 4. more method and header conditions;
 //! 5. earlier in the configuration.
 
-use std::cmp::Reverse;
 use rustc_hash::FxHashMap as HashMap;
+use std::cmp::Reverse;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use weir_config::RouteConfig;
@@ -98,14 +98,20 @@ struct Bucket {
 
 impl Bucket {
     fn with_rank(host_rank: u8) -> Self {
-        Self { host_rank, max_priority: i32::MIN, ..Self::default() }
+        Self {
+            host_rank,
+            max_priority: i32::MIN,
+            ..Self::default()
+        }
     }
 
     /// Whether any entry of this bucket could rank before `best`.
     fn can_beat(&self, best: &Option<(Key, Matched)>) -> bool {
         match best {
             None => true,
-            Some((k, _)) => self.max_priority > k.0.0 || (self.max_priority == k.0.0 && self.host_rank <= k.1),
+            Some((k, _)) => {
+                self.max_priority > k.0.0 || (self.max_priority == k.0.0 && self.host_rank <= k.1)
+            }
         }
     }
 }
@@ -132,7 +138,10 @@ impl RouteTable {
     /// Compiles validated routes. Errors only for what validation also reports, so a
     /// validated configuration always compiles.
     pub fn compile(routes: &[RouteConfig]) -> Result<Self, RouterError> {
-        let mut t = RouteTable { any_host: Bucket::with_rank(HOST_ANY), ..RouteTable::default() };
+        let mut t = RouteTable {
+            any_host: Bucket::with_rank(HOST_ANY),
+            ..RouteTable::default()
+        };
         for (ri, r) in routes.iter().enumerate() {
             let m = &r.matcher;
             let cond_index = t.conditions.len();
@@ -204,10 +213,14 @@ impl RouteTable {
                         regex,
                     });
                     let bucket = match (hrank, host_key) {
-                        (HOST_EXACT, Some(h)) => t.exact_hosts.entry(h.into()).or_insert_with(|| Bucket::with_rank(HOST_EXACT)),
-                        (HOST_WILDCARD, Some(h)) => {
-                            t.wildcard_hosts.entry(h.into()).or_insert_with(|| Bucket::with_rank(HOST_WILDCARD))
-                        }
+                        (HOST_EXACT, Some(h)) => t
+                            .exact_hosts
+                            .entry(h.into())
+                            .or_insert_with(|| Bucket::with_rank(HOST_EXACT)),
+                        (HOST_WILDCARD, Some(h)) => t
+                            .wildcard_hosts
+                            .entry(h.into())
+                            .or_insert_with(|| Bucket::with_rank(HOST_WILDCARD)),
                         _ => &mut t.any_host,
                     };
                     bucket.max_priority = bucket.max_priority.max(r.priority);

@@ -8,11 +8,28 @@ use std::time::Instant;
 use http::uri::Authority;
 use weir_config::PassiveHealthConfig;
 
-/// Monotonic milliseconds since the process's first call; the breaker stores deadlines in
-/// an `AtomicU64` this way.
+/// Coarse monotonic milliseconds (10 ms resolution), read with one atomic load. A
+/// background thread advances it, so the request path pays no clock read for breaker
+/// checks and pool idle times.
 pub fn now_ms() -> u64 {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    static NOW: AtomicU64 = AtomicU64::new(1);
+    START.get_or_init(|| {
+        let start = Instant::now();
+        let spawned = std::thread::Builder::new()
+            .name("weir-clock".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    NOW.store(start.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
+                }
+            });
+        if spawned.is_err() {
+            tracing::error!("cannot start the clock thread; circuit breakers will not reopen");
+        }
+        start
+    });
+    NOW.load(Ordering::Relaxed)
 }
 
 #[derive(Debug)]

@@ -3,7 +3,9 @@
 //! go back to the pool when the response body has been fully relayed (the proxy reports
 //! that); an HTTP/2 connection is shared by all requests of its worker to that endpoint.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::endpoint::now_ms;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -21,7 +23,8 @@ type H2 = http2::SendRequest<RequestBody>;
 /// Idle HTTP/1.1 connections and the shared HTTP/2 connection of one endpoint, one worker.
 #[derive(Default)]
 struct Slot {
-    h1: Mutex<Vec<(H1, Instant)>>,
+    /// Idle connections with the coarse time they went idle.
+    h1: Mutex<Vec<(H1, u64)>>,
     h2: Mutex<Option<H2>>,
 }
 
@@ -31,7 +34,7 @@ pub(crate) struct Pools {
     connector: Connector,
     h2c: bool,
     max_idle: usize,
-    idle_timeout: Duration,
+    idle_timeout_ms: u64,
 }
 
 /// How a request failed to be exchanged.
@@ -66,7 +69,7 @@ impl Pools {
             connector,
             h2c,
             max_idle,
-            idle_timeout,
+            idle_timeout_ms: idle_timeout.as_millis() as u64,
         }
     }
 
@@ -119,7 +122,7 @@ impl Pools {
             loop {
                 let popped = slot.h1.lock().pop();
                 let Some((mut s, since)) = popped else { break };
-                if s.is_closed() || since.elapsed() > self.idle_timeout {
+                if s.is_closed() || now_ms().saturating_sub(since) > self.idle_timeout_ms {
                     continue;
                 }
                 if s.is_ready() || s.ready().await.is_ok() {
@@ -162,7 +165,7 @@ impl Pools {
         }
         let mut idle = self.slots[worker][idx].h1.lock();
         if idle.len() < self.max_idle {
-            idle.push((conn, Instant::now()));
+            idle.push((conn, now_ms()));
         }
     }
 

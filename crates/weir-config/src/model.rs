@@ -87,12 +87,10 @@ pub struct LimitsConfig {
     /// Largest request head (request line and headers) accepted.
     #[serde(default = "default_max_header")]
     pub max_header_size: ByteSize,
-    /// Time a client has to send the whole request head.
+    /// Time a client has to send the whole request head; on a kept-alive connection the
+    /// clock starts when the previous response is done, so it is also the idle timeout.
     #[serde(default = "default_header_timeout")]
     pub header_timeout: Duration,
-    /// Keep-alive connections idle for longer are closed.
-    #[serde(default = "default_idle_timeout")]
-    pub idle_timeout: Duration,
     /// Concurrent HTTP/2 streams per client connection.
     #[serde(default = "default_h2_streams")]
     pub max_concurrent_streams: u32,
@@ -104,7 +102,6 @@ impl Default for LimitsConfig {
             max_body_size: default_max_body(),
             max_header_size: default_max_header(),
             header_timeout: default_header_timeout(),
-            idle_timeout: default_idle_timeout(),
             max_concurrent_streams: default_h2_streams(),
         }
     }
@@ -118,9 +115,6 @@ fn default_max_header() -> ByteSize {
 }
 fn default_header_timeout() -> Duration {
     Duration::from_secs(10)
-}
-fn default_idle_timeout() -> Duration {
-    Duration::from_secs(60)
 }
 fn default_h2_streams() -> u32 {
     128

@@ -64,11 +64,9 @@ fn route(
                     }
                 }
             }
-            reply(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                metrics.render(),
-            )
+            let mut text = metrics.render();
+            weir_telemetry::metrics::render_histograms(&mut text);
+            reply(StatusCode::OK, "text/plain; version=0.0.4", text)
         }
         (&Method::GET, "/healthz") => {
             let body =

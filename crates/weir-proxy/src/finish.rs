@@ -37,9 +37,10 @@ pub(crate) struct LogData {
 
 impl Finish {
     pub fn done(self: Box<Self>, bytes_out: u64, aborted: bool) {
-        let elapsed = self.start.elapsed().as_secs_f64();
+        let elapsed = self.start.elapsed();
         self.metrics.count(self.status);
         self.metrics.duration.record(elapsed);
+        let elapsed = elapsed.as_secs_f64();
         if let Some(f) = self.in_flight {
             f.finish(!aborted);
         }

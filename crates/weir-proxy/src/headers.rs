@@ -88,13 +88,16 @@ impl Scan {
 /// `Connection: upgrade` for a WebSocket handshake.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool, scan: Scan) {
     if scan.has(Scan::CONNECTION)
-        && let Some(conn) = h.get(header::CONNECTION)
+        && !h
+            .get_all(header::CONNECTION)
+            .iter()
+            .all(is_plain_connection)
     {
-        // Only copy when the header names something beyond the usual keep-alive/close.
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
+        // Every Connection line counts; only then are the names it lists copied out.
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
             .map(str::trim)
             .filter(|t| {
                 !t.is_empty()
@@ -112,6 +115,8 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool, scan: Scan) {
             }
             h.remove(&name);
         }
+    }
+    if scan.has(Scan::CONNECTION) {
         h.remove(header::CONNECTION);
     }
     if scan.has(Scan::HOP) {
@@ -127,6 +132,12 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool, scan: Scan) {
     } else if scan.has(Scan::UPGRADE) {
         h.remove(header::UPGRADE);
     }
+}
+
+/// `Connection: keep-alive` or `close` alone (the usual case) names no header to remove.
+fn is_plain_connection(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    b.eq_ignore_ascii_case(b"keep-alive") || b.eq_ignore_ascii_case(b"close")
 }
 
 /// Drops client-sent `x-weir-*` headers: names under that prefix are Weir's own.
@@ -264,6 +275,19 @@ mod tests {
         for gone in ["connection", "keep-alive", "te", "upgrade"] {
             assert!(h.get(gone).is_none(), "{gone}");
         }
+    }
+
+    #[test]
+    fn every_connection_line_is_honoured() {
+        let mut h = map(&[
+            ("connection", "keep-alive"),
+            ("connection", "x-secret"),
+            ("x-secret", "1"),
+        ]);
+        let scan = Scan::of(&h);
+        strip_hop_by_hop(&mut h, false, scan);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("connection").is_none());
     }
 
     #[test]

@@ -218,6 +218,8 @@ pub async fn handle(
         None
     };
     let scan = headers::Scan::of(&parts.headers);
+    // Room for the forwarding headers and the request id, so the map grows at most once.
+    parts.headers.reserve(4);
     headers::strip_hop_by_hop(&mut parts.headers, is_upgrade, scan);
     headers::remove_internal(&mut parts.headers, scan);
     let host_value = parts.headers.get(header::HOST).cloned().or_else(|| {

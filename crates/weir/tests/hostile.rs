@@ -110,6 +110,8 @@ async fn smuggling_framing_is_refused_and_closes_the_connection() {
         ("two hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
         ("nul in header", b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n"),
         ("bad host port", b"GET / HTTP/1.1\r\nHost: x:99999\r\n\r\n"),
+        ("obs-fold", b"GET / HTTP/1.1\r\nHost: x\r\nX-A: b\r\n  folded\r\n\r\n"),
+        ("bare LF in chunk size line", b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n"),
     ];
     for (name, bytes) in cases {
         let reply = raw_request(&addr, bytes, WAIT).await;

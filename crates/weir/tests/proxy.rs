@@ -577,3 +577,61 @@ async fn writes_one_json_access_log_line_per_request() {
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plain_listener_also_speaks_h2c() {
+    let up = MockUpstream::start(Behavior::Named("u".into())).await;
+    let gw = gateway(&format!(
+        "upstreams:\n{}routes:\n  - {{ name: all, upstream: u }}\n",
+        upstream("u", &[up.address()], "")
+    ));
+    let tcp = tokio::net::TcpStream::connect(gw.proxy_addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let req = http::Request::builder()
+            .uri(format!("http://{}/h2", gw.proxy_addr))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let rsp = send.send_request(req).await.unwrap();
+        assert_eq!(rsp.status(), 200);
+        assert!(rsp.headers().contains_key("x-request-id"));
+    }
+    // The upstream got HTTP/1.1 with a Host taken from :authority.
+    let got = up.recorded().pop().unwrap();
+    assert_eq!(got.version, http::Version::HTTP_11);
+    assert_eq!(got.headers["host"], gw.proxy_addr.to_string());
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_waiting_at_the_deadline() {
+    let slow = MockUpstream::start(Behavior::Delay(Duration::from_secs(5))).await;
+    let gw = gateway(&format!(
+        "shutdown_timeout: 300ms\nupstreams:\n{}routes:\n  - {{ name: all, upstream: u }}\n",
+        upstream("u", &[slow.address()], "")
+    ));
+    let u = url(&gw, "/slow");
+    let inflight = tokio::spawn(async move {
+        HttpClient::new()
+            .send(http::Request::get(&u).body(Default::default()).unwrap())
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    gw.shutdown().await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "shutdown waited {took:?} despite a 300ms deadline"
+    );
+    assert!(
+        inflight.await.unwrap().is_err(),
+        "the request past the deadline is cut"
+    );
+}

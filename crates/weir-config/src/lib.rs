@@ -4,11 +4,13 @@
 
 mod load;
 mod model;
+mod policy;
 mod units;
 mod validate;
 
 pub use load::{LoadError, apply_env, from_yaml, load_file};
 pub use model::*;
+pub use policy::*;
 pub use units::{ByteSize, Duration};
 pub use validate::{
     REGEX_SIZE_LIMIT, ValidationError, compile_route_regex, did_you_mean, parse_cidr,

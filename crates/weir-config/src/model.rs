@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::policy::{ConsumerConfig, PolicyConfig};
 use crate::units::{ByteSize, Duration};
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -31,6 +32,13 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Identities that credentials resolve to.
+    #[serde(default)]
+    pub consumers: Vec<ConsumerConfig>,
+    /// Policies every route runs in addition to its own (a route's policy of the same kind
+    /// replaces the default).
+    #[serde(default)]
+    pub policy_defaults: Vec<PolicyConfig>,
 }
 
 fn default_shutdown_timeout() -> Duration {
@@ -382,6 +390,9 @@ pub struct RouteConfig {
     pub preserve_host: bool,
     #[serde(default)]
     pub max_body_size: Option<ByteSize>,
+    /// The route's policy chain; run in the documented order whatever the order here.
+    #[serde(default)]
+    pub policies: Vec<PolicyConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]

@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use crate::model::{Balance, Config, RouteConfig, UpstreamConfig, UpstreamProtocol};
+use crate::policy::{CredentialConfig, PolicyConfig};
 
 /// Largest compiled size of one route regex; keeps hostile or careless patterns from
 /// costing memory (matching itself is linear-time in the `regex` engine).
@@ -68,6 +69,33 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
     }
     for (name, up) in &config.upstreams {
         validate_upstream(name, up, &mut e);
+    }
+    let mut consumer_names: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in config.consumers.iter().enumerate() {
+        let at = format!("consumers[{i}]");
+        if c.name.is_empty() || !c.name.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+            e.push(format!("{at}.name"), "must be non-empty printable text without commas or spaces");
+        }
+        if let Some(first) = consumer_names.insert(c.name.as_str(), i) {
+            e.push(format!("{at}.name"), format!("{:?} is already used by consumers[{first}]", c.name));
+        }
+        for (g, group) in c.groups.iter().enumerate() {
+            if group.is_empty() || !group.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+                e.push(format!("{at}.groups[{g}]"), "must be non-empty printable text without commas or spaces");
+            }
+        }
+        for (k, cred) in c.credentials.iter().enumerate() {
+            match cred {
+                CredentialConfig::Key { key } => {
+                    if let Err(msg) = check_secret_ref(key) {
+                        e.push(format!("{at}.credentials[{k}].key"), msg);
+                    }
+                }
+            }
+        }
+    }
+    for (i, p) in config.policy_defaults.iter().enumerate() {
+        validate_policy(p, &format!("policy_defaults[{i}]"), &mut e);
     }
     let mut seen_names: HashMap<&str, usize> = HashMap::new();
     let mut seen_matches: HashMap<String, usize> = HashMap::new();
@@ -359,6 +387,129 @@ fn validate_route(config: &Config, route: &RouteConfig, at: &str, e: &mut Errors
     }
     if route.max_body_size.is_some_and(|s| s.0 == 0) {
         e.push(format!("{at}.max_body_size"), "must be greater than 0");
+    }
+    let mut kinds: HashMap<&'static str, usize> = HashMap::new();
+    for (i, p) in route.policies.iter().enumerate() {
+        let pat = format!("{at}.policies[{i}]");
+        if let Some(first) = kinds.insert(p.kind(), i) {
+            e.push(&pat, format!("{} is already in this chain at policies[{first}]", p.kind()));
+        }
+        validate_policy(p, &pat, e);
+    }
+}
+
+/// A secret given as `env:NAME`, `file:PATH` or a literal; only the form is checked here,
+/// the value is read when the configuration is compiled.
+fn check_secret_ref(s: &str) -> Result<(), String> {
+    if let Some(name) = s.strip_prefix("env:") {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err("env: needs a variable name of letters, digits and '_'".into());
+        }
+    } else if let Some(path) = s.strip_prefix("file:") {
+        if path.is_empty() {
+            return Err("file: needs a path".into());
+        }
+    } else if s.len() < 16 {
+        return Err("a literal key must be at least 16 characters (or use env:NAME / file:PATH)".into());
+    }
+    Ok(())
+}
+
+fn validate_policy(p: &PolicyConfig, at: &str, e: &mut Errors) {
+    let kind = p.kind();
+    match p {
+        PolicyConfig::KeyAuth(k) => {
+            if !valid_header_name(&k.header) {
+                e.push(format!("{at}.{kind}.header"), format!("{:?} is not a header name", k.header));
+            }
+            if let Some(q) = &k.query
+                && (q.is_empty() || !q.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+            {
+                e.push(format!("{at}.{kind}.query"), "a query parameter name of letters, digits, '-', '_' or '.'");
+            }
+        }
+        PolicyConfig::Acl(a) => {
+            if a.allow.is_empty() && a.deny.is_empty() {
+                e.push(format!("{at}.{kind}"), "needs allow or deny groups");
+            }
+        }
+        PolicyConfig::Ip(ip) => {
+            if ip.allow.is_empty() && ip.deny.is_empty() {
+                e.push(format!("{at}.{kind}"), "needs allow or deny addresses");
+            }
+            for (field, list) in [("allow", &ip.allow), ("deny", &ip.deny)] {
+                for (i, c) in list.iter().enumerate() {
+                    if parse_cidr(c).is_none() {
+                        e.push(format!("{at}.{kind}.{field}[{i}]"), format!("{c:?} is not an IP address or CIDR"));
+                    }
+                }
+            }
+        }
+        PolicyConfig::RequestSize(r) => {
+            if r.max.0 == 0 {
+                e.push(format!("{at}.{kind}.max"), "must be greater than 0");
+            }
+        }
+        PolicyConfig::Headers(h) => {
+            for (side, ops) in [("request", &h.request), ("response", &h.response)] {
+                for (name, value) in ops.set.iter().chain(ops.add.iter()) {
+                    if !valid_header_name(name) {
+                        e.push(format!("{at}.{kind}.{side}"), format!("{name:?} is not a header name"));
+                    }
+                    if http::HeaderValue::from_str(value).is_err() {
+                        e.push(format!("{at}.{kind}.{side}.{name}"), "not a valid header value");
+                    }
+                }
+                for name in &ops.remove {
+                    if !valid_header_name(name) {
+                        e.push(format!("{at}.{kind}.{side}.remove"), format!("{name:?} is not a header name"));
+                    }
+                }
+            }
+        }
+        PolicyConfig::Cors(c) => {
+            if c.origins.is_empty() {
+                e.push(format!("{at}.{kind}.origins"), "at least one origin (or \"*\")");
+            }
+            for (i, o) in c.origins.iter().enumerate() {
+                let ok = o == "*"
+                    || ((o.starts_with("https://") || o.starts_with("http://")) && !o.ends_with('/') && http::HeaderValue::from_str(o).is_ok());
+                if !ok {
+                    e.push(format!("{at}.{kind}.origins[{i}]"), format!("{o:?}: an origin is scheme://host[:port] without a path, or \"*\""));
+                }
+            }
+            if c.credentials && c.origins.iter().any(|o| o == "*") {
+                e.push(format!("{at}.{kind}.credentials"), "credentials cannot be allowed for origin \"*\"");
+            }
+            for (i, m) in c.methods.iter().enumerate() {
+                if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+                    e.push(format!("{at}.{kind}.methods[{i}]"), "methods are upper-case, like GET");
+                }
+            }
+            for (i, h) in c.headers.iter().chain(c.expose_headers.iter()).enumerate() {
+                if !valid_header_name(h) {
+                    e.push(format!("{at}.{kind}.headers[{i}]"), format!("{h:?} is not a header name"));
+                }
+            }
+        }
+        PolicyConfig::StaticResponse(s) => {
+            if !(200..=599).contains(&s.status) {
+                e.push(format!("{at}.{kind}.status"), "must be between 200 and 599");
+            }
+            if let Some(l) = &s.location
+                && http::HeaderValue::from_str(l).is_err()
+            {
+                e.push(format!("{at}.{kind}.location"), "not a valid header value");
+            }
+            if s.location.is_some() && !(300..=399).contains(&s.status) {
+                e.push(format!("{at}.{kind}.location"), "a location needs a 3xx status");
+            }
+            for (name, value) in &s.headers {
+                if !valid_header_name(name) || http::HeaderValue::from_str(value).is_err() {
+                    e.push(format!("{at}.{kind}.headers.{name}"), "not a valid header");
+                }
+            }
+        }
     }
 }
 

@@ -33,6 +33,10 @@ pub enum GatewayError {
     PayloadTooLarge { limit: u64 },
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("{reason}")]
+    Unauthorized { reason: &'static str },
+    #[error("{reason}")]
+    Forbidden { reason: &'static str },
     #[error("upstream \"{upstream}\" has no healthy endpoint")]
     NoHealthyEndpoint { upstream: Arc<str> },
     #[error("upstream \"{upstream}\" could not be reached")]
@@ -64,6 +68,8 @@ impl GatewayError {
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NoHealthyEndpoint { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamConnect { .. } | Self::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -79,6 +85,8 @@ impl GatewayError {
             Self::HeadersTooLarge => "headers_too_large",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::Forbidden { .. } => "forbidden",
             Self::NoHealthyEndpoint { .. } => "no_healthy_endpoint",
             Self::UpstreamConnect { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",

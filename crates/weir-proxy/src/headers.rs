@@ -67,7 +67,7 @@ impl Scan {
             Self::UPGRADE
         } else {
             let s = n.as_str();
-            if s.starts_with("x-weir-") {
+            if s.starts_with("x-weir-") || s.starts_with("x-consumer-") {
                 Self::INTERNAL
             } else if s == "keep-alive" || s == "proxy-connection" {
                 Self::HOP

@@ -14,6 +14,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use weir_core::{GatewayError, RequestId, normalize_path};
 use weir_router::{PathMatch, RequestView, canonical_host};
+use weir_policy::{Flow, PolicyCtx, Reply};
 use weir_upstream::{RequestHead, UpstreamKind};
 
 use crate::body::ProxyBody;
@@ -134,100 +135,25 @@ pub async fn handle(
     };
     let route = Arc::clone(&snap.routes[matched.route]);
 
-    // 4. Size limit known from the head.
-    let content_length = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if content_length.is_some_and(|n| n > route.max_body_size) {
-        let err = GatewayError::PayloadTooLarge {
-            limit: route.max_body_size,
-        };
-        return early_error(
-            &snap,
-            &err,
-            &request_id,
-            &parts.method,
-            &path,
-            &conn,
-            start,
-            Some(&route),
-        );
-    }
-
-    // 5. The upstream path: the normalized path, rewritten if the route says so, and
-    //    normalized again so a rewrite can never produce a path the router did not see.
-    let forward_path = match rewrite_path(&snap, &route, matched.path, &path) {
-        Ok(p) => p,
-        Err(e) => {
-            return early_error(
-                &snap,
-                &e,
-                &request_id,
-                &parts.method,
-                &path,
-                &conn,
-                start,
-                Some(&route),
-            );
-        }
-    };
-    let path_and_query = match (&forward_path, parts.uri.query()) {
-        (Cow::Borrowed(_), _) if raw_path == forward_path.as_ref() => {
-            parts.uri.path_and_query().cloned()
-        }
-        (p, None) => {
-            PathAndQuery::from_maybe_shared(bytes::Bytes::copy_from_slice(p.as_bytes())).ok()
-        }
-        (p, Some(q)) => {
-            PathAndQuery::from_maybe_shared(bytes::Bytes::from(format!("{p}?{q}"))).ok()
-        }
-    };
-    let Some(path_and_query) = path_and_query else {
-        let err = GatewayError::BadRequest("the request target is not valid");
-        return early_error(
-            &snap,
-            &err,
-            &request_id,
-            &parts.method,
-            &path,
-            &conn,
-            start,
-            Some(&route),
-        );
-    };
-
-    // 6. Headers for the upstream.
+    // 4. Header hygiene, before any policy sees the request: hop-by-hop and
+    //    Connection-named headers, client-sent internal and consumer headers, forwarding
+    //    headers; the client address is derived here, once.
     let is_upgrade = upgrade::is_upgrade_request(&parts.headers);
     if is_upgrade && !upgrade::is_websocket(&parts.headers) {
         let err = GatewayError::BadRequest("only WebSocket upgrades are supported");
-        return early_error(
-            &snap,
-            &err,
-            &request_id,
-            &parts.method,
-            &path,
-            &conn,
-            start,
-            Some(&route),
-        );
+        return early_error(&snap, &err, &request_id, &parts.method, &path, &conn, start, Some(&route));
     }
-    let client_upgrade = if is_upgrade {
-        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
-    } else {
-        None
-    };
+    let client_upgrade = if is_upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
     let scan = headers::Scan::of(&parts.headers);
     // Room for the forwarding headers and the request id, so the map grows at most once.
     parts.headers.reserve(4);
     headers::strip_hop_by_hop(&mut parts.headers, is_upgrade, scan);
     headers::remove_internal(&mut parts.headers, scan);
-    let host_value = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    let host_value = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     let peer_ip = conn.peer.ip();
     let peer = headers::Peer {
         ip: peer_ip,
@@ -242,9 +168,60 @@ pub async fn handle(
         if conn.tls { "https" } else { "http" },
         host_value.as_ref(),
     );
-    parts
-        .headers
-        .insert(&X_REQUEST_ID, request_id.header_value().clone());
+
+    // 5. Policies, request phase (ip, cors, static_response, key_auth, acl, headers).
+    let mut pctx = PolicyCtx::new(client_ip);
+    if !route.policies.is_empty()
+        && let Flow::Respond(reply) = route.policies.on_request(&parts.method, &parts.uri, &mut parts.headers, &mut pctx)
+    {
+        let mut rsp = policy_reply(reply, &request_id);
+        route.policies.on_response(rsp.headers_mut(), &pctx);
+        let log = snap.access_log.enabled().then(|| LogData {
+            sink: snap.access_log.clone(),
+            request_id: request_id.clone(),
+            route: Arc::clone(&route.name),
+            upstream: Arc::clone(&route.upstream.name),
+            endpoint: None,
+            method: parts.method.clone(),
+            path: path.clone().into_owned(),
+            client: client_ip,
+            bytes_in: 0,
+            body_stats: None,
+            error: "policy",
+        });
+        return finish(rsp, &route, start, None, None, log);
+    }
+
+    // 6. Size limit known from the head.
+    let content_length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if content_length.is_some_and(|n| n > route.max_body_size) {
+        let err = GatewayError::PayloadTooLarge { limit: route.max_body_size };
+        let mut rsp = early_error(&snap, &err, &request_id, &parts.method, &path, &conn, start, Some(&route));
+        route.policies.on_response(rsp.headers_mut(), &pctx);
+        return rsp;
+    }
+
+    // 7. The upstream path: the normalized path, rewritten if the route says so, and
+    //    normalized again so a rewrite can never produce a path the router did not see.
+    let forward_path = match rewrite_path(&snap, &route, matched.path, &path) {
+        Ok(p) => p,
+        Err(e) => return early_error(&snap, &e, &request_id, &parts.method, &path, &conn, start, Some(&route)),
+    };
+    let query = pctx.query.as_deref().or(parts.uri.query()).filter(|q| !q.is_empty());
+    let path_and_query = match (&forward_path, query) {
+        (Cow::Borrowed(_), _) if raw_path == forward_path.as_ref() && pctx.query.is_none() => {
+            parts.uri.path_and_query().cloned()
+        }
+        (p, None) => PathAndQuery::from_maybe_shared(bytes::Bytes::copy_from_slice(p.as_bytes())).ok(),
+        (p, Some(q)) => PathAndQuery::from_maybe_shared(bytes::Bytes::from(format!("{p}?{q}"))).ok(),
+    };
+    let Some(path_and_query) = path_and_query else {
+        let err = GatewayError::BadRequest("the request target is not valid");
+        return early_error(&snap, &err, &request_id, &parts.method, &path, &conn, start, Some(&route));
+    };
+
+    // 8. Request id and Host for the upstream.
+    parts.headers.insert(&X_REQUEST_ID, request_id.header_value().clone());
     let mut host_from_endpoint = false;
     if route.preserve_host {
         if let (None, Some(h)) = (parts.headers.get(header::HOST), host_value) {
@@ -270,7 +247,7 @@ pub async fn handle(
         error: "",
     });
 
-    // 7. Target.
+    // 9. Target.
     let shared = match &route.upstream.kind {
         UpstreamKind::Http(shared) => Arc::clone(shared),
         UpstreamKind::Builtin(b) => {
@@ -311,8 +288,8 @@ pub async fn handle(
         host_from_endpoint,
     };
 
-    // 8. Send, with balancing, timeouts and safe retries inside the upstream. Upstream time
-    //    is measured only for the access log: a clock read per request is not free.
+    // 10. Send, with balancing, timeouts and safe retries inside the upstream. Upstream time
+    //     is measured only for the access log: a clock read per request is not free.
     let sent_at = log.is_some().then(Instant::now);
     // Boxed: keeps this future small, since hyper moves it (by copy) on every request.
     let sent = Box::pin(shared.send(head, body, hash)).await;
@@ -367,6 +344,7 @@ pub async fn handle(
             rsp_parts
                 .headers
                 .insert(&X_REQUEST_ID, request_id.header_value().clone());
+            route.policies.on_response(&mut rsp_parts.headers, &pctx);
             let rsp = Response::from_parts(rsp_parts, ProxyBody::upstream(rsp_body));
             let log = log.map(|mut l| {
                 l.endpoint = Some(sent.endpoint);
@@ -403,6 +381,7 @@ pub async fn handle(
                 rsp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
+            route.policies.on_response(rsp.headers_mut(), &pctx);
             let log = log.map(|mut l| {
                 l.endpoint = e.endpoint;
                 with_error(l, err.kind())
@@ -410,6 +389,27 @@ pub async fn handle(
             finish(rsp, &route, start, upstream_secs, None, log)
         }
     }
+}
+
+/// Turns a policy's answer into a response.
+fn policy_reply(reply: Reply, request_id: &RequestId) -> Response<ProxyBody> {
+    let mut rsp = match reply {
+        Reply::Error(err, extra) => {
+            let mut rsp = error_response::render(&err, request_id.as_str());
+            for (n, v) in extra {
+                rsp.headers_mut().insert(n, v);
+            }
+            rsp
+        }
+        Reply::Static { status, headers, body } => {
+            let mut rsp = Response::new(if body.is_empty() { ProxyBody::empty() } else { ProxyBody::full(body) });
+            *rsp.status_mut() = status;
+            *rsp.headers_mut() = headers;
+            rsp
+        }
+    };
+    rsp.headers_mut().insert(&X_REQUEST_ID, request_id.header_value().clone());
+    rsp
 }
 
 fn with_error(mut l: LogData, kind: &'static str) -> LogData {

@@ -8,6 +8,7 @@ use http::HeaderValue;
 use ipnet::IpNet;
 use weir_config::{AccessLogConfig, AccessLogTarget, Config, EncodedSlashAction};
 use weir_core::{EncodedSlash, PathOptions};
+use weir_policy::{Consumers, PolicyChain};
 use weir_router::RouteTable;
 use weir_telemetry::access_log::AccessLog;
 use weir_telemetry::metrics::RouteMetrics;
@@ -39,6 +40,7 @@ pub struct Route {
     pub hash_on: HashOn,
     pub max_body_size: u64,
     pub metrics: Arc<RouteMetrics>,
+    pub policies: PolicyChain,
 }
 
 /// The key of consistent hashing, compiled from `hash_on`.
@@ -71,6 +73,8 @@ impl Snapshot {
         )
         .map_err(|e| vec![e])?;
         let table = RouteTable::compile(&config.routes).map_err(|e| vec![e.to_string()])?;
+        let consumers = Arc::new(Consumers::compile(&config.consumers, &|name| std::env::var(name).ok())?);
+        let mut policy_errors = Vec::new();
         let max_body_size = config.limits.max_body_size.0;
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
@@ -100,6 +104,14 @@ impl Snapshot {
                 },
                 None => HashOn::None,
             };
+            let policies = match PolicyChain::compile(&r.policies, &config.policy_defaults, &consumers) {
+                Ok(p) => p,
+                Err(e) => {
+                    policy_errors.push(format!("route {:?}: {e}", r.name));
+                    PolicyChain::default()
+                }
+            };
+            let route_limit = r.max_body_size.map_or(max_body_size, |s| s.0);
             routes.push(Arc::new(Route {
                 name: r.name.as_str().into(),
                 upstream: Arc::clone(upstream),
@@ -108,9 +120,13 @@ impl Snapshot {
                 preserve_host: r.preserve_host,
                 host_header,
                 hash_on,
-                max_body_size: r.max_body_size.map_or(max_body_size, |s| s.0),
+                max_body_size: policies.max_body_size.map_or(route_limit, |p| p.min(route_limit)),
                 metrics,
+                policies,
             }));
+        }
+        if !policy_errors.is_empty() {
+            return Err(policy_errors);
         }
         let access_log = match previous {
             Some(p) if p.config.access_log == config.access_log => p.access_log.clone(),

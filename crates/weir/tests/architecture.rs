@@ -23,8 +23,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "weir-telemetry",
             "weir-router",
             "weir-upstream",
+            "weir-policy",
         ],
     ),
+    ("weir-policy", &["weir-core", "weir-config", "weir-telemetry"]),
     (
         "weir",
         &["weir-core", "weir-config", "weir-telemetry", "weir-proxy"],

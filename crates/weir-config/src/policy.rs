@@ -1,0 +1,180 @@
+//! Policy and consumer configuration: the serde shapes of `consumers`, `policy_defaults`
+//! and each route's `policies`, with their validation.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::units::{ByteSize, Duration};
+
+/// A client identity that credentials resolve to.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerConfig {
+    pub name: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub credentials: Vec<CredentialConfig>,
+}
+
+/// A credential of a consumer. Secrets are given by reference: `env:NAME`, `file:PATH`, or
+/// a literal.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CredentialConfig {
+    Key { key: String },
+}
+
+/// One policy of a route's chain, written as a one-key map: `- key_auth: { … }`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PolicyConfig {
+    KeyAuth(KeyAuthConfig),
+    Acl(AclConfig),
+    Ip(IpConfig),
+    RequestSize(RequestSizeConfig),
+    Headers(HeadersConfig),
+    Cors(CorsConfig),
+    StaticResponse(StaticResponseConfig),
+}
+
+impl PolicyConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::KeyAuth(_) => "key_auth",
+            Self::Acl(_) => "acl",
+            Self::Ip(_) => "ip",
+            Self::RequestSize(_) => "request_size",
+            Self::Headers(_) => "headers",
+            Self::Cors(_) => "cors",
+            Self::StaticResponse(_) => "static_response",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyAuthConfig {
+    /// Header carrying the key.
+    #[serde(default = "default_key_header")]
+    pub header: String,
+    /// Also accept `Authorization: Bearer <key>`.
+    #[serde(default = "yes")]
+    pub bearer: bool,
+    /// Also accept the key in this query parameter (off unless named).
+    #[serde(default)]
+    pub query: Option<String>,
+    /// Remove the credential before forwarding (default true).
+    #[serde(default = "yes")]
+    pub hide_credentials: bool,
+}
+
+impl Default for KeyAuthConfig {
+    fn default() -> Self {
+        Self { header: default_key_header(), bearer: true, query: None, hide_credentials: true }
+    }
+}
+
+fn default_key_header() -> String {
+    "x-api-key".to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Allow or deny by consumer group. With `allow`, a consumer must be in one of the groups;
+/// `deny` wins over `allow`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AclConfig {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+/// Allow or deny by client address (CIDR or IP); `deny` wins over `allow`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IpConfig {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RequestSizeConfig {
+    pub max: ByteSize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersConfig {
+    #[serde(default)]
+    pub request: HeaderOps,
+    #[serde(default)]
+    pub response: HeaderOps,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderOps {
+    /// Replace (or create) these headers.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Append these values.
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Allowed origins (`https://app.example.com`), or `*`.
+    pub origins: Vec<String>,
+    #[serde(default = "default_cors_methods")]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub credentials: bool,
+    #[serde(default = "default_cors_max_age")]
+    pub max_age: Duration,
+}
+
+fn default_cors_methods() -> Vec<String> {
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"].map(String::from).to_vec()
+}
+
+fn default_cors_max_age() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// Answers from the gateway without calling the upstream: a maintenance page, a redirect.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticResponseConfig {
+    #[serde(default = "default_static_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// For redirects: sets `Location`.
+    #[serde(default)]
+    pub location: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+fn default_static_status() -> u16 {
+    200
+}

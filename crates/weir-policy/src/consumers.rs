@@ -1,0 +1,120 @@
+//! Consumers and their credentials, compiled once per configuration: API keys are kept
+//! only as SHA-256 digests, looked up by digest and confirmed with a constant-time compare.
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+use rustc_hash::FxHashMap;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use weir_config::{ConsumerConfig, CredentialConfig};
+
+/// An authenticated identity, as policies and upstreams see it.
+#[derive(Debug)]
+pub struct Consumer {
+    pub name: Arc<str>,
+    pub groups: Vec<String>,
+    /// `X-Consumer-Name` and `X-Consumer-Groups` values, made once.
+    pub name_header: HeaderValue,
+    pub groups_header: Option<HeaderValue>,
+}
+
+/// Every consumer, and the key digests that identify them.
+#[derive(Debug, Default)]
+pub struct Consumers {
+    by_key: FxHashMap<[u8; 32], (Arc<Consumer>, [u8; 32])>,
+}
+
+impl Consumers {
+    /// Resolves secret references (`env:`, `file:`, literal) through `env` and hashes the
+    /// keys. Errors name the credential, never its value.
+    pub fn compile(configs: &[ConsumerConfig], env: &dyn Fn(&str) -> Option<String>) -> Result<Self, Vec<String>> {
+        let mut by_key = FxHashMap::default();
+        let mut errors = Vec::new();
+        for (i, c) in configs.iter().enumerate() {
+            let name_header = match HeaderValue::from_str(&c.name) {
+                Ok(v) => v,
+                Err(_) => {
+                    errors.push(format!("consumers[{i}].name: not usable as a header value"));
+                    continue;
+                }
+            };
+            let groups_header = (!c.groups.is_empty()).then(|| HeaderValue::from_str(&c.groups.join(",")).ok()).flatten();
+            let consumer = Arc::new(Consumer { name: c.name.as_str().into(), groups: c.groups.clone(), name_header, groups_header });
+            for (k, cred) in c.credentials.iter().enumerate() {
+                match cred {
+                    CredentialConfig::Key { key } => match resolve_secret(key, env) {
+                        Ok(secret) if secret.len() >= 16 => {
+                            let digest = digest(secret.as_bytes());
+                            if by_key.insert(digest, (Arc::clone(&consumer), digest)).is_some() {
+                                errors.push(format!("consumers[{i}].credentials[{k}].key: the same key is given to another consumer"));
+                            }
+                        }
+                        Ok(_) => errors.push(format!("consumers[{i}].credentials[{k}].key: the key must be at least 16 characters")),
+                        Err(e) => errors.push(format!("consumers[{i}].credentials[{k}].key: {e}")),
+                    },
+                }
+            }
+        }
+        if errors.is_empty() { Ok(Self { by_key }) } else { Err(errors) }
+    }
+
+    /// The consumer owning `key`, if any.
+    pub fn by_key(&self, key: &[u8]) -> Option<&Arc<Consumer>> {
+        let d = digest(key);
+        let (consumer, stored) = self.by_key.get(&d)?;
+        // The map lookup found it by digest; the constant-time compare pins the check so a
+        // future change of the map cannot turn into an early-exit comparison of secrets.
+        bool::from(stored.ct_eq(&d)).then_some(consumer)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
+pub(crate) fn digest(b: &[u8]) -> [u8; 32] {
+    Sha256::digest(b).into()
+}
+
+/// Reads a secret given as `env:NAME`, `file:PATH` or a literal.
+pub fn resolve_secret(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    if let Some(name) = s.strip_prefix("env:") {
+        env(name).filter(|v| !v.is_empty()).ok_or_else(|| format!("environment variable {name} is not set"))
+    } else if let Some(path) = s.strip_prefix("file:") {
+        std::fs::read_to_string(path)
+            .map(|v| v.trim_end_matches(['\r', '\n']).to_owned())
+            .map_err(|e| format!("cannot read {path:?}: {e}"))
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(yaml: &str) -> Vec<ConsumerConfig> {
+        weir_config::from_yaml(yaml, "t").unwrap().consumers
+    }
+
+    #[test]
+    fn keys_resolve_from_env_and_literals_and_are_found_by_value() {
+        let c = cfg("consumers:\n  - { name: acme, groups: [partners], credentials: [ { type: key, key: \"env:ACME_KEY\" } ] }\n  - { name: beta, credentials: [ { type: key, key: \"beta-literal-key-123\" } ] }\n");
+        let env = |n: &str| (n == "ACME_KEY").then(|| "acme-secret-key-0001".to_owned());
+        let all = Consumers::compile(&c, &env).unwrap();
+        assert_eq!(&*all.by_key(b"acme-secret-key-0001").unwrap().name, "acme");
+        assert_eq!(&*all.by_key(b"beta-literal-key-123").unwrap().name, "beta");
+        assert!(all.by_key(b"acme-secret-key-0002").is_none());
+        assert_eq!(all.by_key(b"acme-secret-key-0001").unwrap().groups_header.as_ref().unwrap(), "partners");
+    }
+
+    #[test]
+    fn missing_secrets_and_shared_keys_are_errors_that_hide_values() {
+        let c = cfg("consumers:\n  - { name: a, credentials: [ { type: key, key: \"env:NOPE\" } ] }\n  - { name: b, credentials: [ { type: key, key: \"same-key-for-both-1\" } ] }\n  - { name: c, credentials: [ { type: key, key: \"same-key-for-both-1\" } ] }\n");
+        let errs = Consumers::compile(&c, &|_| None).unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].contains("NOPE"));
+        assert!(errs.iter().all(|e| !e.contains("same-key-for-both-1")), "{errs:?}");
+    }
+}

@@ -1,0 +1,169 @@
+//! Route policies: the cross-cutting checks and transforms a route runs around its target.
+//! Each route's chain is compiled into per-phase lists of a closed enum, in one documented
+//! order whatever the order in the file (`docs/configuration.md`, "Policies"):
+//!
+//! request:  ip → cors (preflight answered here) → static_response → key_auth → acl → headers
+//! response: cors → headers
+//!
+//! `request_size` has no phase of its own: it lowers the route's body limit, which the
+//! pipeline enforces from `Content-Length` and while streaming.
+
+mod consumers;
+mod rules;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use weir_config::PolicyConfig;
+use weir_core::GatewayError;
+
+pub use consumers::{Consumer, Consumers, resolve_secret};
+use rules::{Acl, Cors, HeaderOps, IpRule, KeyAuth, StaticReply};
+
+/// Per-request state the policies share.
+#[derive(Debug)]
+pub struct PolicyCtx {
+    pub client_ip: IpAddr,
+    pub consumer: Option<Arc<Consumer>>,
+    /// The request's `Origin` when CORS allowed it, for the response phase.
+    pub cors_origin: Option<HeaderValue>,
+    /// A replacement query string (a credential was removed from it).
+    pub query: Option<String>,
+}
+
+impl PolicyCtx {
+    pub fn new(client_ip: IpAddr) -> Self {
+        Self { client_ip, consumer: None, cors_origin: None, query: None }
+    }
+}
+
+/// What a request-phase policy decided.
+pub enum Flow {
+    Continue,
+    Respond(Reply),
+}
+
+/// An answer made by a policy.
+pub enum Reply {
+    /// A refusal, rendered with the gateway's JSON error shape plus these headers.
+    Error(GatewayError, Vec<(HeaderName, HeaderValue)>),
+    /// A configured answer (static response, CORS preflight).
+    Static { status: StatusCode, headers: HeaderMap, body: Bytes },
+}
+
+enum RequestPolicy {
+    Ip(IpRule),
+    Cors(Arc<Cors>),
+    Static(StaticReply),
+    KeyAuth(KeyAuth),
+    Acl(Acl),
+    Headers(HeaderOps),
+}
+
+enum ResponsePolicy {
+    Cors(Arc<Cors>),
+    Headers(HeaderOps),
+}
+
+/// A route's compiled chain. Empty chains cost one branch per phase.
+#[derive(Default)]
+pub struct PolicyChain {
+    request: Vec<RequestPolicy>,
+    response: Vec<ResponsePolicy>,
+    /// The lowest `request_size.max`, if any.
+    pub max_body_size: Option<u64>,
+    /// Whether a credential policy runs (responses then vary by consumer).
+    pub authenticates: bool,
+}
+
+impl PolicyChain {
+    /// Compiles a route's policies over the defaults (a route policy replaces a default of
+    /// the same kind).
+    pub fn compile(route: &[PolicyConfig], defaults: &[PolicyConfig], consumers: &Arc<Consumers>) -> Result<Self, String> {
+        let mut all: Vec<&PolicyConfig> = defaults.iter().filter(|d| !route.iter().any(|r| r.kind() == d.kind())).collect();
+        all.extend(route.iter());
+        let rank = |p: &PolicyConfig| match p {
+            PolicyConfig::Ip(_) => 0,
+            PolicyConfig::Cors(_) => 1,
+            PolicyConfig::StaticResponse(_) => 2,
+            PolicyConfig::KeyAuth(_) => 3,
+            PolicyConfig::Acl(_) => 4,
+            PolicyConfig::RequestSize(_) => 5,
+            PolicyConfig::Headers(_) => 6,
+        };
+        all.sort_by_key(|p| rank(p));
+        let mut chain = PolicyChain::default();
+        for p in all {
+            match p {
+                PolicyConfig::Ip(c) => chain.request.push(RequestPolicy::Ip(IpRule::compile(c))),
+                PolicyConfig::Cors(c) => {
+                    let cors = Arc::new(Cors::compile(c)?);
+                    chain.request.push(RequestPolicy::Cors(Arc::clone(&cors)));
+                    chain.response.push(ResponsePolicy::Cors(cors));
+                }
+                PolicyConfig::StaticResponse(c) => chain.request.push(RequestPolicy::Static(StaticReply::compile(c)?)),
+                PolicyConfig::KeyAuth(c) => {
+                    chain.authenticates = true;
+                    chain.request.push(RequestPolicy::KeyAuth(KeyAuth::compile(c, Arc::clone(consumers))?));
+                }
+                PolicyConfig::Acl(c) => chain.request.push(RequestPolicy::Acl(Acl::compile(c))),
+                PolicyConfig::RequestSize(c) => {
+                    chain.max_body_size = Some(chain.max_body_size.map_or(c.max.0, |m| m.min(c.max.0)));
+                }
+                PolicyConfig::Headers(c) => {
+                    let req = HeaderOps::compile(&c.request)?;
+                    let rsp = HeaderOps::compile(&c.response)?;
+                    if !req.is_empty() {
+                        chain.request.push(RequestPolicy::Headers(req));
+                    }
+                    if !rsp.is_empty() {
+                        chain.response.push(ResponsePolicy::Headers(rsp));
+                    }
+                }
+            }
+        }
+        Ok(chain)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.request.is_empty() && self.response.is_empty()
+    }
+
+    /// Runs the request phase; stops at the first policy that answers. The method and URI
+    /// are read-only here: the path was normalized and routed on already.
+    pub fn on_request(&self, method: &http::Method, uri: &http::Uri, headers: &mut HeaderMap, ctx: &mut PolicyCtx) -> Flow {
+        for p in &self.request {
+            let flow = match p {
+                RequestPolicy::Ip(r) => r.check(ctx),
+                RequestPolicy::Cors(c) => c.on_request(method, headers, ctx),
+                RequestPolicy::Static(s) => Flow::Respond(s.reply()),
+                RequestPolicy::KeyAuth(k) => k.check(uri, headers, ctx),
+                RequestPolicy::Acl(a) => a.check(ctx),
+                RequestPolicy::Headers(h) => {
+                    h.apply(headers);
+                    Flow::Continue
+                }
+            };
+            if let Flow::Respond(_) = flow {
+                return flow;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Runs the response phase on the response headers (also for answers made by Weir).
+    pub fn on_response(&self, headers: &mut HeaderMap, ctx: &PolicyCtx) {
+        for p in &self.response {
+            match p {
+                ResponsePolicy::Cors(c) => c.on_response(headers, ctx),
+                ResponsePolicy::Headers(h) => h.apply(headers),
+            }
+        }
+    }
+}
+
+/// Names of the identity headers Weir sets for upstreams; clients may never send them.
+pub const CONSUMER_NAME: HeaderName = HeaderName::from_static("x-consumer-name");
+pub const CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-groups");

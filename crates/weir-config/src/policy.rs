@@ -72,7 +72,12 @@ pub struct KeyAuthConfig {
 
 impl Default for KeyAuthConfig {
     fn default() -> Self {
-        Self { header: default_key_header(), bearer: true, query: None, hide_credentials: true }
+        Self {
+            header: default_key_header(),
+            bearer: true,
+            query: None,
+            hide_credentials: true,
+        }
     }
 }
 
@@ -151,7 +156,9 @@ pub struct CorsConfig {
 }
 
 fn default_cors_methods() -> Vec<String> {
-    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"].map(String::from).to_vec()
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+        .map(String::from)
+        .to_vec()
 }
 
 fn default_cors_max_age() -> Duration {

@@ -74,14 +74,23 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
     for (i, c) in config.consumers.iter().enumerate() {
         let at = format!("consumers[{i}]");
         if c.name.is_empty() || !c.name.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
-            e.push(format!("{at}.name"), "must be non-empty printable text without commas or spaces");
+            e.push(
+                format!("{at}.name"),
+                "must be non-empty printable text without commas or spaces",
+            );
         }
         if let Some(first) = consumer_names.insert(c.name.as_str(), i) {
-            e.push(format!("{at}.name"), format!("{:?} is already used by consumers[{first}]", c.name));
+            e.push(
+                format!("{at}.name"),
+                format!("{:?} is already used by consumers[{first}]", c.name),
+            );
         }
         for (g, group) in c.groups.iter().enumerate() {
             if group.is_empty() || !group.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
-                e.push(format!("{at}.groups[{g}]"), "must be non-empty printable text without commas or spaces");
+                e.push(
+                    format!("{at}.groups[{g}]"),
+                    "must be non-empty printable text without commas or spaces",
+                );
             }
         }
         for (k, cred) in c.credentials.iter().enumerate() {
@@ -392,7 +401,10 @@ fn validate_route(config: &Config, route: &RouteConfig, at: &str, e: &mut Errors
     for (i, p) in route.policies.iter().enumerate() {
         let pat = format!("{at}.policies[{i}]");
         if let Some(first) = kinds.insert(p.kind(), i) {
-            e.push(&pat, format!("{} is already in this chain at policies[{first}]", p.kind()));
+            e.push(
+                &pat,
+                format!("{} is already in this chain at policies[{first}]", p.kind()),
+            );
         }
         validate_policy(p, &pat, e);
     }
@@ -410,7 +422,9 @@ fn check_secret_ref(s: &str) -> Result<(), String> {
             return Err("file: needs a path".into());
         }
     } else if s.len() < 16 {
-        return Err("a literal key must be at least 16 characters (or use env:NAME / file:PATH)".into());
+        return Err(
+            "a literal key must be at least 16 characters (or use env:NAME / file:PATH)".into(),
+        );
     }
     Ok(())
 }
@@ -420,12 +434,21 @@ fn validate_policy(p: &PolicyConfig, at: &str, e: &mut Errors) {
     match p {
         PolicyConfig::KeyAuth(k) => {
             if !valid_header_name(&k.header) {
-                e.push(format!("{at}.{kind}.header"), format!("{:?} is not a header name", k.header));
+                e.push(
+                    format!("{at}.{kind}.header"),
+                    format!("{:?} is not a header name", k.header),
+                );
             }
             if let Some(q) = &k.query
-                && (q.is_empty() || !q.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+                && (q.is_empty()
+                    || !q
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
             {
-                e.push(format!("{at}.{kind}.query"), "a query parameter name of letters, digits, '-', '_' or '.'");
+                e.push(
+                    format!("{at}.{kind}.query"),
+                    "a query parameter name of letters, digits, '-', '_' or '.'",
+                );
             }
         }
         PolicyConfig::Acl(a) => {
@@ -440,7 +463,10 @@ fn validate_policy(p: &PolicyConfig, at: &str, e: &mut Errors) {
             for (field, list) in [("allow", &ip.allow), ("deny", &ip.deny)] {
                 for (i, c) in list.iter().enumerate() {
                     if parse_cidr(c).is_none() {
-                        e.push(format!("{at}.{kind}.{field}[{i}]"), format!("{c:?} is not an IP address or CIDR"));
+                        e.push(
+                            format!("{at}.{kind}.{field}[{i}]"),
+                            format!("{c:?} is not an IP address or CIDR"),
+                        );
                     }
                 }
             }
@@ -454,41 +480,69 @@ fn validate_policy(p: &PolicyConfig, at: &str, e: &mut Errors) {
             for (side, ops) in [("request", &h.request), ("response", &h.response)] {
                 for (name, value) in ops.set.iter().chain(ops.add.iter()) {
                     if !valid_header_name(name) {
-                        e.push(format!("{at}.{kind}.{side}"), format!("{name:?} is not a header name"));
+                        e.push(
+                            format!("{at}.{kind}.{side}"),
+                            format!("{name:?} is not a header name"),
+                        );
                     }
                     if http::HeaderValue::from_str(value).is_err() {
-                        e.push(format!("{at}.{kind}.{side}.{name}"), "not a valid header value");
+                        e.push(
+                            format!("{at}.{kind}.{side}.{name}"),
+                            "not a valid header value",
+                        );
                     }
                 }
                 for name in &ops.remove {
                     if !valid_header_name(name) {
-                        e.push(format!("{at}.{kind}.{side}.remove"), format!("{name:?} is not a header name"));
+                        e.push(
+                            format!("{at}.{kind}.{side}.remove"),
+                            format!("{name:?} is not a header name"),
+                        );
                     }
                 }
             }
         }
         PolicyConfig::Cors(c) => {
             if c.origins.is_empty() {
-                e.push(format!("{at}.{kind}.origins"), "at least one origin (or \"*\")");
+                e.push(
+                    format!("{at}.{kind}.origins"),
+                    "at least one origin (or \"*\")",
+                );
             }
             for (i, o) in c.origins.iter().enumerate() {
                 let ok = o == "*"
-                    || ((o.starts_with("https://") || o.starts_with("http://")) && !o.ends_with('/') && http::HeaderValue::from_str(o).is_ok());
+                    || ((o.starts_with("https://") || o.starts_with("http://"))
+                        && !o.ends_with('/')
+                        && http::HeaderValue::from_str(o).is_ok());
                 if !ok {
-                    e.push(format!("{at}.{kind}.origins[{i}]"), format!("{o:?}: an origin is scheme://host[:port] without a path, or \"*\""));
+                    e.push(
+                        format!("{at}.{kind}.origins[{i}]"),
+                        format!(
+                            "{o:?}: an origin is scheme://host[:port] without a path, or \"*\""
+                        ),
+                    );
                 }
             }
             if c.credentials && c.origins.iter().any(|o| o == "*") {
-                e.push(format!("{at}.{kind}.credentials"), "credentials cannot be allowed for origin \"*\"");
+                e.push(
+                    format!("{at}.{kind}.credentials"),
+                    "credentials cannot be allowed for origin \"*\"",
+                );
             }
             for (i, m) in c.methods.iter().enumerate() {
                 if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
-                    e.push(format!("{at}.{kind}.methods[{i}]"), "methods are upper-case, like GET");
+                    e.push(
+                        format!("{at}.{kind}.methods[{i}]"),
+                        "methods are upper-case, like GET",
+                    );
                 }
             }
             for (i, h) in c.headers.iter().chain(c.expose_headers.iter()).enumerate() {
                 if !valid_header_name(h) {
-                    e.push(format!("{at}.{kind}.headers[{i}]"), format!("{h:?} is not a header name"));
+                    e.push(
+                        format!("{at}.{kind}.headers[{i}]"),
+                        format!("{h:?} is not a header name"),
+                    );
                 }
             }
         }
@@ -502,7 +556,10 @@ fn validate_policy(p: &PolicyConfig, at: &str, e: &mut Errors) {
                 e.push(format!("{at}.{kind}.location"), "not a valid header value");
             }
             if s.location.is_some() && !(300..=399).contains(&s.status) {
-                e.push(format!("{at}.{kind}.location"), "a location needs a 3xx status");
+                e.push(
+                    format!("{at}.{kind}.location"),
+                    "a location needs a 3xx status",
+                );
             }
             for (name, value) in &s.headers {
                 if !valid_header_name(name) || http::HeaderValue::from_str(value).is_err() {
@@ -691,5 +748,71 @@ routes:
     fn did_you_mean_finds_close_names() {
         assert_eq!(did_you_mean("ordres", ["orders", "users"]), Some("orders"));
         assert_eq!(did_you_mean("zzzzzz", ["orders", "users"]), None);
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+    use crate::from_yaml;
+
+    #[test]
+    fn policies_and_consumers_are_validated_with_paths() {
+        let cfg = from_yaml(
+            r#"
+consumers:
+  - { name: acme, credentials: [ { type: key, key: "short" } ] }
+  - { name: acme, credentials: [ { type: key, key: "env:BAD-NAME" } ] }
+upstreams: { u: { targets: [ { address: "127.0.0.1:1" } ] } }
+policy_defaults: [ { ip: {} } ]
+routes:
+  - name: r
+    upstream: u
+    policies:
+      - key_auth: { header: "bad header" }
+      - acl: {}
+      - cors: { origins: ["*"], credentials: true }
+      - static_response: { status: 200, location: /x }
+      - key_auth: {}
+"#,
+            "t",
+        )
+        .unwrap();
+        let errs: Vec<String> = validate(&cfg).iter().map(ToString::to_string).collect();
+        for want in [
+            "consumers[0].credentials[0].key: a literal key must be at least 16 characters",
+            "consumers[1].name: \"acme\" is already used by consumers[0]",
+            "consumers[1].credentials[0].key: env: needs a variable name",
+            "policy_defaults[0].ip: needs allow or deny addresses",
+            "routes[0].policies[0].key_auth.header",
+            "routes[0].policies[1].acl: needs allow or deny groups",
+            "routes[0].policies[2].cors.credentials",
+            "routes[0].policies[3].static_response.location: a location needs a 3xx status",
+            "routes[0].policies[4]: key_auth is already in this chain at policies[0]",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "missing {want:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), 9, "{errs:#?}");
+    }
+
+    #[test]
+    fn unknown_policies_and_credential_types_are_parse_errors() {
+        assert!(
+            from_yaml(
+                "routes: [ { name: r, upstream: u, policies: [ { kee_auth: {} } ] } ]",
+                "t"
+            )
+            .is_err()
+        );
+        assert!(
+            from_yaml(
+                "consumers: [ { name: a, credentials: [ { type: password, key: x } ] } ]",
+                "t"
+            )
+            .is_err()
+        );
     }
 }

@@ -28,7 +28,10 @@ pub struct Consumers {
 impl Consumers {
     /// Resolves secret references (`env:`, `file:`, literal) through `env` and hashes the
     /// keys. Errors name the credential, never its value.
-    pub fn compile(configs: &[ConsumerConfig], env: &dyn Fn(&str) -> Option<String>) -> Result<Self, Vec<String>> {
+    pub fn compile(
+        configs: &[ConsumerConfig],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, Vec<String>> {
         let mut by_key = FxHashMap::default();
         let mut errors = Vec::new();
         for (i, c) in configs.iter().enumerate() {
@@ -39,8 +42,15 @@ impl Consumers {
                     continue;
                 }
             };
-            let groups_header = (!c.groups.is_empty()).then(|| HeaderValue::from_str(&c.groups.join(",")).ok()).flatten();
-            let consumer = Arc::new(Consumer { name: c.name.as_str().into(), groups: c.groups.clone(), name_header, groups_header });
+            let groups_header = (!c.groups.is_empty())
+                .then(|| HeaderValue::from_str(&c.groups.join(",")).ok())
+                .flatten();
+            let consumer = Arc::new(Consumer {
+                name: c.name.as_str().into(),
+                groups: c.groups.clone(),
+                name_header,
+                groups_header,
+            });
             for (k, cred) in c.credentials.iter().enumerate() {
                 match cred {
                     CredentialConfig::Key { key } => match resolve_secret(key, env) {
@@ -56,7 +66,11 @@ impl Consumers {
                 }
             }
         }
-        if errors.is_empty() { Ok(Self { by_key }) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(Self { by_key })
+        } else {
+            Err(errors)
+        }
     }
 
     /// The consumer owning `key`, if any.
@@ -80,7 +94,9 @@ pub(crate) fn digest(b: &[u8]) -> [u8; 32] {
 /// Reads a secret given as `env:NAME`, `file:PATH` or a literal.
 pub fn resolve_secret(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     if let Some(name) = s.strip_prefix("env:") {
-        env(name).filter(|v| !v.is_empty()).ok_or_else(|| format!("environment variable {name} is not set"))
+        env(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("environment variable {name} is not set"))
     } else if let Some(path) = s.strip_prefix("file:") {
         std::fs::read_to_string(path)
             .map(|v| v.trim_end_matches(['\r', '\n']).to_owned())
@@ -100,21 +116,35 @@ mod tests {
 
     #[test]
     fn keys_resolve_from_env_and_literals_and_are_found_by_value() {
-        let c = cfg("consumers:\n  - { name: acme, groups: [partners], credentials: [ { type: key, key: \"env:ACME_KEY\" } ] }\n  - { name: beta, credentials: [ { type: key, key: \"beta-literal-key-123\" } ] }\n");
+        let c = cfg(
+            "consumers:\n  - { name: acme, groups: [partners], credentials: [ { type: key, key: \"env:ACME_KEY\" } ] }\n  - { name: beta, credentials: [ { type: key, key: \"beta-literal-key-123\" } ] }\n",
+        );
         let env = |n: &str| (n == "ACME_KEY").then(|| "acme-secret-key-0001".to_owned());
         let all = Consumers::compile(&c, &env).unwrap();
         assert_eq!(&*all.by_key(b"acme-secret-key-0001").unwrap().name, "acme");
         assert_eq!(&*all.by_key(b"beta-literal-key-123").unwrap().name, "beta");
         assert!(all.by_key(b"acme-secret-key-0002").is_none());
-        assert_eq!(all.by_key(b"acme-secret-key-0001").unwrap().groups_header.as_ref().unwrap(), "partners");
+        assert_eq!(
+            all.by_key(b"acme-secret-key-0001")
+                .unwrap()
+                .groups_header
+                .as_ref()
+                .unwrap(),
+            "partners"
+        );
     }
 
     #[test]
     fn missing_secrets_and_shared_keys_are_errors_that_hide_values() {
-        let c = cfg("consumers:\n  - { name: a, credentials: [ { type: key, key: \"env:NOPE\" } ] }\n  - { name: b, credentials: [ { type: key, key: \"same-key-for-both-1\" } ] }\n  - { name: c, credentials: [ { type: key, key: \"same-key-for-both-1\" } ] }\n");
+        let c = cfg(
+            "consumers:\n  - { name: a, credentials: [ { type: key, key: \"env:NOPE\" } ] }\n  - { name: b, credentials: [ { type: key, key: \"same-key-for-both-1\" } ] }\n  - { name: c, credentials: [ { type: key, key: \"same-key-for-both-1\" } ] }\n",
+        );
         let errs = Consumers::compile(&c, &|_| None).unwrap_err();
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert!(errs[0].contains("NOPE"));
-        assert!(errs.iter().all(|e| !e.contains("same-key-for-both-1")), "{errs:?}");
+        assert!(
+            errs.iter().all(|e| !e.contains("same-key-for-both-1")),
+            "{errs:?}"
+        );
     }
 }

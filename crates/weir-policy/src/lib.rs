@@ -35,7 +35,12 @@ pub struct PolicyCtx {
 
 impl PolicyCtx {
     pub fn new(client_ip: IpAddr) -> Self {
-        Self { client_ip, consumer: None, cors_origin: None, query: None }
+        Self {
+            client_ip,
+            consumer: None,
+            cors_origin: None,
+            query: None,
+        }
     }
 }
 
@@ -50,7 +55,11 @@ pub enum Reply {
     /// A refusal, rendered with the gateway's JSON error shape plus these headers.
     Error(GatewayError, Vec<(HeaderName, HeaderValue)>),
     /// A configured answer (static response, CORS preflight).
-    Static { status: StatusCode, headers: HeaderMap, body: Bytes },
+    Static {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    },
 }
 
 enum RequestPolicy {
@@ -81,8 +90,15 @@ pub struct PolicyChain {
 impl PolicyChain {
     /// Compiles a route's policies over the defaults (a route policy replaces a default of
     /// the same kind).
-    pub fn compile(route: &[PolicyConfig], defaults: &[PolicyConfig], consumers: &Arc<Consumers>) -> Result<Self, String> {
-        let mut all: Vec<&PolicyConfig> = defaults.iter().filter(|d| !route.iter().any(|r| r.kind() == d.kind())).collect();
+    pub fn compile(
+        route: &[PolicyConfig],
+        defaults: &[PolicyConfig],
+        consumers: &Arc<Consumers>,
+    ) -> Result<Self, String> {
+        let mut all: Vec<&PolicyConfig> = defaults
+            .iter()
+            .filter(|d| !route.iter().any(|r| r.kind() == d.kind()))
+            .collect();
         all.extend(route.iter());
         let rank = |p: &PolicyConfig| match p {
             PolicyConfig::Ip(_) => 0,
@@ -103,14 +119,20 @@ impl PolicyChain {
                     chain.request.push(RequestPolicy::Cors(Arc::clone(&cors)));
                     chain.response.push(ResponsePolicy::Cors(cors));
                 }
-                PolicyConfig::StaticResponse(c) => chain.request.push(RequestPolicy::Static(StaticReply::compile(c)?)),
+                PolicyConfig::StaticResponse(c) => chain
+                    .request
+                    .push(RequestPolicy::Static(StaticReply::compile(c)?)),
                 PolicyConfig::KeyAuth(c) => {
                     chain.authenticates = true;
-                    chain.request.push(RequestPolicy::KeyAuth(KeyAuth::compile(c, Arc::clone(consumers))?));
+                    chain.request.push(RequestPolicy::KeyAuth(KeyAuth::compile(
+                        c,
+                        Arc::clone(consumers),
+                    )?));
                 }
                 PolicyConfig::Acl(c) => chain.request.push(RequestPolicy::Acl(Acl::compile(c))),
                 PolicyConfig::RequestSize(c) => {
-                    chain.max_body_size = Some(chain.max_body_size.map_or(c.max.0, |m| m.min(c.max.0)));
+                    chain.max_body_size =
+                        Some(chain.max_body_size.map_or(c.max.0, |m| m.min(c.max.0)));
                 }
                 PolicyConfig::Headers(c) => {
                     let req = HeaderOps::compile(&c.request)?;
@@ -133,7 +155,13 @@ impl PolicyChain {
 
     /// Runs the request phase; stops at the first policy that answers. The method and URI
     /// are read-only here: the path was normalized and routed on already.
-    pub fn on_request(&self, method: &http::Method, uri: &http::Uri, headers: &mut HeaderMap, ctx: &mut PolicyCtx) -> Flow {
+    pub fn on_request(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &mut HeaderMap,
+        ctx: &mut PolicyCtx,
+    ) -> Flow {
         for p in &self.request {
             let flow = match p {
                 RequestPolicy::Ip(r) => r.check(ctx),

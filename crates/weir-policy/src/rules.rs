@@ -7,7 +7,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use ipnet::IpNet;
 use metrics::Counter;
-use weir_config::{AclConfig, CorsConfig, HeaderOps as HeaderOpsConfig, IpConfig, KeyAuthConfig, StaticResponseConfig};
+use weir_config::{
+    AclConfig, CorsConfig, HeaderOps as HeaderOpsConfig, IpConfig, KeyAuthConfig,
+    StaticResponseConfig,
+};
 use weir_core::GatewayError;
 
 use crate::{CONSUMER_GROUPS, CONSUMER_NAME, Consumers, Flow, PolicyCtx, Reply};
@@ -19,7 +22,9 @@ fn outcome(policy: &'static str, outcome: &'static str) -> Counter {
 }
 
 fn parse_nets(list: &[String]) -> Vec<IpNet> {
-    list.iter().filter_map(|c| weir_config::parse_cidr(c)).collect()
+    list.iter()
+        .filter_map(|c| weir_config::parse_cidr(c))
+        .collect()
 }
 
 // === impl IpRule ===
@@ -32,17 +37,27 @@ pub struct IpRule {
 
 impl IpRule {
     pub fn compile(c: &IpConfig) -> Self {
-        Self { allow: parse_nets(&c.allow), deny: parse_nets(&c.deny), denied: outcome("ip", "denied") }
+        Self {
+            allow: parse_nets(&c.allow),
+            deny: parse_nets(&c.deny),
+            denied: outcome("ip", "denied"),
+        }
     }
 
     /// Uses only the client address the pipeline derived (forwarding headers count only
     /// from `trusted_proxies`).
     pub fn check(&self, ctx: &PolicyCtx) -> Flow {
         let ip = ctx.client_ip;
-        let denied = self.deny.iter().any(|n| n.contains(&ip)) || (!self.allow.is_empty() && !self.allow.iter().any(|n| n.contains(&ip)));
+        let denied = self.deny.iter().any(|n| n.contains(&ip))
+            || (!self.allow.is_empty() && !self.allow.iter().any(|n| n.contains(&ip)));
         if denied {
             self.denied.increment(1);
-            return Flow::Respond(Reply::Error(GatewayError::Forbidden { reason: "the client address is not allowed" }, Vec::new()));
+            return Flow::Respond(Reply::Error(
+                GatewayError::Forbidden {
+                    reason: "the client address is not allowed",
+                },
+                Vec::new(),
+            ));
         }
         Flow::Continue
     }
@@ -63,7 +78,8 @@ pub struct KeyAuth {
 
 impl KeyAuth {
     pub fn compile(c: &KeyAuthConfig, consumers: Arc<Consumers>) -> Result<Self, String> {
-        let header = HeaderName::from_bytes(c.header.as_bytes()).map_err(|_| format!("key_auth.header: {:?} is not a header name", c.header))?;
+        let header = HeaderName::from_bytes(c.header.as_bytes())
+            .map_err(|_| format!("key_auth.header: {:?} is not a header name", c.header))?;
         Ok(Self {
             header,
             bearer: c.bearer,
@@ -77,12 +93,25 @@ impl KeyAuth {
     }
 
     pub fn check(&self, uri: &http::Uri, headers: &mut HeaderMap, ctx: &mut PolicyCtx) -> Flow {
-        let challenge = || vec![(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"weir\""))];
+        let challenge = || {
+            vec![(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"weir\""),
+            )]
+        };
         // A repeated credential header is ambiguous: components disagree on which copy wins.
         if headers.get_all(&self.header).iter().nth(1).is_some()
-            || (self.bearer && headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some())
+            || (self.bearer
+                && headers
+                    .get_all(header::AUTHORIZATION)
+                    .iter()
+                    .nth(1)
+                    .is_some())
         {
-            return Flow::Respond(Reply::Error(GatewayError::BadRequest("a credential header is repeated"), Vec::new()));
+            return Flow::Respond(Reply::Error(
+                GatewayError::BadRequest("a credential header is repeated"),
+                Vec::new(),
+            ));
         }
         let mut found: Option<(Vec<u8>, Source)> = None;
         if let Some(v) = headers.get(&self.header) {
@@ -100,12 +129,22 @@ impl KeyAuth {
         }
         let Some((key, source)) = found else {
             self.missing.increment(1);
-            return Flow::Respond(Reply::Error(GatewayError::Unauthorized { reason: "an API key is required" }, challenge()));
+            return Flow::Respond(Reply::Error(
+                GatewayError::Unauthorized {
+                    reason: "an API key is required",
+                },
+                challenge(),
+            ));
         };
         let Some(consumer) = self.consumers.by_key(&key) else {
             self.invalid.increment(1);
             tracing::debug!("request refused: unknown API key");
-            return Flow::Respond(Reply::Error(GatewayError::Unauthorized { reason: "the API key is not valid" }, challenge()));
+            return Flow::Respond(Reply::Error(
+                GatewayError::Unauthorized {
+                    reason: "the API key is not valid",
+                },
+                challenge(),
+            ));
         };
         self.ok.increment(1);
         if self.hide {
@@ -150,11 +189,17 @@ fn strip_bearer(v: &[u8]) -> Option<&[u8]> {
 
 /// The percent-decoded value of `name` in a query string (first occurrence).
 fn query_value(q: &str, name: &str) -> Option<Vec<u8>> {
-    q.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| percent_decode(v))
+    q.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| percent_decode(v))
 }
 
 fn remove_query_param(q: &str, name: &str) -> String {
-    q.split('&').filter(|kv| kv.split_once('=').map_or(*kv, |(k, _)| k) != name).collect::<Vec<_>>().join("&")
+    q.split('&')
+        .filter(|kv| kv.split_once('=').map_or(*kv, |(k, _)| k) != name)
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn percent_decode(s: &str) -> Vec<u8> {
@@ -199,15 +244,27 @@ pub struct Acl {
 
 impl Acl {
     pub fn compile(c: &AclConfig) -> Self {
-        Self { allow: c.allow.clone(), deny: c.deny.clone(), denied: outcome("acl", "denied") }
+        Self {
+            allow: c.allow.clone(),
+            deny: c.deny.clone(),
+            denied: outcome("acl", "denied"),
+        }
     }
 
     pub fn check(&self, ctx: &PolicyCtx) -> Flow {
         let groups: &[String] = ctx.consumer.as_ref().map_or(&[], |c| &c.groups);
         let in_any = |list: &[String]| groups.iter().any(|g| list.contains(g));
-        if ctx.consumer.is_none() || in_any(&self.deny) || (!self.allow.is_empty() && !in_any(&self.allow)) {
+        if ctx.consumer.is_none()
+            || in_any(&self.deny)
+            || (!self.allow.is_empty() && !in_any(&self.allow))
+        {
             self.denied.increment(1);
-            return Flow::Respond(Reply::Error(GatewayError::Forbidden { reason: "the consumer may not use this route" }, Vec::new()));
+            return Flow::Respond(Reply::Error(
+                GatewayError::Forbidden {
+                    reason: "the consumer may not use this route",
+                },
+                Vec::new(),
+            ));
         }
         Flow::Continue
     }
@@ -225,8 +282,10 @@ impl HeaderOps {
     pub fn compile(c: &HeaderOpsConfig) -> Result<Self, String> {
         let pair = |(k, v): (&String, &String)| -> Result<(HeaderName, HeaderValue), String> {
             Ok((
-                HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("headers: {k:?} is not a header name"))?,
-                HeaderValue::from_str(v).map_err(|_| format!("headers.{k}: not a valid header value"))?,
+                HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|_| format!("headers: {k:?} is not a header name"))?,
+                HeaderValue::from_str(v)
+                    .map_err(|_| format!("headers.{k}: not a valid header value"))?,
             ))
         };
         Ok(Self {
@@ -235,7 +294,10 @@ impl HeaderOps {
             remove: c
                 .remove
                 .iter()
-                .map(|k| HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("headers: {k:?} is not a header name")))
+                .map(|k| {
+                    HeaderName::from_bytes(k.as_bytes())
+                        .map_err(|_| format!("headers: {k:?} is not a header name"))
+                })
                 .collect::<Result<_, _>>()?,
         })
     }
@@ -267,26 +329,49 @@ pub struct StaticReply {
 
 impl StaticReply {
     pub fn compile(c: &StaticResponseConfig) -> Result<Self, String> {
-        let status = StatusCode::from_u16(c.status).map_err(|_| format!("static_response.status: {} is not a status", c.status))?;
+        let status = StatusCode::from_u16(c.status)
+            .map_err(|_| format!("static_response.status: {} is not a status", c.status))?;
         let mut headers = HeaderMap::new();
         for (k, v) in &c.headers {
-            let n = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("static_response.headers: {k:?} is not a header name"))?;
-            let v = HeaderValue::from_str(v).map_err(|_| format!("static_response.headers.{k}: not a valid header value"))?;
+            let n = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("static_response.headers: {k:?} is not a header name"))?;
+            let v = HeaderValue::from_str(v)
+                .map_err(|_| format!("static_response.headers.{k}: not a valid header value"))?;
             headers.insert(n, v);
         }
         if let Some(l) = &c.location {
-            headers.insert(header::LOCATION, HeaderValue::from_str(l).map_err(|_| "static_response.location: not a valid header value".to_owned())?);
+            headers.insert(
+                header::LOCATION,
+                HeaderValue::from_str(l)
+                    .map_err(|_| "static_response.location: not a valid header value".to_owned())?,
+            );
         }
         let body = Bytes::from(c.body.clone().unwrap_or_default());
         if !body.is_empty() {
-            let ct = c.content_type.as_deref().unwrap_or("text/plain; charset=utf-8");
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).map_err(|_| "static_response.content_type: not a valid header value".to_owned())?);
+            let ct = c
+                .content_type
+                .as_deref()
+                .unwrap_or("text/plain; charset=utf-8");
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_str(ct).map_err(|_| {
+                    "static_response.content_type: not a valid header value".to_owned()
+                })?,
+            );
         }
-        Ok(Self { status, headers, body })
+        Ok(Self {
+            status,
+            headers,
+            body,
+        })
     }
 
     pub fn reply(&self) -> Reply {
-        Reply::Static { status: self.status, headers: self.headers.clone(), body: self.body.clone() }
+        Reply::Static {
+            status: self.status,
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+        }
     }
 }
 
@@ -311,13 +396,24 @@ impl Cors {
             if v.is_empty() {
                 return Ok(None);
             }
-            HeaderValue::from_str(&v.join(", ")).map(Some).map_err(|_| "cors: invalid header list".to_owned())
+            HeaderValue::from_str(&v.join(", "))
+                .map(Some)
+                .map_err(|_| "cors: invalid header list".to_owned())
         };
         Ok(Self {
             any_origin: c.origins.iter().any(|o| o == "*"),
-            origins: c.origins.iter().filter(|o| *o != "*").filter_map(|o| HeaderValue::from_str(o).ok()).collect(),
+            origins: c
+                .origins
+                .iter()
+                .filter(|o| *o != "*")
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect(),
             methods: join(&c.methods)?.unwrap_or(HeaderValue::from_static("GET, HEAD, POST")),
-            allowed_methods: c.methods.iter().filter_map(|m| Method::from_bytes(m.as_bytes()).ok()).collect(),
+            allowed_methods: c
+                .methods
+                .iter()
+                .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                .collect(),
             headers: join(&c.headers)?,
             expose: join(&c.expose_headers)?,
             credentials: c.credentials,
@@ -328,21 +424,37 @@ impl Cors {
     }
 
     fn allowed(&self, origin: &HeaderValue) -> bool {
-        self.any_origin || self.origins.iter().any(|o| o.as_bytes().eq_ignore_ascii_case(origin.as_bytes()))
+        self.any_origin
+            || self
+                .origins
+                .iter()
+                .any(|o| o.as_bytes().eq_ignore_ascii_case(origin.as_bytes()))
     }
 
     /// The `Access-Control-Allow-Origin` value for an allowed origin.
     fn allow_origin(&self, origin: &HeaderValue) -> HeaderValue {
-        if self.any_origin && !self.credentials { HeaderValue::from_static("*") } else { origin.clone() }
+        if self.any_origin && !self.credentials {
+            HeaderValue::from_static("*")
+        } else {
+            origin.clone()
+        }
     }
 
     pub fn on_request(&self, method: &Method, headers: &HeaderMap, ctx: &mut PolicyCtx) -> Flow {
-        let Some(origin) = headers.get(header::ORIGIN) else { return Flow::Continue };
-        let preflight = *method == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return Flow::Continue;
+        };
+        let preflight = *method == Method::OPTIONS
+            && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
         if !self.allowed(origin) {
             self.rejected.increment(1);
             if preflight {
-                return Flow::Respond(Reply::Error(GatewayError::Forbidden { reason: "the origin is not allowed" }, Vec::new()));
+                return Flow::Respond(Reply::Error(
+                    GatewayError::Forbidden {
+                        reason: "the origin is not allowed",
+                    },
+                    Vec::new(),
+                ));
             }
             return Flow::Continue;
         }
@@ -351,14 +463,27 @@ impl Cors {
             return Flow::Continue;
         }
         self.preflights.increment(1);
-        let requested = headers.get(header::ACCESS_CONTROL_REQUEST_METHOD).and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+        let requested = headers
+            .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+            .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
         if !requested.is_some_and(|m| self.allowed_methods.contains(&m)) {
-            return Flow::Respond(Reply::Error(GatewayError::Forbidden { reason: "the method is not allowed by CORS" }, Vec::new()));
+            return Flow::Respond(Reply::Error(
+                GatewayError::Forbidden {
+                    reason: "the method is not allowed by CORS",
+                },
+                Vec::new(),
+            ));
         }
         let mut h = HeaderMap::new();
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, self.allow_origin(origin));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            self.allow_origin(origin),
+        );
         h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, self.methods.clone());
-        match (&self.headers, headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS)) {
+        match (
+            &self.headers,
+            headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS),
+        ) {
             (Some(list), _) => {
                 h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, list.clone());
             }
@@ -369,19 +494,39 @@ impl Cors {
             (None, None) => {}
         }
         if self.credentials {
-            h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
         }
         h.insert(header::ACCESS_CONTROL_MAX_AGE, self.max_age.clone());
-        h.insert(header::VARY, HeaderValue::from_static("Origin, Access-Control-Request-Method, Access-Control-Request-Headers"));
-        Flow::Respond(Reply::Static { status: StatusCode::NO_CONTENT, headers: h, body: Bytes::new() })
+        h.insert(
+            header::VARY,
+            HeaderValue::from_static(
+                "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+            ),
+        );
+        Flow::Respond(Reply::Static {
+            status: StatusCode::NO_CONTENT,
+            headers: h,
+            body: Bytes::new(),
+        })
     }
 
     pub fn on_response(&self, h: &mut HeaderMap, ctx: &PolicyCtx) {
-        let Some(origin) = &ctx.cors_origin else { return };
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, self.allow_origin(origin));
+        let Some(origin) = &ctx.cors_origin else {
+            return;
+        };
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            self.allow_origin(origin),
+        );
         h.append(header::VARY, HeaderValue::from_static("Origin"));
         if self.credentials {
-            h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
         }
         if let Some(e) = &self.expose {
             h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, e.clone());
@@ -395,9 +540,15 @@ mod tests {
 
     #[test]
     fn query_helpers() {
-        assert_eq!(query_value("a=1&api_key=k%2Bx&b=2", "api_key").unwrap(), b"k+x");
+        assert_eq!(
+            query_value("a=1&api_key=k%2Bx&b=2", "api_key").unwrap(),
+            b"k+x"
+        );
         assert_eq!(query_value("a=1", "api_key"), None);
-        assert_eq!(remove_query_param("a=1&api_key=k&b=2", "api_key"), "a=1&b=2");
+        assert_eq!(
+            remove_query_param("a=1&api_key=k&b=2", "api_key"),
+            "a=1&b=2"
+        );
         assert_eq!(percent_decode("%zz%41+"), b"%zzA ");
     }
 

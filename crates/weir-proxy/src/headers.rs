@@ -109,7 +109,11 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool, scan: Scan) {
             .collect();
         for name in named {
             let s = name.as_str();
-            if PROTECTED.contains(&s) || s.starts_with("x-forwarded-") || s.starts_with("x-weir-") {
+            if PROTECTED.contains(&s)
+                || s.starts_with("x-forwarded-")
+                || s.starts_with("x-weir-")
+                || s.starts_with("x-consumer-")
+            {
                 tracing::debug!(header = s, "ignored a protected header named in Connection");
                 continue;
             }
@@ -140,14 +144,15 @@ fn is_plain_connection(v: &HeaderValue) -> bool {
     b.eq_ignore_ascii_case(b"keep-alive") || b.eq_ignore_ascii_case(b"close")
 }
 
-/// Drops client-sent `x-weir-*` headers: names under that prefix are Weir's own.
+/// Drops client-sent `x-weir-*` and `x-consumer-*` headers: Weir alone sets them (the
+/// consumer headers tell upstreams who authenticated, so a client must never forge them).
 pub fn remove_internal(h: &mut HeaderMap, scan: Scan) {
     if !scan.has(Scan::INTERNAL) {
         return;
     }
     let internal: Vec<HeaderName> = h
         .keys()
-        .filter(|n| n.as_str().starts_with("x-weir-"))
+        .filter(|n| n.as_str().starts_with("x-weir-") || n.as_str().starts_with("x-consumer-"))
         .cloned()
         .collect();
     for n in internal {

@@ -13,8 +13,8 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use weir_core::{GatewayError, RequestId, normalize_path};
-use weir_router::{PathMatch, RequestView, canonical_host};
 use weir_policy::{Flow, PolicyCtx, Reply};
+use weir_router::{PathMatch, RequestView, canonical_host};
 use weir_upstream::{RequestHead, UpstreamKind};
 
 use crate::body::ProxyBody;
@@ -141,19 +141,33 @@ pub async fn handle(
     let is_upgrade = upgrade::is_upgrade_request(&parts.headers);
     if is_upgrade && !upgrade::is_websocket(&parts.headers) {
         let err = GatewayError::BadRequest("only WebSocket upgrades are supported");
-        return early_error(&snap, &err, &request_id, &parts.method, &path, &conn, start, Some(&route));
+        return early_error(
+            &snap,
+            &err,
+            &request_id,
+            &parts.method,
+            &path,
+            &conn,
+            start,
+            Some(&route),
+        );
     }
-    let client_upgrade = if is_upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
+    let client_upgrade = if is_upgrade {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
     let scan = headers::Scan::of(&parts.headers);
     // Room for the forwarding headers and the request id, so the map grows at most once.
     parts.headers.reserve(4);
     headers::strip_hop_by_hop(&mut parts.headers, is_upgrade, scan);
     headers::remove_internal(&mut parts.headers, scan);
-    let host_value = parts
-        .headers
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let host_value = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     let peer_ip = conn.peer.ip();
     let peer = headers::Peer {
         ip: peer_ip,
@@ -172,7 +186,10 @@ pub async fn handle(
     // 5. Policies, request phase (ip, cors, static_response, key_auth, acl, headers).
     let mut pctx = PolicyCtx::new(client_ip);
     if !route.policies.is_empty()
-        && let Flow::Respond(reply) = route.policies.on_request(&parts.method, &parts.uri, &mut parts.headers, &mut pctx)
+        && let Flow::Respond(reply) =
+            route
+                .policies
+                .on_request(&parts.method, &parts.uri, &mut parts.headers, &mut pctx)
     {
         let mut rsp = policy_reply(reply, &request_id);
         route.policies.on_response(rsp.headers_mut(), &pctx);
@@ -193,10 +210,24 @@ pub async fn handle(
     }
 
     // 6. Size limit known from the head.
-    let content_length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let content_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if content_length.is_some_and(|n| n > route.max_body_size) {
-        let err = GatewayError::PayloadTooLarge { limit: route.max_body_size };
-        let mut rsp = early_error(&snap, &err, &request_id, &parts.method, &path, &conn, start, Some(&route));
+        let err = GatewayError::PayloadTooLarge {
+            limit: route.max_body_size,
+        };
+        let mut rsp = early_error(
+            &snap,
+            &err,
+            &request_id,
+            &parts.method,
+            &path,
+            &conn,
+            start,
+            Some(&route),
+        );
         route.policies.on_response(rsp.headers_mut(), &pctx);
         return rsp;
     }
@@ -205,23 +236,53 @@ pub async fn handle(
     //    normalized again so a rewrite can never produce a path the router did not see.
     let forward_path = match rewrite_path(&snap, &route, matched.path, &path) {
         Ok(p) => p,
-        Err(e) => return early_error(&snap, &e, &request_id, &parts.method, &path, &conn, start, Some(&route)),
+        Err(e) => {
+            return early_error(
+                &snap,
+                &e,
+                &request_id,
+                &parts.method,
+                &path,
+                &conn,
+                start,
+                Some(&route),
+            );
+        }
     };
-    let query = pctx.query.as_deref().or(parts.uri.query()).filter(|q| !q.is_empty());
+    let query = pctx
+        .query
+        .as_deref()
+        .or(parts.uri.query())
+        .filter(|q| !q.is_empty());
     let path_and_query = match (&forward_path, query) {
         (Cow::Borrowed(_), _) if raw_path == forward_path.as_ref() && pctx.query.is_none() => {
             parts.uri.path_and_query().cloned()
         }
-        (p, None) => PathAndQuery::from_maybe_shared(bytes::Bytes::copy_from_slice(p.as_bytes())).ok(),
-        (p, Some(q)) => PathAndQuery::from_maybe_shared(bytes::Bytes::from(format!("{p}?{q}"))).ok(),
+        (p, None) => {
+            PathAndQuery::from_maybe_shared(bytes::Bytes::copy_from_slice(p.as_bytes())).ok()
+        }
+        (p, Some(q)) => {
+            PathAndQuery::from_maybe_shared(bytes::Bytes::from(format!("{p}?{q}"))).ok()
+        }
     };
     let Some(path_and_query) = path_and_query else {
         let err = GatewayError::BadRequest("the request target is not valid");
-        return early_error(&snap, &err, &request_id, &parts.method, &path, &conn, start, Some(&route));
+        return early_error(
+            &snap,
+            &err,
+            &request_id,
+            &parts.method,
+            &path,
+            &conn,
+            start,
+            Some(&route),
+        );
     };
 
     // 8. Request id and Host for the upstream.
-    parts.headers.insert(&X_REQUEST_ID, request_id.header_value().clone());
+    parts
+        .headers
+        .insert(&X_REQUEST_ID, request_id.header_value().clone());
     let mut host_from_endpoint = false;
     if route.preserve_host {
         if let (None, Some(h)) = (parts.headers.get(header::HOST), host_value) {
@@ -401,14 +462,23 @@ fn policy_reply(reply: Reply, request_id: &RequestId) -> Response<ProxyBody> {
             }
             rsp
         }
-        Reply::Static { status, headers, body } => {
-            let mut rsp = Response::new(if body.is_empty() { ProxyBody::empty() } else { ProxyBody::full(body) });
+        Reply::Static {
+            status,
+            headers,
+            body,
+        } => {
+            let mut rsp = Response::new(if body.is_empty() {
+                ProxyBody::empty()
+            } else {
+                ProxyBody::full(body)
+            });
             *rsp.status_mut() = status;
             *rsp.headers_mut() = headers;
             rsp
         }
     };
-    rsp.headers_mut().insert(&X_REQUEST_ID, request_id.header_value().clone());
+    rsp.headers_mut()
+        .insert(&X_REQUEST_ID, request_id.header_value().clone());
     rsp
 }
 

@@ -73,7 +73,9 @@ impl Snapshot {
         )
         .map_err(|e| vec![e])?;
         let table = RouteTable::compile(&config.routes).map_err(|e| vec![e.to_string()])?;
-        let consumers = Arc::new(Consumers::compile(&config.consumers, &|name| std::env::var(name).ok())?);
+        let consumers = Arc::new(Consumers::compile(&config.consumers, &|name| {
+            std::env::var(name).ok()
+        })?);
         let mut policy_errors = Vec::new();
         let max_body_size = config.limits.max_body_size.0;
         let mut routes = Vec::with_capacity(config.routes.len());
@@ -104,13 +106,14 @@ impl Snapshot {
                 },
                 None => HashOn::None,
             };
-            let policies = match PolicyChain::compile(&r.policies, &config.policy_defaults, &consumers) {
-                Ok(p) => p,
-                Err(e) => {
-                    policy_errors.push(format!("route {:?}: {e}", r.name));
-                    PolicyChain::default()
-                }
-            };
+            let policies =
+                match PolicyChain::compile(&r.policies, &config.policy_defaults, &consumers) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        policy_errors.push(format!("route {:?}: {e}", r.name));
+                        PolicyChain::default()
+                    }
+                };
             let route_limit = r.max_body_size.map_or(max_body_size, |s| s.0);
             routes.push(Arc::new(Route {
                 name: r.name.as_str().into(),
@@ -120,7 +123,9 @@ impl Snapshot {
                 preserve_host: r.preserve_host,
                 host_header,
                 hash_on,
-                max_body_size: policies.max_body_size.map_or(route_limit, |p| p.min(route_limit)),
+                max_body_size: policies
+                    .max_body_size
+                    .map_or(route_limit, |p| p.min(route_limit)),
                 metrics,
                 policies,
             }));

@@ -26,7 +26,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "weir-policy",
         ],
     ),
-    ("weir-policy", &["weir-core", "weir-config", "weir-telemetry"]),
+    (
+        "weir-policy",
+        &["weir-core", "weir-config", "weir-telemetry"],
+    ),
     (
         "weir",
         &["weir-core", "weir-config", "weir-telemetry", "weir-proxy"],

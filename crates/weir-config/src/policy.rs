@@ -37,6 +37,8 @@ pub enum PolicyConfig {
     Headers(HeadersConfig),
     Cors(CorsConfig),
     StaticResponse(StaticResponseConfig),
+    RateLimit(RateLimitConfig),
+    Concurrency(ConcurrencyConfig),
 }
 
 impl PolicyConfig {
@@ -49,6 +51,8 @@ impl PolicyConfig {
             Self::Headers(_) => "headers",
             Self::Cors(_) => "cors",
             Self::StaticResponse(_) => "static_response",
+            Self::RateLimit(_) => "rate_limit",
+            Self::Concurrency(_) => "concurrency",
         }
     }
 }
@@ -184,4 +188,39 @@ pub struct StaticResponseConfig {
 
 fn default_static_status() -> u16 {
     200
+}
+
+/// A smooth limit (GCRA): `limit` requests `per` period, with bursts up to `burst`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// `consumer` (falls back to the client address when unauthenticated), `ip`, `route`,
+    /// or `header:NAME` (falls back to the client address when absent).
+    #[serde(default = "default_rl_key")]
+    pub key: String,
+    pub limit: u32,
+    pub per: Duration,
+    /// Requests allowed at once after a quiet period; defaults to `limit`.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// `memory` (this node). A Redis store for limits shared by several nodes comes with a
+    /// later version.
+    #[serde(default = "default_rl_store")]
+    pub store: String,
+}
+
+fn default_rl_key() -> String {
+    "consumer".to_owned()
+}
+
+fn default_rl_store() -> String {
+    "memory".to_owned()
+}
+
+/// At most `max` requests of this route in flight at once (a streaming response counts
+/// until it ends); more get 503.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConcurrencyConfig {
+    pub max: u32,
 }

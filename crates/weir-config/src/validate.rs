@@ -546,6 +546,36 @@ fn validate_policy(p: &PolicyConfig, at: &str, e: &mut Errors) {
                 }
             }
         }
+        PolicyConfig::RateLimit(r) => {
+            let key_ok = matches!(r.key.as_str(), "consumer" | "ip" | "route")
+                || r.key.strip_prefix("header:").is_some_and(valid_header_name);
+            if !key_ok {
+                e.push(
+                    format!("{at}.{kind}.key"),
+                    format!("{:?}: expected consumer, ip, route or header:NAME", r.key),
+                );
+            }
+            if r.limit == 0 {
+                e.push(format!("{at}.{kind}.limit"), "must be at least 1");
+            }
+            if r.per.get().is_zero() {
+                e.push(format!("{at}.{kind}.per"), "must be greater than 0");
+            }
+            if r.burst == Some(0) {
+                e.push(format!("{at}.{kind}.burst"), "must be at least 1");
+            }
+            if r.store != "memory" {
+                e.push(
+                    format!("{at}.{kind}.store"),
+                    format!("{:?}: only \"memory\" is available in this version (Redis-backed limits come later)", r.store),
+                );
+            }
+        }
+        PolicyConfig::Concurrency(c) => {
+            if c.max == 0 {
+                e.push(format!("{at}.{kind}.max"), "must be at least 1");
+            }
+        }
         PolicyConfig::StaticResponse(s) => {
             if !(200..=599).contains(&s.status) {
                 e.push(format!("{at}.{kind}.status"), "must be between 200 and 599");

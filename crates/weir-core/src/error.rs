@@ -37,6 +37,10 @@ pub enum GatewayError {
     Unauthorized { reason: &'static str },
     #[error("{reason}")]
     Forbidden { reason: &'static str },
+    #[error("too many requests; retry later")]
+    TooManyRequests,
+    #[error("too many requests in progress on this route; retry later")]
+    Overloaded,
     #[error("upstream \"{upstream}\" has no healthy endpoint")]
     NoHealthyEndpoint { upstream: Arc<str> },
     #[error("upstream \"{upstream}\" could not be reached")]
@@ -70,6 +74,8 @@ impl GatewayError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::NoHealthyEndpoint { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamConnect { .. } | Self::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -87,6 +93,8 @@ impl GatewayError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Unauthorized { .. } => "unauthorized",
             Self::Forbidden { .. } => "forbidden",
+            Self::TooManyRequests => "rate_limited",
+            Self::Overloaded => "overloaded",
             Self::NoHealthyEndpoint { .. } => "no_healthy_endpoint",
             Self::UpstreamConnect { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",

@@ -2,13 +2,15 @@
 //! Each route's chain is compiled into per-phase lists of a closed enum, in one documented
 //! order whatever the order in the file (`docs/configuration.md`, "Policies"):
 //!
-//! request:  ip → cors (preflight answered here) → static_response → key_auth → acl → headers
-//! response: cors → headers
+//! request:  ip → cors (preflight answered here) → static_response → key_auth → acl →
+//!           rate_limit → concurrency → headers
+//! response: cors → rate-limit headers → headers
 //!
 //! `request_size` has no phase of its own: it lowers the route's body limit, which the
 //! pipeline enforces from `Content-Length` and while streaming.
 
 mod consumers;
+mod limits;
 mod rules;
 
 use std::net::IpAddr;
@@ -20,6 +22,8 @@ use weir_config::PolicyConfig;
 use weir_core::GatewayError;
 
 pub use consumers::{Consumer, Consumers, resolve_secret};
+use limits::{Concurrency, RateLimit};
+pub use limits::{Permit, RateInfo};
 use rules::{Acl, Cors, HeaderOps, IpRule, KeyAuth, StaticReply};
 
 /// Per-request state the policies share.
@@ -31,6 +35,10 @@ pub struct PolicyCtx {
     pub cors_origin: Option<HeaderValue>,
     /// A replacement query string (a credential was removed from it).
     pub query: Option<String>,
+    /// The rate limit that admitted the request, for the `RateLimit-*` response headers.
+    pub rate: Option<RateInfo>,
+    /// Concurrency slots held until the response ends.
+    pub permits: Vec<Permit>,
 }
 
 impl PolicyCtx {
@@ -40,6 +48,8 @@ impl PolicyCtx {
             consumer: None,
             cors_origin: None,
             query: None,
+            rate: None,
+            permits: Vec::new(),
         }
     }
 }
@@ -68,11 +78,14 @@ enum RequestPolicy {
     Static(StaticReply),
     KeyAuth(KeyAuth),
     Acl(Acl),
+    RateLimit(RateLimit),
+    Concurrency(Concurrency),
     Headers(HeaderOps),
 }
 
 enum ResponsePolicy {
     Cors(Arc<Cors>),
+    RateHeaders,
     Headers(HeaderOps),
 }
 
@@ -89,11 +102,12 @@ pub struct PolicyChain {
 
 impl PolicyChain {
     /// Compiles a route's policies over the defaults (a route policy replaces a default of
-    /// the same kind).
+    /// the same kind). `scope` (the route's name) keys limiter state that survives reloads.
     pub fn compile(
         route: &[PolicyConfig],
         defaults: &[PolicyConfig],
         consumers: &Arc<Consumers>,
+        scope: &str,
     ) -> Result<Self, String> {
         let mut all: Vec<&PolicyConfig> = defaults
             .iter()
@@ -106,8 +120,10 @@ impl PolicyChain {
             PolicyConfig::StaticResponse(_) => 2,
             PolicyConfig::KeyAuth(_) => 3,
             PolicyConfig::Acl(_) => 4,
-            PolicyConfig::RequestSize(_) => 5,
-            PolicyConfig::Headers(_) => 6,
+            PolicyConfig::RateLimit(_) => 5,
+            PolicyConfig::Concurrency(_) => 6,
+            PolicyConfig::RequestSize(_) => 7,
+            PolicyConfig::Headers(_) => 8,
         };
         all.sort_by_key(|p| rank(p));
         let mut chain = PolicyChain::default();
@@ -130,6 +146,17 @@ impl PolicyChain {
                     )?));
                 }
                 PolicyConfig::Acl(c) => chain.request.push(RequestPolicy::Acl(Acl::compile(c))),
+                PolicyConfig::RateLimit(c) => {
+                    chain
+                        .request
+                        .push(RequestPolicy::RateLimit(RateLimit::compile(c, scope)?));
+                    chain.response.push(ResponsePolicy::RateHeaders);
+                }
+                PolicyConfig::Concurrency(c) => {
+                    chain
+                        .request
+                        .push(RequestPolicy::Concurrency(Concurrency::compile(c, scope)));
+                }
                 PolicyConfig::RequestSize(c) => {
                     chain.max_body_size =
                         Some(chain.max_body_size.map_or(c.max.0, |m| m.min(c.max.0)));
@@ -169,6 +196,8 @@ impl PolicyChain {
                 RequestPolicy::Static(s) => Flow::Respond(s.reply()),
                 RequestPolicy::KeyAuth(k) => k.check(uri, headers, ctx),
                 RequestPolicy::Acl(a) => a.check(ctx),
+                RequestPolicy::RateLimit(r) => r.check(headers, ctx),
+                RequestPolicy::Concurrency(c) => c.acquire(ctx),
                 RequestPolicy::Headers(h) => {
                     h.apply(headers);
                     Flow::Continue
@@ -186,6 +215,13 @@ impl PolicyChain {
         for p in &self.response {
             match p {
                 ResponsePolicy::Cors(c) => c.on_response(headers, ctx),
+                ResponsePolicy::RateHeaders => {
+                    if let Some(info) = &ctx.rate {
+                        for (n, v) in limits::rate_headers(info) {
+                            headers.insert(n, v);
+                        }
+                    }
+                }
                 ResponsePolicy::Headers(h) => h.apply(headers),
             }
         }

@@ -17,6 +17,8 @@ pub(crate) struct Finish {
     pub metrics: Arc<RouteMetrics>,
     pub upstream_secs: Option<f64>,
     pub in_flight: Option<InFlight>,
+    /// Concurrency slots, released when the response ends.
+    pub permits: Vec<weir_policy::Permit>,
     pub log: Option<LogData>,
 }
 
@@ -44,6 +46,7 @@ impl Finish {
         if let Some(f) = self.in_flight {
             f.finish(!aborted);
         }
+        drop(self.permits);
         if let Some(l) = self.log {
             let bytes_in = l.body_stats.as_ref().map_or(l.bytes_in, |s| {
                 s.bytes.load(std::sync::atomic::Ordering::Relaxed)

@@ -206,7 +206,15 @@ pub async fn handle(
             body_stats: None,
             error: "policy",
         });
-        return finish(rsp, &route, start, None, None, log);
+        return finish(
+            rsp,
+            &route,
+            start,
+            None,
+            None,
+            log,
+            std::mem::take(&mut pctx.permits),
+        );
     }
 
     // 6. Size limit known from the head.
@@ -323,7 +331,15 @@ pub async fn handle(
             .await;
             rsp.headers_mut()
                 .insert(&X_REQUEST_ID, request_id.header_value().clone());
-            return finish(rsp, &route, start, None, None, log);
+            return finish(
+                rsp,
+                &route,
+                start,
+                None,
+                None,
+                log,
+                std::mem::take(&mut pctx.permits),
+            );
         }
     };
     let hash = match &route.hash_on {
@@ -380,7 +396,15 @@ pub async fn handle(
                         });
                         let mut in_flight = sent.in_flight;
                         in_flight.detach();
-                        return finish(rsp, &route, start, upstream_secs, Some(in_flight), log);
+                        return finish(
+                            rsp,
+                            &route,
+                            start,
+                            upstream_secs,
+                            Some(in_flight),
+                            log,
+                            std::mem::take(&mut pctx.permits),
+                        );
                     }
                     _ => {
                         // A 101 that does not match the request's upgrade is never tunnelled.
@@ -396,6 +420,7 @@ pub async fn handle(
                             upstream_secs,
                             None,
                             log.map(|l| with_error(l, err.kind())),
+                            std::mem::take(&mut pctx.permits),
                         );
                     }
                 }
@@ -411,7 +436,15 @@ pub async fn handle(
                 l.endpoint = Some(sent.endpoint);
                 l
             });
-            finish(rsp, &route, start, upstream_secs, Some(sent.in_flight), log)
+            finish(
+                rsp,
+                &route,
+                start,
+                upstream_secs,
+                Some(sent.in_flight),
+                log,
+                std::mem::take(&mut pctx.permits),
+            )
         }
         Err(e) => {
             let over = body_stats
@@ -447,7 +480,15 @@ pub async fn handle(
                 l.endpoint = e.endpoint;
                 with_error(l, err.kind())
             });
-            finish(rsp, &route, start, upstream_secs, None, log)
+            finish(
+                rsp,
+                &route,
+                start,
+                upstream_secs,
+                None,
+                log,
+                std::mem::take(&mut pctx.permits),
+            )
         }
     }
 }
@@ -495,6 +536,7 @@ fn finish(
     upstream_secs: Option<f64>,
     in_flight: Option<weir_upstream::InFlight>,
     log: Option<LogData>,
+    permits: Vec<weir_policy::Permit>,
 ) -> Response<ProxyBody> {
     let f = Finish {
         start,
@@ -503,6 +545,7 @@ fn finish(
         upstream_secs,
         in_flight,
         log,
+        permits,
     };
     rsp.body_mut().set_finish(Box::new(f));
     rsp
@@ -543,6 +586,7 @@ fn early_error(
         upstream_secs: None,
         in_flight: None,
         log,
+        permits: Vec::new(),
     };
     rsp.body_mut().set_finish(Box::new(f));
     rsp

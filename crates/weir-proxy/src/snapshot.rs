@@ -106,14 +106,18 @@ impl Snapshot {
                 },
                 None => HashOn::None,
             };
-            let policies =
-                match PolicyChain::compile(&r.policies, &config.policy_defaults, &consumers) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        policy_errors.push(format!("route {:?}: {e}", r.name));
-                        PolicyChain::default()
-                    }
-                };
+            let policies = match PolicyChain::compile(
+                &r.policies,
+                &config.policy_defaults,
+                &consumers,
+                &r.name,
+            ) {
+                Ok(p) => p,
+                Err(e) => {
+                    policy_errors.push(format!("route {:?}: {e}", r.name));
+                    PolicyChain::default()
+                }
+            };
             let route_limit = r.max_body_size.map_or(max_body_size, |s| s.0);
             routes.push(Arc::new(Route {
                 name: r.name.as_str().into(),

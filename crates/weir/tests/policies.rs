@@ -522,3 +522,85 @@ async fn policy_defaults_apply_unless_a_route_overrides_them() {
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_answer_429_with_headers_per_key_and_survive_reloads() {
+    let (gw, _up, dir) = setup(
+        "  - { name: rl, upstream: u, match: { paths: [\"/rl/*\"] }, policies: [ { key_auth: {} }, { rate_limit: { key: consumer, limit: 3, per: 1m } } ] }\n",
+        "",
+    )
+    .await;
+    let cl = HttpClient::new();
+    let get = |key: &'static str| {
+        let cl = cl.clone();
+        let u = url(&gw, "/rl/x");
+        async move {
+            cl.request(Method::GET, &u, &[("x-api-key", key)], Bytes::new())
+                .await
+        }
+    };
+    for want in ["2", "1", "0"] {
+        let r = get(ACME_KEY).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.headers["ratelimit-limit"], "3");
+        assert_eq!(r.headers["ratelimit-remaining"], want);
+        assert!(r.headers.contains_key("ratelimit-reset"));
+    }
+    let r = get(ACME_KEY).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"]["type"], "rate_limited");
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry), "retry after {retry}");
+    assert_eq!(r.headers["ratelimit-remaining"], "0");
+    assert_eq!(
+        get(BETA_KEY).await.status,
+        200,
+        "another consumer has its own allowance"
+    );
+
+    // A reload that keeps the limit keeps its state.
+    let mut cfg = gw.gateway.snapshot().config.clone();
+    cfg.routes[0].rewrite = Some("/other".into());
+    cfg.routes[0].matcher.paths = vec!["/rl/*".into()];
+    gw.gateway.apply(cfg).unwrap();
+    assert_eq!(
+        get(ACME_KEY).await.status,
+        429,
+        "reload_keeps_rate_limit_state"
+    );
+    let m = cl.get(&admin(&gw, "/metrics")).await.text();
+    assert!(
+        m.contains("weir_policy_outcomes_total{policy=\"rate_limit\",outcome=\"limited\"}"),
+        "{m}"
+    );
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_limit_holds_slots_until_responses_end() {
+    let slow = MockUpstream::start(Behavior::Delay(std::time::Duration::from_millis(400))).await;
+    let (gw, _up, dir) = setup_with(
+        "  - { name: one, upstream: slow, match: { paths: [\"/one/*\"] }, policies: [ { concurrency: { max: 1 } } ] }\n",
+        "",
+        &upstream("slow", &[slow.address()], ""),
+    )
+    .await;
+    let u = url(&gw, "/one/x");
+    let first = tokio::spawn({
+        let u = u.clone();
+        async move { HttpClient::new().get(&u).await.status }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let r = HttpClient::new().get(&u).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["error"]["type"], "overloaded");
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(
+        HttpClient::new().get(&u).await.status,
+        200,
+        "the slot was released"
+    );
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,342 @@
+//! Traffic limits: a smooth rate limit (GCRA) per key, kept in memory on this node, and a
+//! per-route concurrency limit. Limiter state lives outside the snapshot, keyed by route
+//! and limit settings, so a reload that leaves a limit unchanged keeps its counters.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Instant;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use metrics::Counter;
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+use weir_config::{ConcurrencyConfig, RateLimitConfig};
+use weir_core::GatewayError;
+
+use crate::{Flow, PolicyCtx, Reply};
+
+const SHARDS: usize = 16;
+/// A shard past this many keys drops the keys whose allowance has fully recovered.
+const SWEEP_AT: usize = 4096;
+
+fn now_nanos() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// What the response phase reports about the limit that applied.
+#[derive(Debug, Clone, Copy)]
+pub struct RateInfo {
+    pub limit: u32,
+    pub remaining: u32,
+    pub reset_secs: u64,
+}
+
+enum Key {
+    Consumer,
+    Ip,
+    Route,
+    Header(HeaderName),
+}
+
+/// GCRA state: per key, the theoretical arrival time of the next request.
+struct State {
+    shards: Vec<Mutex<FxHashMap<Box<str>, u64>>>,
+}
+
+static STATES: Mutex<Vec<(String, Weak<State>)>> = Mutex::new(Vec::new());
+
+pub struct RateLimit {
+    key: Key,
+    limit: u32,
+    /// Nanoseconds per request (the emission interval).
+    interval: u64,
+    /// How far ahead of now the arrival time may run: the burst allowance.
+    tolerance: u64,
+    state: Arc<State>,
+    limited: Counter,
+}
+
+impl RateLimit {
+    /// `scope` names the route; together with the settings it finds the state to reuse.
+    pub fn compile(c: &RateLimitConfig, scope: &str) -> Result<Self, String> {
+        let key = match c.key.as_str() {
+            "consumer" => Key::Consumer,
+            "ip" => Key::Ip,
+            "route" => Key::Route,
+            other => match other.strip_prefix("header:") {
+                Some(h) => Key::Header(
+                    HeaderName::from_bytes(h.as_bytes())
+                        .map_err(|_| format!("rate_limit.key: {h:?} is not a header name"))?,
+                ),
+                None => return Err(format!("rate_limit.key: {other:?} is not a known key")),
+            },
+        };
+        let per = c.per.get().as_nanos().min(u128::from(u64::MAX)) as u64;
+        let interval = (per / u64::from(c.limit.max(1))).max(1);
+        let burst = u64::from(c.burst.unwrap_or(c.limit).max(1));
+        let id = format!("{scope}|{c:?}");
+        let mut states = STATES.lock();
+        states.retain(|(_, w)| w.strong_count() > 0);
+        let state = match states
+            .iter()
+            .find(|(k, _)| *k == id)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            Some(s) => s,
+            None => {
+                let s = Arc::new(State {
+                    shards: (0..SHARDS)
+                        .map(|_| Mutex::new(FxHashMap::default()))
+                        .collect(),
+                });
+                states.push((id, Arc::downgrade(&s)));
+                s
+            }
+        };
+        Ok(Self {
+            key,
+            limit: c.limit,
+            interval,
+            tolerance: interval.saturating_mul(burst),
+            state,
+            limited: metrics::counter!(crate::rules::POLICY_OUTCOMES, "policy" => "rate_limit", "outcome" => "limited"),
+        })
+    }
+
+    fn key_of(&self, headers: &HeaderMap, ctx: &PolicyCtx) -> String {
+        let ip = || format!("i:{}", ctx.client_ip);
+        match &self.key {
+            Key::Consumer => ctx
+                .consumer
+                .as_ref()
+                .map_or_else(ip, |c| format!("c:{}", c.name)),
+            Key::Ip => ip(),
+            Key::Route => "r".to_owned(),
+            Key::Header(h) => headers
+                .get(h)
+                .map(|v| format!("h:{}", String::from_utf8_lossy(v.as_bytes())))
+                .unwrap_or_else(ip),
+        }
+    }
+
+    pub fn check(&self, headers: &HeaderMap, ctx: &mut PolicyCtx) -> Flow {
+        let key = self.key_of(headers, ctx);
+        let now = now_nanos();
+        let shard = &self.state.shards[shard_of(&key)];
+        let decision = {
+            let mut map = shard.lock();
+            if map.len() >= SWEEP_AT {
+                map.retain(|_, tat| *tat > now);
+            }
+            let tat = map.get(key.as_str()).copied().unwrap_or(now).max(now);
+            let next = tat + self.interval;
+            if next - now <= self.tolerance {
+                map.insert(key.into_boxed_str(), next);
+                Ok(next)
+            } else {
+                Err(tat)
+            }
+        };
+        match decision {
+            Ok(next) => {
+                let ahead = next - now;
+                ctx.rate = Some(RateInfo {
+                    limit: self.limit,
+                    remaining: ((self.tolerance - ahead) / self.interval) as u32,
+                    reset_secs: ahead.div_ceil(1_000_000_000),
+                });
+                Flow::Continue
+            }
+            Err(tat) => {
+                self.limited.increment(1);
+                // Allowed again once the arrival time falls back within the tolerance.
+                let wait = (tat + self.interval)
+                    .saturating_sub(self.tolerance)
+                    .saturating_sub(now);
+                let retry = wait.div_ceil(1_000_000_000).max(1);
+                let info = RateInfo {
+                    limit: self.limit,
+                    remaining: 0,
+                    reset_secs: (tat - now).div_ceil(1_000_000_000),
+                };
+                let mut extra = rate_headers(&info);
+                extra.push((http::header::RETRY_AFTER, HeaderValue::from(retry)));
+                Flow::Respond(Reply::Error(GatewayError::TooManyRequests, extra))
+            }
+        }
+    }
+}
+
+fn shard_of(key: &str) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<rustc_hash::FxHasher>::default().hash_one(key) as usize % SHARDS
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (IETF draft names).
+pub fn rate_headers(info: &RateInfo) -> Vec<(HeaderName, HeaderValue)> {
+    vec![
+        (
+            HeaderName::from_static("ratelimit-limit"),
+            HeaderValue::from(info.limit),
+        ),
+        (
+            HeaderName::from_static("ratelimit-remaining"),
+            HeaderValue::from(info.remaining),
+        ),
+        (
+            HeaderName::from_static("ratelimit-reset"),
+            HeaderValue::from(info.reset_secs),
+        ),
+    ]
+}
+
+// === impl Concurrency ===
+
+pub struct Concurrency {
+    max: u32,
+    current: Arc<AtomicU32>,
+    rejected: Counter,
+}
+
+/// Holds one slot of a concurrency limit until dropped (the proxy keeps it with the
+/// response body).
+#[derive(Debug)]
+pub struct Permit(Arc<AtomicU32>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+static SLOTS: Mutex<Vec<(String, Weak<AtomicU32>)>> = Mutex::new(Vec::new());
+
+impl Concurrency {
+    pub fn compile(c: &ConcurrencyConfig, scope: &str) -> Self {
+        // In-flight counts survive reloads: requests started before a reload still hold
+        // their slots.
+        let mut slots = SLOTS.lock();
+        slots.retain(|(_, w)| w.strong_count() > 0);
+        let current = match slots
+            .iter()
+            .find(|(k, _)| k == scope)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(AtomicU32::new(0));
+                slots.push((scope.to_owned(), Arc::downgrade(&c)));
+                c
+            }
+        };
+        Self {
+            max: c.max,
+            current,
+            rejected: metrics::counter!(crate::rules::POLICY_OUTCOMES, "policy" => "concurrency", "outcome" => "rejected"),
+        }
+    }
+
+    pub fn acquire(&self, ctx: &mut PolicyCtx) -> Flow {
+        let prev = self.current.fetch_add(1, Ordering::AcqRel);
+        let permit = Permit(Arc::clone(&self.current));
+        if prev >= self.max {
+            drop(permit);
+            self.rejected.increment(1);
+            return Flow::Respond(Reply::Error(
+                GatewayError::Overloaded,
+                vec![(http::header::RETRY_AFTER, HeaderValue::from_static("1"))],
+            ));
+        }
+        ctx.permits.push(permit);
+        Flow::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(limit: u32, per_ms: u64, burst: Option<u32>, scope: &str) -> RateLimit {
+        let c = RateLimitConfig {
+            key: "ip".into(),
+            limit,
+            per: weir_config::Duration::from_millis(per_ms),
+            burst,
+            store: "memory".into(),
+        };
+        RateLimit::compile(&c, scope).unwrap()
+    }
+
+    fn ctx() -> PolicyCtx {
+        PolicyCtx::new("192.0.2.1".parse().unwrap())
+    }
+
+    #[test]
+    fn admits_the_burst_then_limits_with_retry_after() {
+        let rl = limiter(5, 60_000, None, "gcra-burst");
+        let h = HeaderMap::new();
+        let mut c = ctx();
+        for i in 0..5 {
+            assert!(
+                matches!(rl.check(&h, &mut c), Flow::Continue),
+                "request {i}"
+            );
+            assert_eq!(c.rate.unwrap().remaining, 4 - i);
+        }
+        match rl.check(&h, &mut c) {
+            Flow::Respond(Reply::Error(GatewayError::TooManyRequests, extra)) => {
+                let retry = extra
+                    .iter()
+                    .find(|(n, _)| n == http::header::RETRY_AFTER)
+                    .unwrap();
+                let secs: u64 = retry.1.to_str().unwrap().parse().unwrap();
+                assert!(
+                    (11..=12).contains(&secs),
+                    "one request per 12 s: retry after {secs}"
+                );
+            }
+            _ => panic!("sixth request admitted"),
+        }
+    }
+
+    #[test]
+    fn keys_are_independent_and_state_survives_recompiling() {
+        let rl = limiter(1, 60_000, None, "gcra-keys");
+        let h = HeaderMap::new();
+        assert!(matches!(rl.check(&h, &mut ctx()), Flow::Continue));
+        assert!(matches!(rl.check(&h, &mut ctx()), Flow::Respond(_)));
+        let mut other = PolicyCtx::new("192.0.2.2".parse().unwrap());
+        assert!(matches!(rl.check(&h, &mut other), Flow::Continue));
+        let again = limiter(1, 60_000, None, "gcra-keys");
+        assert!(
+            matches!(again.check(&h, &mut ctx()), Flow::Respond(_)),
+            "a reload with the same settings keeps the state"
+        );
+    }
+
+    #[test]
+    fn allowance_recovers_smoothly() {
+        let rl = limiter(10, 100, Some(1), "gcra-smooth");
+        let h = HeaderMap::new();
+        assert!(matches!(rl.check(&h, &mut ctx()), Flow::Continue));
+        assert!(matches!(rl.check(&h, &mut ctx()), Flow::Respond(_)));
+        std::thread::sleep(std::time::Duration::from_millis(12));
+        assert!(
+            matches!(rl.check(&h, &mut ctx()), Flow::Continue),
+            "one interval (10 ms) later"
+        );
+    }
+
+    #[test]
+    fn concurrency_permits_are_released_on_drop() {
+        let c = Concurrency::compile(&ConcurrencyConfig { max: 2 }, "conc-test");
+        let mut a = ctx();
+        assert!(matches!(c.acquire(&mut a), Flow::Continue));
+        assert!(matches!(c.acquire(&mut a), Flow::Continue));
+        let mut b = ctx();
+        assert!(matches!(c.acquire(&mut b), Flow::Respond(_)));
+        drop(a);
+        assert!(matches!(c.acquire(&mut b), Flow::Continue));
+    }
+}

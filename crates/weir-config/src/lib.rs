@@ -7,6 +7,7 @@ mod model;
 mod policy;
 mod units;
 mod validate;
+mod validate_policy;
 
 pub use load::{LoadError, apply_env, from_yaml, load_file};
 pub use model::*;

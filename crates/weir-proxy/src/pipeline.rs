@@ -114,6 +114,15 @@ pub async fn handle(
         None => Cow::Borrowed(""),
     };
 
+    let early = Early {
+        snap: &snap,
+        request_id: &request_id,
+        method: &parts.method,
+        path: &path,
+        conn: &conn,
+        start,
+    };
+
     // 3. Route.
     let view = RequestView {
         host: &host,
@@ -122,16 +131,7 @@ pub async fn handle(
         headers: &parts.headers,
     };
     let Some(matched) = snap.table.find(&view) else {
-        return early_error(
-            &snap,
-            &GatewayError::NoRoute,
-            &request_id,
-            &parts.method,
-            &path,
-            &conn,
-            start,
-            None,
-        );
+        return early.fail(&GatewayError::NoRoute, None);
     };
     let route = Arc::clone(&snap.routes[matched.route]);
 
@@ -141,16 +141,7 @@ pub async fn handle(
     let is_upgrade = upgrade::is_upgrade_request(&parts.headers);
     if is_upgrade && !upgrade::is_websocket(&parts.headers) {
         let err = GatewayError::BadRequest("only WebSocket upgrades are supported");
-        return early_error(
-            &snap,
-            &err,
-            &request_id,
-            &parts.method,
-            &path,
-            &conn,
-            start,
-            Some(&route),
-        );
+        return early.fail(&err, Some(&route));
     }
     let client_upgrade = if is_upgrade {
         parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
@@ -226,16 +217,7 @@ pub async fn handle(
         let err = GatewayError::PayloadTooLarge {
             limit: route.max_body_size,
         };
-        let mut rsp = early_error(
-            &snap,
-            &err,
-            &request_id,
-            &parts.method,
-            &path,
-            &conn,
-            start,
-            Some(&route),
-        );
+        let mut rsp = early.fail(&err, Some(&route));
         route.policies.on_response(rsp.headers_mut(), &pctx);
         return rsp;
     }
@@ -245,16 +227,7 @@ pub async fn handle(
     let forward_path = match rewrite_path(&snap, &route, matched.path, &path) {
         Ok(p) => p,
         Err(e) => {
-            return early_error(
-                &snap,
-                &e,
-                &request_id,
-                &parts.method,
-                &path,
-                &conn,
-                start,
-                Some(&route),
-            );
+            return early.fail(&e, Some(&route));
         }
     };
     let query = pctx
@@ -275,16 +248,7 @@ pub async fn handle(
     };
     let Some(path_and_query) = path_and_query else {
         let err = GatewayError::BadRequest("the request target is not valid");
-        return early_error(
-            &snap,
-            &err,
-            &request_id,
-            &parts.method,
-            &path,
-            &conn,
-            start,
-            Some(&route),
-        );
+        return early.fail(&err, Some(&route));
     };
 
     // 8. Request id and Host for the upstream.
@@ -549,6 +513,31 @@ fn finish(
     };
     rsp.body_mut().set_finish(Box::new(f));
     rsp
+}
+
+/// The request facts every early answer needs, gathered once the path is normalized.
+struct Early<'a> {
+    snap: &'a Snapshot,
+    request_id: &'a RequestId,
+    method: &'a Method,
+    path: &'a str,
+    conn: &'a ConnInfo,
+    start: Instant,
+}
+
+impl Early<'_> {
+    fn fail(&self, err: &GatewayError, route: Option<&Route>) -> Response<ProxyBody> {
+        early_error(
+            self.snap,
+            err,
+            self.request_id,
+            self.method,
+            self.path,
+            self.conn,
+            self.start,
+            route,
+        )
+    }
 }
 
 /// An answer made before any upstream was involved (bad request, no route, too large).

@@ -1,0 +1,299 @@
+//! Validation of consumers and policies: the part of whole-config validation that covers
+//! `consumers`, `policy_defaults` and each route's `policies`.
+
+use std::collections::HashMap;
+
+use crate::model::Config;
+use crate::policy::{CredentialConfig, PolicyConfig};
+use crate::validate::{Errors, parse_cidr, valid_header_name};
+
+pub(crate) fn validate_consumers(config: &Config, e: &mut Errors) {
+    let mut consumer_names: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in config.consumers.iter().enumerate() {
+        let at = format!("consumers[{i}]");
+        if c.name.is_empty() || !c.name.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+            e.push(
+                format!("{at}.name"),
+                "must be non-empty printable text without commas or spaces",
+            );
+        }
+        if let Some(first) = consumer_names.insert(c.name.as_str(), i) {
+            e.push(
+                format!("{at}.name"),
+                format!("{:?} is already used by consumers[{first}]", c.name),
+            );
+        }
+        for (g, group) in c.groups.iter().enumerate() {
+            if group.is_empty() || !group.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+                e.push(
+                    format!("{at}.groups[{g}]"),
+                    "must be non-empty printable text without commas or spaces",
+                );
+            }
+        }
+        for (k, cred) in c.credentials.iter().enumerate() {
+            match cred {
+                CredentialConfig::Key { key } => {
+                    if let Err(msg) = check_secret_ref(key) {
+                        e.push(format!("{at}.credentials[{k}].key"), msg);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A secret given as `env:NAME`, `file:PATH` or a literal; only the form is checked here,
+/// the value is read when the configuration is compiled.
+pub(crate) fn check_secret_ref(s: &str) -> Result<(), String> {
+    if let Some(name) = s.strip_prefix("env:") {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err("env: needs a variable name of letters, digits and '_'".into());
+        }
+    } else if let Some(path) = s.strip_prefix("file:") {
+        if path.is_empty() {
+            return Err("file: needs a path".into());
+        }
+    } else if s.len() < 16 {
+        return Err(
+            "a literal key must be at least 16 characters (or use env:NAME / file:PATH)".into(),
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_policy(p: &PolicyConfig, at: &str, e: &mut Errors) {
+    let kind = p.kind();
+    match p {
+        PolicyConfig::KeyAuth(k) => {
+            if !valid_header_name(&k.header) {
+                e.push(
+                    format!("{at}.{kind}.header"),
+                    format!("{:?} is not a header name", k.header),
+                );
+            }
+            if let Some(q) = &k.query
+                && (q.is_empty()
+                    || !q
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+            {
+                e.push(
+                    format!("{at}.{kind}.query"),
+                    "a query parameter name of letters, digits, '-', '_' or '.'",
+                );
+            }
+        }
+        PolicyConfig::Acl(a) => {
+            if a.allow.is_empty() && a.deny.is_empty() {
+                e.push(format!("{at}.{kind}"), "needs allow or deny groups");
+            }
+        }
+        PolicyConfig::Ip(ip) => {
+            if ip.allow.is_empty() && ip.deny.is_empty() {
+                e.push(format!("{at}.{kind}"), "needs allow or deny addresses");
+            }
+            for (field, list) in [("allow", &ip.allow), ("deny", &ip.deny)] {
+                for (i, c) in list.iter().enumerate() {
+                    if parse_cidr(c).is_none() {
+                        e.push(
+                            format!("{at}.{kind}.{field}[{i}]"),
+                            format!("{c:?} is not an IP address or CIDR"),
+                        );
+                    }
+                }
+            }
+        }
+        PolicyConfig::RequestSize(r) => {
+            if r.max.0 == 0 {
+                e.push(format!("{at}.{kind}.max"), "must be greater than 0");
+            }
+        }
+        PolicyConfig::Headers(h) => {
+            for (side, ops) in [("request", &h.request), ("response", &h.response)] {
+                for (name, value) in ops.set.iter().chain(ops.add.iter()) {
+                    if !valid_header_name(name) {
+                        e.push(
+                            format!("{at}.{kind}.{side}"),
+                            format!("{name:?} is not a header name"),
+                        );
+                    }
+                    if http::HeaderValue::from_str(value).is_err() {
+                        e.push(
+                            format!("{at}.{kind}.{side}.{name}"),
+                            "not a valid header value",
+                        );
+                    }
+                }
+                for name in &ops.remove {
+                    if !valid_header_name(name) {
+                        e.push(
+                            format!("{at}.{kind}.{side}.remove"),
+                            format!("{name:?} is not a header name"),
+                        );
+                    }
+                }
+            }
+        }
+        PolicyConfig::Cors(c) => {
+            if c.origins.is_empty() {
+                e.push(
+                    format!("{at}.{kind}.origins"),
+                    "at least one origin (or \"*\")",
+                );
+            }
+            for (i, o) in c.origins.iter().enumerate() {
+                let ok = o == "*"
+                    || ((o.starts_with("https://") || o.starts_with("http://"))
+                        && !o.ends_with('/')
+                        && http::HeaderValue::from_str(o).is_ok());
+                if !ok {
+                    e.push(
+                        format!("{at}.{kind}.origins[{i}]"),
+                        format!(
+                            "{o:?}: an origin is scheme://host[:port] without a path, or \"*\""
+                        ),
+                    );
+                }
+            }
+            if c.credentials && c.origins.iter().any(|o| o == "*") {
+                e.push(
+                    format!("{at}.{kind}.credentials"),
+                    "credentials cannot be allowed for origin \"*\"",
+                );
+            }
+            for (i, m) in c.methods.iter().enumerate() {
+                if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+                    e.push(
+                        format!("{at}.{kind}.methods[{i}]"),
+                        "methods are upper-case, like GET",
+                    );
+                }
+            }
+            for (i, h) in c.headers.iter().chain(c.expose_headers.iter()).enumerate() {
+                if !valid_header_name(h) {
+                    e.push(
+                        format!("{at}.{kind}.headers[{i}]"),
+                        format!("{h:?} is not a header name"),
+                    );
+                }
+            }
+        }
+        PolicyConfig::RateLimit(r) => {
+            let key_ok = matches!(r.key.as_str(), "consumer" | "ip" | "route")
+                || r.key.strip_prefix("header:").is_some_and(valid_header_name);
+            if !key_ok {
+                e.push(
+                    format!("{at}.{kind}.key"),
+                    format!("{:?}: expected consumer, ip, route or header:NAME", r.key),
+                );
+            }
+            if r.limit == 0 {
+                e.push(format!("{at}.{kind}.limit"), "must be at least 1");
+            }
+            if r.per.get().is_zero() {
+                e.push(format!("{at}.{kind}.per"), "must be greater than 0");
+            }
+            if r.burst == Some(0) {
+                e.push(format!("{at}.{kind}.burst"), "must be at least 1");
+            }
+            if r.store != "memory" {
+                e.push(
+                    format!("{at}.{kind}.store"),
+                    format!("{:?}: only \"memory\" is available in this version (Redis-backed limits come later)", r.store),
+                );
+            }
+        }
+        PolicyConfig::Concurrency(c) => {
+            if c.max == 0 {
+                e.push(format!("{at}.{kind}.max"), "must be at least 1");
+            }
+        }
+        PolicyConfig::StaticResponse(s) => {
+            if !(200..=599).contains(&s.status) {
+                e.push(format!("{at}.{kind}.status"), "must be between 200 and 599");
+            }
+            if let Some(l) = &s.location
+                && http::HeaderValue::from_str(l).is_err()
+            {
+                e.push(format!("{at}.{kind}.location"), "not a valid header value");
+            }
+            if s.location.is_some() && !(300..=399).contains(&s.status) {
+                e.push(
+                    format!("{at}.{kind}.location"),
+                    "a location needs a 3xx status",
+                );
+            }
+            for (name, value) in &s.headers {
+                if !valid_header_name(name) || http::HeaderValue::from_str(value).is_err() {
+                    e.push(format!("{at}.{kind}.headers.{name}"), "not a valid header");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use crate::{from_yaml, validate};
+
+    #[test]
+    fn policies_and_consumers_are_validated_with_paths() {
+        let cfg = from_yaml(
+            r#"
+consumers:
+  - { name: acme, credentials: [ { type: key, key: "short" } ] }
+  - { name: acme, credentials: [ { type: key, key: "env:BAD-NAME" } ] }
+upstreams: { u: { targets: [ { address: "127.0.0.1:1" } ] } }
+policy_defaults: [ { ip: {} } ]
+routes:
+  - name: r
+    upstream: u
+    policies:
+      - key_auth: { header: "bad header" }
+      - acl: {}
+      - cors: { origins: ["*"], credentials: true }
+      - static_response: { status: 200, location: /x }
+      - key_auth: {}
+"#,
+            "t",
+        )
+        .unwrap();
+        let errs: Vec<String> = validate(&cfg).iter().map(ToString::to_string).collect();
+        for want in [
+            "consumers[0].credentials[0].key: a literal key must be at least 16 characters",
+            "consumers[1].name: \"acme\" is already used by consumers[0]",
+            "consumers[1].credentials[0].key: env: needs a variable name",
+            "policy_defaults[0].ip: needs allow or deny addresses",
+            "routes[0].policies[0].key_auth.header",
+            "routes[0].policies[1].acl: needs allow or deny groups",
+            "routes[0].policies[2].cors.credentials",
+            "routes[0].policies[3].static_response.location: a location needs a 3xx status",
+            "routes[0].policies[4]: key_auth is already in this chain at policies[0]",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "missing {want:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), 9, "{errs:#?}");
+    }
+
+    #[test]
+    fn unknown_policies_and_credential_types_are_parse_errors() {
+        assert!(
+            from_yaml(
+                "routes: [ { name: r, upstream: u, policies: [ { kee_auth: {} } ] } ]",
+                "t"
+            )
+            .is_err()
+        );
+        assert!(
+            from_yaml(
+                "consumers: [ { name: a, credentials: [ { type: password, key: x } ] } ]",
+                "t"
+            )
+            .is_err()
+        );
+    }
+}

@@ -160,7 +160,7 @@ impl RateLimit {
                     remaining: 0,
                     reset_secs: (tat - now).div_ceil(1_000_000_000),
                 };
-                let mut extra = rate_headers(&info);
+                let mut extra = rate_headers(&info).to_vec();
                 extra.push((http::header::RETRY_AFTER, HeaderValue::from(retry)));
                 Flow::Respond(Reply::Error(GatewayError::TooManyRequests, extra))
             }
@@ -173,21 +173,16 @@ fn shard_of(key: &str) -> usize {
     BuildHasherDefault::<rustc_hash::FxHasher>::default().hash_one(key) as usize % SHARDS
 }
 
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
 /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (IETF draft names).
-pub fn rate_headers(info: &RateInfo) -> Vec<(HeaderName, HeaderValue)> {
-    vec![
-        (
-            HeaderName::from_static("ratelimit-limit"),
-            HeaderValue::from(info.limit),
-        ),
-        (
-            HeaderName::from_static("ratelimit-remaining"),
-            HeaderValue::from(info.remaining),
-        ),
-        (
-            HeaderName::from_static("ratelimit-reset"),
-            HeaderValue::from(info.reset_secs),
-        ),
+pub fn rate_headers(info: &RateInfo) -> [(HeaderName, HeaderValue); 3] {
+    [
+        (RATELIMIT_LIMIT, HeaderValue::from(info.limit)),
+        (RATELIMIT_REMAINING, HeaderValue::from(info.remaining)),
+        (RATELIMIT_RESET, HeaderValue::from(info.reset_secs)),
     ]
 }
 

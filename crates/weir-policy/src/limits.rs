@@ -110,12 +110,12 @@ impl RateLimit {
             Key::Consumer => ctx
                 .consumer
                 .as_ref()
-                .map_or_else(ip, |c| format!("c:{}", c.name)),
+                .map_or_else(ip, |c| ["c:", &*c.name].concat()),
             Key::Ip => ip(),
             Key::Route => "r".to_owned(),
             Key::Header(h) => headers
                 .get(h)
-                .map(|v| format!("h:{}", String::from_utf8_lossy(v.as_bytes())))
+                .map(|v| ["h:", &*String::from_utf8_lossy(v.as_bytes())].concat())
                 .unwrap_or_else(ip),
         }
     }

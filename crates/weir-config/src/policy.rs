@@ -23,7 +23,14 @@ pub struct ConsumerConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CredentialConfig {
-    Key { key: String },
+    Key {
+        key: String,
+    },
+    /// HTTP Basic: a user name and an argon2 PHC hash (`weir hash-password` makes one).
+    Basic {
+        username: String,
+        password_hash: String,
+    },
 }
 
 /// One policy of a route's chain, written as a one-key map: `- key_auth: { … }`.
@@ -39,6 +46,7 @@ pub enum PolicyConfig {
     StaticResponse(StaticResponseConfig),
     RateLimit(RateLimitConfig),
     Concurrency(ConcurrencyConfig),
+    BasicAuth(BasicAuthConfig),
 }
 
 impl PolicyConfig {
@@ -53,6 +61,7 @@ impl PolicyConfig {
             Self::StaticResponse(_) => "static_response",
             Self::RateLimit(_) => "rate_limit",
             Self::Concurrency(_) => "concurrency",
+            Self::BasicAuth(_) => "basic_auth",
         }
     }
 }
@@ -223,4 +232,19 @@ fn default_rl_store() -> String {
 #[serde(deny_unknown_fields)]
 pub struct ConcurrencyConfig {
     pub max: u32,
+}
+
+/// HTTP Basic authentication against consumers' `basic` credentials.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthConfig {
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    /// Remove `Authorization` before forwarding (default true).
+    #[serde(default = "yes")]
+    pub hide_credentials: bool,
+}
+
+fn default_realm() -> String {
+    "weir".to_owned()
 }

@@ -33,6 +33,26 @@ pub(crate) fn validate_consumers(config: &Config, e: &mut Errors) {
         }
         for (k, cred) in c.credentials.iter().enumerate() {
             match cred {
+                CredentialConfig::Basic {
+                    username,
+                    password_hash,
+                } => {
+                    if username.is_empty()
+                        || username.contains(':')
+                        || !username.bytes().all(|b| b.is_ascii_graphic())
+                    {
+                        e.push(
+                            format!("{at}.credentials[{k}].username"),
+                            "printable text without ':' or spaces",
+                        );
+                    }
+                    if !password_hash.starts_with("$argon2") {
+                        e.push(
+                            format!("{at}.credentials[{k}].password_hash"),
+                            "an argon2 PHC string ($argon2id$...); make one with `weir hash-password`",
+                        );
+                    }
+                }
                 CredentialConfig::Key { key } => {
                     if let Err(msg) = check_secret_ref(key) {
                         e.push(format!("{at}.credentials[{k}].key"), msg);
@@ -81,6 +101,17 @@ pub(crate) fn validate_policy(p: &PolicyConfig, at: &str, e: &mut Errors) {
                 e.push(
                     format!("{at}.{kind}.query"),
                     "a query parameter name of letters, digits, '-', '_' or '.'",
+                );
+            }
+        }
+        PolicyConfig::BasicAuth(b) => {
+            if b.realm.is_empty()
+                || b.realm.contains('"')
+                || http::HeaderValue::from_str(&b.realm).is_err()
+            {
+                e.push(
+                    format!("{at}.{kind}.realm"),
+                    "printable text without quotes",
                 );
             }
         }

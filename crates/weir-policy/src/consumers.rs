@@ -23,6 +23,7 @@ pub struct Consumer {
 #[derive(Debug, Default)]
 pub struct Consumers {
     by_key: FxHashMap<[u8; 32], (Arc<Consumer>, [u8; 32])>,
+    basic: crate::basic::BasicUsers,
 }
 
 impl Consumers {
@@ -33,6 +34,7 @@ impl Consumers {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, Vec<String>> {
         let mut by_key = FxHashMap::default();
+        let mut basic = crate::basic::BasicUsers::default();
         let mut errors = Vec::new();
         for (i, c) in configs.iter().enumerate() {
             let name_header = match HeaderValue::from_str(&c.name) {
@@ -53,6 +55,11 @@ impl Consumers {
             });
             for (k, cred) in c.credentials.iter().enumerate() {
                 match cred {
+                    CredentialConfig::Basic { username, password_hash } => {
+                        if let Err(e) = basic.add(username, password_hash, &consumer) {
+                            errors.push(format!("consumers[{i}].credentials[{k}]: {e}"));
+                        }
+                    }
                     CredentialConfig::Key { key } => match resolve_secret(key, env) {
                         Ok(secret) if secret.len() >= 16 => {
                             let digest = digest(secret.as_bytes());
@@ -67,7 +74,7 @@ impl Consumers {
             }
         }
         if errors.is_empty() {
-            Ok(Self { by_key })
+            Ok(Self { by_key, basic })
         } else {
             Err(errors)
         }
@@ -83,7 +90,11 @@ impl Consumers {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
+        self.by_key.is_empty() && self.basic.is_empty()
+    }
+
+    pub(crate) fn basic(&self) -> &crate::basic::BasicUsers {
+        &self.basic
     }
 }
 

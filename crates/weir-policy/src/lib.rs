@@ -9,6 +9,7 @@
 //! `request_size` has no phase of its own: it lowers the route's body limit, which the
 //! pipeline enforces from `Content-Length` and while streaming.
 
+mod basic;
 mod consumers;
 mod limits;
 mod rules;
@@ -21,6 +22,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use weir_config::PolicyConfig;
 use weir_core::GatewayError;
 
+use basic::BasicAuth;
+pub use basic::{VerifyJob, hash_password};
 pub use consumers::{Consumer, Consumers, resolve_secret};
 use limits::{Concurrency, RateLimit};
 pub use limits::{Permit, RateInfo};
@@ -58,6 +61,10 @@ impl PolicyCtx {
 pub enum Flow {
     Continue,
     Respond(Reply),
+    /// A password must be verified off the worker thread: run the job on the blocking pool,
+    /// hand its result to [`PolicyChain::complete_verify`], then resume the chain at the
+    /// given step with [`PolicyChain::on_request_from`].
+    Verify(VerifyJob, usize),
 }
 
 /// An answer made by a policy.
@@ -77,6 +84,7 @@ enum RequestPolicy {
     Cors(Arc<Cors>),
     Static(StaticReply),
     KeyAuth(KeyAuth),
+    BasicAuth(BasicAuth),
     Acl(Acl),
     RateLimit(RateLimit),
     Concurrency(Concurrency),
@@ -119,11 +127,12 @@ impl PolicyChain {
             PolicyConfig::Cors(_) => 1,
             PolicyConfig::StaticResponse(_) => 2,
             PolicyConfig::KeyAuth(_) => 3,
-            PolicyConfig::Acl(_) => 4,
-            PolicyConfig::RateLimit(_) => 5,
-            PolicyConfig::Concurrency(_) => 6,
-            PolicyConfig::RequestSize(_) => 7,
-            PolicyConfig::Headers(_) => 8,
+            PolicyConfig::BasicAuth(_) => 4,
+            PolicyConfig::Acl(_) => 5,
+            PolicyConfig::RateLimit(_) => 6,
+            PolicyConfig::Concurrency(_) => 7,
+            PolicyConfig::RequestSize(_) => 8,
+            PolicyConfig::Headers(_) => 9,
         };
         all.sort_by_key(|p| rank(p));
         let mut chain = PolicyChain::default();
@@ -144,6 +153,15 @@ impl PolicyChain {
                         c,
                         Arc::clone(consumers),
                     )?));
+                }
+                PolicyConfig::BasicAuth(c) => {
+                    chain.authenticates = true;
+                    chain
+                        .request
+                        .push(RequestPolicy::BasicAuth(BasicAuth::compile(
+                            c,
+                            Arc::clone(consumers),
+                        )?));
                 }
                 PolicyConfig::Acl(c) => chain.request.push(RequestPolicy::Acl(Acl::compile(c))),
                 PolicyConfig::RateLimit(c) => {
@@ -189,8 +207,24 @@ impl PolicyChain {
         headers: &mut HeaderMap,
         ctx: &mut PolicyCtx,
     ) -> Flow {
-        for p in &self.request {
+        self.on_request_from(0, method, uri, headers, ctx)
+    }
+
+    /// Runs the request phase from step `from` (after a [`Flow::Verify`]).
+    pub fn on_request_from(
+        &self,
+        from: usize,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &mut HeaderMap,
+        ctx: &mut PolicyCtx,
+    ) -> Flow {
+        for (step, p) in self.request.iter().enumerate().skip(from) {
             let flow = match p {
+                RequestPolicy::BasicAuth(b) => match b.check(headers, ctx) {
+                    Ok(flow) => flow,
+                    Err(job) => return Flow::Verify(job, step),
+                },
                 RequestPolicy::Ip(r) => r.check(ctx),
                 RequestPolicy::Cors(c) => c.on_request(method, headers, ctx),
                 RequestPolicy::Static(s) => Flow::Respond(s.reply()),
@@ -203,11 +237,25 @@ impl PolicyChain {
                     Flow::Continue
                 }
             };
-            if let Flow::Respond(_) = flow {
+            if !matches!(flow, Flow::Continue) {
                 return flow;
             }
         }
         Flow::Continue
+    }
+
+    /// Applies a verification's outcome for the policy at `step`.
+    pub fn complete_verify(
+        &self,
+        step: usize,
+        consumer: Option<Arc<Consumer>>,
+        headers: &mut HeaderMap,
+        ctx: &mut PolicyCtx,
+    ) -> Flow {
+        match self.request.get(step) {
+            Some(RequestPolicy::BasicAuth(b)) => b.complete(consumer, headers, ctx),
+            _ => Flow::Continue,
+        }
     }
 
     /// Runs the response phase on the response headers (also for answers made by Weir).

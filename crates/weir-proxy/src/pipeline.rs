@@ -176,12 +176,19 @@ pub async fn handle(
 
     // 5. Policies, request phase (ip, cors, static_response, key_auth, acl, headers).
     let mut pctx = PolicyCtx::new(client_ip);
-    if !route.policies.is_empty()
-        && let Flow::Respond(reply) =
-            route
-                .policies
-                .on_request(&parts.method, &parts.uri, &mut parts.headers, &mut pctx)
-    {
+    let refused = if route.policies.is_empty() {
+        None
+    } else {
+        run_policies(
+            &route,
+            &parts.method,
+            &parts.uri,
+            &mut parts.headers,
+            &mut pctx,
+        )
+        .await
+    };
+    if let Some(reply) = refused {
         let mut rsp = policy_reply(reply, &request_id);
         route.policies.on_response(rsp.headers_mut(), &pctx);
         let log = snap.access_log.enabled().then(|| LogData {
@@ -453,6 +460,40 @@ pub async fn handle(
                 log,
                 std::mem::take(&mut pctx.permits),
             )
+        }
+    }
+}
+
+/// Runs the request phase of the route's policies; password checks go to the blocking
+/// pool so the worker thread keeps serving. Returns the answer of a policy that refused.
+async fn run_policies(
+    route: &Route,
+    method: &Method,
+    uri: &http::Uri,
+    headers: &mut http::HeaderMap,
+    pctx: &mut PolicyCtx,
+) -> Option<Reply> {
+    let mut from = 0;
+    loop {
+        match route
+            .policies
+            .on_request_from(from, method, uri, headers, pctx)
+        {
+            Flow::Continue => return None,
+            Flow::Respond(reply) => return Some(reply),
+            Flow::Verify(job, step) => {
+                let consumer = tokio::task::spawn_blocking(move || job.run())
+                    .await
+                    .ok()
+                    .flatten();
+                if let Flow::Respond(reply) = route
+                    .policies
+                    .complete_verify(step, consumer, headers, pctx)
+                {
+                    return Some(reply);
+                }
+                from = step + 1;
+            }
         }
     }
 }

@@ -41,6 +41,9 @@ enum Command {
         #[arg(short, long, env = "WEIR_CONFIG")]
         config: PathBuf,
     },
+    /// Read a password from standard input and print its argon2id hash, for a consumer's
+    /// `basic` credential (`password_hash`).
+    HashPassword,
 }
 
 fn main() -> ExitCode {
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { config } => validate(&config),
         Command::Serve { config, no_watch } => serve(config, !no_watch),
+        Command::HashPassword => hash_password(),
     }
 }
 
@@ -64,6 +68,31 @@ fn load(path: &Path) -> Result<Config, Vec<String>> {
         Ok(cfg)
     } else {
         Err(errors)
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() {
+        eprintln!("weir: cannot read the password from standard input");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!(
+            "weir: the password is empty; pipe it in, e.g. `printf '%s' \"$PW\" | weir hash-password`"
+        );
+        return ExitCode::FAILURE;
+    }
+    match weir_policy::hash_password(password.as_bytes()) {
+        Ok(phc) => {
+            println!("{phc}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weir: cannot hash the password: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

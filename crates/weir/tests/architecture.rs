@@ -32,7 +32,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "weir",
-        &["weir-core", "weir-config", "weir-telemetry", "weir-proxy"],
+        &[
+            "weir-core",
+            "weir-config",
+            "weir-telemetry",
+            "weir-proxy",
+            "weir-policy",
+        ],
     ),
     ("weir-testkit", &[]),
 ];

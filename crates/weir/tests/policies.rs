@@ -604,3 +604,76 @@ async fn concurrency_limit_holds_slots_until_responses_end() {
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_verifies_argon2_hashes_off_the_worker_thread() {
+    let up = MockUpstream::start(Behavior::Named("up".into())).await;
+    let hash = weir_policy::hash_password(b"correct horse").unwrap();
+    let gw = gateway(&format!(
+        "consumers:
+  - {{ name: ops, groups: [admins], credentials: [ {{ type: basic, username: alice, password_hash: \"{hash}\" }} ] }}
+upstreams:\n{}routes:
+  - {{ name: ops, upstream: u, match: {{ paths: [\"/ops/*\"] }}, policies: [ {{ basic_auth: {{ realm: ops }} }}, {{ acl: {{ allow: [admins] }} }} ] }}
+",
+        upstream("u", &[up.address()], "")
+    ));
+    let cl = HttpClient::new();
+    let basic = |user: &str, pw: &str| {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
+        )
+    };
+    let r = cl.get(&url(&gw, "/ops/x")).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.headers["www-authenticate"],
+        "Basic realm=\"ops\", charset=\"UTF-8\""
+    );
+    for (user, pw) in [
+        ("alice", "wrong"),
+        ("mallory", "correct horse"),
+        ("alice", ""),
+    ] {
+        let r = cl
+            .request(
+                Method::GET,
+                &url(&gw, "/ops/x"),
+                &[("authorization", &basic(user, pw))],
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(r.status, 401, "{user}:{pw}");
+    }
+    let r = cl
+        .request(
+            Method::GET,
+            &url(&gw, "/ops/x"),
+            &[("authorization", "Basic !!!notbase64")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(up.hit_count(), 0);
+    let good = basic("alice", "correct horse");
+    for _ in 0..3 {
+        // The first verifies the hash; the next are answered from the verified cache.
+        let r = cl
+            .request(
+                Method::GET,
+                &url(&gw, "/ops/x"),
+                &[("authorization", &good)],
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let got = up.recorded().pop().unwrap();
+    assert_eq!(got.headers["x-consumer-name"], "ops");
+    assert!(
+        got.headers.get("authorization").is_none(),
+        "credentials stripped"
+    );
+    gw.shutdown().await;
+}

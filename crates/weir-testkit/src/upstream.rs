@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -289,15 +288,3 @@ async fn answer(
         Behavior::Custom(_) => unreachable!("handled above"),
     }
 }
-
-/// Boxes a stream of byte chunks as a body, for custom handlers.
-pub fn stream_body<S>(s: S) -> Body
-where
-    S: futures_util::Stream<Item = Bytes> + Send + Sync + 'static,
-{
-    use futures_util::StreamExt;
-    let frames = s.map(|b| Ok::<_, Infallible>(Frame::data(b)));
-    BodyExt::boxed(StreamBody::new(frames))
-}
-
-pub type PinnedFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;

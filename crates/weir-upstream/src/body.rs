@@ -111,10 +111,6 @@ impl BodySource {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        matches!(self, BodySource::Empty)
-    }
-
     /// True when an attempt failed because of the client's body, not the upstream.
     pub fn client_fault(&self) -> bool {
         match self {

@@ -31,6 +31,11 @@ pub enum CredentialConfig {
         username: String,
         password_hash: String,
     },
+    /// A JWT whose `iss` and `sub` claims name this consumer.
+    Jwt {
+        issuer: String,
+        subject: String,
+    },
 }
 
 /// One policy of a route's chain, written as a one-key map: `- key_auth: { … }`.
@@ -47,6 +52,7 @@ pub enum PolicyConfig {
     RateLimit(RateLimitConfig),
     Concurrency(ConcurrencyConfig),
     BasicAuth(BasicAuthConfig),
+    Jwt(JwtConfig),
 }
 
 impl PolicyConfig {
@@ -62,6 +68,7 @@ impl PolicyConfig {
             Self::RateLimit(_) => "rate_limit",
             Self::Concurrency(_) => "concurrency",
             Self::BasicAuth(_) => "basic_auth",
+            Self::Jwt(_) => "jwt",
         }
     }
 }
@@ -247,4 +254,45 @@ pub struct BasicAuthConfig {
 
 fn default_realm() -> String {
     "weir".to_owned()
+}
+
+/// Bearer JWTs verified against configured keys. Each key is pinned to one algorithm; the
+/// token's `alg` must be that one.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    #[serde(default)]
+    pub keys: Vec<JwtKeyConfig>,
+    /// Fetching keys from a JWKS document comes in a later version.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Accepted `aud` values; empty = `aud` is not checked.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Accepted `iss` values; empty = any issuer (the consumer mapping still needs one).
+    #[serde(default)]
+    pub issuers: Vec<String>,
+    /// Clock skew allowed for `exp` and `nbf` (at most 60s).
+    #[serde(default = "default_leeway")]
+    pub leeway: Duration,
+    /// Remove `Authorization` before forwarding (default true).
+    #[serde(default = "yes")]
+    pub hide_credentials: bool,
+}
+
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKeyConfig {
+    /// Matched against the token's `kid`; a key without one serves tokens without `kid`.
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA.
+    pub alg: String,
+    /// PEM public key (RS*, PS*, ES*, EdDSA) or shared secret (HS*): `env:`, `file:` or
+    /// inline.
+    pub key: String,
 }

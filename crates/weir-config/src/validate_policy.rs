@@ -33,6 +33,14 @@ pub(crate) fn validate_consumers(config: &Config, e: &mut Errors) {
         }
         for (k, cred) in c.credentials.iter().enumerate() {
             match cred {
+                CredentialConfig::Jwt { issuer, subject } => {
+                    if issuer.is_empty() || subject.is_empty() {
+                        e.push(
+                            format!("{at}.credentials[{k}]"),
+                            "a jwt credential needs issuer and subject",
+                        );
+                    }
+                }
                 CredentialConfig::Basic {
                     username,
                     password_hash,
@@ -102,6 +110,35 @@ pub(crate) fn validate_policy(p: &PolicyConfig, at: &str, e: &mut Errors) {
                     format!("{at}.{kind}.query"),
                     "a query parameter name of letters, digits, '-', '_' or '.'",
                 );
+            }
+        }
+        PolicyConfig::Jwt(j) => {
+            if j.jwks_url.is_some() {
+                e.push(
+                    format!("{at}.{kind}.jwks_url"),
+                    "fetching keys from a JWKS URL is not available in this version; list the keys under keys",
+                );
+            }
+            if j.keys.is_empty() {
+                e.push(format!("{at}.{kind}.keys"), "at least one key");
+            }
+            if j.leeway.get() > std::time::Duration::from_secs(60) {
+                e.push(format!("{at}.{kind}.leeway"), "at most 60s");
+            }
+            const ALGS: &[&str] = &[
+                "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                "ES256", "ES384", "EdDSA",
+            ];
+            for (i, key) in j.keys.iter().enumerate() {
+                if !ALGS.contains(&key.alg.as_str()) {
+                    e.push(
+                        format!("{at}.{kind}.keys[{i}].alg"),
+                        format!("{:?}: one of {}", key.alg, ALGS.join(", ")),
+                    );
+                }
+                if key.key.is_empty() {
+                    e.push(format!("{at}.{kind}.keys[{i}].key"), "must not be empty");
+                }
             }
         }
         PolicyConfig::BasicAuth(b) => {
@@ -286,6 +323,7 @@ routes:
       - cors: { origins: ["*"], credentials: true }
       - static_response: { status: 200, location: /x }
       - key_auth: {}
+      - jwt: { jwks_url: https://idp.example.com/jwks.json, leeway: 2m, keys: [ { alg: none, key: x } ] }
 "#,
             "t",
         )
@@ -301,13 +339,16 @@ routes:
             "routes[0].policies[2].cors.credentials",
             "routes[0].policies[3].static_response.location: a location needs a 3xx status",
             "routes[0].policies[4]: key_auth is already in this chain at policies[0]",
+            "routes[0].policies[5].jwt.jwks_url",
+            "routes[0].policies[5].jwt.leeway: at most 60s",
+            "routes[0].policies[5].jwt.keys[0].alg",
         ] {
             assert!(
                 errs.iter().any(|e| e.starts_with(want)),
                 "missing {want:?} in {errs:#?}"
             );
         }
-        assert_eq!(errs.len(), 9, "{errs:#?}");
+        assert_eq!(errs.len(), 12, "{errs:#?}");
     }
 
     #[test]

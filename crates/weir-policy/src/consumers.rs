@@ -24,6 +24,8 @@ pub struct Consumer {
 pub struct Consumers {
     by_key: FxHashMap<[u8; 32], (Arc<Consumer>, [u8; 32])>,
     basic: crate::basic::BasicUsers,
+    /// (issuer, subject) of JWT credentials.
+    jwt: FxHashMap<(String, String), Arc<Consumer>>,
 }
 
 impl Consumers {
@@ -35,6 +37,7 @@ impl Consumers {
     ) -> Result<Self, Vec<String>> {
         let mut by_key = FxHashMap::default();
         let mut basic = crate::basic::BasicUsers::default();
+        let mut jwt = FxHashMap::default();
         let mut errors = Vec::new();
         for (i, c) in configs.iter().enumerate() {
             let name_header = match HeaderValue::from_str(&c.name) {
@@ -55,6 +58,11 @@ impl Consumers {
             });
             for (k, cred) in c.credentials.iter().enumerate() {
                 match cred {
+                    CredentialConfig::Jwt { issuer, subject } => {
+                        if jwt.insert((issuer.clone(), subject.clone()), Arc::clone(&consumer)).is_some() {
+                            errors.push(format!("consumers[{i}].credentials[{k}]: this issuer and subject belong to another consumer"));
+                        }
+                    }
                     CredentialConfig::Basic { username, password_hash } => {
                         if let Err(e) = basic.add(username, password_hash, &consumer) {
                             errors.push(format!("consumers[{i}].credentials[{k}]: {e}"));
@@ -74,7 +82,7 @@ impl Consumers {
             }
         }
         if errors.is_empty() {
-            Ok(Self { by_key, basic })
+            Ok(Self { by_key, basic, jwt })
         } else {
             Err(errors)
         }
@@ -90,7 +98,11 @@ impl Consumers {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty() && self.basic.is_empty()
+        self.by_key.is_empty() && self.basic.is_empty() && self.jwt.is_empty()
+    }
+
+    pub(crate) fn by_jwt(&self, issuer: &str, subject: &str) -> Option<&Arc<Consumer>> {
+        self.jwt.get(&(issuer.to_owned(), subject.to_owned()))
     }
 
     pub(crate) fn basic(&self) -> &crate::basic::BasicUsers {

@@ -11,6 +11,7 @@
 
 mod basic;
 mod consumers;
+mod jwt;
 mod limits;
 mod rules;
 
@@ -25,6 +26,7 @@ use weir_core::GatewayError;
 use basic::BasicAuth;
 pub use basic::{VerifyJob, hash_password};
 pub use consumers::{Consumer, Consumers, resolve_secret};
+use jwt::Jwt;
 use limits::{Concurrency, RateLimit};
 pub use limits::{Permit, RateInfo};
 use rules::{Acl, Cors, HeaderOps, IpRule, KeyAuth, StaticReply};
@@ -85,6 +87,7 @@ enum RequestPolicy {
     Static(StaticReply),
     KeyAuth(KeyAuth),
     BasicAuth(BasicAuth),
+    Jwt(Jwt),
     Acl(Acl),
     RateLimit(RateLimit),
     Concurrency(Concurrency),
@@ -128,6 +131,7 @@ impl PolicyChain {
             PolicyConfig::StaticResponse(_) => 2,
             PolicyConfig::KeyAuth(_) => 3,
             PolicyConfig::BasicAuth(_) => 4,
+            PolicyConfig::Jwt(_) => 4,
             PolicyConfig::Acl(_) => 5,
             PolicyConfig::RateLimit(_) => 6,
             PolicyConfig::Concurrency(_) => 7,
@@ -153,6 +157,12 @@ impl PolicyChain {
                         c,
                         Arc::clone(consumers),
                     )?));
+                }
+                PolicyConfig::Jwt(c) => {
+                    chain.authenticates = true;
+                    chain
+                        .request
+                        .push(RequestPolicy::Jwt(Jwt::compile(c, Arc::clone(consumers))?));
                 }
                 PolicyConfig::BasicAuth(c) => {
                     chain.authenticates = true;
@@ -229,6 +239,7 @@ impl PolicyChain {
                 RequestPolicy::Cors(c) => c.on_request(method, headers, ctx),
                 RequestPolicy::Static(s) => Flow::Respond(s.reply()),
                 RequestPolicy::KeyAuth(k) => k.check(uri, headers, ctx),
+                RequestPolicy::Jwt(j) => j.check(headers, ctx),
                 RequestPolicy::Acl(a) => a.check(ctx),
                 RequestPolicy::RateLimit(r) => r.check(headers, ctx),
                 RequestPolicy::Concurrency(c) => c.acquire(ctx),

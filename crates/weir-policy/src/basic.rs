@@ -16,7 +16,7 @@ use weir_config::BasicAuthConfig;
 use weir_core::GatewayError;
 
 use crate::consumers::digest;
-use crate::{CONSUMER_GROUPS, CONSUMER_NAME, Consumer, Consumers, Flow, PolicyCtx, Reply};
+use crate::{Consumer, Consumers, Flow, PolicyCtx, Reply, admit, repeated_credential};
 
 /// Remembered verifications; the cache is emptied when full (an attacker cannot fill it:
 /// only correct passwords are cached).
@@ -139,16 +139,8 @@ impl BasicAuth {
     /// Checks the credentials: at once when this pair was verified before, otherwise by
     /// handing a [`VerifyJob`] to the caller.
     pub fn check(&self, headers: &mut HeaderMap, ctx: &mut PolicyCtx) -> Result<Flow, VerifyJob> {
-        if headers
-            .get_all(header::AUTHORIZATION)
-            .iter()
-            .nth(1)
-            .is_some()
-        {
-            return Ok(Flow::Respond(Reply::Error(
-                GatewayError::BadRequest("a credential header is repeated"),
-                Vec::new(),
-            )));
+        if let Some(flow) = repeated_credential(headers, &header::AUTHORIZATION) {
+            return Ok(flow);
         }
         let decoded = headers
             .get(header::AUTHORIZATION)
@@ -229,16 +221,7 @@ impl BasicAuth {
         if self.hide {
             headers.remove(header::AUTHORIZATION);
         }
-        headers.insert(CONSUMER_NAME, consumer.name_header.clone());
-        match &consumer.groups_header {
-            Some(g) => {
-                headers.insert(CONSUMER_GROUPS, g.clone());
-            }
-            None => {
-                headers.remove(CONSUMER_GROUPS);
-            }
-        }
-        ctx.consumer = Some(Arc::clone(consumer));
+        admit(consumer, headers, ctx);
     }
 }
 

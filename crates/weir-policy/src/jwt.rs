@@ -14,7 +14,7 @@ use metrics::Counter;
 use weir_config::JwtConfig;
 use weir_core::GatewayError;
 
-use crate::{CONSUMER_GROUPS, CONSUMER_NAME, Consumers, Flow, PolicyCtx, Reply, resolve_secret};
+use crate::{Consumers, Flow, PolicyCtx, Reply, admit, repeated_credential, resolve_secret};
 
 struct Key {
     kid: Option<String>,
@@ -112,16 +112,8 @@ impl Jwt {
     }
 
     pub fn check(&self, headers: &mut HeaderMap, ctx: &mut PolicyCtx) -> Flow {
-        if headers
-            .get_all(header::AUTHORIZATION)
-            .iter()
-            .nth(1)
-            .is_some()
-        {
-            return Flow::Respond(Reply::Error(
-                GatewayError::BadRequest("a credential header is repeated"),
-                Vec::new(),
-            ));
+        if let Some(flow) = repeated_credential(headers, &header::AUTHORIZATION) {
+            return flow;
         }
         let token = headers.get(header::AUTHORIZATION).and_then(|v| {
             let b = v.as_bytes();
@@ -171,16 +163,7 @@ impl Jwt {
         if self.hide {
             headers.remove(header::AUTHORIZATION);
         }
-        headers.insert(CONSUMER_NAME, consumer.name_header.clone());
-        match &consumer.groups_header {
-            Some(g) => {
-                headers.insert(CONSUMER_GROUPS, g.clone());
-            }
-            None => {
-                headers.remove(CONSUMER_GROUPS);
-            }
-        }
-        ctx.consumer = Some(consumer);
+        admit(&consumer, headers, ctx);
         Flow::Continue
     }
 }

@@ -107,8 +107,6 @@ pub struct PolicyChain {
     response: Vec<ResponsePolicy>,
     /// The lowest `request_size.max`, if any.
     pub max_body_size: Option<u64>,
-    /// Whether a credential policy runs (responses then vary by consumer).
-    pub authenticates: bool,
 }
 
 impl PolicyChain {
@@ -152,20 +150,17 @@ impl PolicyChain {
                     .request
                     .push(RequestPolicy::Static(StaticReply::compile(c)?)),
                 PolicyConfig::KeyAuth(c) => {
-                    chain.authenticates = true;
                     chain.request.push(RequestPolicy::KeyAuth(KeyAuth::compile(
                         c,
                         Arc::clone(consumers),
                     )?));
                 }
                 PolicyConfig::Jwt(c) => {
-                    chain.authenticates = true;
                     chain
                         .request
                         .push(RequestPolicy::Jwt(Jwt::compile(c, Arc::clone(consumers))?));
                 }
                 PolicyConfig::BasicAuth(c) => {
-                    chain.authenticates = true;
                     chain
                         .request
                         .push(RequestPolicy::BasicAuth(BasicAuth::compile(
@@ -290,3 +285,29 @@ impl PolicyChain {
 /// Names of the identity headers Weir sets for upstreams; clients may never send them.
 pub const CONSUMER_NAME: HeaderName = HeaderName::from_static("x-consumer-name");
 pub const CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-groups");
+
+/// Records an authenticated consumer: the identity headers the upstream receives, and the
+/// context later policies (acl, rate_limit) read. Shared by every credential policy.
+pub(crate) fn admit(consumer: &Arc<Consumer>, headers: &mut HeaderMap, ctx: &mut PolicyCtx) {
+    headers.insert(CONSUMER_NAME, consumer.name_header.clone());
+    match &consumer.groups_header {
+        Some(g) => {
+            headers.insert(CONSUMER_GROUPS, g.clone());
+        }
+        None => {
+            headers.remove(CONSUMER_GROUPS);
+        }
+    }
+    ctx.consumer = Some(Arc::clone(consumer));
+}
+
+/// A credential header sent more than once is ambiguous (components disagree on which copy
+/// wins), so it is refused with 400 rather than resolved.
+pub(crate) fn repeated_credential(headers: &HeaderMap, name: &HeaderName) -> Option<Flow> {
+    headers.get_all(name).iter().nth(1).is_some().then(|| {
+        Flow::Respond(Reply::Error(
+            GatewayError::BadRequest("a credential header is repeated"),
+            Vec::new(),
+        ))
+    })
+}

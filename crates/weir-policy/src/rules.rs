@@ -13,7 +13,7 @@ use weir_config::{
 };
 use weir_core::GatewayError;
 
-use crate::{CONSUMER_GROUPS, CONSUMER_NAME, Consumers, Flow, PolicyCtx, Reply};
+use crate::{Consumers, Flow, PolicyCtx, Reply, admit, repeated_credential};
 
 pub const POLICY_OUTCOMES: &str = "weir_policy_outcomes_total";
 
@@ -99,19 +99,13 @@ impl KeyAuth {
                 HeaderValue::from_static("Bearer realm=\"weir\""),
             )]
         };
-        // A repeated credential header is ambiguous: components disagree on which copy wins.
-        if headers.get_all(&self.header).iter().nth(1).is_some()
-            || (self.bearer
-                && headers
-                    .get_all(header::AUTHORIZATION)
-                    .iter()
-                    .nth(1)
-                    .is_some())
-        {
-            return Flow::Respond(Reply::Error(
-                GatewayError::BadRequest("a credential header is repeated"),
-                Vec::new(),
-            ));
+        let repeated = repeated_credential(headers, &self.header).or_else(|| {
+            self.bearer
+                .then(|| repeated_credential(headers, &header::AUTHORIZATION))
+                .flatten()
+        });
+        if let Some(flow) = repeated {
+            return flow;
         }
         let mut found: Option<(Vec<u8>, Source)> = None;
         if let Some(v) = headers.get(&self.header) {
@@ -162,16 +156,7 @@ impl KeyAuth {
                 }
             }
         }
-        headers.insert(CONSUMER_NAME, consumer.name_header.clone());
-        match &consumer.groups_header {
-            Some(g) => {
-                headers.insert(CONSUMER_GROUPS, g.clone());
-            }
-            None => {
-                headers.remove(CONSUMER_GROUPS);
-            }
-        }
-        ctx.consumer = Some(Arc::clone(consumer));
+        admit(consumer, headers, ctx);
         Flow::Continue
     }
 }

@@ -175,6 +175,20 @@ pub async fn handle(
     );
 
     // 5. Policies, request phase (ip, cors, static_response, key_auth, acl, headers).
+    // The access-log record (only when logging is on), filled in as the request goes.
+    let mut log = snap.access_log.enabled().then(|| LogData {
+        sink: snap.access_log.clone(),
+        request_id: request_id.clone(),
+        route: Arc::clone(&route.name),
+        upstream: Arc::clone(&route.upstream.name),
+        endpoint: None,
+        method: parts.method.clone(),
+        path: path.clone().into_owned(),
+        client: client_ip,
+        bytes_in: 0,
+        body_stats: None,
+        error: "",
+    });
     let mut pctx = PolicyCtx::new(client_ip);
     let refused = if route.policies.is_empty() {
         None
@@ -191,19 +205,7 @@ pub async fn handle(
     if let Some(reply) = refused {
         let mut rsp = policy_reply(reply, &request_id);
         route.policies.on_response(rsp.headers_mut(), &pctx);
-        let log = snap.access_log.enabled().then(|| LogData {
-            sink: snap.access_log.clone(),
-            request_id: request_id.clone(),
-            route: Arc::clone(&route.name),
-            upstream: Arc::clone(&route.upstream.name),
-            endpoint: None,
-            method: parts.method.clone(),
-            path: path.clone().into_owned(),
-            client: client_ip,
-            bytes_in: 0,
-            body_stats: None,
-            error: "policy",
-        });
+        let log = log.map(|l| with_error(l, "policy"));
         return finish(
             rsp,
             &route,
@@ -273,19 +275,9 @@ pub async fn handle(
         host_from_endpoint = true;
     }
 
-    let log = snap.access_log.enabled().then(|| LogData {
-        sink: snap.access_log.clone(),
-        request_id: request_id.clone(),
-        route: Arc::clone(&route.name),
-        upstream: Arc::clone(&route.upstream.name),
-        endpoint: None,
-        method: parts.method.clone(),
-        path: path.clone().into_owned(),
-        client: client_ip,
-        bytes_in: content_length.unwrap_or(0),
-        body_stats: None,
-        error: "",
-    });
+    if let Some(l) = &mut log {
+        l.bytes_in = content_length.unwrap_or(0);
+    }
 
     // 9. Target.
     let shared = match &route.upstream.kind {

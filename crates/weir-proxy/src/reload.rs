@@ -37,6 +37,21 @@ pub fn reload_now(gw: &Gateway, loader: &Loader, cause: &str) -> bool {
     }
 }
 
+/// Runs [`reload_now`] on the blocking pool: loading reads files and compiling may hash
+/// (argon2 decoys) or parse certificates, which must not stall the control runtime.
+async fn reload_off_thread(gw: &Arc<Gateway>, loader: &Loader, cause: &'static str) {
+    let (gw, loader) = (Arc::clone(gw), Arc::clone(loader));
+    if tokio::task::spawn_blocking(move || reload_now(&gw, &loader, cause))
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            cause,
+            "the reload task failed; the previous configuration stays active"
+        );
+    }
+}
+
 /// Polls `path` every `every` and reloads when its content changes.
 pub async fn watch_file(
     gw: Arc<Gateway>,
@@ -45,7 +60,7 @@ pub async fn watch_file(
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut last = std::fs::read(&path).ok();
+    let mut last = tokio::fs::read(&path).await.ok();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -53,10 +68,10 @@ pub async fn watch_file(
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let now = std::fs::read(&path).ok();
+        let now = tokio::fs::read(&path).await.ok();
         if now.is_some() && now != last {
             last = now;
-            reload_now(&gw, &loader, "file changed");
+            reload_off_thread(&gw, &loader, "file changed").await;
         }
     }
 }
@@ -74,6 +89,6 @@ pub async fn on_sighup(gw: Arc<Gateway>, loader: Loader, mut shutdown: watch::Re
             r = hup.recv() => if r.is_none() { return },
             _ = shutdown.changed() => return,
         }
-        reload_now(&gw, &loader, "SIGHUP");
+        reload_off_thread(&gw, &loader, "SIGHUP").await;
     }
 }

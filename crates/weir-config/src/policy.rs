@@ -219,10 +219,31 @@ pub struct RateLimitConfig {
     /// Requests allowed at once after a quiet period; defaults to `limit`.
     #[serde(default)]
     pub burst: Option<u32>,
-    /// `memory` (this node). A Redis store for limits shared by several nodes comes with a
-    /// later version.
+    /// `memory` (this node) or `redis://[user:password@]host:port[/db]` (`rediss://` for
+    /// TLS): one limit shared by every node that names the same server.
     #[serde(default = "default_rl_store")]
     pub store: String,
+    /// What to do when the Redis store cannot answer: `allow` (default) or `deny`.
+    #[serde(default)]
+    pub on_store_error: OnStoreError,
+    /// How long a request waits for the Redis store before `on_store_error` applies.
+    #[serde(default = "default_store_timeout")]
+    pub store_timeout: Duration,
+}
+
+/// The answer a limit gives while its shared store is unreachable.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    /// Admit the request (availability first); the request is counted as a store error.
+    #[default]
+    Allow,
+    /// Refuse with 503.
+    Deny,
+}
+
+fn default_store_timeout() -> Duration {
+    Duration::from_millis(100)
 }
 
 fn default_rl_key() -> String {

@@ -265,10 +265,29 @@ pub(crate) fn validate_policy(p: &PolicyConfig, at: &str, e: &mut Errors) {
             if r.burst == Some(0) {
                 e.push(format!("{at}.{kind}.burst"), "must be at least 1");
             }
-            if r.store != "memory" {
-                e.push(
+            let remote = r
+                .store
+                .strip_prefix("redis://")
+                .or_else(|| r.store.strip_prefix("rediss://"));
+            match remote {
+                None if r.store != "memory" => e.push(
                     format!("{at}.{kind}.store"),
-                    format!("{:?}: only \"memory\" is available in this version (Redis-backed limits come later)", r.store),
+                    format!(
+                        "{:?}: expected \"memory\" or a redis://host:port URL",
+                        r.store
+                    ),
+                ),
+                Some(rest) if rest.is_empty() || rest.starts_with('/') => e.push(
+                    format!("{at}.{kind}.store"),
+                    "the Redis URL names no host (redis://host:port)",
+                ),
+                _ => {}
+            }
+            let t = r.store_timeout.get();
+            if t.is_zero() || t > std::time::Duration::from_secs(10) {
+                e.push(
+                    format!("{at}.{kind}.store_timeout"),
+                    "must be between 1ms and 10s",
                 );
             }
         }
@@ -324,6 +343,11 @@ routes:
       - static_response: { status: 200, location: /x }
       - key_auth: {}
       - jwt: { jwks_url: https://idp.example.com/jwks.json, leeway: 2m, keys: [ { alg: none, key: x } ] }
+      - rate_limit: { limit: 1, per: 1s, store: "memcached://127.0.0.1", store_timeout: 0s }
+  - name: r2
+    upstream: u
+    match: { paths: [/r2] }
+    policies: [ { rate_limit: { limit: 1, per: 1s, store: "redis://" } } ]
 "#,
             "t",
         )
@@ -342,13 +366,16 @@ routes:
             "routes[0].policies[5].jwt.jwks_url",
             "routes[0].policies[5].jwt.leeway: at most 60s",
             "routes[0].policies[5].jwt.keys[0].alg",
+            "routes[0].policies[6].rate_limit.store: \"memcached://127.0.0.1\": expected \"memory\" or a redis://host:port URL",
+            "routes[0].policies[6].rate_limit.store_timeout: must be between 1ms and 10s",
+            "routes[1].policies[0].rate_limit.store: the Redis URL names no host",
         ] {
             assert!(
                 errs.iter().any(|e| e.starts_with(want)),
                 "missing {want:?} in {errs:#?}"
             );
         }
-        assert_eq!(errs.len(), 12, "{errs:#?}");
+        assert_eq!(errs.len(), 15, "{errs:#?}");
     }
 
     #[test]

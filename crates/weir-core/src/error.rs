@@ -41,6 +41,8 @@ pub enum GatewayError {
     TooManyRequests,
     #[error("too many requests in progress on this route; retry later")]
     Overloaded,
+    #[error("the rate-limit store is unavailable; retry later")]
+    LimitStoreUnavailable,
     #[error("upstream \"{upstream}\" has no healthy endpoint")]
     NoHealthyEndpoint { upstream: Arc<str> },
     #[error("upstream \"{upstream}\" could not be reached")]
@@ -75,7 +77,7 @@ impl GatewayError {
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::LimitStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::NoHealthyEndpoint { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamConnect { .. } | Self::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -95,6 +97,7 @@ impl GatewayError {
             Self::Forbidden { .. } => "forbidden",
             Self::TooManyRequests => "rate_limited",
             Self::Overloaded => "overloaded",
+            Self::LimitStoreUnavailable => "limit_store_unavailable",
             Self::NoHealthyEndpoint { .. } => "no_healthy_endpoint",
             Self::UpstreamConnect { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",

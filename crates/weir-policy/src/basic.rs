@@ -16,7 +16,9 @@ use weir_config::BasicAuthConfig;
 use weir_core::GatewayError;
 
 use crate::consumers::digest;
-use crate::{Consumer, Consumers, Flow, PolicyCtx, Reply, admit, repeated_credential};
+use crate::{
+    Consumer, Consumers, Flow, Outcome, OutcomeKind, PolicyCtx, Reply, admit, repeated_credential,
+};
 
 /// Remembered verifications; the cache is emptied when full (an attacker cannot fill it:
 /// only correct passwords are cached).
@@ -69,7 +71,7 @@ impl BasicUsers {
 
 /// A password check to run on the blocking pool. It holds one of the few verification
 /// slots until dropped, run or not.
-pub struct VerifyJob {
+struct VerifyJob {
     consumers: Arc<Consumers>,
     user: String,
     password: Vec<u8>,
@@ -87,7 +89,7 @@ impl Drop for VerifyJob {
 
 impl VerifyJob {
     /// Verifies the password; returns the consumer when it matches.
-    pub fn run(self) -> Option<Arc<Consumer>> {
+    fn run(self) -> Option<Arc<Consumer>> {
         let basic = self.consumers.basic();
         let found = basic.users.get(&self.user);
         let phc = found.map(|(_, p)| p.as_str()).or(basic.decoy.as_deref())?;
@@ -136,9 +138,25 @@ impl BasicAuth {
         ))
     }
 
-    /// Checks the credentials: at once when this pair was verified before, otherwise by
-    /// handing a [`VerifyJob`] to the caller.
-    pub fn check(&self, headers: &mut HeaderMap, ctx: &mut PolicyCtx) -> Result<Flow, VerifyJob> {
+    /// Checks the credentials: at once when this pair was verified before, otherwise by a
+    /// [`VerifyJob`] on the blocking pool.
+    pub fn check(&self, headers: &mut HeaderMap, ctx: &mut PolicyCtx) -> Flow {
+        match self.check_inner(headers, ctx) {
+            Ok(flow) => flow,
+            Err(job) => Flow::Await(
+                Box::pin(async move {
+                    let found = tokio::task::spawn_blocking(move || job.run())
+                        .await
+                        .ok()
+                        .flatten();
+                    Outcome(OutcomeKind::Verified(found))
+                }),
+                0,
+            ),
+        }
+    }
+
+    fn check_inner(&self, headers: &mut HeaderMap, ctx: &mut PolicyCtx) -> Result<Flow, VerifyJob> {
         if let Some(flow) = repeated_credential(headers, &header::AUTHORIZATION) {
             return Ok(flow);
         }

@@ -2,8 +2,8 @@
 //! Each route's chain is compiled into per-phase lists of a closed enum, in one documented
 //! order whatever the order in the file (`docs/configuration.md`, "Policies"):
 //!
-//! request:  ip → cors (preflight answered here) → static_response → key_auth → acl →
-//!           rate_limit → concurrency → headers
+//! request:  ip → cors (preflight answered here) → static_response → key_auth →
+//!           basic_auth / jwt → acl → rate_limit → concurrency → headers
 //! response: cors → rate-limit headers → headers
 //!
 //! `request_size` has no phase of its own: it lowers the route's body limit, which the
@@ -14,8 +14,11 @@ mod consumers;
 mod jwt;
 mod limits;
 mod rules;
+mod store;
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -24,7 +27,7 @@ use weir_config::PolicyConfig;
 use weir_core::GatewayError;
 
 use basic::BasicAuth;
-pub use basic::{VerifyJob, hash_password};
+pub use basic::hash_password;
 pub use consumers::{Consumer, Consumers, resolve_secret};
 use jwt::Jwt;
 use limits::{Concurrency, RateLimit};
@@ -63,10 +66,21 @@ impl PolicyCtx {
 pub enum Flow {
     Continue,
     Respond(Reply),
-    /// A password must be verified off the worker thread: run the job on the blocking pool,
-    /// hand its result to [`PolicyChain::complete_verify`], then resume the chain at the
-    /// given step with [`PolicyChain::on_request_from`].
-    Verify(VerifyJob, usize),
+    /// The policy at this step needs work that must not block the worker thread (a
+    /// password hash on the blocking pool, a round trip to the shared store): await the
+    /// future, then hand its outcome to [`PolicyChain::resume`].
+    Await(Pending, usize),
+}
+
+/// The outstanding work of a [`Flow::Await`].
+pub type Pending = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// What the awaited work found; only the policy that asked for it reads it.
+pub struct Outcome(OutcomeKind);
+
+enum OutcomeKind {
+    Verified(Option<Arc<Consumer>>),
+    Rate(Result<(bool, u64), store::StoreError>),
 }
 
 /// An answer made by a policy.
@@ -215,8 +229,8 @@ impl PolicyChain {
         self.on_request_from(0, method, uri, headers, ctx)
     }
 
-    /// Runs the request phase from step `from` (after a [`Flow::Verify`]).
-    pub fn on_request_from(
+    /// Runs the request phase from step `from`.
+    fn on_request_from(
         &self,
         from: usize,
         method: &http::Method,
@@ -226,10 +240,7 @@ impl PolicyChain {
     ) -> Flow {
         for (step, p) in self.request.iter().enumerate().skip(from) {
             let flow = match p {
-                RequestPolicy::BasicAuth(b) => match b.check(headers, ctx) {
-                    Ok(flow) => flow,
-                    Err(job) => return Flow::Verify(job, step),
-                },
+                RequestPolicy::BasicAuth(b) => b.check(headers, ctx),
                 RequestPolicy::Ip(r) => r.check(ctx),
                 RequestPolicy::Cors(c) => c.on_request(method, headers, ctx),
                 RequestPolicy::Static(s) => Flow::Respond(s.reply()),
@@ -243,24 +254,40 @@ impl PolicyChain {
                     Flow::Continue
                 }
             };
-            if !matches!(flow, Flow::Continue) {
-                return flow;
+            match flow {
+                Flow::Continue => {}
+                Flow::Await(pending, _) => return Flow::Await(pending, step),
+                Flow::Respond(_) => return flow,
             }
         }
         Flow::Continue
     }
 
-    /// Applies a verification's outcome for the policy at `step`.
-    pub fn complete_verify(
+    /// Hands the outcome of a [`Flow::Await`] to the policy at `step`, then runs the rest
+    /// of the chain.
+    pub fn resume(
         &self,
         step: usize,
-        consumer: Option<Arc<Consumer>>,
+        outcome: Outcome,
+        method: &http::Method,
+        uri: &http::Uri,
         headers: &mut HeaderMap,
         ctx: &mut PolicyCtx,
     ) -> Flow {
-        match self.request.get(step) {
-            Some(RequestPolicy::BasicAuth(b)) => b.complete(consumer, headers, ctx),
-            _ => Flow::Continue,
+        let flow = match (self.request.get(step), outcome.0) {
+            (Some(RequestPolicy::BasicAuth(b)), OutcomeKind::Verified(consumer)) => {
+                b.complete(consumer, headers, ctx)
+            }
+            (Some(RequestPolicy::RateLimit(r)), OutcomeKind::Rate(answer)) => {
+                r.complete(answer, ctx)
+            }
+            // An outcome always returns to the policy that asked for it.
+            _ => Flow::Respond(Reply::Error(GatewayError::Internal, Vec::new())),
+        };
+        match flow {
+            Flow::Continue => self.on_request_from(step + 1, method, uri, headers, ctx),
+            Flow::Await(pending, _) => Flow::Await(pending, step),
+            Flow::Respond(_) => flow,
         }
     }
 

@@ -1,5 +1,5 @@
-//! Traffic limits: a smooth rate limit (GCRA) per key, kept in memory on this node, and a
-//! per-route concurrency limit. Limiter state lives outside the snapshot, keyed by route
+//! Traffic limits: a smooth rate limit (GCRA) per key, kept in memory on this node or in
+//! Redis for several nodes, and a per-route concurrency limit. Limiter state lives outside the snapshot, keyed by route
 //! and limit settings, so a reload that leaves a limit unchanged keeps its counters.
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -10,10 +10,11 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use metrics::Counter;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
-use weir_config::{ConcurrencyConfig, RateLimitConfig};
+use weir_config::{ConcurrencyConfig, OnStoreError, RateLimitConfig};
 use weir_core::GatewayError;
 
-use crate::{Flow, PolicyCtx, Reply};
+use crate::store::{RedisStore, StoreError};
+use crate::{Flow, Outcome, OutcomeKind, PolicyCtx, Reply};
 
 const SHARDS: usize = 16;
 /// A shard past this many keys drops the keys whose allowance has fully recovered.
@@ -53,8 +54,23 @@ pub struct RateLimit {
     interval: u64,
     /// How far ahead of now the arrival time may run: the burst allowance.
     tolerance: u64,
-    state: Arc<State>,
+    backend: Backend,
     limited: Counter,
+}
+
+enum Backend {
+    Memory(Arc<State>),
+    Redis(Arc<Remote>),
+}
+
+/// A limit kept in Redis: every node naming the same server and route shares it.
+struct Remote {
+    store: Arc<RedisStore>,
+    /// `weir:rl:{route}:{settings}:` — a changed limit starts afresh.
+    prefix: String,
+    timeout: std::time::Duration,
+    on_error: OnStoreError,
+    store_errors: Counter,
 }
 
 impl RateLimit {
@@ -73,33 +89,34 @@ impl RateLimit {
             },
         };
         let per = c.per.get().as_nanos().min(u128::from(u64::MAX)) as u64;
-        let interval = (per / u64::from(c.limit.max(1))).max(1);
+        // At least 1 µs: the Redis store counts in microseconds.
+        let interval = (per / u64::from(c.limit.max(1))).max(1_000);
         let burst = u64::from(c.burst.unwrap_or(c.limit).max(1));
-        let id = format!("{scope}|{c:?}");
-        let mut states = STATES.lock();
-        states.retain(|(_, w)| w.strong_count() > 0);
-        let state = match states
-            .iter()
-            .find(|(k, _)| *k == id)
-            .and_then(|(_, w)| w.upgrade())
-        {
-            Some(s) => s,
-            None => {
-                let s = Arc::new(State {
-                    shards: (0..SHARDS)
-                        .map(|_| Mutex::new(FxHashMap::default()))
-                        .collect(),
-                });
-                states.push((id, Arc::downgrade(&s)));
-                s
-            }
+        let tolerance = interval.saturating_mul(burst);
+        let backend = if c.store == "memory" {
+            Backend::Memory(memory_state(&format!("{scope}|{c:?}")))
+        } else {
+            let store =
+                RedisStore::for_url(&c.store).map_err(|e| format!("rate_limit.store: {e}"))?;
+            Backend::Redis(Arc::new(Remote {
+                store,
+                prefix: format!(
+                    "weir:rl:{scope}:{}:{}:{}:",
+                    c.key,
+                    interval / 1_000,
+                    tolerance / 1_000
+                ),
+                timeout: c.store_timeout.get(),
+                on_error: c.on_store_error,
+                store_errors: metrics::counter!(crate::rules::POLICY_OUTCOMES, "policy" => "rate_limit", "outcome" => "store_error"),
+            }))
         };
         Ok(Self {
             key,
             limit: c.limit,
             interval,
-            tolerance: interval.saturating_mul(burst),
-            state,
+            tolerance,
+            backend,
             limited: metrics::counter!(crate::rules::POLICY_OUTCOMES, "policy" => "rate_limit", "outcome" => "limited"),
         })
     }
@@ -122,50 +139,127 @@ impl RateLimit {
 
     pub fn check(&self, headers: &HeaderMap, ctx: &mut PolicyCtx) -> Flow {
         let key = self.key_of(headers, ctx);
-        let now = now_nanos();
-        let shard = &self.state.shards[shard_of(&key)];
-        let decision = {
-            let mut map = shard.lock();
-            if map.len() >= SWEEP_AT {
-                map.retain(|_, tat| *tat > now);
+        match &self.backend {
+            Backend::Memory(state) => {
+                let (admitted, ahead) = state.step(key, self.interval, self.tolerance);
+                self.answer(admitted, ahead, ctx)
             }
-            let tat = map.get(key.as_str()).copied().unwrap_or(now).max(now);
-            let next = tat + self.interval;
-            if next - now <= self.tolerance {
-                map.insert(key.into_boxed_str(), next);
-                Ok(next)
-            } else {
-                Err(tat)
-            }
-        };
-        match decision {
-            Ok(next) => {
-                let ahead = next - now;
-                ctx.rate = Some(RateInfo {
-                    limit: self.limit,
-                    remaining: ((self.tolerance - ahead) / self.interval) as u32,
-                    reset_secs: ahead.div_ceil(1_000_000_000),
-                });
-                Flow::Continue
-            }
-            Err(tat) => {
-                self.limited.increment(1);
-                // Allowed again once the arrival time falls back within the tolerance.
-                let wait = (tat + self.interval)
-                    .saturating_sub(self.tolerance)
-                    .saturating_sub(now);
-                let retry = wait.div_ceil(1_000_000_000).max(1);
-                let info = RateInfo {
-                    limit: self.limit,
-                    remaining: 0,
-                    reset_secs: (tat - now).div_ceil(1_000_000_000),
-                };
-                let mut extra = rate_headers(&info).to_vec();
-                extra.push((http::header::RETRY_AFTER, HeaderValue::from(retry)));
-                Flow::Respond(Reply::Error(GatewayError::TooManyRequests, extra))
+            Backend::Redis(remote) => {
+                let remote = Arc::clone(remote);
+                let (interval, tolerance) = (self.interval / 1_000, self.tolerance / 1_000);
+                Flow::Await(
+                    Box::pin(async move {
+                        // Long keys (header values) are hashed: Redis keys stay small.
+                        let key = if key.len() > 128 {
+                            hex(&crate::consumers::digest(key.as_bytes()))
+                        } else {
+                            key
+                        };
+                        let full = [remote.prefix.as_str(), &key].concat();
+                        let answer = remote
+                            .store
+                            .gcra(&full, interval, tolerance, remote.timeout)
+                            .await;
+                        Outcome(OutcomeKind::Rate(answer))
+                    }),
+                    0,
+                )
             }
         }
     }
+
+    /// Applies the store's answer (Redis: `(admitted, µs ahead)`).
+    pub fn complete(&self, answer: Result<(bool, u64), StoreError>, ctx: &mut PolicyCtx) -> Flow {
+        match answer {
+            Ok((admitted, ahead_us)) => self.answer(admitted, ahead_us.saturating_mul(1_000), ctx),
+            Err(_) => {
+                let Backend::Redis(remote) = &self.backend else {
+                    return Flow::Continue;
+                };
+                remote.store_errors.increment(1);
+                match remote.on_error {
+                    OnStoreError::Allow => Flow::Continue,
+                    OnStoreError::Deny => Flow::Respond(Reply::Error(
+                        GatewayError::LimitStoreUnavailable,
+                        vec![(http::header::RETRY_AFTER, HeaderValue::from_static("1"))],
+                    )),
+                }
+            }
+        }
+    }
+
+    /// `ahead`: when admitted, how far the new arrival time runs ahead of now; when not,
+    /// how far the current one does (ns).
+    fn answer(&self, admitted: bool, ahead: u64, ctx: &mut PolicyCtx) -> Flow {
+        if admitted {
+            ctx.rate = Some(RateInfo {
+                limit: self.limit,
+                remaining: (self.tolerance.saturating_sub(ahead) / self.interval) as u32,
+                reset_secs: ahead.div_ceil(1_000_000_000),
+            });
+            return Flow::Continue;
+        }
+        self.limited.increment(1);
+        // Allowed again once the arrival time falls back within the tolerance.
+        let wait = (ahead + self.interval).saturating_sub(self.tolerance);
+        let retry = wait.div_ceil(1_000_000_000).max(1);
+        let info = RateInfo {
+            limit: self.limit,
+            remaining: 0,
+            reset_secs: ahead.div_ceil(1_000_000_000),
+        };
+        let mut extra = rate_headers(&info).to_vec();
+        extra.push((http::header::RETRY_AFTER, HeaderValue::from(retry)));
+        Flow::Respond(Reply::Error(GatewayError::TooManyRequests, extra))
+    }
+}
+
+fn memory_state(id: &str) -> Arc<State> {
+    let mut states = STATES.lock();
+    states.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(s) = states
+        .iter()
+        .find(|(k, _)| k == id)
+        .and_then(|(_, w)| w.upgrade())
+    {
+        return s;
+    }
+    let s = Arc::new(State {
+        shards: (0..SHARDS)
+            .map(|_| Mutex::new(FxHashMap::default()))
+            .collect(),
+    });
+    states.push((id.to_owned(), Arc::downgrade(&s)));
+    s
+}
+
+impl State {
+    /// One GCRA step: `(admitted, ns ahead)` as [`RateLimit::answer`] takes it.
+    fn step(&self, key: String, interval: u64, tolerance: u64) -> (bool, u64) {
+        let now = now_nanos();
+        let mut map = self.shards[shard_of(&key)].lock();
+        if map.len() >= SWEEP_AT {
+            map.retain(|_, tat| *tat > now);
+        }
+        let tat = map.get(key.as_str()).copied().unwrap_or(now).max(now);
+        let next = tat + interval;
+        if next - now <= tolerance {
+            map.insert(key.into_boxed_str(), next);
+            (true, next - now)
+        } else {
+            (false, tat - now)
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 fn shard_of(key: &str) -> usize {
@@ -259,6 +353,8 @@ mod tests {
             per: weir_config::Duration::from_millis(per_ms),
             burst,
             store: "memory".into(),
+            on_store_error: OnStoreError::Allow,
+            store_timeout: weir_config::Duration::from_millis(100),
         };
         RateLimit::compile(&c, scope).unwrap()
     }

@@ -456,8 +456,9 @@ pub async fn handle(
     }
 }
 
-/// Runs the request phase of the route's policies; password checks go to the blocking
-/// pool so the worker thread keeps serving. Returns the answer of a policy that refused.
+/// Runs the request phase of the route's policies; work a policy must not do on the worker
+/// thread (password hashes, calls to the shared store) is awaited here while the worker
+/// serves other requests. Returns the answer of a policy that refused.
 async fn run_policies(
     route: &Route,
     method: &Method,
@@ -465,26 +466,16 @@ async fn run_policies(
     headers: &mut http::HeaderMap,
     pctx: &mut PolicyCtx,
 ) -> Option<Reply> {
-    let mut from = 0;
+    let mut flow = route.policies.on_request(method, uri, headers, pctx);
     loop {
-        match route
-            .policies
-            .on_request_from(from, method, uri, headers, pctx)
-        {
+        match flow {
             Flow::Continue => return None,
             Flow::Respond(reply) => return Some(reply),
-            Flow::Verify(job, step) => {
-                let consumer = tokio::task::spawn_blocking(move || job.run())
-                    .await
-                    .ok()
-                    .flatten();
-                if let Flow::Respond(reply) = route
+            Flow::Await(pending, step) => {
+                let outcome = pending.await;
+                flow = route
                     .policies
-                    .complete_verify(step, consumer, headers, pctx)
-                {
-                    return Some(reply);
-                }
-                from = step + 1;
+                    .resume(step, outcome, method, uri, headers, pctx);
             }
         }
     }

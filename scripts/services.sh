@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Makes sure the servers the test suite talks to are up on this machine, starting any that
+# is down (Redis today). Idempotent; prints what it did.
+set -euo pipefail
+
+redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
+
+if ! command -v redis-server >/dev/null; then
+    echo "services: redis-server is not installed; install it (Debian: apt-get install redis-server)" >&2
+    exit 1
+fi
+if redis_up; then
+    echo "services: redis on 127.0.0.1:6379 is up"
+else
+    echo "services: starting redis on 127.0.0.1:6379"
+    logdir=/var/log/redis
+    [ -w "$logdir" ] || logdir=/tmp
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+        --appendonly no --dir /tmp --logfile "$logdir/ci.log"
+    for _ in $(seq 50); do redis_up && break; sleep 0.1; done
+    redis_up || { echo "services: redis did not come up; see $logdir/ci.log" >&2; exit 1; }
+fi

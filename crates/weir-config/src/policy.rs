@@ -53,6 +53,7 @@ pub enum PolicyConfig {
     Concurrency(ConcurrencyConfig),
     BasicAuth(BasicAuthConfig),
     Jwt(JwtConfig),
+    Cache(CacheConfig),
 }
 
 impl PolicyConfig {
@@ -69,6 +70,7 @@ impl PolicyConfig {
             Self::Concurrency(_) => "concurrency",
             Self::BasicAuth(_) => "basic_auth",
             Self::Jwt(_) => "jwt",
+            Self::Cache(_) => "cache",
         }
     }
 }
@@ -316,4 +318,47 @@ pub struct JwtKeyConfig {
     /// PEM public key (RS*, PS*, ES*, EdDSA) or shared secret (HS*): `env:`, `file:` or
     /// inline.
     pub key: String,
+}
+
+/// A response cache for the route: `GET`/`HEAD` answers kept for `ttl` unless the upstream's
+/// `Cache-Control` says otherwise.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Freshness when the upstream gives no `s-maxage`/`max-age`.
+    pub ttl: Duration,
+    /// `memory` (this node) or `redis://host:port` (shared by every node naming it).
+    #[serde(default = "default_rl_store")]
+    pub store: String,
+    /// Memory store: the most bytes (bodies and headers) this route's cache holds.
+    #[serde(default = "default_cache_size")]
+    pub max_size: ByteSize,
+    /// The largest body stored; larger answers pass through uncached.
+    #[serde(default = "default_cache_body")]
+    pub max_body: ByteSize,
+    /// Methods answered from the cache.
+    #[serde(default = "default_cache_methods")]
+    pub methods: Vec<String>,
+    /// Status codes stored.
+    #[serde(default = "default_cache_statuses")]
+    pub statuses: Vec<u16>,
+    /// Redis store: how long a lookup waits before the request goes to the upstream.
+    #[serde(default = "default_store_timeout")]
+    pub store_timeout: Duration,
+}
+
+fn default_cache_size() -> ByteSize {
+    ByteSize(64 << 20)
+}
+
+fn default_cache_body() -> ByteSize {
+    ByteSize(1 << 20)
+}
+
+fn default_cache_methods() -> Vec<String> {
+    vec!["GET".to_owned(), "HEAD".to_owned()]
+}
+
+fn default_cache_statuses() -> Vec<u16> {
+    vec![200, 203, 204, 301, 308, 404, 410]
 }

@@ -265,30 +265,37 @@ pub(crate) fn validate_policy(p: &PolicyConfig, at: &str, e: &mut Errors) {
             if r.burst == Some(0) {
                 e.push(format!("{at}.{kind}.burst"), "must be at least 1");
             }
-            let remote = r
-                .store
-                .strip_prefix("redis://")
-                .or_else(|| r.store.strip_prefix("rediss://"));
-            match remote {
-                None if r.store != "memory" => e.push(
-                    format!("{at}.{kind}.store"),
-                    format!(
-                        "{:?}: expected \"memory\" or a redis://host:port URL",
-                        r.store
-                    ),
-                ),
-                Some(rest) if rest.is_empty() || rest.starts_with('/') => e.push(
-                    format!("{at}.{kind}.store"),
-                    "the Redis URL names no host (redis://host:port)",
-                ),
-                _ => {}
+            check_store(e, &format!("{at}.{kind}"), &r.store, r.store_timeout);
+        }
+        PolicyConfig::Cache(c) => {
+            if c.ttl.get().is_zero() {
+                e.push(format!("{at}.{kind}.ttl"), "must be greater than 0");
             }
-            let t = r.store_timeout.get();
-            if t.is_zero() || t > std::time::Duration::from_secs(10) {
+            check_store(e, &format!("{at}.{kind}"), &c.store, c.store_timeout);
+            if c.max_body.0 == 0 || c.max_body.0 > 64 << 20 {
                 e.push(
-                    format!("{at}.{kind}.store_timeout"),
-                    "must be between 1ms and 10s",
+                    format!("{at}.{kind}.max_body"),
+                    "must be between 1B and 64MiB",
                 );
+            }
+            if c.max_size.0 < c.max_body.0 {
+                e.push(format!("{at}.{kind}.max_size"), "must be at least max_body");
+            }
+            for (i, m) in c.methods.iter().enumerate() {
+                if m != "GET" && m != "HEAD" {
+                    e.push(
+                        format!("{at}.{kind}.methods[{i}]"),
+                        format!("{m:?}: only GET and HEAD answers are cached"),
+                    );
+                }
+            }
+            for (i, st) in c.statuses.iter().enumerate() {
+                if !(200..=599).contains(st) || *st == 206 {
+                    e.push(
+                        format!("{at}.{kind}.statuses[{i}]"),
+                        format!("{st}: a final status other than 206"),
+                    );
+                }
             }
         }
         PolicyConfig::Concurrency(c) => {
@@ -317,6 +324,28 @@ pub(crate) fn validate_policy(p: &PolicyConfig, at: &str, e: &mut Errors) {
                 }
             }
         }
+    }
+}
+
+/// A policy's `store` (`memory` or a Redis URL) and `store_timeout`.
+fn check_store(e: &mut Errors, at: &str, store: &str, timeout: crate::Duration) {
+    let remote = store
+        .strip_prefix("redis://")
+        .or_else(|| store.strip_prefix("rediss://"));
+    match remote {
+        None if store != "memory" => e.push(
+            format!("{at}.store"),
+            format!("{store:?}: expected \"memory\" or a redis://host:port URL"),
+        ),
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => e.push(
+            format!("{at}.store"),
+            "the Redis URL names no host (redis://host:port)",
+        ),
+        _ => {}
+    }
+    let t = timeout.get();
+    if t.is_zero() || t > std::time::Duration::from_secs(10) {
+        e.push(format!("{at}.store_timeout"), "must be between 1ms and 10s");
     }
 }
 

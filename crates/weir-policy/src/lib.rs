@@ -4,12 +4,14 @@
 //!
 //! request:  ip → cors (preflight answered here) → static_response → key_auth →
 //!           basic_auth / jwt → acl → rate_limit → concurrency → headers
+//! then:     cache lookup (the pipeline serves a hit or fills a miss)
 //! response: cors → rate-limit headers → headers
 //!
 //! `request_size` has no phase of its own: it lowers the route's body limit, which the
 //! pipeline enforces from `Content-Length` and while streaming.
 
 mod basic;
+mod cache;
 mod consumers;
 mod jwt;
 mod limits;
@@ -28,6 +30,7 @@ use weir_core::GatewayError;
 
 use basic::BasicAuth;
 pub use basic::hash_password;
+pub use cache::{Cache, CacheRequest, Fill, Invalidate, Lookup, Stored, X_CACHE_STATUS};
 pub use consumers::{Consumer, Consumers, resolve_secret};
 use jwt::Jwt;
 use limits::{Concurrency, RateLimit};
@@ -121,6 +124,8 @@ pub struct PolicyChain {
     response: Vec<ResponsePolicy>,
     /// The lowest `request_size.max`, if any.
     pub max_body_size: Option<u64>,
+    /// The response cache, consulted after the request phase.
+    pub cache: Option<Cache>,
 }
 
 impl PolicyChain {
@@ -149,6 +154,7 @@ impl PolicyChain {
             PolicyConfig::Concurrency(_) => 7,
             PolicyConfig::RequestSize(_) => 8,
             PolicyConfig::Headers(_) => 9,
+            PolicyConfig::Cache(_) => 10,
         };
         all.sort_by_key(|p| rank(p));
         let mut chain = PolicyChain::default();
@@ -194,6 +200,7 @@ impl PolicyChain {
                         .request
                         .push(RequestPolicy::Concurrency(Concurrency::compile(c, scope)));
                 }
+                PolicyConfig::Cache(c) => chain.cache = Some(Cache::compile(c, scope)?),
                 PolicyConfig::RequestSize(c) => {
                     chain.max_body_size =
                         Some(chain.max_body_size.map_or(c.max.0, |m| m.min(c.max.0)));
@@ -214,7 +221,7 @@ impl PolicyChain {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.request.is_empty() && self.response.is_empty()
+        self.request.is_empty() && self.response.is_empty() && self.cache.is_none()
     }
 
     /// Runs the request phase; stops at the first policy that answers. The method and URI

@@ -1,6 +1,6 @@
-//! The Redis store behind cluster-wide rate limits: one GCRA step per request as one atomic
-//! script (one round trip), over one multiplexed connection per worker thread so requests
-//! never hop between threads to reach Redis.
+//! The Redis store behind cluster-wide rate limits and shared caches: one GCRA step per
+//! request as one atomic script (one round trip), plain commands for the cache, over one
+//! multiplexed connection per worker thread so requests never hop between threads.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -168,13 +168,43 @@ impl RedisStore {
         tolerance_us: u64,
         timeout: Duration,
     ) -> Result<(bool, u64), StoreError> {
-        let mut conn = self.conn(timeout).await?;
-        let mut call = SCRIPT.key(key);
-        call.arg(interval_us).arg(tolerance_us);
-        let answer: Result<redis::RedisResult<(i64, i64)>, _> =
-            tokio::time::timeout(timeout, call.invoke_async(&mut conn)).await;
-        let out = match answer {
-            Ok(Ok((admitted, us))) => Ok((admitted == 1, us.max(0) as u64)),
+        let out = async {
+            let mut conn = self.conn(timeout).await?;
+            let mut call = SCRIPT.key(key);
+            call.arg(interval_us).arg(tolerance_us);
+            let answer =
+                tokio::time::timeout(timeout, call.invoke_async::<(i64, i64)>(&mut conn)).await;
+            self.settle(answer)
+        }
+        .await
+        .map(|(admitted, us)| (admitted == 1, us.max(0) as u64));
+        self.note(&out, "rate-limit");
+        out
+    }
+
+    /// Runs one command on this thread's connection.
+    pub async fn query<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+        timeout: Duration,
+        what: &'static str,
+    ) -> Result<T, StoreError> {
+        let out = async {
+            let mut conn = self.conn(timeout).await?;
+            let answer = tokio::time::timeout(timeout, cmd.query_async::<T>(&mut conn)).await;
+            self.settle(answer)
+        }
+        .await;
+        self.note(&out, what);
+        out
+    }
+
+    fn settle<T>(
+        &self,
+        answer: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, StoreError> {
+        match answer {
+            Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
                     self.drop_conn();
@@ -182,22 +212,20 @@ impl RedisStore {
                 Err(StoreError::Redis(e.to_string()))
             }
             Err(_) => Err(StoreError::Timeout),
-        };
-        self.note(&out);
-        out
+        }
     }
 
     /// Logs the store going bad and coming back, once each.
-    fn note<T>(&self, out: &Result<T, StoreError>) {
+    fn note<T>(&self, out: &Result<T, StoreError>, what: &'static str) {
         match out {
             Ok(_) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!(store = %self.display, "rate-limit store reachable again");
+                    tracing::info!(store = %self.display, "Redis store reachable again");
                 }
             }
             Err(e) => {
                 if !self.failing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(store = %self.display, error = %e, "rate-limit store failing; each rate_limit policy applies its on_store_error until it is back");
+                    tracing::warn!(store = %self.display, error = %e, "Redis store failing ({what}); rate limits apply their on_store_error and caches pass requests to the upstream until it is back");
                 }
             }
         }

@@ -21,6 +21,8 @@ pub struct ProxyBody {
 enum Inner {
     Upstream(Incoming),
     Full(Option<Bytes>),
+    /// The part already read (to fill the cache), then the rest of the upstream's body.
+    Prefixed(Option<Bytes>, Incoming),
 }
 
 impl ProxyBody {
@@ -43,6 +45,14 @@ impl ProxyBody {
     pub fn upstream(b: Incoming) -> Self {
         Self {
             inner: Inner::Upstream(b),
+            bytes: 0,
+            finish: None,
+        }
+    }
+
+    pub fn prefixed(head: Bytes, rest: Incoming) -> Self {
+        Self {
+            inner: Inner::Prefixed(Some(head).filter(|h| !h.is_empty()), rest),
             bytes: 0,
             finish: None,
         }
@@ -75,6 +85,10 @@ impl Body for ProxyBody {
         let polled = match &mut this.inner {
             Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Prefixed(head, rest) => match head.take() {
+                Some(h) => Poll::Ready(Some(Ok(Frame::data(h)))),
+                None => Pin::new(rest).poll_frame(cx),
+            },
         };
         match &polled {
             Poll::Ready(Some(Ok(f))) => {
@@ -96,6 +110,7 @@ impl Body for ProxyBody {
         match &self.inner {
             Inner::Upstream(b) => b.is_end_stream(),
             Inner::Full(b) => b.is_none(),
+            Inner::Prefixed(head, rest) => head.is_none() && rest.is_end_stream(),
         }
     }
 
@@ -103,6 +118,16 @@ impl Body for ProxyBody {
         match &self.inner {
             Inner::Upstream(b) => b.size_hint(),
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Prefixed(head, rest) => {
+                let extra = head.as_ref().map_or(0, |h| h.len() as u64);
+                let r = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(r.lower() + extra);
+                if let Some(u) = r.upper() {
+                    hint.set_upper(u + extra);
+                }
+                hint
+            }
         }
     }
 }

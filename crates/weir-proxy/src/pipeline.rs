@@ -3,7 +3,9 @@
 //! See `docs/request-lifecycle.md` for the chart.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -13,7 +15,7 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use weir_core::{GatewayError, RequestId, normalize_path};
-use weir_policy::{Flow, PolicyCtx, Reply};
+use weir_policy::{CacheRequest, Flow, Lookup, PolicyCtx, Reply, X_CACHE_STATUS};
 use weir_router::{PathMatch, RequestView, canonical_host};
 use weir_upstream::{RequestHead, UpstreamKind};
 
@@ -134,6 +136,12 @@ pub async fn handle(
         return early.fail(&GatewayError::NoRoute, None);
     };
     let route = Arc::clone(&snap.routes[matched.route]);
+    // The cache keys on the canonical host, which borrows the headers changed below.
+    let cache_host = route
+        .policies
+        .cache
+        .is_some()
+        .then(|| host.clone().into_owned());
 
     // 4. Header hygiene, before any policy sees the request: hop-by-hop and
     //    Connection-named headers, client-sent internal and consumer headers, forwarding
@@ -190,19 +198,32 @@ pub async fn handle(
         error: "",
     });
     let mut pctx = PolicyCtx::new(client_ip);
-    let refused = if route.policies.is_empty() {
+    // Not bound to a name: a local would be kept in the request future across the awaits
+    // below.
+    if let Some(reply) = if route.policies.is_empty() {
         None
     } else {
-        run_policies(
-            &route,
-            &parts.method,
-            &parts.uri,
-            &mut parts.headers,
-            &mut pctx,
-        )
-        .await
-    };
-    if let Some(reply) = refused {
+        match route
+            .policies
+            .on_request(&parts.method, &parts.uri, &mut parts.headers, &mut pctx)
+        {
+            Flow::Continue => None,
+            Flow::Respond(reply) => Some(reply),
+            // Slow work (argon2, a Redis round trip) in a boxed future: the common
+            // synchronous path keeps the request future small.
+            flow @ Flow::Await(..) => {
+                Box::pin(await_policies(
+                    flow,
+                    &route,
+                    &parts.method,
+                    &parts.uri,
+                    &mut parts.headers,
+                    &mut pctx,
+                ))
+                .await
+            }
+        }
+    } {
         let mut rsp = policy_reply(reply, &request_id);
         route.policies.on_response(rsp.headers_mut(), &pctx);
         let log = log.map(|l| with_error(l, "policy"));
@@ -215,6 +236,60 @@ pub async fn handle(
             log,
             std::mem::take(&mut pctx.permits),
         );
+    }
+
+    // 5b. Response cache (after the policies, so only admitted requests see it): a fresh answer is sent from here; a miss fills it below.
+    let mut cache: Option<Box<CacheState>> = None;
+    if let Some(c) = &route.policies.cache {
+        let req = CacheRequest {
+            method: &parts.method,
+            host: cache_host.as_deref().unwrap_or(""),
+            path: &path,
+            query: pctx
+                .query
+                .as_deref()
+                .or(parts.uri.query())
+                .filter(|q| !q.is_empty()),
+            headers: &parts.headers,
+            consumer: pctx.consumer.as_ref().map(|c| &*c.name),
+            has_body: parts.headers.contains_key(header::TRANSFER_ENCODING)
+                || parts
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .is_some_and(|v| v.as_bytes().iter().any(|b| *b != b'0')),
+        };
+        // Boxed with its arguments: keeps the request future small.
+        let looked = Box::pin(async move { c.lookup(&req).await }).await;
+        match looked {
+            Lookup::Hit(stored) => {
+                let rsp = cached_response(&stored, &parts.method, &request_id);
+                let mut rsp = rsp;
+                route.policies.on_response(rsp.headers_mut(), &pctx);
+                return finish(
+                    rsp,
+                    &route,
+                    start,
+                    None,
+                    None,
+                    log,
+                    std::mem::take(&mut pctx.permits),
+                );
+            }
+            Lookup::Miss(fill) => {
+                cache = Some(Box::new(CacheState {
+                    status: fill.status,
+                    fill: Some(fill),
+                    invalidate: None,
+                }));
+            }
+            Lookup::Bypass { invalidate } => {
+                cache = Some(Box::new(CacheState {
+                    status: "BYPASS",
+                    fill: None,
+                    invalidate,
+                }));
+            }
+        }
     }
 
     // 6. Size limit known from the head.
@@ -283,14 +358,14 @@ pub async fn handle(
     let shared = match &route.upstream.kind {
         UpstreamKind::Http(shared) => Arc::clone(shared),
         UpstreamKind::Builtin(b) => {
-            let mut rsp = builtin::serve(
+            let mut rsp = Box::pin(builtin::serve(
                 *b,
                 &parts,
                 &forward_path,
                 client_ip,
                 body,
                 route.max_body_size,
-            )
+            ))
             .await;
             rsp.headers_mut()
                 .insert(&X_REQUEST_ID, request_id.header_value().clone());
@@ -316,10 +391,9 @@ pub async fn handle(
     };
     let body = weir_upstream::RequestBody::streaming(body, route.max_body_size);
     let body_stats = body.stats();
-    let log = log.map(|mut l| {
+    if let Some(l) = &mut log {
         l.body_stats = body_stats.clone();
-        l
-    });
+    }
     let head = RequestHead {
         method: parts.method,
         path_and_query,
@@ -334,9 +408,17 @@ pub async fn handle(
     // Boxed: keeps this future small, since hyper moves it (by copy) on every request.
     let sent = Box::pin(shared.send(head, body, hash)).await;
     let upstream_secs = sent_at.map(|t| t.elapsed().as_secs_f64());
-    match sent {
+    let fill = match sent {
         Ok(sent) => {
-            let (mut rsp_parts, rsp_body) = sent.response.into_parts();
+            // Taken apart at once: a partly moved `sent` would stay in the request future
+            // across the cache's await below.
+            let weir_upstream::Sent {
+                response,
+                endpoint,
+                mut in_flight,
+                ..
+            } = sent;
+            let (mut rsp_parts, rsp_body) = response.into_parts();
             let switching = rsp_parts.status == StatusCode::SWITCHING_PROTOCOLS;
             if switching {
                 let upstream_up = rsp_parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
@@ -354,10 +436,9 @@ pub async fn handle(
                         rsp.headers_mut()
                             .insert(&X_REQUEST_ID, request_id.header_value().clone());
                         let log = log.map(|mut l| {
-                            l.endpoint = Some(sent.endpoint);
+                            l.endpoint = Some(endpoint);
                             l
                         });
-                        let mut in_flight = sent.in_flight;
                         in_flight.detach();
                         return finish(
                             rsp,
@@ -390,24 +471,22 @@ pub async fn handle(
             }
             let scan = headers::Scan::of(&rsp_parts.headers);
             headers::strip_hop_by_hop(&mut rsp_parts.headers, false, scan);
-            rsp_parts
-                .headers
-                .insert(&X_REQUEST_ID, request_id.header_value().clone());
-            route.policies.on_response(&mut rsp_parts.headers, &pctx);
-            let rsp = Response::from_parts(rsp_parts, ProxyBody::upstream(rsp_body));
-            let log = log.map(|mut l| {
-                l.endpoint = Some(sent.endpoint);
-                l
-            });
-            finish(
-                rsp,
-                &route,
+            let up = Upstreamed {
+                route,
+                request_id,
+                pctx,
+                log,
+                endpoint,
+                in_flight,
                 start,
                 upstream_secs,
-                Some(sent.in_flight),
-                log,
-                std::mem::take(&mut pctx.permits),
-            )
+            };
+            match cache {
+                // Boxed with everything it needs: the request future holds nothing
+                // across this await.
+                Some(cache) => cache.settle_boxed(rsp_parts, rsp_body, up),
+                None => return up.respond(rsp_parts, Ok(ProxyBody::upstream(rsp_body))),
+            }
         }
         Err(e) => {
             let over = body_stats
@@ -443,7 +522,7 @@ pub async fn handle(
                 l.endpoint = e.endpoint;
                 with_error(l, err.kind())
             });
-            finish(
+            return finish(
                 rsp,
                 &route,
                 start,
@@ -451,22 +530,25 @@ pub async fn handle(
                 None,
                 log,
                 std::mem::take(&mut pctx.permits),
-            )
+            );
         }
-    }
+    };
+    // Filling the cache: awaited outside the match, whose locals are then not kept in
+    // the request future.
+    fill.await
 }
 
-/// Runs the request phase of the route's policies; work a policy must not do on the worker
-/// thread (password hashes, calls to the shared store) is awaited here while the worker
-/// serves other requests. Returns the answer of a policy that refused.
-async fn run_policies(
+/// Finishes the request phase after a policy asked for slow work (a password hash on the
+/// blocking pool, a call to the shared store): awaits it while the worker serves other
+/// requests, then resumes the chain. Returns the answer of a policy that refused.
+async fn await_policies(
+    mut flow: Flow,
     route: &Route,
     method: &Method,
     uri: &http::Uri,
     headers: &mut http::HeaderMap,
     pctx: &mut PolicyCtx,
 ) -> Option<Reply> {
-    let mut flow = route.policies.on_request(method, uri, headers, pctx);
     loop {
         match flow {
             Flow::Continue => return None,
@@ -479,6 +561,168 @@ async fn run_policies(
             }
         }
     }
+}
+
+/// What answering with an upstream's response needs, gathered to move as one.
+struct Upstreamed {
+    route: Arc<Route>,
+    request_id: RequestId,
+    pctx: PolicyCtx,
+    log: Option<LogData>,
+    endpoint: Arc<str>,
+    in_flight: weir_upstream::InFlight,
+    start: Instant,
+    upstream_secs: Option<f64>,
+}
+
+impl Upstreamed {
+    /// The upstream's answer (hop-by-hop fields already gone) to the client; `Err` when
+    /// its body failed while the cache read it: nothing was sent yet, so a clean 502.
+    fn respond(
+        mut self,
+        mut parts: http::response::Parts,
+        body: Result<ProxyBody, ()>,
+    ) -> Response<ProxyBody> {
+        let route = &self.route;
+        let permits = std::mem::take(&mut self.pctx.permits);
+        let Ok(body) = body else {
+            let err =
+                GatewayError::upstream(&route.upstream.name, weir_core::UpstreamFailure::Protocol);
+            let mut rsp = error_response::render(&err, self.request_id.as_str());
+            route.policies.on_response(rsp.headers_mut(), &self.pctx);
+            let log = self.log.map(|l| with_error(l, err.kind()));
+            return finish(
+                rsp,
+                route,
+                self.start,
+                self.upstream_secs,
+                None,
+                log,
+                permits,
+            );
+        };
+        parts
+            .headers
+            .insert(&X_REQUEST_ID, self.request_id.header_value().clone());
+        route.policies.on_response(&mut parts.headers, &self.pctx);
+        let rsp = Response::from_parts(parts, body);
+        let log = self.log.map(|mut l| {
+            l.endpoint = Some(self.endpoint);
+            l
+        });
+        finish(
+            rsp,
+            route,
+            self.start,
+            self.upstream_secs,
+            Some(self.in_flight),
+            log,
+            permits,
+        )
+    }
+}
+
+/// The cache's part in one request: how it answered, and what to do with the upstream's.
+struct CacheState {
+    status: &'static str,
+    fill: Option<weir_policy::Fill>,
+    invalidate: Option<weir_policy::Invalidate>,
+}
+
+impl CacheState {
+    /// Keeps a storable answer (reading its body, up to the cache's limit, before the
+    /// client gets it), or drops what an unsafe request changed. `Err` when the upstream's
+    /// body failed while being read: nothing was sent yet, so the client gets a clean 502.
+    fn settle_boxed(
+        self: Box<Self>,
+        parts: http::response::Parts,
+        body: Incoming,
+        up: Upstreamed,
+    ) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>> {
+        Box::pin(async move {
+            let (parts, settled) = self.settle(parts, body).await;
+            up.respond(parts, settled)
+        })
+    }
+
+    async fn settle(
+        self: Box<Self>,
+        mut rsp: http::response::Parts,
+        body: Incoming,
+    ) -> (http::response::Parts, Result<ProxyBody, ()>) {
+        let status = self.status;
+        let body = self.settle_body(&rsp, body).await;
+        rsp.headers
+            .insert(X_CACHE_STATUS, HeaderValue::from_static(status));
+        (rsp, body)
+    }
+
+    async fn settle_body(
+        mut self: Box<Self>,
+        rsp: &http::response::Parts,
+        body: Incoming,
+    ) -> Result<ProxyBody, ()> {
+        use http_body_util::BodyExt;
+        if let Some(inv) = self.invalidate.take()
+            && (rsp.status.is_success() || rsp.status.is_redirection())
+        {
+            inv.run().await;
+        }
+        let Some(fill) = self.fill.take() else {
+            return Ok(ProxyBody::upstream(body));
+        };
+        let Some(fresh) = fill.freshness(rsp.status, &rsp.headers) else {
+            return Ok(ProxyBody::upstream(body));
+        };
+        let max = fill.max_body();
+        let mut body = body;
+        let mut buf = bytes::BytesMut::new();
+        loop {
+            if http_body::Body::is_end_stream(&body) {
+                break;
+            }
+            match body.frame().await {
+                None => break,
+                Some(Err(_)) => return Err(()),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        buf.extend_from_slice(&data);
+                        if buf.len() > max {
+                            // Too big to keep: send what was read, then the rest.
+                            return Ok(ProxyBody::prefixed(buf.freeze(), body));
+                        }
+                    }
+                    // Trailers: not kept; the answer has ended.
+                    Err(_) => break,
+                },
+            }
+        }
+        let bytes = buf.freeze();
+        fill.store(rsp.status, rsp.headers.clone(), bytes.clone(), fresh)
+            .await;
+        Ok(ProxyBody::full(bytes))
+    }
+}
+
+/// A kept answer, as sent for a hit (`HEAD` gets the headers only).
+fn cached_response(
+    stored: &weir_policy::Stored,
+    method: &Method,
+    request_id: &RequestId,
+) -> Response<ProxyBody> {
+    let body = if *method == Method::HEAD || stored.body.is_empty() {
+        ProxyBody::empty()
+    } else {
+        ProxyBody::full(stored.body.clone())
+    };
+    let mut rsp = Response::new(body);
+    *rsp.status_mut() = stored.status;
+    *rsp.headers_mut() = stored.headers.clone();
+    let h = rsp.headers_mut();
+    h.insert(header::AGE, HeaderValue::from(stored.age_secs()));
+    h.insert(X_CACHE_STATUS, HeaderValue::from_static("HIT"));
+    h.insert(&X_REQUEST_ID, request_id.header_value().clone());
+    rsp
 }
 
 /// Turns a policy's answer into a response.

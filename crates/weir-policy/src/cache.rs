@@ -189,6 +189,27 @@ impl Fill {
         (fresh > 0).then_some(fresh)
     }
 
+    /// The answer could not be kept: later misses of this key go to the upstream without
+    /// waiting for one another, for the route's `ttl`.
+    pub fn pass(self) {
+        if !self.keep {
+            // A HEAD miss says nothing about whether the GET answer can be kept.
+            return;
+        }
+        let mut marks = self.shared.uncoalesced.lock();
+        if marks.len() >= 10_000 {
+            let now = now_ms();
+            marks.retain(|_, until| *until > now);
+            if marks.len() >= 10_000 {
+                marks.clear();
+            }
+        }
+        marks.insert(
+            self.key,
+            now_ms().saturating_add(self.shared.ttl.as_millis() as u64),
+        );
+    }
+
     /// The largest body worth collecting for this fill.
     pub fn max_body(&self) -> usize {
         self.shared.max_body
@@ -235,6 +256,7 @@ impl Fill {
             .collect();
         variants.insert(0, stored);
         variants.truncate(MAX_VARIANTS);
+        self.shared.uncoalesced.lock().remove(&self.key);
         self.shared.put(self.key, variants).await;
     }
 }
@@ -323,6 +345,10 @@ struct Shared {
     statuses: Vec<u16>,
     store: Backend,
     flights: Mutex<FxHashMap<Key, Arc<Notify>>>,
+    /// Keys whose last answer could not be kept, until when (unix ms): their misses are
+    /// not coalesced, so requests do not queue behind one another for an answer that
+    /// will not be kept ("hit-for-miss"). A keepable answer clears the mark.
+    uncoalesced: Mutex<FxHashMap<Key, u64>>,
 }
 
 enum Backend {
@@ -507,6 +533,7 @@ impl Cache {
                     statuses: c.statuses.clone(),
                     store,
                     flights: Mutex::new(FxHashMap::default()),
+                    uncoalesced: Mutex::new(FxHashMap::default()),
                 });
                 caches.push((id, Arc::downgrade(&s)));
                 s
@@ -593,7 +620,18 @@ impl Cache {
                 keep: *r.method == Method::GET,
                 _flight: flight,
             };
-            if waited >= 2 {
+            let alone = {
+                let mut marks = self.shared.uncoalesced.lock();
+                match marks.get(&key) {
+                    Some(until) if *until > now => true,
+                    Some(_) => {
+                        marks.remove(&key);
+                        false
+                    }
+                    None => false,
+                }
+            };
+            if alone || waited >= 2 {
                 // The fills we waited for kept nothing: go alone.
                 self.count(status);
                 return Lookup::Miss(fill(None));

@@ -672,6 +672,7 @@ impl CacheState {
             return Ok(ProxyBody::upstream(body));
         };
         let Some(fresh) = fill.freshness(rsp.status, &rsp.headers) else {
+            fill.pass();
             return Ok(ProxyBody::upstream(body));
         };
         let max = fill.max_body();
@@ -689,6 +690,7 @@ impl CacheState {
                         buf.extend_from_slice(&data);
                         if buf.len() > max {
                             // Too big to keep: send what was read, then the rest.
+                            fill.pass();
                             return Ok(ProxyBody::prefixed(buf.freeze(), body));
                         }
                     }

@@ -306,6 +306,27 @@ async fn concurrent_misses_make_one_upstream_request() {
     gw.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn misses_of_an_unkeepable_answer_do_not_queue_behind_each_other() {
+    let (gw, _up, n) = setup("{ ttl: 1m }", "").await;
+    let p = "/nostore?cc=no-store&delay=500";
+    assert_eq!(status(&get(&gw, p, &[]).await), "MISS");
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let u = url(&gw, p);
+        tasks.push(tokio::spawn(async move { HttpClient::new().get(&u).await }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().status, 200);
+    }
+    let took = started.elapsed();
+    assert_eq!(n.load(Ordering::SeqCst), 11);
+    // Queued behind one another they would take three upstream round trips (1.5 s).
+    assert!(took < Duration::from_millis(1200), "took {took:?}");
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_pass_through_and_the_memory_store_is_bounded() {
     let (gw, _up, _n) = setup("{ ttl: 1m, max_body: 10KiB, max_size: 40KiB }", "").await;

@@ -286,9 +286,17 @@ fn default_realm() -> String {
 pub struct JwtConfig {
     #[serde(default)]
     pub keys: Vec<JwtKeyConfig>,
-    /// Fetching keys from a JWKS document comes in a later version.
+    /// A JWKS document to take keys from (alongside `keys`): `https://`, or `http://` on
+    /// this machine.
     #[serde(default)]
     pub jwks_url: Option<String>,
+    /// Fetched keys are used this long, then refreshed in the background.
+    #[serde(default = "default_jwks_max_age")]
+    pub jwks_max_age: Duration,
+    /// A token with an unknown `kid` refetches the document at most once per this
+    /// interval (so unknown kids cannot make Weir hammer the identity provider).
+    #[serde(default = "default_jwks_min_interval")]
+    pub jwks_min_interval: Duration,
     /// Accepted `aud` values; empty = `aud` is not checked.
     #[serde(default)]
     pub audiences: Vec<String>,
@@ -301,6 +309,14 @@ pub struct JwtConfig {
     /// Remove `Authorization` before forwarding (default true).
     #[serde(default = "yes")]
     pub hide_credentials: bool,
+}
+
+fn default_jwks_max_age() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_jwks_min_interval() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_leeway() -> Duration {

@@ -113,14 +113,25 @@ pub(crate) fn validate_policy(p: &PolicyConfig, at: &str, e: &mut Errors) {
             }
         }
         PolicyConfig::Jwt(j) => {
-            if j.jwks_url.is_some() {
+            if let Some(url) = &j.jwks_url
+                && let Err(why) = check_jwks_url(url)
+            {
+                e.push(format!("{at}.{kind}.jwks_url"), why);
+            }
+            if j.keys.is_empty() && j.jwks_url.is_none() {
                 e.push(
-                    format!("{at}.{kind}.jwks_url"),
-                    "fetching keys from a JWKS URL is not available in this version; list the keys under keys",
+                    format!("{at}.{kind}.keys"),
+                    "at least one key, or a jwks_url",
                 );
             }
-            if j.keys.is_empty() {
-                e.push(format!("{at}.{kind}.keys"), "at least one key");
+            if j.jwks_max_age.get() < std::time::Duration::from_secs(1) {
+                e.push(format!("{at}.{kind}.jwks_max_age"), "at least 1s");
+            }
+            if j.jwks_min_interval.get() > j.jwks_max_age.get() {
+                e.push(
+                    format!("{at}.{kind}.jwks_min_interval"),
+                    "at most jwks_max_age",
+                );
             }
             if j.leeway.get() > std::time::Duration::from_secs(60) {
                 e.push(format!("{at}.{kind}.leeway"), "at most 60s");
@@ -327,6 +338,35 @@ pub(crate) fn validate_policy(p: &PolicyConfig, at: &str, e: &mut Errors) {
     }
 }
 
+/// A JWKS URL: `https://`, or `http://` to this machine only (keys fetched in the clear
+/// from elsewhere could be replaced on the way).
+fn check_jwks_url(url: &str) -> Result<(), String> {
+    let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(r), _) => (true, r),
+        (_, Some(r)) => (false, r),
+        _ => return Err(format!("{url:?}: must start with https://")),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if !h.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || authority.contains('@') {
+        return Err(format!("{url:?}: names no host (or holds credentials)"));
+    }
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !https && !loopback {
+        return Err(format!(
+            "{url:?}: keys must be fetched over https:// (http:// only from this machine)"
+        ));
+    }
+    Ok(())
+}
+
 /// A policy's `store` (`memory` or a Redis URL) and `store_timeout`.
 fn check_store(e: &mut Errors, at: &str, store: &str, timeout: crate::Duration) {
     let remote = store
@@ -371,7 +411,7 @@ routes:
       - cors: { origins: ["*"], credentials: true }
       - static_response: { status: 200, location: /x }
       - key_auth: {}
-      - jwt: { jwks_url: https://idp.example.com/jwks.json, leeway: 2m, keys: [ { alg: none, key: x } ] }
+      - jwt: { jwks_url: http://idp.example.com/jwks.json, leeway: 2m, keys: [ { alg: none, key: x } ] }
       - rate_limit: { limit: 1, per: 1s, store: "memcached://127.0.0.1", store_timeout: 0s }
   - name: r2
     upstream: u
@@ -405,6 +445,28 @@ routes:
             );
         }
         assert_eq!(errs.len(), 15, "{errs:#?}");
+    }
+
+    #[test]
+    fn jwks_urls_need_https_except_on_this_machine() {
+        for ok in [
+            "https://idp.example.com/.well-known/jwks.json",
+            "http://127.0.0.1:8080/jwks",
+            "http://localhost/jwks",
+            "http://[::1]:9000/jwks",
+        ] {
+            assert!(super::check_jwks_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://idp.example.com/jwks",
+            "http://10.0.0.1/jwks",
+            "ftp://idp.example.com/jwks",
+            "https:///jwks",
+            "http://user:pw@127.0.0.1/jwks",
+            "http://127.0.0.1.evil.example/jwks",
+        ] {
+            assert!(super::check_jwks_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! Bearer JWT authentication against configured keys. The algorithm is pinned by the key,
-//! never taken from the token: `none` cannot be expressed, and an HMAC token is never
-//! checked with an RSA or EC key. `kid` only selects a key from the configured set; `jku`,
-//! `x5u` and `jwk` token headers are ignored. `exp` is required, `nbf` honoured, leeway
+//! Bearer JWT authentication against configured keys and keys from a JWKS URL
+//! ([`crate::jwks`]). The algorithm is pinned by the key, never taken from the token:
+//! `none` cannot be expressed, and an HMAC token is never checked with an RSA or EC key.
+//! `kid` only selects a key from the configured set; `jku`, `x5u` and `jwk` token headers
+//! are ignored. `exp` is required, `nbf` honoured, leeway
 //! bounded; `iss` and `aud` are checked when configured. The verified `iss` + `sub` pick the
 //! consumer.
 
@@ -14,7 +15,11 @@ use metrics::Counter;
 use weir_config::JwtConfig;
 use weir_core::GatewayError;
 
-use crate::{Consumers, Flow, PolicyCtx, Reply, admit, repeated_credential, resolve_secret};
+use crate::jwks::{Fetcher, Jwks};
+use crate::{
+    Consumers, Flow, Outcome, OutcomeKind, PolicyCtx, Reply, admit, repeated_credential,
+    resolve_secret,
+};
 
 struct Key {
     kid: Option<String>,
@@ -30,6 +35,9 @@ struct Claims {
 
 pub struct Jwt {
     keys: Vec<Key>,
+    jwks: Option<Arc<Jwks>>,
+    /// The checks for each algorithm a JWKS key may be pinned to.
+    validations: Vec<(Algorithm, Validation)>,
     hide: bool,
     consumers: Arc<Consumers>,
     missing: Counter,
@@ -38,7 +46,29 @@ pub struct Jwt {
 }
 
 impl Jwt {
-    pub fn compile(c: &JwtConfig, consumers: Arc<Consumers>) -> Result<Self, String> {
+    pub fn compile(
+        c: &JwtConfig,
+        consumers: Arc<Consumers>,
+        fetch: &Fetcher,
+    ) -> Result<Self, String> {
+        let validation = |alg: Algorithm| {
+            let mut v = Validation::new(alg);
+            v.leeway = c.leeway.get().as_secs();
+            v.validate_exp = true;
+            v.validate_nbf = true;
+            v.required_spec_claims = ["exp".to_owned()].into_iter().collect();
+            if c.audiences.is_empty() {
+                v.validate_aud = false;
+            } else {
+                v.set_audience(&c.audiences);
+                v.required_spec_claims.insert("aud".to_owned());
+            }
+            if !c.issuers.is_empty() {
+                v.set_issuer(&c.issuers);
+                v.required_spec_claims.insert("iss".to_owned());
+            }
+            v
+        };
         let mut keys = Vec::new();
         for (i, k) in c.keys.iter().enumerate() {
             let at = format!("jwt.keys[{i}]");
@@ -69,30 +99,39 @@ impl Jwt {
                 // it is reviewed here.
                 _ => return Err(format!("{at}.alg: {:?} is not supported", k.alg)),
             };
-            let mut v = Validation::new(alg);
-            v.leeway = c.leeway.get().as_secs();
-            v.validate_exp = true;
-            v.validate_nbf = true;
-            v.required_spec_claims = ["exp".to_owned()].into_iter().collect();
-            if c.audiences.is_empty() {
-                v.validate_aud = false;
-            } else {
-                v.set_audience(&c.audiences);
-                v.required_spec_claims.insert("aud".to_owned());
-            }
-            if !c.issuers.is_empty() {
-                v.set_issuer(&c.issuers);
-                v.required_spec_claims.insert("iss".to_owned());
-            }
             keys.push(Key {
                 kid: k.kid.clone(),
                 key,
-                validation: v,
+                validation: validation(alg),
             });
         }
+        let jwks = c
+            .jwks_url
+            .as_deref()
+            .map(|url| Jwks::for_url(url, c.jwks_max_age.get(), c.jwks_min_interval.get(), fetch));
+        let validations = if jwks.is_some() {
+            [
+                Algorithm::RS256,
+                Algorithm::RS384,
+                Algorithm::RS512,
+                Algorithm::PS256,
+                Algorithm::PS384,
+                Algorithm::PS512,
+                Algorithm::ES256,
+                Algorithm::ES384,
+                Algorithm::EdDSA,
+            ]
+            .into_iter()
+            .map(|a| (a, validation(a)))
+            .collect()
+        } else {
+            Vec::new()
+        };
         let outcome = |o: &'static str| metrics::counter!(crate::rules::POLICY_OUTCOMES, "policy" => "jwt", "outcome" => o);
         Ok(Self {
             keys,
+            jwks,
+            validations,
             hide: c.hide_credentials,
             consumers,
             missing: outcome("missing"),
@@ -112,6 +151,16 @@ impl Jwt {
     }
 
     pub fn check(&self, headers: &mut HeaderMap, ctx: &mut PolicyCtx) -> Flow {
+        self.check_token(headers, ctx, true)
+    }
+
+    /// After the JWKS document was fetched for an unknown `kid`: checks again, without
+    /// fetching again.
+    pub fn complete(&self, headers: &mut HeaderMap, ctx: &mut PolicyCtx) -> Flow {
+        self.check_token(headers, ctx, false)
+    }
+
+    fn check_token(&self, headers: &mut HeaderMap, ctx: &mut PolicyCtx, may_fetch: bool) -> Flow {
         if let Some(flow) = repeated_credential(headers, &header::AUTHORIZATION) {
             return flow;
         }
@@ -139,11 +188,40 @@ impl Jwt {
                 .find(|k| k.kid.is_none())
                 .or_else(|| (self.keys.len() == 1).then(|| &self.keys[0])),
         };
-        let Some(key) = key else {
-            self.invalid.increment(1);
-            return self.refuse("the token is not valid");
+        let fetched;
+        let (key, validation) = match (key, &self.jwks) {
+            (Some(k), _) => (&k.key, &k.validation),
+            (None, Some(jwks)) => match jwks.find(head.kid.as_deref()) {
+                Some(k) => {
+                    fetched = k;
+                    let v = self.validations.iter().find(|(a, _)| *a == fetched.alg);
+                    let Some((_, v)) = v else {
+                        self.invalid.increment(1);
+                        return self.refuse("the token is not valid");
+                    };
+                    (&fetched.key, v)
+                }
+                None if may_fetch && jwks.worth_waiting() => {
+                    let jwks = Arc::clone(jwks);
+                    return Flow::Await(
+                        Box::pin(async move {
+                            jwks.refresh().await;
+                            Outcome(OutcomeKind::Jwks)
+                        }),
+                        0,
+                    );
+                }
+                None => {
+                    self.invalid.increment(1);
+                    return self.refuse("the token is not valid");
+                }
+            },
+            (None, None) => {
+                self.invalid.increment(1);
+                return self.refuse("the token is not valid");
+            }
         };
-        let claims = match decode::<Claims>(&token, &key.key, &key.validation) {
+        let claims = match decode::<Claims>(&token, key, validation) {
             Ok(data) => data.claims,
             Err(e) => {
                 // The reason goes to the debug log only; the client learns nothing more.

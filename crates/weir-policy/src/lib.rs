@@ -13,6 +13,7 @@
 mod basic;
 mod cache;
 mod consumers;
+mod jwks;
 mod jwt;
 mod limits;
 mod rules;
@@ -32,6 +33,7 @@ use basic::BasicAuth;
 pub use basic::hash_password;
 pub use cache::{Cache, CacheRequest, Fill, Invalidate, Lookup, Stored, X_CACHE_STATUS};
 pub use consumers::{Consumer, Consumers, resolve_secret};
+pub use jwks::Fetcher;
 use jwt::Jwt;
 use limits::{Concurrency, RateLimit};
 pub use limits::{Permit, RateInfo};
@@ -84,6 +86,8 @@ pub struct Outcome(OutcomeKind);
 enum OutcomeKind {
     Verified(Option<Arc<Consumer>>),
     Rate(Result<(bool, u64), store::StoreError>),
+    /// The JWKS document was fetched (or failed to be: the old keys stay).
+    Jwks,
 }
 
 /// An answer made by a policy.
@@ -136,6 +140,7 @@ impl PolicyChain {
         defaults: &[PolicyConfig],
         consumers: &Arc<Consumers>,
         scope: &str,
+        fetch: &Fetcher,
     ) -> Result<Self, String> {
         let mut all: Vec<&PolicyConfig> = defaults
             .iter()
@@ -176,9 +181,11 @@ impl PolicyChain {
                     )?));
                 }
                 PolicyConfig::Jwt(c) => {
-                    chain
-                        .request
-                        .push(RequestPolicy::Jwt(Jwt::compile(c, Arc::clone(consumers))?));
+                    chain.request.push(RequestPolicy::Jwt(Jwt::compile(
+                        c,
+                        Arc::clone(consumers),
+                        fetch,
+                    )?));
                 }
                 PolicyConfig::BasicAuth(c) => {
                     chain
@@ -288,6 +295,7 @@ impl PolicyChain {
             (Some(RequestPolicy::RateLimit(r)), OutcomeKind::Rate(answer)) => {
                 r.complete(answer, ctx)
             }
+            (Some(RequestPolicy::Jwt(j)), OutcomeKind::Jwks) => j.complete(headers, ctx),
             // An outcome always returns to the policy that asked for it.
             _ => Flow::Respond(Reply::Error(GatewayError::Internal, Vec::new())),
         };

@@ -77,6 +77,12 @@ impl Snapshot {
             std::env::var(name).ok()
         })?);
         let mut policy_errors = Vec::new();
+        // Documents policies read for themselves (JWKS): Weir's own one-shot client.
+        let fetcher: weir_policy::Fetcher = Arc::new(|url: String| {
+            Box::pin(async move {
+                weir_upstream::fetch(&url, std::time::Duration::from_secs(5), 1 << 20).await
+            })
+        });
         let max_body_size = config.limits.max_body_size.0;
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
@@ -111,6 +117,7 @@ impl Snapshot {
                 &config.policy_defaults,
                 &consumers,
                 &r.name,
+                &fetcher,
             ) {
                 Ok(p) => p,
                 Err(e) => {

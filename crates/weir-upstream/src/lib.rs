@@ -6,6 +6,7 @@ mod balance;
 mod body;
 mod connector;
 mod endpoint;
+mod fetch;
 mod health;
 mod pool;
 pub mod worker;
@@ -24,6 +25,7 @@ pub use balance::hash_of;
 pub use body::{BodySource, BodyStats, BodyTooLarge, BoxError, RequestBody};
 pub use connector::{ConnectError, Connector, client_tls_config};
 pub use endpoint::{Endpoint, InFlight};
+pub use fetch::fetch;
 
 /// Compiled upstream. Cloning the `Arc` is how routes share it.
 pub struct Upstream {

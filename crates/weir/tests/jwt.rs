@@ -202,3 +202,152 @@ upstreams:\n{}routes:
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A P-256 key as a JWK with the given `kid`.
+fn ec_jwk(kp: &rcgen::KeyPair, kid: &str) -> serde_json::Value {
+    let raw = kp.public_key_raw();
+    assert_eq!(raw.len(), 65, "uncompressed P-256 point");
+    let enc = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    json!({ "kty": "EC", "crv": "P-256", "kid": kid, "use": "sig",
+            "x": enc(&raw[1..33]), "y": enc(&raw[33..]) })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_keys_are_fetched_cached_refreshed_on_unknown_kid_and_kept_on_failure() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let k1 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let k2 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let doc = Arc::new(parking_lot::Mutex::new(
+        json!({ "keys": [ec_jwk(&k1, "k1")] }).to_string(),
+    ));
+    let status = Arc::new(AtomicUsize::new(200));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let idp = {
+        let (doc, status, fetches) = (doc.clone(), status.clone(), fetches.clone());
+        MockUpstream::start(Behavior::Custom(Arc::new(move |_req| {
+            let (doc, status, fetches) = (doc.clone(), status.clone(), fetches.clone());
+            Box::pin(async move {
+                fetches.fetch_add(1, Ordering::SeqCst);
+                let mut r = http::Response::new(weir_testkit::upstream::full(doc.lock().clone()));
+                *r.status_mut() =
+                    http::StatusCode::from_u16(status.load(Ordering::SeqCst) as u16).unwrap();
+                r
+            })
+        })))
+        .await
+    };
+    let up = MockUpstream::start(Behavior::Named("up".into())).await;
+    let gw = gateway(&format!(
+        "consumers:
+  - {{ name: acme-app, credentials: [ {{ type: jwt, issuer: \"https://idp.example.com\", subject: acme }} ] }}
+upstreams:\n{}routes:
+  - name: api
+    upstream: u
+    policies:
+      - jwt: {{ jwks_url: \"http://{}/.well-known/jwks.json\", jwks_min_interval: 1s, audiences: [orders] }}
+",
+        upstream("u", &[up.address()], ""),
+        idp.address()
+    ));
+    let claims = json!({ "iss": "https://idp.example.com", "sub": "acme", "aud": "orders", "exp": now() + 300 });
+    let sign = |kp: &rcgen::KeyPair, kid: &str| {
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some(kid.to_owned());
+        encode(
+            &h,
+            &claims,
+            &EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let cl = HttpClient::new();
+    let call = |token: String| {
+        let cl = cl.clone();
+        let u = url(&gw, "/orders/1");
+        async move {
+            cl.request(
+                Method::GET,
+                &u,
+                &[("authorization", &format!("Bearer {token}"))],
+                Bytes::new(),
+            )
+            .await
+            .status
+            .as_u16()
+        }
+    };
+
+    assert_eq!(call(sign(&k1, "k1")).await, 200, "a key from the JWKS");
+    assert_eq!(call(sign(&k1, "k1")).await, 200);
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        1,
+        "fetched once, then cached"
+    );
+
+    // k2 is not published yet: refused, and a burst of unknown kids fetches at most once
+    // per jwks_min_interval.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    for i in 0..20 {
+        assert_eq!(call(sign(&k2, &format!("unknown-{i}"))).await, 401);
+    }
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        2,
+        "one refetch for twenty unknown kids"
+    );
+
+    // Rotation: k2 published; after the interval its first token triggers the refetch.
+    *doc.lock() = json!({ "keys": [ec_jwk(&k1, "k1"), ec_jwk(&k2, "k2")] }).to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        call(sign(&k2, "k2")).await,
+        200,
+        "a rotated-in key is picked up"
+    );
+    assert_eq!(fetches.load(Ordering::SeqCst), 3);
+
+    // Algorithm confusion through the JWKS: an HMAC token keyed with the EC key's public
+    // material, and a symmetric key published in the document, are both refused.
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = Some("k1".into());
+    let confused = encode(
+        &hs,
+        &claims,
+        &EncodingKey::from_secret(k1.public_key_pem().as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(call(confused).await, 401);
+    let secret = "a-shared-secret-of-32-bytes-or-more!";
+    *doc.lock() = json!({ "keys": [ec_jwk(&k1, "k1"), ec_jwk(&k2, "k2"),
+        { "kty": "oct", "kid": "sym", "alg": "HS256",
+          "k": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret) }] })
+    .to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = Some("sym".into());
+    let sym = encode(&hs, &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap();
+    assert_eq!(
+        call(sym).await,
+        401,
+        "symmetric keys are never taken from a JWKS"
+    );
+
+    // The identity provider fails: the last good keys stay in use.
+    status.store(500, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        call(sign(&k2, "k3")).await,
+        401,
+        "unknown kid, failed refetch"
+    );
+    assert_eq!(call(sign(&k1, "k1")).await, 200, "old keys kept");
+    assert_eq!(call(sign(&k2, "k2")).await, 200);
+    let m = cl.get(&admin(&gw, "/metrics")).await.text();
+    assert!(
+        m.contains("weir_policy_outcomes_total{policy=\"jwt\",outcome=\"jwks_fetch_error\"}"),
+        "{m}"
+    );
+    gw.shutdown().await;
+}

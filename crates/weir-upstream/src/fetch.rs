@@ -1,0 +1,100 @@
+//! One-shot HTTP GETs for documents Weir reads for itself (JWKS key sets): a fresh
+//! connection per fetch, TLS verified against the web roots, one deadline for the whole
+//! exchange and a cap on the body. Never touches the request path's pools.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Empty};
+use tower_service::Service;
+
+use crate::connector::{Connector, TlsSettings, client_tls_config};
+
+fn web_tls() -> Result<Arc<rustls::ClientConfig>, String> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| client_tls_config(None, true, false))
+        .clone()
+}
+
+/// GETs `url` (http or https) and returns the body of a `200` answer of at most
+/// `max_bytes`. Errors are one line, fit for a log, and never carry the body.
+pub async fn fetch(url: &str, timeout: Duration, max_bytes: usize) -> Result<Bytes, String> {
+    match tokio::time::timeout(timeout, fetch_inner(url, timeout, max_bytes)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no complete answer within {timeout:?}")),
+    }
+}
+
+async fn fetch_inner(url: &str, timeout: Duration, max_bytes: usize) -> Result<Bytes, String> {
+    let uri: Uri = url.parse().map_err(|_| "not a valid URL".to_owned())?;
+    let tls = match uri.scheme_str() {
+        Some("https") => Some(TlsSettings {
+            config: web_tls()?,
+            sni: None,
+        }),
+        Some("http") => None,
+        _ => return Err("the URL must start with http:// or https://".to_owned()),
+    };
+    let host = uri.host().ok_or("the URL names no host")?;
+    let port = uri
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .unwrap_or_default();
+    let target: Uri = format!("http://{}:{port}/", host_for_uri(host))
+        .parse()
+        .map_err(|_| "the URL names no usable host".to_owned())?;
+    let conn = Connector::new(timeout, tls)
+        .call(target)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(conn)
+        .await
+        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let req = Request::get(path)
+        .header(header::HOST, authority)
+        .header(header::ACCEPT, "application/json")
+        .header(
+            header::USER_AGENT,
+            concat!("weir/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let rsp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    if rsp.status() != StatusCode::OK {
+        return Err(format!("answered {}", rsp.status()));
+    }
+    let mut body = rsp.into_body();
+    let mut out = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("body failed: {e}"))?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > max_bytes {
+                return Err(format!("the document is larger than {max_bytes} bytes"));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// IPv6 literals keep their brackets in a URI.
+fn host_for_uri(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}

@@ -225,7 +225,8 @@ pub struct RateLimitConfig {
     /// TLS): one limit shared by every node that names the same server.
     #[serde(default = "default_rl_store")]
     pub store: String,
-    /// What to do when the Redis store cannot answer: `allow` (default) or `deny`.
+    /// What to do when the Redis store cannot answer: `local` (default: this node's own
+    /// limit), `allow` or `deny`.
     #[serde(default)]
     pub on_store_error: OnStoreError,
     /// How long a request waits for the Redis store before `on_store_error` applies.
@@ -237,8 +238,10 @@ pub struct RateLimitConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum OnStoreError {
-    /// Admit the request (availability first); the request is counted as a store error.
+    /// Apply the same limit in this node's memory until the store is back.
     #[default]
+    Local,
+    /// Admit the request (availability first); the request is counted as a store error.
     Allow,
     /// Refuse with 503.
     Deny,
@@ -297,6 +300,10 @@ pub struct JwtConfig {
     /// interval (so unknown kids cannot make Weir hammer the identity provider).
     #[serde(default = "default_jwks_min_interval")]
     pub jwks_min_interval: Duration,
+    /// While the document cannot be fetched, the last good keys keep working this long
+    /// after their fetch; then tokens are refused until a fetch succeeds.
+    #[serde(default = "default_jwks_max_stale")]
+    pub jwks_max_stale: Duration,
     /// Accepted `aud` values; empty = `aud` is not checked.
     #[serde(default)]
     pub audiences: Vec<String>,
@@ -317,6 +324,10 @@ fn default_jwks_max_age() -> Duration {
 
 fn default_jwks_min_interval() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_jwks_max_stale() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 fn default_leeway() -> Duration {

@@ -127,6 +127,12 @@ pub(crate) fn validate_policy(p: &PolicyConfig, at: &str, e: &mut Errors) {
             if j.jwks_max_age.get() < std::time::Duration::from_secs(1) {
                 e.push(format!("{at}.{kind}.jwks_max_age"), "at least 1s");
             }
+            if j.jwks_max_stale.get() < j.jwks_max_age.get() {
+                e.push(
+                    format!("{at}.{kind}.jwks_max_stale"),
+                    "at least jwks_max_age",
+                );
+            }
             if j.jwks_min_interval.get() > j.jwks_max_age.get() {
                 e.push(
                     format!("{at}.{kind}.jwks_min_interval"),

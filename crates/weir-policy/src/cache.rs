@@ -102,6 +102,7 @@ fn now_ms() -> u64 {
 /// The request facts the key is made of.
 pub struct CacheRequest<'a> {
     pub method: &'a Method,
+    /// `scheme://canonical-host:port` (the port as the client named it, or empty).
     pub host: &'a str,
     /// The normalized path.
     pub path: &'a str,

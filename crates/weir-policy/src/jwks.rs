@@ -1,7 +1,8 @@
 //! Keys from a JWKS document for the `jwt` policy: fetched once, shared by every policy that
 //! names the same URL (and across reloads), refreshed in the background when older than
 //! `jwks_max_age`, and refetched when a token names an unknown `kid`, at most once per
-//! `jwks_min_interval`. A failed fetch keeps the last good keys.
+//! `jwks_min_interval`. A failed fetch keeps the last good keys, for at most
+//! `jwks_max_stale` after they were fetched.
 //!
 //! Each key is pinned to one algorithm: the JWK's `alg`, else the one its curve implies
 //! (P-256 → ES256, P-384 → ES384, Ed25519 → EdDSA), else RS256 for RSA. Symmetric (`oct`)
@@ -46,6 +47,7 @@ pub struct Jwks {
     fetch: Fetcher,
     max_age: Duration,
     min_interval: Duration,
+    max_stale: Duration,
     keys: RwLock<Arc<Vec<Arc<JwkKey>>>>,
     times: Mutex<Times>,
     /// One fetch at a time; requests that need one wait for it.
@@ -63,9 +65,10 @@ impl Jwks {
         url: &str,
         max_age: Duration,
         min_interval: Duration,
+        max_stale: Duration,
         fetch: &Fetcher,
     ) -> Arc<Self> {
-        let id = format!("{url}|{max_age:?}|{min_interval:?}");
+        let id = format!("{url}|{max_age:?}|{min_interval:?}|{max_stale:?}");
         let mut sets = SETS.lock();
         sets.retain(|(_, w)| w.strong_count() > 0);
         if let Some(s) = sets
@@ -80,6 +83,7 @@ impl Jwks {
             fetch: Arc::clone(fetch),
             max_age,
             min_interval,
+            max_stale,
             keys: RwLock::new(Arc::new(Vec::new())),
             times: Mutex::new(Times::default()),
             running: tokio::sync::Mutex::new(()),
@@ -102,11 +106,10 @@ impl Jwks {
             Some(kid) => keys.iter().find(|k| k.kid.as_deref() == Some(kid)).cloned(),
             None => (keys.len() == 1).then(|| Arc::clone(&keys[0])),
         };
-        let stale = self
-            .times
-            .lock()
-            .fetched
-            .is_some_and(|t| t.elapsed() > self.max_age);
+        let age = self.times.lock().fetched.map(|t| t.elapsed());
+        // Keys past jwks_max_stale (the document has failed since) are not trusted.
+        let found = found.filter(|_| age.is_some_and(|a| a <= self.max_stale));
+        let stale = age.is_some_and(|a| a > self.max_age);
         if stale
             && self.may_fetch()
             && let Ok(rt) = tokio::runtime::Handle::try_current()

@@ -105,10 +105,15 @@ impl Jwt {
                 validation: validation(alg),
             });
         }
-        let jwks = c
-            .jwks_url
-            .as_deref()
-            .map(|url| Jwks::for_url(url, c.jwks_max_age.get(), c.jwks_min_interval.get(), fetch));
+        let jwks = c.jwks_url.as_deref().map(|url| {
+            Jwks::for_url(
+                url,
+                c.jwks_max_age.get(),
+                c.jwks_min_interval.get(),
+                c.jwks_max_stale.get(),
+                fetch,
+            )
+        });
         let validations = if jwks.is_some() {
             [
                 Algorithm::RS256,

@@ -85,7 +85,8 @@ pub struct Outcome(OutcomeKind);
 
 enum OutcomeKind {
     Verified(Option<Arc<Consumer>>),
-    Rate(Result<(bool, u64), store::StoreError>),
+    /// The store's answer, and the key it was asked about.
+    Rate(Result<(bool, u64), store::StoreError>, String),
     /// The JWKS document was fetched (or failed to be: the old keys stay).
     Jwks,
 }
@@ -292,8 +293,8 @@ impl PolicyChain {
             (Some(RequestPolicy::BasicAuth(b)), OutcomeKind::Verified(consumer)) => {
                 b.complete(consumer, headers, ctx)
             }
-            (Some(RequestPolicy::RateLimit(r)), OutcomeKind::Rate(answer)) => {
-                r.complete(answer, ctx)
+            (Some(RequestPolicy::RateLimit(r)), OutcomeKind::Rate(answer, key)) => {
+                r.complete(answer, key, ctx)
             }
             (Some(RequestPolicy::Jwt(j)), OutcomeKind::Jwks) => j.complete(headers, ctx),
             // An outcome always returns to the policy that asked for it.

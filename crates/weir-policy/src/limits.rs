@@ -70,6 +70,8 @@ struct Remote {
     prefix: String,
     timeout: std::time::Duration,
     on_error: OnStoreError,
+    /// This node's own limit, for `on_store_error: local`.
+    fallback: Arc<State>,
     store_errors: Counter,
 }
 
@@ -108,6 +110,7 @@ impl RateLimit {
                 ),
                 timeout: c.store_timeout.get(),
                 on_error: c.on_store_error,
+                fallback: memory_state(&format!("{scope}|{c:?}|fallback")),
                 store_errors: metrics::counter!(crate::rules::POLICY_OUTCOMES, "policy" => "rate_limit", "outcome" => "store_error"),
             }))
         };
@@ -160,7 +163,7 @@ impl RateLimit {
                             .store
                             .gcra(&full, interval, tolerance, remote.timeout)
                             .await;
-                        Outcome(OutcomeKind::Rate(answer))
+                        Outcome(OutcomeKind::Rate(answer, key))
                     }),
                     0,
                 )
@@ -169,7 +172,12 @@ impl RateLimit {
     }
 
     /// Applies the store's answer (Redis: `(admitted, µs ahead)`).
-    pub fn complete(&self, answer: Result<(bool, u64), StoreError>, ctx: &mut PolicyCtx) -> Flow {
+    pub fn complete(
+        &self,
+        answer: Result<(bool, u64), StoreError>,
+        key: String,
+        ctx: &mut PolicyCtx,
+    ) -> Flow {
         match answer {
             Ok((admitted, ahead_us)) => self.answer(admitted, ahead_us.saturating_mul(1_000), ctx),
             Err(_) => {
@@ -178,6 +186,11 @@ impl RateLimit {
                 };
                 remote.store_errors.increment(1);
                 match remote.on_error {
+                    OnStoreError::Local => {
+                        let (admitted, ahead) =
+                            remote.fallback.step(key, self.interval, self.tolerance);
+                        self.answer(admitted, ahead, ctx)
+                    }
                     OnStoreError::Allow => Flow::Continue,
                     OnStoreError::Deny => Flow::Respond(Reply::Error(
                         GatewayError::LimitStoreUnavailable,
@@ -353,7 +366,7 @@ mod tests {
             per: weir_config::Duration::from_millis(per_ms),
             burst,
             store: "memory".into(),
-            on_store_error: OnStoreError::Allow,
+            on_store_error: OnStoreError::Local,
             store_timeout: weir_config::Duration::from_millis(100),
         };
         RateLimit::compile(&c, scope).unwrap()

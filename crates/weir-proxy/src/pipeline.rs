@@ -137,11 +137,16 @@ pub async fn handle(
     };
     let route = Arc::clone(&snap.routes[matched.route]);
     // The cache keys on the canonical host, which borrows the headers changed below.
-    let cache_host = route
-        .policies
-        .cache
-        .is_some()
-        .then(|| host.clone().into_owned());
+    // Scheme and port are keyed too: an upstream may build absolute links from them.
+    let cache_host = route.policies.cache.is_some().then(|| {
+        let port = host_src
+            .and_then(|h| h.rsplit_once(':'))
+            .map(|(_, p)| p)
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .unwrap_or("");
+        let scheme = if conn.tls { "https" } else { "http" };
+        format!("{scheme}://{host}:{port}")
+    });
 
     // 4. Header hygiene, before any policy sees the request: hop-by-hop and
     //    Connection-named headers, client-sent internal and consumer headers, forwarding

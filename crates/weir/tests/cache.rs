@@ -147,6 +147,16 @@ async fn hits_misses_ages_head_and_sorted_query() {
         status(&get(&gw, "/a?x=1&y=2", &[("host", "other.example")]).await),
         "MISS"
     );
+    assert_eq!(
+        status(&get(&gw, "/a?x=1&y=2", &[("host", "other.example:8081")]).await),
+        "MISS",
+        "the port is keyed"
+    );
+    assert_eq!(
+        status(&get(&gw, "/a?x=1&y=2", &[("host", "OTHER.example.")]).await),
+        "HIT",
+        "the host is canonical"
+    );
     assert_eq!(status(&get(&gw, "/b?x=1&y=2", &[]).await), "MISS");
     assert_eq!(status(&get(&gw, "/a?x=1", &[]).await), "MISS");
     // A HEAD miss is passed through and keeps nothing (it has no body to keep).
@@ -408,11 +418,22 @@ async fn a_redis_store_is_shared_by_two_gateways() {
 ",
         upstream("u", &[up.address()], "")
     );
+    // Both nodes are asked for one site (the Host names it; scheme and port are keyed).
     let a = gateway(&yaml);
     let b = gateway(&yaml);
-    let first = get(&a, "/doc?vary=accept", &[("accept", "x")]).await;
+    let first = get(
+        &a,
+        "/doc?vary=accept",
+        &[("accept", "x"), ("host", "api.example")],
+    )
+    .await;
     assert_eq!(status(&first), "MISS");
-    let other = get(&b, "/doc?vary=accept", &[("accept", "x")]).await;
+    let other = get(
+        &b,
+        "/doc?vary=accept",
+        &[("accept", "x"), ("host", "api.example")],
+    )
+    .await;
     assert_eq!(
         status(&other),
         "HIT",
@@ -420,15 +441,36 @@ async fn a_redis_store_is_shared_by_two_gateways() {
     );
     assert_eq!(first.body, other.body);
     assert_eq!(
-        status(&get(&b, "/doc?vary=accept", &[("accept", "y")]).await),
+        status(
+            &get(
+                &b,
+                "/doc?vary=accept",
+                &[("accept", "y"), ("host", "api.example")]
+            )
+            .await
+        ),
         "MISS"
     );
     assert_eq!(
-        status(&get(&a, "/doc?vary=accept", &[("accept", "y")]).await),
+        status(
+            &get(
+                &a,
+                "/doc?vary=accept",
+                &[("accept", "y"), ("host", "api.example")]
+            )
+            .await
+        ),
         "HIT"
     );
     assert_eq!(
-        status(&get(&a, "/doc?vary=accept", &[("accept", "x")]).await),
+        status(
+            &get(
+                &a,
+                "/doc?vary=accept",
+                &[("accept", "x"), ("host", "api.example")]
+            )
+            .await
+        ),
         "HIT",
         "both variants kept"
     );
@@ -437,12 +479,19 @@ async fn a_redis_store_is_shared_by_two_gateways() {
         .request(
             Method::DELETE,
             &url(&b, "/doc?vary=accept"),
-            &[],
+            &[("host", "api.example")],
             Bytes::new(),
         )
         .await;
     assert_eq!(
-        status(&get(&a, "/doc?vary=accept", &[("accept", "x")]).await),
+        status(
+            &get(
+                &a,
+                "/doc?vary=accept",
+                &[("accept", "x"), ("host", "api.example")]
+            )
+            .await
+        ),
         "MISS"
     );
     assert_eq!(n.load(Ordering::SeqCst), 4);

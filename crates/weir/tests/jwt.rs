@@ -351,3 +351,76 @@ upstreams:\n{}routes:
     );
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_keys_stop_working_after_max_stale_and_return_with_the_provider() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let k1 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let doc = json!({ "keys": [ec_jwk(&k1, "k1")] }).to_string();
+    let status = Arc::new(AtomicUsize::new(200));
+    let idp = {
+        let status = status.clone();
+        MockUpstream::start(Behavior::Custom(Arc::new(move |_req| {
+            let (doc, status) = (doc.clone(), status.clone());
+            Box::pin(async move {
+                let mut r = http::Response::new(weir_testkit::upstream::full(doc));
+                *r.status_mut() =
+                    http::StatusCode::from_u16(status.load(Ordering::SeqCst) as u16).unwrap();
+                r
+            })
+        })))
+        .await
+    };
+    let up = MockUpstream::start(Behavior::Named("up".into())).await;
+    let gw = gateway(&format!(
+        "consumers:
+  - {{ name: acme-app, credentials: [ {{ type: jwt, issuer: \"https://idp.example.com\", subject: acme }} ] }}
+upstreams:\n{}routes:
+  - name: api
+    upstream: u
+    policies:
+      - jwt: {{ jwks_url: \"http://{}/jwks\", jwks_max_age: 1s, jwks_max_stale: 1s, jwks_min_interval: 1s }}
+",
+        upstream("u", &[up.address()], ""),
+        idp.address()
+    ));
+    let mut h = Header::new(Algorithm::ES256);
+    h.kid = Some("k1".into());
+    let claims = json!({ "iss": "https://idp.example.com", "sub": "acme", "exp": now() + 300 });
+    let token = encode(
+        &h,
+        &claims,
+        &EncodingKey::from_ec_pem(k1.serialize_pem().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let cl = HttpClient::new();
+    let call = || {
+        let cl = cl.clone();
+        let u = url(&gw, "/x");
+        let auth = format!("Bearer {token}");
+        async move {
+            cl.request(
+                Method::GET,
+                &u,
+                &[("authorization", auth.as_str())],
+                Bytes::new(),
+            )
+            .await
+            .status
+            .as_u16()
+        }
+    };
+    assert_eq!(call().await, 200);
+    status.store(503, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        call().await,
+        401,
+        "keys older than jwks_max_stale are not trusted"
+    );
+    status.store(200, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(call().await, 200, "a successful fetch brings them back");
+    gw.shutdown().await;
+}

@@ -159,6 +159,7 @@ async fn store_errors_follow_on_store_error_and_the_limit_returns_with_redis() {
 {}routes:
   - {{ name: open, upstream: u, match: {{ paths: [\"/open/*\"] }}, policies: [ {{ rate_limit: {{ key: ip, limit: 2, per: 1h, store: \"{store}\", on_store_error: allow }} }} ] }}
   - {{ name: closed, upstream: u, match: {{ paths: [\"/closed/*\"] }}, policies: [ {{ rate_limit: {{ key: ip, limit: 2, per: 1h, store: \"{store}\", on_store_error: deny, store_timeout: 50ms }} }} ] }}
+  - {{ name: local, upstream: u, match: {{ paths: [\"/local/*\"] }}, policies: [ {{ rate_limit: {{ key: ip, limit: 2, per: 1h, store: \"{store}\" }} }} ] }}
 ",
         upstream("u", &[up.address()], "")
     ));
@@ -181,6 +182,15 @@ async fn store_errors_follow_on_store_error_and_the_limit_returns_with_redis() {
         assert_eq!(r.status, 503, "deny: refused while the store is down");
         assert_eq!(r.json()["error"]["type"], "limit_store_unavailable");
     }
+    // local (the default): this node's own limit holds while the store is down.
+    let local: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(cl.get(&url(&gw, "/local/x")).await.status.as_u16());
+        }
+        v
+    };
+    assert_eq!(local, [200, 200, 429], "local fallback limit");
     let m = cl.get(&admin(&gw, "/metrics")).await.text();
     assert!(
         m.contains("weir_policy_outcomes_total{policy=\"rate_limit\",outcome=\"store_error\"}"),

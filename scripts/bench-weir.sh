@@ -8,7 +8,7 @@
 #   auth-redis  the same with the rate limit kept in Redis (BENCH_REDIS, default
 #               redis://127.0.0.1:6379)
 # The policy variants need the API key on every request: run proxy-bench.sh with
-# scripts/bench/ first in PATH, whose `wrk` adds `x-api-key: $BENCH_API_KEY`.
+# scripts/bench/ first in PATH, whose `wrk` and `curl` add `x-api-key: $BENCH_API_KEY`.
 set -euo pipefail
 listen=${1:?usage: bench-weir.sh LISTEN UPSTREAM [plain|auth|auth-redis]}
 upstream=${2:?usage: bench-weir.sh LISTEN UPSTREAM [plain|auth|auth-redis]}

@@ -17,6 +17,8 @@ pub struct Consumer {
     /// `X-Consumer-Name` and `X-Consumer-Groups` values, made once.
     pub name_header: HeaderValue,
     pub groups_header: Option<HeaderValue>,
+    /// The rate-limit key of this consumer (`c:NAME`), made once.
+    pub rate_key: Box<str>,
 }
 
 /// Every consumer, and the key digests that identify them.
@@ -55,6 +57,7 @@ impl Consumers {
                 groups: c.groups.clone(),
                 name_header,
                 groups_header,
+                rate_key: format!("c:{}", c.name).into_boxed_str(),
             });
             for (k, cred) in c.credentials.iter().enumerate() {
                 match cred {

@@ -2,6 +2,7 @@
 //! Redis for several nodes, and a per-route concurrency limit. Limiter state lives outside the snapshot, keyed by route
 //! and limit settings, so a reload that leaves a limit unchanged keeps its counters.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
@@ -124,18 +125,18 @@ impl RateLimit {
         })
     }
 
-    fn key_of(&self, headers: &HeaderMap, ctx: &PolicyCtx) -> String {
-        let ip = || format!("i:{}", ctx.client_ip);
+    fn key_of<'a>(&self, headers: &HeaderMap, ctx: &'a PolicyCtx) -> Cow<'a, str> {
+        let ip = || Cow::Owned(format!("i:{}", ctx.client_ip));
         match &self.key {
             Key::Consumer => ctx
                 .consumer
                 .as_ref()
-                .map_or_else(ip, |c| ["c:", &*c.name].concat()),
+                .map_or_else(ip, |c| Cow::Borrowed(&*c.rate_key)),
             Key::Ip => ip(),
-            Key::Route => "r".to_owned(),
+            Key::Route => Cow::Borrowed("r"),
             Key::Header(h) => headers
                 .get(h)
-                .map(|v| ["h:", &*String::from_utf8_lossy(v.as_bytes())].concat())
+                .map(|v| Cow::Owned(["h:", &*String::from_utf8_lossy(v.as_bytes())].concat()))
                 .unwrap_or_else(ip),
         }
     }
@@ -144,10 +145,11 @@ impl RateLimit {
         let key = self.key_of(headers, ctx);
         match &self.backend {
             Backend::Memory(state) => {
-                let (admitted, ahead) = state.step(key, self.interval, self.tolerance);
+                let (admitted, ahead) = state.step(&key, self.interval, self.tolerance);
                 self.answer(admitted, ahead, ctx)
             }
             Backend::Redis(remote) => {
+                let key = key.into_owned();
                 let remote = Arc::clone(remote);
                 let (interval, tolerance) = (self.interval / 1_000, self.tolerance / 1_000);
                 Flow::Await(
@@ -188,7 +190,7 @@ impl RateLimit {
                 match remote.on_error {
                     OnStoreError::Local => {
                         let (admitted, ahead) =
-                            remote.fallback.step(key, self.interval, self.tolerance);
+                            remote.fallback.step(&key, self.interval, self.tolerance);
                         self.answer(admitted, ahead, ctx)
                     }
                     OnStoreError::Allow => Flow::Continue,
@@ -248,19 +250,28 @@ fn memory_state(id: &str) -> Arc<State> {
 
 impl State {
     /// One GCRA step: `(admitted, ns ahead)` as [`RateLimit::answer`] takes it.
-    fn step(&self, key: String, interval: u64, tolerance: u64) -> (bool, u64) {
+    fn step(&self, key: &str, interval: u64, tolerance: u64) -> (bool, u64) {
         let now = now_nanos();
-        let mut map = self.shards[shard_of(&key)].lock();
+        let mut map = self.shards[shard_of(key)].lock();
+        // A known key is updated in place: no allocation on the common path.
+        if let Some(tat) = map.get_mut(key) {
+            let at = (*tat).max(now);
+            let next = at + interval;
+            if next - now <= tolerance {
+                *tat = next;
+                return (true, next - now);
+            }
+            return (false, at - now);
+        }
         if map.len() >= SWEEP_AT {
             map.retain(|_, tat| *tat > now);
         }
-        let tat = map.get(key.as_str()).copied().unwrap_or(now).max(now);
-        let next = tat + interval;
-        if next - now <= tolerance {
-            map.insert(key.into_boxed_str(), next);
-            (true, next - now)
+        let next = now + interval;
+        if interval <= tolerance {
+            map.insert(key.into(), next);
+            (true, interval)
         } else {
-            (false, tat - now)
+            (false, 0)
         }
     }
 }
@@ -287,10 +298,23 @@ const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (IETF draft names).
 pub fn rate_headers(info: &RateInfo) -> [(HeaderName, HeaderValue); 3] {
     [
-        (RATELIMIT_LIMIT, HeaderValue::from(info.limit)),
-        (RATELIMIT_REMAINING, HeaderValue::from(info.remaining)),
-        (RATELIMIT_RESET, HeaderValue::from(info.reset_secs)),
+        (RATELIMIT_LIMIT, number(u64::from(info.limit))),
+        (RATELIMIT_REMAINING, number(u64::from(info.remaining))),
+        (RATELIMIT_RESET, number(info.reset_secs)),
     ]
+}
+
+/// A number as a header value; small ones come from a table made once, so the three
+/// headers on every limited route cost no allocation.
+fn number(n: u64) -> HeaderValue {
+    const TABLE: usize = 4096;
+    static VALUES: OnceLock<Vec<HeaderValue>> = OnceLock::new();
+    match usize::try_from(n) {
+        Ok(i) if i < TABLE => {
+            VALUES.get_or_init(|| (0..TABLE as u64).map(HeaderValue::from).collect())[i].clone()
+        }
+        _ => HeaderValue::from(n),
+    }
 }
 
 // === impl Concurrency ===

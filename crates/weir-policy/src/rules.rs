@@ -107,21 +107,22 @@ impl KeyAuth {
         if let Some(flow) = repeated {
             return flow;
         }
-        let mut found: Option<(Vec<u8>, Source)> = None;
+        // Looked up while borrowed from the request: no copy of the key is made.
+        let mut found: Option<(Option<&Arc<crate::Consumer>>, Source)> = None;
         if let Some(v) = headers.get(&self.header) {
-            found = Some((v.as_bytes().to_vec(), Source::Header));
+            found = Some((self.consumers.by_key(v.as_bytes()), Source::Header));
         } else if self.bearer
             && let Some(v) = headers.get(header::AUTHORIZATION)
             && let Some(token) = strip_bearer(v.as_bytes())
         {
-            found = Some((token.to_vec(), Source::Bearer));
+            found = Some((self.consumers.by_key(token), Source::Bearer));
         } else if let Some(param) = &self.query
             && let Some(q) = uri.query()
             && let Some(v) = query_value(q, param)
         {
-            found = Some((v, Source::Query));
+            found = Some((self.consumers.by_key(&v), Source::Query));
         }
-        let Some((key, source)) = found else {
+        let Some((consumer, source)) = found else {
             self.missing.increment(1);
             return Flow::Respond(Reply::Error(
                 GatewayError::Unauthorized {
@@ -130,7 +131,7 @@ impl KeyAuth {
                 challenge(),
             ));
         };
-        let Some(consumer) = self.consumers.by_key(&key) else {
+        let Some(consumer) = consumer else {
             self.invalid.increment(1);
             tracing::debug!("request refused: unknown API key");
             return Flow::Respond(Reply::Error(

@@ -214,3 +214,61 @@ async fn store_errors_follow_on_store_error_and_the_limit_returns_with_redis() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_store_is_logged_once_with_its_address_but_not_its_password() {
+    let up = MockUpstream::start(Behavior::Named("up".into())).await;
+    let dir = temp_dir("redis-down-log");
+    let (proxy, admin, dead) = (free_port(), free_port(), free_port());
+    let yaml = format!(
+        "listen: {{ proxy: 127.0.0.1:{proxy}, admin: 127.0.0.1:{admin} }}
+access_log: off
+upstreams:
+{}routes:
+  - name: r
+    upstream: u
+    match: {{ paths: [\"/*\"] }}
+    policies: [ {{ rate_limit: {{ key: ip, limit: 100, per: 1s, store: \"redis://:hunter2-secret@127.0.0.1:{dead}\", on_store_error: allow }} }} ]
+",
+        upstream("u", &[up.address()], "")
+    );
+    let file = dir.join("weir.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let log = dir.join("stderr.log");
+    let child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .env("WEIR_LOG", "info")
+        .env_remove("WEIR_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let node = Proc(child);
+    wait_port(proxy).await;
+    let cl = HttpClient::new();
+    for _ in 0..10 {
+        assert_eq!(
+            cl.get(&format!("http://127.0.0.1:{proxy}/x")).await.status,
+            200
+        );
+    }
+    drop(node);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Redis store failing"))
+        .collect();
+    // One line per worker thread's first failure at most, not one per request.
+    assert!(!warnings.is_empty() && warnings.len() <= 2, "{text}");
+    assert!(
+        warnings[0].contains(&format!("127.0.0.1:{dead}")),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        !text.contains("hunter2"),
+        "the store password was logged: {text}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

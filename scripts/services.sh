@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure the servers the test suite talks to are up on this machine, starting any that
-# is down (Redis today). Idempotent; prints what it did.
+# is down (Redis, PostgreSQL). Idempotent; prints what it did.
 set -euo pipefail
 
 redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
@@ -19,4 +19,18 @@ else
         --appendonly no --dir /tmp --logfile "$logdir/ci.log"
     for _ in $(seq 50); do redis_up && break; sleep 0.1; done
     redis_up || { echo "services: redis did not come up; see $logdir/ci.log" >&2; exit 1; }
+fi
+
+pg_up() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }
+if ! command -v pg_ctlcluster >/dev/null; then
+    echo "services: PostgreSQL is not installed; install it (Debian: apt-get install postgresql)" >&2
+    exit 1
+fi
+if pg_up; then
+    echo "services: postgres on 127.0.0.1:5432 is up"
+else
+    echo "services: starting postgres on 127.0.0.1:5432"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
+    for _ in $(seq 100); do pg_up && break; sleep 0.1; done
+    pg_up || { echo "services: postgres did not come up; see /var/log/postgresql/" >&2; exit 1; }
 fi

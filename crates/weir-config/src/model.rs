@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::policy::{ConsumerConfig, PolicyConfig};
 use crate::units::{ByteSize, Duration};
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -45,7 +45,7 @@ fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
     #[serde(default = "default_proxy_addr")]
@@ -71,7 +71,7 @@ fn default_proxy_addr() -> String {
     "127.0.0.1:8080".to_owned()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsListenConfig {
     pub address: String,
@@ -79,14 +79,14 @@ pub struct TlsListenConfig {
     pub certificates: Vec<CertificateConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateConfig {
     pub cert: String,
     pub key: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Largest request body accepted on any route unless the route sets its own.
@@ -128,14 +128,14 @@ fn default_h2_streams() -> u32 {
     128
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PathsConfig {
     #[serde(default)]
     pub encoded_slash: EncodedSlashAction,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum EncodedSlashAction {
     #[default]
@@ -155,7 +155,7 @@ pub enum AccessLogConfig {
 
 impl<'de> Deserialize<'de> for AccessLogConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
+        #[derive(Deserialize, Serialize)]
         #[serde(untagged)]
         enum Raw {
             Flag(bool),
@@ -176,6 +176,22 @@ impl<'de> Deserialize<'de> for AccessLogConfig {
     }
 }
 
+impl Serialize for AccessLogConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Named(AccessLogTarget::Off) => s.serialize_str("off"),
+            Self::Named(AccessLogTarget::Stdout) => s.serialize_str("stdout"),
+            Self::Named(AccessLogTarget::Stderr) => s.serialize_str("stderr"),
+            Self::File { file } => {
+                use serde::ser::SerializeMap;
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("file", file)?;
+                m.end()
+            }
+        }
+    }
+}
+
 impl Default for AccessLogConfig {
     fn default() -> Self {
         Self::Named(AccessLogTarget::Stdout)
@@ -189,7 +205,7 @@ pub enum AccessLogTarget {
     Stderr,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash, Default)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     #[serde(default)]
@@ -231,13 +247,13 @@ fn default_pool_idle_timeout() -> Duration {
     Duration::from_secs(60)
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Builtin {
     Echo,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     /// `host:port`; names are resolved at connect time.
@@ -250,7 +266,7 @@ fn default_weight() -> u32 {
     1
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
     #[default]
@@ -260,7 +276,7 @@ pub enum Balance {
     Random,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamProtocol {
     /// HTTP/1.1, or HTTP/2 when TLS negotiates `h2` by ALPN.
@@ -271,7 +287,7 @@ pub enum UpstreamProtocol {
     H2c,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash, Default)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
     #[serde(default)]
@@ -280,7 +296,7 @@ pub struct HealthConfig {
     pub passive: Option<PassiveHealthConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct ActiveHealthConfig {
     pub path: String,
@@ -308,7 +324,7 @@ fn default_two() -> u32 {
 
 /// Passive health is the per-endpoint circuit breaker: after `failures` consecutive failed
 /// requests the endpoint is skipped for `cooldown`, then one trial request decides.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct PassiveHealthConfig {
     #[serde(default = "default_failures")]
@@ -324,7 +340,7 @@ fn default_cooldown() -> Duration {
     Duration::from_secs(10)
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutsConfig {
     #[serde(default = "default_connect_timeout")]
@@ -350,7 +366,7 @@ fn default_request_timeout() -> Duration {
     Duration::from_secs(60)
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsConfig {
     /// Server name sent and verified; defaults to the host part of each target address.
@@ -368,7 +384,7 @@ fn default_true() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub name: String,
@@ -395,7 +411,7 @@ pub struct RouteConfig {
     pub policies: Vec<PolicyConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     /// Exact names, or `*.example.com` for exactly one extra label.

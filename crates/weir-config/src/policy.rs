@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::units::{ByteSize, Duration};
 
 /// A client identity that credentials resolve to.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumerConfig {
     pub name: String,
@@ -20,7 +20,7 @@ pub struct ConsumerConfig {
 
 /// A credential of a consumer. Secrets are given by reference: `env:NAME`, `file:PATH`, or
 /// a literal.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CredentialConfig {
     Key {
@@ -39,7 +39,7 @@ pub enum CredentialConfig {
 }
 
 /// One policy of a route's chain, written as a one-key map: `- key_auth: { … }`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum PolicyConfig {
     KeyAuth(KeyAuthConfig),
@@ -75,7 +75,7 @@ impl PolicyConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct KeyAuthConfig {
     /// Header carrying the key.
@@ -113,7 +113,7 @@ fn yes() -> bool {
 
 /// Allow or deny by consumer group. With `allow`, a consumer must be in one of the groups;
 /// `deny` wins over `allow`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AclConfig {
     #[serde(default)]
@@ -123,7 +123,7 @@ pub struct AclConfig {
 }
 
 /// Allow or deny by client address (CIDR or IP); `deny` wins over `allow`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct IpConfig {
     #[serde(default)]
@@ -132,13 +132,13 @@ pub struct IpConfig {
     pub deny: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RequestSizeConfig {
     pub max: ByteSize,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct HeadersConfig {
     #[serde(default)]
@@ -147,7 +147,7 @@ pub struct HeadersConfig {
     pub response: HeaderOps,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderOps {
     /// Replace (or create) these headers.
@@ -160,7 +160,7 @@ pub struct HeaderOps {
     pub remove: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct CorsConfig {
     /// Allowed origins (`https://app.example.com`), or `*`.
@@ -188,7 +188,7 @@ fn default_cors_max_age() -> Duration {
 }
 
 /// Answers from the gateway without calling the upstream: a maintenance page, a redirect.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct StaticResponseConfig {
     #[serde(default = "default_static_status")]
@@ -209,7 +209,7 @@ fn default_static_status() -> u16 {
 }
 
 /// A smooth limit (GCRA): `limit` requests `per` period, with bursts up to `burst`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// `consumer` (falls back to the client address when unauthenticated), `ip`, `route`,
@@ -235,7 +235,7 @@ pub struct RateLimitConfig {
 }
 
 /// The answer a limit gives while its shared store is unreachable.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum OnStoreError {
     /// Apply the same limit in this node's memory until the store is back.
@@ -261,14 +261,14 @@ fn default_rl_store() -> String {
 
 /// At most `max` requests of this route in flight at once (a streaming response counts
 /// until it ends); more get 503.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ConcurrencyConfig {
     pub max: u32,
 }
 
 /// HTTP Basic authentication against consumers' `basic` credentials.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuthConfig {
     #[serde(default = "default_realm")]
@@ -284,7 +284,7 @@ fn default_realm() -> String {
 
 /// Bearer JWTs verified against configured keys. Each key is pinned to one algorithm; the
 /// token's `alg` must be that one.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     #[serde(default)]
@@ -334,7 +334,7 @@ fn default_leeway() -> Duration {
     Duration::from_secs(30)
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct JwtKeyConfig {
     /// Matched against the token's `kid`; a key without one serves tokens without `kid`.
@@ -349,7 +349,7 @@ pub struct JwtKeyConfig {
 
 /// A response cache for the route: `GET`/`HEAD` answers kept for `ttl` unless the upstream's
 /// `Cache-Control` says otherwise.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     /// Freshness when the upstream gives no `s-maxage`/`max-age`.

@@ -38,7 +38,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "weir-telemetry",
             "weir-proxy",
             "weir-policy",
+            "weir-store",
+            "weir-control",
         ],
+    ),
+    ("weir-store", &["weir-core", "weir-config"]),
+    (
+        "weir-control",
+        &["weir-core", "weir-config", "weir-store"],
     ),
     ("weir-testkit", &[]),
 ];

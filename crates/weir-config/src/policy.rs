@@ -23,8 +23,13 @@ pub struct ConsumerConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CredentialConfig {
+    /// An API key: `key` (a literal, `env:NAME` or `file:PATH`), or `key_sha256`, the
+    /// hex SHA-256 of the key (what the admin API stores, so the key itself is never kept).
     Key {
-        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_sha256: Option<String>,
     },
     /// HTTP Basic: a user name and an argon2 PHC hash (`weir hash-password` makes one).
     Basic {
@@ -32,10 +37,7 @@ pub enum CredentialConfig {
         password_hash: String,
     },
     /// A JWT whose `iss` and `sub` claims name this consumer.
-    Jwt {
-        issuer: String,
-        subject: String,
-    },
+    Jwt { issuer: String, subject: String },
 }
 
 /// One policy of a route's chain, written as a one-key map: `- key_auth: { … }`.

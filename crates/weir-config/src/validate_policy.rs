@@ -61,11 +61,25 @@ pub(crate) fn validate_consumers(config: &Config, e: &mut Errors) {
                         );
                     }
                 }
-                CredentialConfig::Key { key } => {
-                    if let Err(msg) = check_secret_ref(key) {
-                        e.push(format!("{at}.credentials[{k}].key"), msg);
+                CredentialConfig::Key { key, key_sha256 } => match (key, key_sha256) {
+                    (Some(key), None) => {
+                        if let Err(msg) = check_secret_ref(key) {
+                            e.push(format!("{at}.credentials[{k}].key"), msg);
+                        }
                     }
-                }
+                    (None, Some(h)) => {
+                        if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                            e.push(
+                                format!("{at}.credentials[{k}].key_sha256"),
+                                "must be 64 hex digits (a SHA-256)",
+                            );
+                        }
+                    }
+                    _ => e.push(
+                        format!("{at}.credentials[{k}]"),
+                        "give exactly one of key and key_sha256",
+                    ),
+                },
             }
         }
     }

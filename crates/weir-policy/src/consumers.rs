@@ -62,25 +62,46 @@ impl Consumers {
             for (k, cred) in c.credentials.iter().enumerate() {
                 match cred {
                     CredentialConfig::Jwt { issuer, subject } => {
-                        if jwt.insert((issuer.clone(), subject.clone()), Arc::clone(&consumer)).is_some() {
+                        if jwt
+                            .insert((issuer.clone(), subject.clone()), Arc::clone(&consumer))
+                            .is_some()
+                        {
                             errors.push(format!("consumers[{i}].credentials[{k}]: this issuer and subject belong to another consumer"));
                         }
                     }
-                    CredentialConfig::Basic { username, password_hash } => {
+                    CredentialConfig::Basic {
+                        username,
+                        password_hash,
+                    } => {
                         if let Err(e) = basic.add(username, password_hash, &consumer) {
                             errors.push(format!("consumers[{i}].credentials[{k}]: {e}"));
                         }
                     }
-                    CredentialConfig::Key { key } => match resolve_secret(key, env) {
-                        Ok(secret) if secret.len() >= 16 => {
-                            let digest = digest(secret.as_bytes());
-                            if by_key.insert(digest, (Arc::clone(&consumer), digest)).is_some() {
-                                errors.push(format!("consumers[{i}].credentials[{k}].key: the same key is given to another consumer"));
+                    CredentialConfig::Key { key, key_sha256 } => {
+                        let found = match (key, key_sha256) {
+                            (Some(key), _) => match resolve_secret(key, env) {
+                                Ok(secret) if secret.len() >= 16 => Ok(digest(secret.as_bytes())),
+                                Ok(_) => Err("the key must be at least 16 characters".to_owned()),
+                                Err(e) => Err(e),
+                            },
+                            (None, Some(hex)) => from_hex(hex)
+                                .ok_or_else(|| "key_sha256 must be 64 hex digits".to_owned()),
+                            (None, None) => Err("give key or key_sha256".to_owned()),
+                        };
+                        match found {
+                            Ok(digest) => {
+                                if by_key
+                                    .insert(digest, (Arc::clone(&consumer), digest))
+                                    .is_some()
+                                {
+                                    errors.push(format!("consumers[{i}].credentials[{k}].key: the same key is given to another consumer"));
+                                }
+                            }
+                            Err(e) => {
+                                errors.push(format!("consumers[{i}].credentials[{k}].key: {e}"))
                             }
                         }
-                        Ok(_) => errors.push(format!("consumers[{i}].credentials[{k}].key: the key must be at least 16 characters")),
-                        Err(e) => errors.push(format!("consumers[{i}].credentials[{k}].key: {e}")),
-                    },
+                    }
                 }
             }
         }
@@ -111,6 +132,20 @@ impl Consumers {
     pub(crate) fn basic(&self) -> &crate::basic::BasicUsers {
         &self.basic
     }
+}
+
+/// A SHA-256 written as 64 hex digits.
+fn from_hex(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
 }
 
 pub(crate) fn digest(b: &[u8]) -> [u8; 32] {
@@ -158,6 +193,25 @@ mod tests {
                 .unwrap(),
             "partners"
         );
+    }
+
+    #[test]
+    fn a_key_given_by_its_sha256_matches_the_key() {
+        let c = cfg(
+            "consumers:\n  - { name: acme, credentials: [ { type: key, key: \"replaced-below-0000\" } ] }\n",
+        );
+        let hex: String = digest(b"acme-secret-key-0001")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut c = c;
+        c[0].credentials[0] = weir_config::CredentialConfig::Key {
+            key: None,
+            key_sha256: Some(hex.to_uppercase()),
+        };
+        let all = Consumers::compile(&c, &|_| None).unwrap();
+        assert_eq!(&*all.by_key(b"acme-secret-key-0001").unwrap().name, "acme");
+        assert!(all.by_key(b"acme-secret-key-0002").is_none());
     }
 
     #[test]

@@ -43,10 +43,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("weir-store", &["weir-core", "weir-config"]),
-    (
-        "weir-control",
-        &["weir-core", "weir-config", "weir-store"],
-    ),
+    ("weir-control", &["weir-core", "weir-config", "weir-store"]),
     ("weir-testkit", &[]),
 ];
 

@@ -64,6 +64,8 @@ pub fn apply_env(
                     _ => AccessLogConfig::File { file: value },
                 }
             }
+            "WEIR_STORE" => config.store = (!value.is_empty()).then_some(value),
+            "WEIR_DATA_DIR" => config.data_dir = value,
             "WEIR_SHUTDOWN_TIMEOUT" => match Duration::parse(&value) {
                 Ok(d) => config.shutdown_timeout = d,
                 Err(e) => errors.push(ValidationError::new("env WEIR_SHUTDOWN_TIMEOUT", e)),

@@ -28,6 +28,14 @@ pub struct Config {
     /// How long in-flight requests may run after SIGTERM before connections are closed.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: Duration,
+    /// Where the configuration lives when it is managed through the admin API:
+    /// `sqlite://FILE` (relative to `data_dir`) or `postgres://USER@HOST:PORT/DB`. Absent:
+    /// file mode (this file is the truth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// Weir's own files: the SQLite store, queue files, caches.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: String,
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     #[serde(default)]
@@ -39,6 +47,10 @@ pub struct Config {
     /// replaces the default).
     #[serde(default)]
     pub policy_defaults: Vec<PolicyConfig>,
+}
+
+fn default_data_dir() -> String {
+    "./weir-data".to_owned()
 }
 
 fn default_shutdown_timeout() -> Duration {

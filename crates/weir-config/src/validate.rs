@@ -49,6 +49,23 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
     {
         e.push("workers", "must be between 1 and 1024");
     }
+    if let Some(store) = &config.store {
+        let ok = ["sqlite://", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| store.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
+        if !ok {
+            e.push(
+                "store",
+                "expected sqlite://FILE or postgres://USER@HOST:PORT/DB",
+            );
+        }
+        if config.listen.admin.is_none() {
+            e.push(
+                "listen.admin",
+                "a store is managed through the admin API: set listen.admin (for example 127.0.0.1:9080)",
+            );
+        }
+    }
     for (i, cidr) in config.trusted_proxies.iter().enumerate() {
         if parse_cidr(cidr).is_none() {
             e.push(

@@ -1,13 +1,17 @@
-//! The admin listener: `/metrics` (Prometheus text) and `/healthz`. Runs on the control
-//! thread, away from the workers; the admin API of later versions mounts here too.
+//! The admin listener: `/metrics` (Prometheus text), `/healthz`, and the admin API under
+//! `/api/` when the control plane has mounted one. Runs on the control thread, away from
+//! the workers.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -18,10 +22,21 @@ use weir_upstream::UpstreamKind;
 
 use crate::gateway::Gateway;
 
+/// A response body of the admin listener.
+pub type AdminBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The admin API: answers every request under `/api/`.
+pub type AdminApi = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<AdminBody>> + Send>>
+        + Send
+        + Sync,
+>;
+
 pub async fn serve(
     listener: std::net::TcpListener,
     gw: Arc<Gateway>,
     metrics: PrometheusHandle,
+    api: Arc<OnceLock<AdminApi>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Ok(listener) = TcpListener::from_std(listener) else {
@@ -35,10 +50,30 @@ pub async fn serve(
         };
         let gw = Arc::clone(&gw);
         let metrics = metrics.clone();
+        let api = Arc::clone(&api);
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let rsp = route(&req, &gw, &metrics);
-                async move { Ok::<_, Infallible>(rsp) }
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let mounted = req
+                    .uri()
+                    .path()
+                    .starts_with("/api/")
+                    .then(|| api.get().cloned())
+                    .flatten();
+                let built_in = mounted.is_none().then(|| route(&req, &gw, &metrics));
+                async move {
+                    let rsp = match (mounted, built_in) {
+                        (Some(api), _) => api(req).await,
+                        (None, Some(rsp)) => {
+                            rsp.map(|b| b.map_err(|never| match never {}).boxed_unsync())
+                        }
+                        (None, None) => Response::new(
+                            Full::new(Bytes::new())
+                                .map_err(|never| match never {})
+                                .boxed_unsync(),
+                        ),
+                    };
+                    Ok::<_, Infallible>(rsp)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

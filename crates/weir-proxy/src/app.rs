@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -41,6 +41,10 @@ pub struct ReloadSources {
 
 pub struct Running {
     pub gateway: Arc<Gateway>,
+    /// Where the control plane mounts the admin API (served under `/api/`).
+    pub admin_api: Arc<OnceLock<crate::admin::AdminApi>>,
+    /// Fires when Weir shuts down, for tasks started beside it.
+    pub stopping: watch::Receiver<bool>,
     pub proxy_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
     pub tls_addr: Option<SocketAddr>,
@@ -98,11 +102,13 @@ pub fn start(config: Config, sources: ReloadSources) -> Result<Running, StartErr
             }
         }
     });
+    let admin_api = Arc::new(OnceLock::new());
     if let Some(a) = admin {
         tokio::spawn(crate::admin::serve(
             a,
             Arc::clone(&gateway),
             metrics,
+            Arc::clone(&admin_api),
             rx.clone(),
         ));
     }
@@ -124,6 +130,8 @@ pub fn start(config: Config, sources: ReloadSources) -> Result<Running, StartErr
     }
     Ok(Running {
         gateway,
+        admin_api,
+        stopping: rx.clone(),
         proxy_addr,
         admin_addr,
         tls_addr,

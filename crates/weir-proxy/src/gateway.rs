@@ -1,5 +1,5 @@
 //! The gateway's live state and the one reload path: every change (start-up, file watch,
-//! SIGHUP) is validated, compiled against the previous snapshot, and published with a
+//! SIGHUP, the admin API) is validated, compiled against the previous snapshot, and published with a
 //! single atomic swap. A failed reload keeps the old snapshot and returns every error.
 
 use std::sync::Arc;
@@ -59,13 +59,27 @@ impl Gateway {
         self.tls.as_ref()
     }
 
-    /// Applies a new configuration. Returns the new version, or every reason it was refused
-    /// (the running configuration stays in place).
-    pub fn apply(&self, config: Config) -> Result<u64, Vec<String>> {
-        let _guard = self.reload.lock();
+    /// Checks a configuration as [`Gateway::apply`] would (settings that cannot change
+    /// live, validation, compilation) without publishing it.
+    pub fn check(&self, config: &Config) -> Result<(), Vec<String>> {
         let current = self.snapshot.load_full();
+        let errors = Self::fixed_settings(&current.config, config);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let errors: Vec<String> = weir_config::validate(config)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Snapshot::compile(config.clone(), 0, Some(&current), self.workers).map(|_| ())
+    }
+
+    /// What cannot change while running: listeners and the number of workers.
+    fn fixed_settings(old: &Config, config: &Config) -> Vec<String> {
         let mut errors = Vec::new();
-        let old = &current.config;
         if old.listen.proxy != config.listen.proxy {
             errors.push("listen.proxy: listen addresses cannot change while running; restart Weir to move it".to_owned());
         }
@@ -87,6 +101,15 @@ impl Gateway {
                     .to_owned(),
             );
         }
+        errors
+    }
+
+    /// Applies a new configuration. Returns the new version, or every reason it was refused
+    /// (the running configuration stays in place).
+    pub fn apply(&self, config: Config) -> Result<u64, Vec<String>> {
+        let _guard = self.reload.lock();
+        let current = self.snapshot.load_full();
+        let mut errors = Self::fixed_settings(&current.config, &config);
         let mut validation: Vec<String> = weir_config::validate(&config)
             .iter()
             .map(ToString::to_string)

@@ -735,3 +735,25 @@ impl FromStr for Backend {
         }
     }
 }
+
+/// Hears configuration changes committed by any node (Postgres `LISTEN`).
+pub struct Listener(sqlx::postgres::PgListener);
+
+impl Listener {
+    pub async fn connect(store: &Store) -> Result<Self> {
+        if store.backend != Backend::Postgres {
+            return Err(StoreError::BadUrl(
+                "only a Postgres store announces changes".to_owned(),
+            ));
+        }
+        let mut l = sqlx::postgres::PgListener::connect(&store.url).await?;
+        l.listen(CHANNEL).await?;
+        Ok(Self(l))
+    }
+
+    /// The next announced version.
+    pub async fn recv(&mut self) -> Result<i64> {
+        let n = self.0.recv().await?;
+        Ok(n.payload().parse().unwrap_or(0))
+    }
+}

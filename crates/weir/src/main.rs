@@ -181,13 +181,14 @@ async fn run(config: Config, origin: String, path: Option<PathBuf>, watch: bool)
         sighup: true,
     };
     let quickstart = origin == "built-in quick start";
-    let running = match weir_proxy::app::start(config, sources) {
-        Ok(r) => r,
+    let node = match weir::start(config, sources, weir::FirstAdmin::from_env(), !quickstart).await {
+        Ok(n) => n,
         Err(e) => {
             eprintln!("weir: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let running = &node.running;
     let snap = running.gateway.snapshot();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -207,6 +208,13 @@ async fn run(config: Config, origin: String, path: Option<PathBuf>, watch: bool)
     );
     if let Some(a) = running.admin_addr {
         eprintln!("  admin: http://{a}/metrics and http://{a}/healthz");
+        if let Some(c) = &node.control {
+            let mode = match c.mode() {
+                weir_control::Mode::File => "file mode: read-only",
+                weir_control::Mode::Database => "database mode",
+            };
+            eprintln!("  admin API: http://{a}/api/v1 ({mode}; OpenAPI at /api/v1/openapi.json)");
+        }
     }
     if let Some(a) = running.tls_addr {
         eprintln!("  tls:   https://{a}");
@@ -222,7 +230,7 @@ async fn run(config: Config, origin: String, path: Option<PathBuf>, watch: bool)
     }
     wait_for_signal().await;
     tracing::info!("shutting down: no new connections; draining in-flight requests");
-    running.shutdown().await;
+    node.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

@@ -1,0 +1,315 @@
+//! Configuration objects ↔ one `Config`: the store keeps upstreams, routes, consumers and
+//! the policy defaults as named objects in their YAML shapes; the gateway runs one `Config`
+//! made of the node's own settings (listeners, workers, limits: from its file and
+//! environment) plus those objects.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use weir_config::{
+    Config, ConsumerConfig, CredentialConfig, PolicyConfig, RouteConfig, UpstreamConfig,
+};
+use weir_store::Object;
+
+/// The kinds of objects the API manages, as they appear in URLs and in the store.
+pub const KINDS: [&str; 3] = ["upstreams", "routes", "consumers"];
+/// The store kind (and its one name) holding the policy defaults.
+pub const DEFAULTS_KIND: &str = "policy_defaults";
+pub const DEFAULTS_NAME: &str = "default";
+
+/// Object names: what fits in a URL segment, a metric label and a log line unescaped.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "name: {name:?} must be 1-128 letters, digits, '-', '_' or '.' (not starting with '.')"
+        ))
+    }
+}
+
+/// Checks an object body against its kind's shape; returns the body to store (names
+/// filled in, API keys replaced by their SHA-256).
+pub fn prepare(kind: &str, name: &str, mut body: Value) -> Result<Value, Vec<String>> {
+    check_name(name).map_err(|e| vec![e])?;
+    let Some(map) = body.as_object_mut() else {
+        return Err(vec![format!("{kind}[{name}]: expected a JSON object")]);
+    };
+    match map.get("name") {
+        None => {
+            map.insert("name".to_owned(), Value::String(name.to_owned()));
+        }
+        Some(Value::String(n)) if n == name => {}
+        Some(_) => {
+            return Err(vec![format!(
+                "{kind}[{name}].name: must be {name:?}, the name in the URL"
+            )]);
+        }
+    }
+    let shape = |e: serde_json::Error| vec![format!("{kind}[{name}]: {e}")];
+    match kind {
+        "upstreams" => {
+            let mut inner = body.clone();
+            if let Some(m) = inner.as_object_mut() {
+                m.remove("name");
+            }
+            serde_json::from_value::<UpstreamConfig>(inner).map_err(shape)?;
+        }
+        "routes" => {
+            serde_json::from_value::<RouteConfig>(body.clone()).map_err(shape)?;
+        }
+        "consumers" => {
+            let mut c = serde_json::from_value::<ConsumerConfig>(body.clone()).map_err(shape)?;
+            hash_keys(&mut c);
+            body = serde_json::to_value(&c).map_err(shape)?;
+        }
+        _ => return Err(vec![format!("{kind}: not a kind of object")]),
+    }
+    Ok(body)
+}
+
+/// Replaces literal API keys with their SHA-256: the store never holds a key. `env:` and
+/// `file:` references stay (they name where the node reads the key).
+fn hash_keys(c: &mut ConsumerConfig) {
+    for cred in &mut c.credentials {
+        if let CredentialConfig::Key { key, key_sha256 } = cred
+            && let Some(k) = key
+            && !k.starts_with("env:")
+            && !k.starts_with("file:")
+        {
+            let hex: String = Sha256::digest(k.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            *key_sha256 = Some(hex);
+            *key = None;
+        }
+    }
+}
+
+/// The policy defaults body: `{"policies": [...]}`.
+pub fn prepare_defaults(body: Value) -> Result<Value, Vec<String>> {
+    let policies = body
+        .get("policies")
+        .cloned()
+        .ok_or_else(|| vec!["policies: required (a list of policies)".to_owned()])?;
+    serde_json::from_value::<Vec<PolicyConfig>>(policies.clone())
+        .map_err(|e| vec![format!("policies: {e}")])?;
+    Ok(serde_json::json!({ "policies": policies }))
+}
+
+/// The node's own settings plus the stored objects. Errors name the object.
+pub fn assemble(base: &Config, objects: &[Object]) -> Result<Config, Vec<String>> {
+    let mut cfg = base.clone();
+    cfg.upstreams.clear();
+    cfg.routes.clear();
+    cfg.consumers.clear();
+    cfg.policy_defaults.clear();
+    let mut errors = Vec::new();
+    for o in objects {
+        let at = format!("{}[{}]", o.kind, o.name);
+        match o.kind.as_str() {
+            "upstreams" => {
+                let mut inner = o.body.clone();
+                if let Some(m) = inner.as_object_mut() {
+                    m.remove("name");
+                }
+                match serde_json::from_value::<UpstreamConfig>(inner) {
+                    Ok(u) => {
+                        cfg.upstreams.insert(o.name.clone(), u);
+                    }
+                    Err(e) => errors.push(format!("{at}: {e}")),
+                }
+            }
+            "routes" => match serde_json::from_value::<RouteConfig>(o.body.clone()) {
+                Ok(r) => cfg.routes.push(r),
+                Err(e) => errors.push(format!("{at}: {e}")),
+            },
+            "consumers" => match serde_json::from_value::<ConsumerConfig>(o.body.clone()) {
+                Ok(c) => cfg.consumers.push(c),
+                Err(e) => errors.push(format!("{at}: {e}")),
+            },
+            DEFAULTS_KIND => {
+                match serde_json::from_value::<Vec<PolicyConfig>>(o.body["policies"].clone()) {
+                    Ok(p) => cfg.policy_defaults = p,
+                    Err(e) => errors.push(format!("policy_defaults: {e}")),
+                }
+            }
+            other => errors.push(format!("{at}: unknown kind {other:?}")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Validation errors with list positions replaced by object names
+/// (`routes[2].upstream` → `routes[orders-api].upstream`).
+pub fn name_paths(cfg: &Config, errors: Vec<String>) -> Vec<String> {
+    errors
+        .into_iter()
+        .map(|e| {
+            let mut e = e;
+            for (list, names) in [
+                (
+                    "routes[",
+                    cfg.routes
+                        .iter()
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>(),
+                ),
+                (
+                    "consumers[",
+                    cfg.consumers.iter().map(|c| c.name.as_str()).collect(),
+                ),
+            ] {
+                if let Some(rest) = e.strip_prefix(list)
+                    && let Some(end) = rest.find(']')
+                    && let Ok(i) = rest[..end].parse::<usize>()
+                    && let Some(name) = names.get(i)
+                {
+                    e = format!("{list}{name}{}", &rest[end..]);
+                }
+            }
+            e
+        })
+        .collect()
+}
+
+/// A configuration as objects (for seeding a store from a file, and export).
+pub fn objects_of(cfg: &Config) -> Vec<(String, String, Value)> {
+    let mut out = Vec::new();
+    for (name, u) in &cfg.upstreams {
+        if let Ok(mut v) = serde_json::to_value(u) {
+            if let Some(m) = v.as_object_mut() {
+                m.insert("name".to_owned(), Value::String(name.clone()));
+            }
+            out.push(("upstreams".to_owned(), name.clone(), v));
+        }
+    }
+    for r in &cfg.routes {
+        if let Ok(v) = serde_json::to_value(r) {
+            out.push(("routes".to_owned(), r.name.clone(), v));
+        }
+    }
+    for c in &cfg.consumers {
+        if let Ok(v) = serde_json::to_value(c) {
+            out.push(("consumers".to_owned(), c.name.clone(), v));
+        }
+    }
+    if !cfg.policy_defaults.is_empty()
+        && let Ok(v) = serde_json::to_value(&cfg.policy_defaults)
+    {
+        out.push((
+            DEFAULTS_KIND.to_owned(),
+            DEFAULTS_NAME.to_owned(),
+            serde_json::json!({ "policies": v }),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_survives_the_round_trip_through_objects() {
+        let cfg = weir_config::from_yaml(
+            r#"
+upstreams:
+  orders: { targets: [ { address: "127.0.0.1:7001", weight: 2 } ], retries: 1 }
+consumers:
+  - { name: acme, groups: [partners], credentials: [ { type: key, key: "env:ACME_KEY" } ] }
+policy_defaults: [ { ip: { deny: [10.0.0.0/8] } } ]
+routes:
+  - name: orders-api
+    upstream: orders
+    match: { paths: ["/orders/*"], methods: [GET] }
+    strip_prefix: true
+    policies: [ { key_auth: {} }, { rate_limit: { limit: 10, per: 1m } }, { cache: { ttl: 30s } } ]
+"#,
+            "t",
+        )
+        .unwrap();
+        let objects: Vec<Object> = objects_of(&cfg)
+            .into_iter()
+            .map(|(kind, name, body)| Object {
+                kind,
+                name,
+                body,
+                revision: 1,
+                updated_at: 0,
+            })
+            .collect();
+        assert_eq!(objects.len(), 4);
+        let back = assemble(&Config::default(), &objects).unwrap();
+        assert_eq!(format!("{:?}", back.routes), format!("{:?}", cfg.routes));
+        assert_eq!(
+            format!("{:?}", back.upstreams),
+            format!("{:?}", cfg.upstreams)
+        );
+        assert_eq!(
+            format!("{:?}", back.consumers),
+            format!("{:?}", cfg.consumers)
+        );
+        assert_eq!(
+            format!("{:?}", back.policy_defaults),
+            format!("{:?}", cfg.policy_defaults)
+        );
+    }
+
+    #[test]
+    fn literal_keys_are_stored_as_digests_and_names_are_checked() {
+        let body = serde_json::json!({ "credentials": [ { "type": "key", "key": "acme-secret-key-0001" }, { "type": "key", "key": "env:K" } ] });
+        let stored = prepare("consumers", "acme", body).unwrap();
+        let text = stored.to_string();
+        assert!(!text.contains("acme-secret-key-0001"), "{text}");
+        assert_eq!(
+            stored["credentials"][0]["key_sha256"]
+                .as_str()
+                .unwrap()
+                .len(),
+            64
+        );
+        assert_eq!(stored["credentials"][1]["key"], "env:K");
+        assert_eq!(stored["name"], "acme");
+        assert!(prepare("routes", "../etc", serde_json::json!({})).is_err());
+        assert!(
+            prepare(
+                "routes",
+                "a",
+                serde_json::json!({ "name": "b", "upstream": "u" })
+            )
+            .is_err()
+        );
+        let e = prepare(
+            "routes",
+            "a",
+            serde_json::json!({ "upstream": "u", "bogus": 1 }),
+        )
+        .unwrap_err();
+        assert!(
+            e[0].starts_with("routes[a]: unknown field `bogus`"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn validation_paths_name_the_objects() {
+        let cfg = weir_config::from_yaml(
+            "routes: [ { name: zeta, upstream: u }, { name: alpha, upstream: v } ]",
+            "t",
+        )
+        .unwrap();
+        let named = name_paths(&cfg, vec!["routes[1].upstream: unknown".to_owned()]);
+        assert_eq!(named, ["routes[alpha].upstream: unknown"]);
+    }
+}

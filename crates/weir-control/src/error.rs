@@ -1,0 +1,110 @@
+//! The admin API's errors and the one place they become responses: JSON
+//! `{"error": {"type", "message", "errors"?}}` with the status that fits.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use weir_store::StoreError;
+
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(String),
+    /// The change would make the configuration invalid: every error with its path.
+    Invalid(Vec<String>),
+    Unauthorized(&'static str),
+    Forbidden(&'static str),
+    NotFound(String),
+    Conflict(String),
+    PreconditionFailed(String),
+    TooManyRequests(u64),
+    /// File mode: the file is the truth.
+    ReadOnly,
+    UnsupportedMediaType,
+    Unavailable(String),
+    Internal(String),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        match self {
+            Self::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.clone()),
+            Self::Invalid(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_config",
+                "the change would make the configuration invalid".to_owned(),
+            ),
+            Self::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", (*m).to_owned()),
+            Self::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", (*m).to_owned()),
+            Self::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
+            Self::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
+            Self::PreconditionFailed(m) => (
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                m.clone(),
+            ),
+            Self::TooManyRequests(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                "too many failed logins; wait and try again".to_owned(),
+            ),
+            Self::ReadOnly => (
+                StatusCode::CONFLICT,
+                "read_only",
+                "Weir runs in file mode: the configuration file is the truth; edit it (or set store: to manage it here)".to_owned(),
+            ),
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as application/json".to_owned(),
+            ),
+            Self::Unavailable(m) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("the configuration store is unavailable ({m}); traffic is served on the last good configuration"),
+            ),
+            Self::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", m.clone()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, message) = self.parts();
+        let mut body = serde_json::json!({ "error": { "type": kind, "message": message } });
+        if let Self::Invalid(errors) = &self {
+            body["error"]["errors"] = serde_json::json!(errors);
+        }
+        let mut rsp = (status, Json(body)).into_response();
+        if let Self::TooManyRequests(secs) = self {
+            rsp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            rsp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"weir-admin\""),
+            );
+        }
+        rsp
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => Self::Unavailable(m),
+            StoreError::BadUrl(m) => Self::Internal(m),
+            StoreError::Conflict { expected, actual } => Self::PreconditionFailed(format!(
+                "the object changed: If-Match was \"{expected}\", it is now \"{actual}\"; read it again"
+            )),
+            StoreError::NotFound => Self::NotFound("no such object".to_owned()),
+            StoreError::Exists => {
+                Self::Conflict("an object of that name exists; use PUT to replace it".to_owned())
+            }
+            StoreError::Invalid(errors) => Self::Invalid(errors),
+            StoreError::Corrupt(m) => Self::Internal(format!("stored data is corrupt: {m}")),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

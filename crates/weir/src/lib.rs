@@ -1,0 +1,160 @@
+//! Wiring of one Weir node, shared by the binary and the integration tests: the data plane
+//! (`weir-proxy`), and in front of its admin listener the control plane (`weir-control`)
+//! with its store (`weir-store`). No behaviour lives here, only assembly.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use weir_config::Config;
+use weir_control::{Control, Mode, Plane};
+use weir_proxy::app::{ReloadSources, Running};
+use weir_proxy::gateway::Gateway;
+
+/// The first account, from `WEIR_ADMIN_USER` (default `admin`) and `WEIR_ADMIN_PASSWORD`.
+#[derive(Clone, Default)]
+pub struct FirstAdmin {
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl FirstAdmin {
+    pub fn from_env() -> Self {
+        Self {
+            user: std::env::var("WEIR_ADMIN_USER")
+                .ok()
+                .filter(|u| !u.is_empty()),
+            password: std::env::var("WEIR_ADMIN_PASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty()),
+        }
+    }
+}
+
+pub struct Node {
+    pub running: Running,
+    pub control: Option<Arc<Control>>,
+}
+
+impl Node {
+    pub async fn shutdown(self) {
+        if let Some(c) = &self.control {
+            c.store().close().await;
+        }
+        self.running.shutdown().await;
+    }
+}
+
+/// The data plane as the control plane sees it.
+struct GatewayPlane(Arc<Gateway>);
+
+impl Plane for GatewayPlane {
+    fn check(&self, config: &Config) -> Result<(), Vec<String>> {
+        self.0.check(config)
+    }
+    fn apply(&self, config: Config) -> Result<(), Vec<String>> {
+        self.0.apply(config).map(|_| ())
+    }
+    fn current(&self) -> Config {
+        self.0.snapshot().config.clone()
+    }
+}
+
+/// Starts a node. With `store:` set (database mode) the store holds upstreams, routes,
+/// consumers and policy defaults; the file gives this node's own settings (and seeds an
+/// empty store). Without it (file mode) the file is the truth and the admin API reads;
+/// accounts then live in `data_dir`. `api` mounts the admin API (not for the quick start).
+pub async fn start(
+    config: Config,
+    sources: ReloadSources,
+    admin: FirstAdmin,
+    api: bool,
+) -> Result<Node, String> {
+    let api = api && config.listen.admin.is_some();
+    let (mode, url) = match &config.store {
+        Some(url) => (Mode::Database, url.clone()),
+        None => (Mode::File, "sqlite://weir.db".to_owned()),
+    };
+    let store = if api {
+        match weir_store::Store::open(&url, Path::new(&config.data_dir)).await {
+            Ok(s) => Some(s),
+            Err(e) if mode == Mode::File => {
+                tracing::warn!(error = %e, "the admin API is off: its account store cannot be opened (set data_dir to a writable directory)");
+                None
+            }
+            Err(e) => return Err(format!("cannot open the store: {e}")),
+        }
+    } else {
+        None
+    };
+    // Database mode starts on what the store holds (the file only seeds an empty store),
+    // and reloads come from the store, not from the file.
+    let (initial, sources) = match (&store, mode) {
+        (Some(s), Mode::Database) => {
+            let version = s.version().await.map_err(|e| e.to_string())?;
+            let initial = if version > 0 {
+                let objects = s.objects().await.map_err(|e| e.to_string())?;
+                weir_control::assemble(&config, &objects).map_err(|e| e.join("\n  "))?
+            } else {
+                config.clone()
+            };
+            (initial, ReloadSources::default())
+        }
+        _ => (config.clone(), sources),
+    };
+    let running = weir_proxy::app::start(initial, sources).map_err(|e| e.to_string())?;
+    let Some(store) = store else {
+        return Ok(Node {
+            running,
+            control: None,
+        });
+    };
+    let plane: Arc<dyn Plane> = Arc::new(GatewayPlane(Arc::clone(&running.gateway)));
+    let control = Control::new(store, mode, config.clone(), plane);
+    let user = admin.user.as_deref().unwrap_or("admin");
+    let first = admin.password.as_deref().map(|p| (user, p));
+    if let Err(e) = control.start(&config, first).await {
+        running.shutdown().await;
+        return Err(format!("{}", ErrorText(e)));
+    }
+    let router = weir_control::router(Arc::clone(&control));
+    let mounted: weir_proxy::admin::AdminApi = Arc::new(move |req| {
+        let mut router = router.clone();
+        Box::pin(async move {
+            let rsp = match tower_service::Service::call(&mut router, req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            rsp.map(|b| {
+                b.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+                    .boxed_unsync()
+            })
+        })
+    });
+    let _ = running.admin_api.set(mounted);
+    tokio::spawn(Arc::clone(&control).follow(Duration::from_secs(1), running.stopping.clone()));
+    Ok(Node {
+        running,
+        control: Some(control),
+    })
+}
+
+/// An API error as a line for the terminal.
+struct ErrorText(weir_control::ApiError);
+
+impl std::fmt::Display for ErrorText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use weir_control::ApiError as E;
+        match &self.0 {
+            E::Invalid(errors) => write!(
+                f,
+                "the stored configuration is not valid:\n  {}",
+                errors.join("\n  ")
+            ),
+            E::Unavailable(m) => write!(f, "the store is unavailable: {m}"),
+            E::BadRequest(m) | E::Internal(m) | E::Conflict(m) | E::NotFound(m) => f.write_str(m),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}

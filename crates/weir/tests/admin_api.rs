@@ -1,0 +1,700 @@
+//! The admin API through an assembled node (data plane + control plane + a real SQLite or
+//! Postgres store) with a real HTTP client: login, roles, CRUD with ETags that reach the
+//! traffic, validation errors with paths, the audit log, persistence across restarts, file
+//! mode, the OpenAPI document, hostile bodies, and two nodes on one Postgres.
+
+// Integration tests: a panic is a test failure, and bodies here are small and bounded.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::Method;
+use serde_json::{Value, json};
+use weir_testkit::client::Reply;
+
+const PASSWORD: &str = "correct-horse-battery";
+
+struct Api {
+    base: String,
+    token: String,
+    cl: HttpClient,
+}
+
+impl Api {
+    async fn call(&self, method: Method, path: &str) -> Reply {
+        self.call_with(method, path, None, &[]).await
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Value) -> Reply {
+        self.call_with(method, path, Some(body), &[]).await
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        extra: &[(&str, &str)],
+    ) -> Reply {
+        let auth = format!("Bearer {}", self.token);
+        let mut headers: Vec<(&str, &str)> = vec![("authorization", auth.as_str())];
+        if body.is_some() {
+            headers.push(("content-type", "application/json"));
+        }
+        headers.extend_from_slice(extra);
+        let body = body.map_or(Bytes::new(), |b| Bytes::from(b.to_string()));
+        self.cl
+            .request(method, &format!("{}{path}", self.base), &headers, body)
+            .await
+    }
+}
+
+async fn login(base: &str, user: &str, password: &str) -> Reply {
+    HttpClient::new()
+        .request(
+            Method::POST,
+            &format!("{base}/api/v1/login"),
+            &[("content-type", "application/json")],
+            Bytes::from(json!({ "username": user, "password": password }).to_string()),
+        )
+        .await
+}
+
+async fn api_as(base: &str, user: &str, password: &str) -> Api {
+    let r = login(base, user, password).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    Api {
+        base: base.to_owned(),
+        token: r.json()["token"].as_str().unwrap().to_owned(),
+        cl: HttpClient::new(),
+    }
+}
+
+/// A node with an admin listener; `extra` is appended to the YAML.
+async fn node(extra: &str, admin: weir::FirstAdmin) -> (weir::Node, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let yaml = format!(
+        "listen:\n  proxy: 127.0.0.1:0\n  admin: 127.0.0.1:0\nworkers: 1\naccess_log: off\n{extra}"
+    );
+    let cfg = weir_config::from_yaml(&yaml, "test").expect("test config parses");
+    let node = weir::start(cfg, Default::default(), admin, true)
+        .await
+        .expect("node starts");
+    let base = format!("http://{}", node.running.admin_addr.unwrap());
+    (node, base)
+}
+
+fn first_admin() -> weir::FirstAdmin {
+    weir::FirstAdmin {
+        user: None,
+        password: Some(PASSWORD.to_owned()),
+    }
+}
+
+fn sqlite_store(dir: &std::path::Path) -> String {
+    format!("store: sqlite://weir.db\ndata_dir: {}\n", dir.display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_written_through_the_api_reach_the_traffic_with_etags_and_audit() {
+    let up = MockUpstream::start(Behavior::Named("orders".into())).await;
+    let dir = temp_dir("admin-crud");
+    let (node, base) = node(&sqlite_store(&dir), first_admin()).await;
+    let api = api_as(&base, "admin", PASSWORD).await;
+    let proxy = format!("http://{}", node.running.proxy_addr);
+    let cl = HttpClient::new();
+    assert_eq!(cl.get(&format!("{proxy}/orders/1")).await.status, 404);
+
+    let r = api
+        .send(
+            Method::POST,
+            "/api/v1/upstreams",
+            json!({ "name": "orders", "targets": [ { "address": up.address() } ] }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = api
+        .send(Method::POST, "/api/v1/routes", json!({ "name": "orders-api", "upstream": "orders", "match": { "paths": ["/orders/*"] } }))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let etag = r.headers["etag"].to_str().unwrap().to_owned();
+    // Applied before the answer: the very next request is routed.
+    let r = cl.get(&format!("{proxy}/orders/1")).await;
+    assert_eq!((r.status.as_u16(), r.text()), (200, "orders".to_owned()));
+
+    // Creating it again is a conflict; a stale ETag is refused; the right one succeeds.
+    let dup = api
+        .send(
+            Method::POST,
+            "/api/v1/routes",
+            json!({ "name": "orders-api", "upstream": "orders" }),
+        )
+        .await;
+    assert_eq!(dup.status, 409);
+    let changed = json!({ "upstream": "orders", "match": { "paths": ["/v2/orders/*"] } });
+    let stale = api
+        .call_with(
+            Method::PUT,
+            "/api/v1/routes/orders-api",
+            Some(changed.clone()),
+            &[("if-match", "\"999\"")],
+        )
+        .await;
+    assert_eq!(stale.status, 412, "{}", stale.text());
+    let ok = api
+        .call_with(
+            Method::PUT,
+            "/api/v1/routes/orders-api",
+            Some(changed),
+            &[("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_ne!(ok.headers["etag"].to_str().unwrap(), etag);
+    assert_eq!(cl.get(&format!("{proxy}/orders/1")).await.status, 404);
+    assert_eq!(cl.get(&format!("{proxy}/v2/orders/1")).await.status, 200);
+    let got = api.call(Method::GET, "/api/v1/routes/orders-api").await;
+    assert_eq!(got.json()["match"]["paths"][0], "/v2/orders/*");
+    assert_eq!(got.headers["etag"], ok.headers["etag"]);
+
+    // A write that would break the configuration: 400 naming each bad field; nothing changes.
+    let bad = api
+        .send(
+            Method::POST,
+            "/api/v1/routes",
+            json!({ "name": "broken", "upstream": "nope", "match": { "paths": ["no-slash"] } }),
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    let errors: Vec<String> = bad.json()["error"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("routes[broken].upstream")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("routes[broken].match.paths[0]")),
+        "{errors:?}"
+    );
+    assert_eq!(
+        api.call(Method::GET, "/api/v1/routes/broken").await.status,
+        404
+    );
+    // Deleting an upstream a route uses is refused too.
+    let r = api.call(Method::DELETE, "/api/v1/upstreams/orders").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    // Paging.
+    for i in 0..3 {
+        let r = api
+            .send(Method::POST, "/api/v1/routes", json!({ "name": format!("r{i}"), "upstream": "orders", "match": { "paths": [format!("/r{i}")] } }))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let page = api.call(Method::GET, "/api/v1/routes?limit=2").await.json();
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let next = page["next"].as_str().unwrap().to_owned();
+    let rest = api
+        .call(Method::GET, &format!("/api/v1/routes?limit=2&after={next}"))
+        .await
+        .json();
+    assert_eq!(rest["items"].as_array().unwrap().len(), 2);
+    assert!(rest["next"].is_null());
+
+    let r = api.call(Method::DELETE, "/api/v1/routes/orders-api").await;
+    assert_eq!(r.status, 204);
+    assert_eq!(cl.get(&format!("{proxy}/v2/orders/1")).await.status, 404);
+
+    let audit = api
+        .call(Method::GET, "/api/v1/audit?limit=100")
+        .await
+        .json();
+    let items = audit["items"].as_array().unwrap();
+    let update = items.iter().find(|i| i["action"] == "update").unwrap();
+    assert_eq!(update["actor"], "admin");
+    assert_eq!(update["kind"], "routes");
+    assert_eq!(update["before"]["match"]["paths"][0], "/orders/*");
+    assert_eq!(update["after"]["match"]["paths"][0], "/v2/orders/*");
+    assert!(items.iter().any(|i| i["action"] == "delete"));
+    let status = api.call(Method::GET, "/api/v1/status").await.json();
+    assert_eq!(status["mode"], "database");
+    assert_eq!(status["serving_version"], status["store_version"]);
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_sessions_tokens_and_login_limits() {
+    let dir = temp_dir("admin-roles");
+    let (node, base) = node(&sqlite_store(&dir), first_admin()).await;
+    let cl = HttpClient::new();
+    // No credentials, a made-up token, a wrong password: refused.
+    let r = cl.get(&format!("{base}/api/v1/routes")).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["type"], "unauthorized");
+    let r = cl
+        .request(
+            Method::GET,
+            &format!("{base}/api/v1/routes"),
+            &[("authorization", "Bearer wss_madeup")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    let admin = api_as(&base, "admin", PASSWORD).await;
+    for (user, role) in [("vera", "viewer"), ("eddie", "editor")] {
+        let r = admin
+            .send(Method::POST, "/api/v1/users", json!({ "username": user, "password": format!("{user}-password-123"), "role": role }))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert!(
+            !r.text().contains("password"),
+            "no password or hash in the answer"
+        );
+    }
+    let r = admin
+        .send(
+            Method::POST,
+            "/api/v1/users",
+            json!({ "username": "x", "password": "short", "role": "viewer" }),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let viewer = api_as(&base, "vera", "vera-password-123").await;
+    let editor = api_as(&base, "eddie", "eddie-password-123").await;
+    assert_eq!(viewer.call(Method::GET, "/api/v1/routes").await.status, 200);
+    let up = json!({ "name": "u", "targets": [ { "address": "127.0.0.1:9" } ] });
+    assert_eq!(
+        viewer
+            .send(Method::POST, "/api/v1/upstreams", up.clone())
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        editor
+            .send(Method::POST, "/api/v1/upstreams", up)
+            .await
+            .status,
+        201
+    );
+    assert_eq!(editor.call(Method::GET, "/api/v1/users").await.status, 403);
+    assert_eq!(viewer.call(Method::GET, "/api/v1/audit").await.status, 403);
+    assert_eq!(admin.call(Method::GET, "/api/v1/users").await.status, 200);
+    // The last admin cannot be removed.
+    assert_eq!(
+        admin
+            .call(Method::DELETE, "/api/v1/users/admin")
+            .await
+            .status,
+        409
+    );
+
+    // Login sets an HttpOnly, SameSite cookie that works on its own.
+    let r = login(&base, "eddie", "eddie-password-123").await;
+    let cookie = r.headers["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let r = cl
+        .request(
+            Method::GET,
+            &format!("{base}/api/v1/status"),
+            &[("cookie", session.as_str())],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    // A cookie-borne write must be JSON (a cross-site form cannot make one).
+    let r = cl
+        .request(
+            Method::POST,
+            &format!("{base}/api/v1/upstreams"),
+            &[
+                ("cookie", session.as_str()),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            Bytes::from_static(b"name=x"),
+        )
+        .await;
+    assert_eq!(r.status, 415);
+
+    // Named API tokens: the secret once, then only its metadata; revocable.
+    let r = editor
+        .send(Method::POST, "/api/v1/tokens", json!({ "name": "ci" }))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let secret = r.json()["token"].as_str().unwrap().to_owned();
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let ci = Api {
+        base: base.clone(),
+        token: secret.clone(),
+        cl: HttpClient::new(),
+    };
+    assert_eq!(ci.call(Method::GET, "/api/v1/routes").await.status, 200);
+    let list = editor.call(Method::GET, "/api/v1/tokens").await;
+    assert!(list.text().contains("\"ci\"") && !list.text().contains(&secret));
+    assert_eq!(
+        editor
+            .call(Method::DELETE, &format!("/api/v1/tokens/{id}"))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(ci.call(Method::GET, "/api/v1/routes").await.status, 401);
+    // Logout revokes the session.
+    assert_eq!(
+        viewer.call(Method::POST, "/api/v1/logout").await.status,
+        204
+    );
+    assert_eq!(viewer.call(Method::GET, "/api/v1/routes").await.status, 401);
+
+    // Five failures lock the name for a minute; even the right password waits.
+    for _ in 0..5 {
+        assert_eq!(
+            login(&base, "eddie", "wrong-password-000").await.status,
+            401
+        );
+    }
+    let r = login(&base, "eddie", "eddie-password-123").await;
+    assert_eq!(r.status, 429);
+    assert!(r.headers.contains_key("retry-after"));
+    // An unknown user answers like a wrong password.
+    let r = login(&base, "nobody", "whatever-password").await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()["error"]["message"].clone()),
+        (401, json!("wrong user name or password"))
+    );
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_a_restart_and_the_first_admin_is_made_once() {
+    let up = MockUpstream::start(Behavior::Named("kept".into())).await;
+    let dir = temp_dir("admin-restart");
+    let (node1, base) = node(&sqlite_store(&dir), first_admin()).await;
+    let api = api_as(&base, "admin", PASSWORD).await;
+    api.send(
+        Method::POST,
+        "/api/v1/upstreams",
+        json!({ "name": "k", "targets": [ { "address": up.address() } ] }),
+    )
+    .await;
+    let r = api
+        .send(
+            Method::POST,
+            "/api/v1/routes",
+            json!({ "name": "kept", "upstream": "k", "match": { "paths": ["/kept"] } }),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let r = api
+        .send(Method::POST, "/api/v1/consumers", json!({ "name": "acme", "credentials": [ { "type": "key", "key": "acme-secret-key-0001" } ] }))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(
+        !r.text().contains("acme-secret-key-0001"),
+        "the key is never returned"
+    );
+    node1.shutdown().await;
+    let db = std::fs::read(dir.join("weir.db")).unwrap();
+    assert!(
+        !db.windows(20).any(|w| w == b"acme-secret-key-0001"),
+        "the key is never stored"
+    );
+
+    // Restart with another password in the environment: nothing changes.
+    let other = weir::FirstAdmin {
+        user: None,
+        password: Some("another-password-456".into()),
+    };
+    let (node2, base) = node(&sqlite_store(&dir), other).await;
+    assert_eq!(
+        login(&base, "admin", "another-password-456").await.status,
+        401
+    );
+    let api = api_as(&base, "admin", PASSWORD).await;
+    let r = HttpClient::new()
+        .get(&format!("http://{}/kept", node2.running.proxy_addr))
+        .await;
+    assert_eq!((r.status.as_u16(), r.text()), (200, "kept".to_owned()));
+    assert_eq!(
+        api.call(Method::GET, "/api/v1/consumers/acme").await.status,
+        200
+    );
+    node2.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashed_keys_written_through_the_api_authenticate() {
+    let up = MockUpstream::start(Behavior::Named("secure".into())).await;
+    let dir = temp_dir("admin-keys");
+    let (node, base) = node(&sqlite_store(&dir), first_admin()).await;
+    let api = api_as(&base, "admin", PASSWORD).await;
+    api.send(
+        Method::POST,
+        "/api/v1/upstreams",
+        json!({ "name": "s", "targets": [ { "address": up.address() } ] }),
+    )
+    .await;
+    api.send(Method::POST, "/api/v1/consumers", json!({ "name": "acme", "credentials": [ { "type": "key", "key": "acme-secret-key-0001" } ] }))
+        .await;
+    let r = api
+        .send(Method::POST, "/api/v1/routes", json!({ "name": "s", "upstream": "s", "match": { "paths": ["/s"] }, "policies": [ { "key_auth": {} } ] }))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let cl = HttpClient::new();
+    let url = format!("http://{}/s", node.running.proxy_addr);
+    assert_eq!(cl.get(&url).await.status, 401);
+    let r = cl
+        .request(
+            Method::GET,
+            &url,
+            &[("x-api-key", "acme-secret-key-0001")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let consumer = api.call(Method::GET, "/api/v1/consumers/acme").await.json();
+    assert!(consumer["credentials"][0]["key"].is_null());
+    assert_eq!(
+        consumer["credentials"][0]["key_sha256"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_mode_serves_the_file_read_only() {
+    let up = MockUpstream::start(Behavior::Named("f".into())).await;
+    let dir = temp_dir("admin-file");
+    let (node, base) = node(
+        &format!(
+            "data_dir: {}\nupstreams:\n{}routes:\n  - {{ name: from-file, upstream: u, match: {{ paths: [\"/f\"] }} }}\n",
+            dir.display(),
+            upstream("u", &[up.address()], "")
+        ),
+        first_admin(),
+    )
+    .await;
+    let api = api_as(&base, "admin", PASSWORD).await;
+    let list = api.call(Method::GET, "/api/v1/routes").await.json();
+    assert_eq!(list["items"][0]["name"], "from-file");
+    let r = api
+        .send(
+            Method::POST,
+            "/api/v1/routes",
+            json!({ "name": "x", "upstream": "u" }),
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()["error"]["type"].clone()),
+        (409, json!("read_only"))
+    );
+    assert_eq!(
+        api.call(Method::GET, "/api/v1/status").await.json()["mode"],
+        "file"
+    );
+    let cfg = api.call(Method::GET, "/api/v1/config").await.json();
+    assert_eq!(cfg["routes"][0]["name"], "from-file");
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_and_hostile_bodies() {
+    let dir = temp_dir("admin-openapi");
+    let (node, base) = node(&sqlite_store(&dir), first_admin()).await;
+    let cl = HttpClient::new();
+    let doc = cl.get(&format!("{base}/api/v1/openapi.json")).await;
+    assert_eq!(doc.status, 200);
+    let doc = doc.json();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    for path in [
+        "/api/v1/login",
+        "/api/v1/{kind}",
+        "/api/v1/{kind}/{name}",
+        "/api/v1/audit",
+        "/api/v1/users",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
+    let api = api_as(&base, "admin", PASSWORD).await;
+    let raw = |body: &'static [u8], ctype: &'static str| {
+        let cl = cl.clone();
+        let url = format!("{base}/api/v1/routes");
+        let auth = format!("Bearer {}", api.token);
+        async move {
+            cl.request(
+                Method::POST,
+                &url,
+                &[("authorization", auth.as_str()), ("content-type", ctype)],
+                Bytes::from_static(body),
+            )
+            .await
+        }
+    };
+    let r = raw(b"{not json", "application/json").await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("body:")
+    );
+    let r = raw(br#"{"name": 5}"#, "application/json").await;
+    assert_eq!(r.status, 400);
+    let r = raw(
+        br#"{"name": "ok", "upstream": ["not", "a", "string"]}"#,
+        "application/json",
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = raw(br#"[1, 2]"#, "application/json").await;
+    assert_eq!(r.status, 400);
+    let r = raw(br#"{"name": "../../etc"}"#, "application/json").await;
+    assert_eq!(r.status, 400);
+    let big = format!(
+        "{{\"name\": \"big\", \"upstream\": \"{}\"}}",
+        "x".repeat(2 << 20)
+    );
+    let r = cl
+        .request(
+            Method::POST,
+            &format!("{base}/api/v1/routes"),
+            &[
+                ("authorization", &format!("Bearer {}", api.token)),
+                ("content-type", "application/json"),
+            ],
+            Bytes::from(big),
+        )
+        .await;
+    assert_eq!(r.status, 413);
+    let r = api.call(Method::GET, "/api/v1/gadgets").await;
+    assert_eq!(r.status, 404);
+    let r = api.call(Method::GET, "/api/v1/routes?limit=0").await;
+    assert_eq!(r.status, 400);
+    let r = api
+        .call_with(
+            Method::PUT,
+            "/api/v1/routes/x",
+            Some(json!({})),
+            &[("if-match", "garbage")],
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A database of its own on the machine's Postgres.
+async fn fresh_postgres() -> String {
+    use sqlx::Connection;
+    let name = unique("weir_cluster").replace('-', "_");
+    let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/test")
+        .await
+        .expect("Postgres on 127.0.0.1:5432 (scripts/services.sh starts it)");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+async fn drop_postgres(url: &str) {
+    use sqlx::Connection;
+    let name = url.rsplit('/').next().unwrap();
+    let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/test")
+        .await
+        .unwrap();
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_postgres_share_every_change_within_a_second() {
+    let up = MockUpstream::start(Behavior::Named("shared".into())).await;
+    let url = fresh_postgres().await;
+    let store = format!("store: \"{url}\"\n");
+    let (a, base_a) = node(&store, first_admin()).await;
+    let (b, base_b) = node(&store, first_admin()).await;
+    let api_a = api_as(&base_a, "admin", PASSWORD).await;
+    let api_b = api_as(&base_b, "admin", PASSWORD).await;
+    api_a
+        .send(
+            Method::POST,
+            "/api/v1/upstreams",
+            json!({ "name": "s", "targets": [ { "address": up.address() } ] }),
+        )
+        .await;
+    let r = api_a
+        .send(
+            Method::POST,
+            "/api/v1/routes",
+            json!({ "name": "shared", "upstream": "s", "match": { "paths": ["/shared"] } }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let written = std::time::Instant::now();
+    let on_b = format!("http://{}/shared", b.running.proxy_addr);
+    let cl = HttpClient::new();
+    loop {
+        if cl.get(&on_b).await.status == 200 {
+            break;
+        }
+        assert!(
+            written.elapsed() < Duration::from_secs(1),
+            "node B did not serve the route within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "route created on A served by B after {:?}",
+        written.elapsed()
+    );
+    // Both report the version they serve.
+    let sa = api_a.call(Method::GET, "/api/v1/status").await.json();
+    let sb = api_b.call(Method::GET, "/api/v1/status").await.json();
+    assert_eq!(sa["serving_version"], sb["serving_version"]);
+    // A bad write is refused on either node.
+    for api in [&api_a, &api_b] {
+        let r = api
+            .send(
+                Method::POST,
+                "/api/v1/routes",
+                json!({ "name": "bad", "upstream": "missing" }),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{}", r.text());
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    drop_postgres(&url).await;
+}

@@ -14,7 +14,7 @@ pub struct Config {
     #[serde(default)]
     pub listen: ListenConfig,
     /// Worker threads serving traffic; absent means one per CPU core.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
     /// Peers (CIDRs) whose `X-Forwarded-*` headers are believed and appended to.
     #[serde(default)]
@@ -63,9 +63,9 @@ pub struct ListenConfig {
     #[serde(default = "default_proxy_addr")]
     pub proxy: String,
     /// `/metrics` and `/healthz`; absent means no admin listener.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsListenConfig>,
 }
 
@@ -223,12 +223,12 @@ pub struct UpstreamConfig {
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
     /// A target served inside Weir instead of over the network (`echo`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub builtin: Option<Builtin>,
     #[serde(default)]
     pub balance: Balance,
     /// Key for `consistent_hash`: `header:NAME`, `cookie:NAME` or `ip`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_on: Option<String>,
     #[serde(default)]
     pub health: HealthConfig,
@@ -240,10 +240,10 @@ pub struct UpstreamConfig {
     #[serde(default)]
     pub protocol: UpstreamProtocol,
     /// TLS to the endpoints; absent means plain TCP.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTlsConfig>,
     /// `Host` sent upstream when the route does not preserve the client's.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// Idle keep-alive connections kept per endpoint (per worker thread).
     #[serde(default = "default_pool_idle")]
@@ -302,9 +302,9 @@ pub enum UpstreamProtocol {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash, Default)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<ActiveHealthConfig>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passive: Option<PassiveHealthConfig>,
 }
 
@@ -382,13 +382,13 @@ fn default_request_timeout() -> Duration {
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsConfig {
     /// Server name sent and verified; defaults to the host part of each target address.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
     /// Verify the upstream certificate (on by default; turning it off is logged).
     #[serde(default = "default_true")]
     pub verify: bool,
     /// PEM file of CA certificates to trust instead of the built-in web roots.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,
 }
 
@@ -411,12 +411,12 @@ pub struct RouteConfig {
     pub strip_prefix: bool,
     /// Replaces the matched part of the path: the prefix of a prefix route, the whole path
     /// of an exact route, or a `$1`/`${name}` template over a regex route's captures.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<String>,
     /// Send the client's `Host` upstream (otherwise the upstream's `host` or address).
     #[serde(default = "default_true")]
     pub preserve_host: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_size: Option<ByteSize>,
     /// The route's policy chain; run in the documented order whatever the order here.
     #[serde(default)]

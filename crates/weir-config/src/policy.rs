@@ -87,7 +87,7 @@ pub struct KeyAuthConfig {
     #[serde(default = "yes")]
     pub bearer: bool,
     /// Also accept the key in this query parameter (off unless named).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     /// Remove the credential before forwarding (default true).
     #[serde(default = "yes")]
@@ -195,12 +195,12 @@ fn default_cors_max_age() -> Duration {
 pub struct StaticResponseConfig {
     #[serde(default = "default_static_status")]
     pub status: u16,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
     /// For redirects: sets `Location`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -221,7 +221,7 @@ pub struct RateLimitConfig {
     pub limit: u32,
     pub per: Duration,
     /// Requests allowed at once after a quiet period; defaults to `limit`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
     /// `memory` (this node) or `redis://[user:password@]host:port[/db]` (`rediss://` for
     /// TLS): one limit shared by every node that names the same server.
@@ -293,7 +293,7 @@ pub struct JwtConfig {
     pub keys: Vec<JwtKeyConfig>,
     /// A JWKS document to take keys from (alongside `keys`): `https://`, or `http://` on
     /// this machine.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_url: Option<String>,
     /// Fetched keys are used this long, then refreshed in the background.
     #[serde(default = "default_jwks_max_age")]
@@ -340,7 +340,7 @@ fn default_leeway() -> Duration {
 #[serde(deny_unknown_fields)]
 pub struct JwtKeyConfig {
     /// Matched against the token's `kid`; a key without one serves tokens without `kid`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kid: Option<String>,
     /// HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA.
     pub alg: String,

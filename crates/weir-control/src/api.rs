@@ -34,7 +34,7 @@ pub fn router(control: Arc<Control>) -> axum::Router {
         .route("/api/v1/login", post(login))
         .route("/api/v1/logout", post(logout))
         .route("/api/v1/status", get(status))
-        .route("/api/v1/config", get(config))
+        .route("/api/v1/config", get(config).put(apply_config))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/users", get(list_users).post(create_user))
         .route(
@@ -370,10 +370,133 @@ pub async fn status(State(ctl): Ctl, headers: HeaderMap) -> ApiResult<Json<Statu
               (status = 401, description = "Not logged in", body = ErrorBody)))]
 pub async fn config(State(ctl): Ctl, headers: HeaderMap) -> ApiResult<Json<serde_json::Value>> {
     caller(&ctl, &headers).await?;
-    let cfg = ctl.plane.current();
+    let mut cfg = ctl.plane.current();
+    assemble::redact(&mut cfg);
     serde_json::to_value(&cfg)
         .map(Json)
         .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Plan {
+    /// `kind/name` of each object the file adds.
+    pub create: Vec<String>,
+    pub update: Vec<String>,
+    pub delete: Vec<String>,
+    pub unchanged: usize,
+    /// False for a dry run (or when there was nothing to do).
+    pub applied: bool,
+    /// The version the change made, when applied.
+    pub version: Option<i64>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[allow(dead_code)]
+pub struct ApplyQuery {
+    /// `true`: only show the plan (and check the result is valid).
+    pub dry_run: Option<bool>,
+}
+
+#[utoipa::path(put, path = "/api/v1/config", tag = "config", params(ApplyQuery),
+    request_body(content = Object, description = "A whole configuration in its YAML shape (as JSON). Its upstreams, routes, consumers and policy_defaults become the stored ones: missing objects are deleted. Node settings (listen, workers, limits) are not changed here."),
+    responses((status = 200, description = "The plan, applied unless dry_run", body = Plan),
+              (status = 400, description = "Malformed, or the result would be invalid (every error with its path)", body = ErrorBody),
+              (status = 401, description = "Not logged in", body = ErrorBody),
+              (status = 403, description = "Needs the editor role", body = ErrorBody),
+              (status = 409, description = "Weir runs in file mode", body = ErrorBody),
+              (status = 415, description = "Not JSON", body = ErrorBody),
+              (status = 503, description = "The store is unavailable", body = ErrorBody)))]
+pub async fn apply_config(
+    State(ctl): Ctl,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Plan>> {
+    let who = caller(&ctl, &headers).await?;
+    who.require(Role::Editor)?;
+    if ctl.mode == Mode::File {
+        return Err(ApiError::ReadOnly);
+    }
+    let dry_run = match q.get("dry_run").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::BadRequest("dry_run: true or false".to_owned())),
+    };
+    let desired: weir_config::Config = json_body(&headers, &body)?;
+    let mut wanted = Vec::new();
+    let mut errors = Vec::new();
+    for (kind, name, body) in assemble::objects_of(&desired) {
+        let prepared = if kind == DEFAULTS_KIND {
+            assemble::prepare_defaults(body)
+        } else {
+            assemble::prepare(&kind, &name, body)
+        };
+        match prepared {
+            Ok(b) => wanted.push((kind, name, b)),
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    let current = ctl.store.objects().await?;
+    let mut plan = Plan {
+        create: Vec::new(),
+        update: Vec::new(),
+        delete: Vec::new(),
+        unchanged: 0,
+        applied: false,
+        version: None,
+    };
+    let mut changes = Vec::new();
+    for (kind, name, body) in &wanted {
+        let label = format!("{kind}/{name}");
+        match current.iter().find(|o| o.kind == *kind && o.name == *name) {
+            None => plan.create.push(label),
+            Some(o) if assemble::canonical(kind, &o.body) == assemble::canonical(kind, body) => {
+                plan.unchanged += 1;
+                continue;
+            }
+            Some(_) => plan.update.push(label),
+        }
+        changes.push(Change::Put {
+            kind: kind.clone(),
+            name: name.clone(),
+            body: body.clone(),
+            create_only: false,
+            if_match: None,
+        });
+    }
+    for o in &current {
+        if !wanted.iter().any(|(k, n, _)| *k == o.kind && *n == o.name) {
+            plan.delete.push(format!("{}/{}", o.kind, o.name));
+            changes.push(Change::Delete {
+                kind: o.kind.clone(),
+                name: o.name.clone(),
+                if_match: Some(o.revision),
+            });
+        }
+    }
+    let would_be: Vec<Object> = wanted
+        .into_iter()
+        .map(|(kind, name, body)| Object {
+            kind,
+            name,
+            body,
+            revision: 0,
+            updated_at: 0,
+        })
+        .collect();
+    let cfg = crate::assemble(&ctl.base, &would_be).map_err(ApiError::Invalid)?;
+    ctl.plane
+        .check(&cfg)
+        .map_err(|e| ApiError::Invalid(crate::name_paths(&cfg, e)))?;
+    if !dry_run && !changes.is_empty() {
+        let (version, _) = ctl.commit(&who.username, changes).await?;
+        plan.applied = true;
+        plan.version = Some(version);
+    }
+    Ok(Json(plan))
 }
 
 /// Objects of a kind as the API shows them: from the store (database mode) or from the
@@ -381,17 +504,21 @@ pub async fn config(State(ctl): Ctl, headers: HeaderMap) -> ApiResult<Json<serde
 async fn objects_of_kind(ctl: &Control, kind: &str) -> ApiResult<Vec<Object>> {
     match ctl.mode {
         Mode::Database => Ok(ctl.store.list(kind, None, i64::MAX).await?),
-        Mode::File => Ok(assemble::objects_of(&ctl.plane.current())
-            .into_iter()
-            .filter(|(k, _, _)| k == kind)
-            .map(|(kind, name, body)| Object {
-                kind,
-                name,
-                body,
-                revision: 0,
-                updated_at: 0,
-            })
-            .collect()),
+        Mode::File => Ok(assemble::objects_of(&{
+            let mut cfg = ctl.plane.current();
+            assemble::redact(&mut cfg);
+            cfg
+        })
+        .into_iter()
+        .filter(|(k, _, _)| k == kind)
+        .map(|(kind, name, body)| Object {
+            kind,
+            name,
+            body,
+            revision: 0,
+            updated_at: 0,
+        })
+        .collect()),
     }
 }
 
@@ -577,8 +704,15 @@ pub async fn get_defaults(State(ctl): Ctl, headers: HeaderMap) -> ApiResult<Resp
             None => (serde_json::json!([]), 0),
         },
         Mode::File => (
-            serde_json::to_value(&ctl.plane.current().policy_defaults)
-                .map_err(|e| ApiError::Internal(e.to_string()))?,
+            serde_json::to_value(
+                &{
+                    let mut cfg = ctl.plane.current();
+                    assemble::redact(&mut cfg);
+                    cfg
+                }
+                .policy_defaults,
+            )
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
             0,
         ),
     };

@@ -92,6 +92,86 @@ fn hash_keys(c: &mut ConsumerConfig) {
     }
 }
 
+/// An object body in its typed shape with every default written out, so two bodies that
+/// mean the same compare equal.
+pub fn canonical(kind: &str, body: &Value) -> Value {
+    fn round<T: serde::Serialize + serde::de::DeserializeOwned>(v: Value) -> Option<Value> {
+        serde_json::to_value(serde_json::from_value::<T>(v).ok()?).ok()
+    }
+    let mut inner = body.clone();
+    if kind == "upstreams"
+        && let Some(m) = inner.as_object_mut()
+    {
+        m.remove("name");
+    }
+    let typed = match kind {
+        "upstreams" => round::<UpstreamConfig>(inner),
+        "routes" => round::<RouteConfig>(inner),
+        "consumers" => round::<ConsumerConfig>(inner),
+        DEFAULTS_KIND => round::<Vec<PolicyConfig>>(inner["policies"].clone()),
+        _ => None,
+    };
+    typed.unwrap_or_else(|| body.clone())
+}
+
+/// What Weir shows of a configuration: API keys as their SHA-256, HMAC secrets given
+/// inline as `(redacted)`, passwords in store URLs as `(redacted)`. References (`env:`,
+/// `file:`) and public keys stay, so configurations that keep secrets in references
+/// export and apply unchanged.
+pub fn redact(cfg: &mut Config) {
+    for c in &mut cfg.consumers {
+        hash_keys(c);
+    }
+    let policies = cfg
+        .routes
+        .iter_mut()
+        .flat_map(|r| r.policies.iter_mut())
+        .chain(cfg.policy_defaults.iter_mut());
+    for p in policies {
+        match p {
+            PolicyConfig::Jwt(j) => {
+                for k in &mut j.keys {
+                    if k.alg.starts_with("HS")
+                        && !k.key.starts_with("env:")
+                        && !k.key.starts_with("file:")
+                    {
+                        k.key = REDACTED.to_owned();
+                    }
+                }
+            }
+            PolicyConfig::RateLimit(r) => r.store = redact_url(&r.store),
+            PolicyConfig::Cache(c) => c.store = redact_url(&c.store),
+            _ => {}
+        }
+    }
+    if let Some(s) = &mut cfg.store {
+        *s = redact_url(s);
+    }
+}
+
+/// Shown in place of a secret.
+pub const REDACTED: &str = "(redacted)";
+
+/// `scheme://user:PASSWORD@host` → `scheme://user:(redacted)@host`.
+fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let Some(at) = rest.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!(
+            "{}{user}:{REDACTED}@{}",
+            &url[..scheme_end + 3],
+            &rest[at + 1..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
 /// The policy defaults body: `{"policies": [...]}`.
 pub fn prepare_defaults(body: Value) -> Result<Value, Vec<String>> {
     let policies = body
@@ -299,6 +379,39 @@ routes:
         assert!(
             e[0].starts_with("routes[a]: unknown field `bogus`"),
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted_and_references_kept() {
+        let mut cfg = weir_config::from_yaml(
+            r#"
+store: "postgres://weir:pg-secret@db:5432/weir"
+consumers: [ { name: a, credentials: [ { type: key, key: "literal-key-0123456789" }, { type: key, key: "env:K" } ] } ]
+routes:
+  - name: r
+    upstream: u
+    policies:
+      - jwt: { keys: [ { alg: HS256, key: "hmac-secret-that-is-long-enough-000" }, { alg: HS256, key: "env:JWT" } ] }
+      - rate_limit: { limit: 1, per: 1s, store: "redis://:redis-secret@127.0.0.1:6379" }
+"#,
+            "t",
+        )
+        .unwrap();
+        redact(&mut cfg);
+        let text = serde_json::to_string(&cfg).unwrap();
+        for secret in [
+            "pg-secret",
+            "literal-key-0123456789",
+            "hmac-secret",
+            "redis-secret",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("env:K") && text.contains("env:JWT"));
+        assert!(
+            text.contains("postgres://weir:(redacted)@db:5432/weir"),
+            "{text}"
         );
     }
 

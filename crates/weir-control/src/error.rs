@@ -67,6 +67,19 @@ impl ApiError {
     }
 }
 
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Invalid(errors) => write!(
+                f,
+                "the configuration would not be valid:\n  {}",
+                errors.join("\n  ")
+            ),
+            other => f.write_str(&other.parts().2),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, kind, message) = self.parts();

@@ -15,7 +15,7 @@ use crate::api;
         description = "Manage a Weir gateway: configuration objects (upstreams, routes, consumers, policy defaults), accounts and tokens, the audit log. Log in with POST /api/v1/login, then send the token as `Authorization: Bearer` (or keep the session cookie).",
     ),
     paths(
-        api::openapi, api::login, api::logout, api::status, api::config,
+        api::openapi, api::login, api::logout, api::status, api::config, api::apply_config,
         api::list_objects, api::create_object, api::get_object, api::put_object, api::delete_object,
         api::get_defaults, api::put_defaults, api::audit,
         api::list_users, api::create_user, api::delete_user,

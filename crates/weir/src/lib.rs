@@ -2,6 +2,8 @@
 //! (`weir-proxy`), and in front of its admin listener the control plane (`weir-control`)
 //! with its store (`weir-store`). No behaviour lives here, only assembly.
 
+pub mod cli;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,7 +118,7 @@ pub async fn start(
     let first = admin.password.as_deref().map(|p| (user, p));
     if let Err(e) = control.start(&config, first).await {
         running.shutdown().await;
-        return Err(format!("{}", ErrorText(e)));
+        return Err(e.to_string());
     }
     let router = weir_control::router(Arc::clone(&control));
     let mounted: weir_proxy::admin::AdminApi = Arc::new(move |req| {
@@ -138,23 +140,4 @@ pub async fn start(
         running,
         control: Some(control),
     })
-}
-
-/// An API error as a line for the terminal.
-struct ErrorText(weir_control::ApiError);
-
-impl std::fmt::Display for ErrorText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use weir_control::ApiError as E;
-        match &self.0 {
-            E::Invalid(errors) => write!(
-                f,
-                "the stored configuration is not valid:\n  {}",
-                errors.join("\n  ")
-            ),
-            E::Unavailable(m) => write!(f, "the store is unavailable: {m}"),
-            E::BadRequest(m) | E::Internal(m) | E::Conflict(m) | E::NotFound(m) => f.write_str(m),
-            other => write!(f, "{other:?}"),
-        }
-    }
 }

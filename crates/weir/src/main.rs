@@ -44,6 +44,60 @@ enum Command {
     /// Read a password from standard input and print its argon2id hash, for a consumer's
     /// `basic` credential (`password_hash`).
     HashPassword,
+    /// Read, plan and apply the configuration through the admin API.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Manage accounts directly in the store.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+/// How to reach the admin API.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// Admin API base URL; defaults to the admin listener of --config, else
+    /// http://127.0.0.1:9080.
+    #[arg(long, env = "WEIR_API_URL")]
+    url: Option<String>,
+    /// An API token (POST /api/v1/tokens makes one).
+    #[arg(long, env = "WEIR_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The node's configuration file, to find its admin listener.
+    #[arg(short, long, env = "WEIR_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the live configuration as YAML (secrets redacted).
+    Export {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Make the stored upstreams, routes, consumers and policy defaults those of FILE:
+    /// shows the plan (create/update/delete), then applies it in one change.
+    Apply {
+        file: PathBuf,
+        /// Show the plan only.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an account in the store of --config (the password is read from standard
+    /// input). Works before any account exists.
+    CreateUser {
+        #[arg(short, long, env = "WEIR_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        username: String,
+        #[arg(long, default_value = "admin", value_parser = ["admin", "editor", "viewer"])]
+        role: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +109,37 @@ fn main() -> ExitCode {
         Command::Validate { config } => validate(&config),
         Command::Serve { config, no_watch } => serve(config, !no_watch),
         Command::HashPassword => hash_password(),
+        Command::Config(cmd) => block_on(async move {
+            match cmd {
+                ConfigCommand::Export { api } => {
+                    let t = weir::cli::Target::resolve(api.url, api.token, api.config.as_deref());
+                    weir::cli::export(&t).await
+                }
+                ConfigCommand::Apply { file, dry_run, api } => {
+                    let t = weir::cli::Target::resolve(api.url, api.token, api.config.as_deref());
+                    weir::cli::apply(&t, &file, dry_run).await
+                }
+            }
+        }),
+        Command::Admin(AdminCommand::CreateUser {
+            config,
+            username,
+            role,
+        }) => block_on(async move { weir::cli::create_user(&config, &username, &role).await }),
+    }
+}
+
+/// Runs a command's future on a small runtime of its own.
+fn block_on(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => {
+            eprintln!("weir: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

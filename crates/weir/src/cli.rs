@@ -1,0 +1,271 @@
+//! The commands that manage a running Weir through its admin API (`weir config …`), and
+//! the one that works on the store directly (`weir admin create-user`, for the first
+//! account). Plain HTTP/1.1 to the admin listener, which binds to loopback by default.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+
+/// Where the admin API is and how to call it.
+pub struct Target {
+    /// `http://HOST:PORT`
+    pub url: String,
+    pub token: Option<String>,
+}
+
+impl Target {
+    /// `--url`/`WEIR_API_URL`, else the admin listener of `--config`'s file, else
+    /// `http://127.0.0.1:9080`.
+    pub fn resolve(url: Option<String>, token: Option<String>, config: Option<&Path>) -> Self {
+        let url = url.unwrap_or_else(|| {
+            config
+                .and_then(|p| weir_config::load_file(p).ok())
+                .and_then(|c| c.listen.admin)
+                .map_or_else(
+                    || "http://127.0.0.1:9080".to_owned(),
+                    |a| format!("http://{a}"),
+                )
+        });
+        Self {
+            url: url.trim_end_matches('/').to_owned(),
+            token,
+        }
+    }
+
+    /// One request; `Err` carries a message for the terminal.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), String> {
+        let uri: http::Uri = format!("{}{path}", self.url).parse().map_err(|_| {
+            format!(
+                "{:?} is not a usable API URL (like http://127.0.0.1:9080)",
+                self.url
+            )
+        })?;
+        let host = uri.host().ok_or("the API URL names no host")?.to_owned();
+        let port = uri.port_u16().unwrap_or(80);
+        if uri.scheme_str() != Some("http") {
+            return Err(
+                "the admin API is plain HTTP on the admin listener: use an http:// URL".to_owned(),
+            );
+        }
+        let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| format!("cannot reach the admin API at {}: {e}; is Weir running with listen.admin set? (--url or WEIR_API_URL)", self.url))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util_io(stream))
+            .await
+            .map_err(|e| format!("admin API handshake failed: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
+            .header(header::HOST, format!("{host}:{port}"));
+        if let Some(t) = &self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Bytes::from(v.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+        let rsp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("admin API request failed: {e}"))?;
+        let status = rsp.status();
+        // Bounded by `Limited`: a configuration export is the largest answer, and 64 MiB
+        // is far beyond any.
+        #[allow(clippy::disallowed_methods)]
+        let bytes = http_body_util::Limited::new(rsp.into_body(), 64 << 20)
+            .collect()
+            .await
+            .map_err(|e| format!("admin API answer cut short or too large: {e}"))?
+            .to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok((status, value))
+    }
+}
+
+fn hyper_util_io(s: tokio::net::TcpStream) -> hyper_util::rt::TokioIo<tokio::net::TcpStream> {
+    hyper_util::rt::TokioIo::new(s)
+}
+
+/// An API error answer as lines for the terminal.
+fn report(status: StatusCode, body: &Value) -> ExitCode {
+    let msg = body["error"]["message"]
+        .as_str()
+        .unwrap_or("unexpected answer");
+    eprintln!("weir: {msg} ({status})");
+    if let Some(errors) = body["error"]["errors"].as_array() {
+        for e in errors {
+            eprintln!("  {}", e.as_str().unwrap_or(""));
+        }
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        eprintln!(
+            "  make an API token (POST /api/v1/tokens) and pass it as --token or WEIR_API_TOKEN"
+        );
+    }
+    ExitCode::FAILURE
+}
+
+pub async fn export(target: &Target) -> ExitCode {
+    match target.call(Method::GET, "/api/v1/config", None).await {
+        Ok((StatusCode::OK, cfg)) => match serde_saphyr::to_string(&cfg) {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("weir: cannot write YAML: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok((status, body)) => report(status, &body),
+        Err(e) => {
+            eprintln!("weir: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub async fn apply(target: &Target, file: &Path, dry_run: bool) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("weir: cannot read {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let cfg = match weir_config::from_yaml(&text, &file.display().to_string()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("weir: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Ok(body) = serde_json::to_value(&cfg) else {
+        eprintln!("weir: cannot encode the configuration");
+        return ExitCode::FAILURE;
+    };
+    let path = format!("/api/v1/config?dry_run={dry_run}");
+    match target.call(Method::PUT, &path, Some(&body)).await {
+        Ok((StatusCode::OK, plan)) => {
+            let list = |k: &str| -> Vec<String> {
+                plan[k]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            for (sign, k) in [("+", "create"), ("~", "update"), ("-", "delete")] {
+                for item in list(k) {
+                    println!("{sign} {item}");
+                }
+            }
+            let (c, u, d) = (
+                list("create").len(),
+                list("update").len(),
+                list("delete").len(),
+            );
+            let unchanged = plan["unchanged"].as_u64().unwrap_or(0);
+            if dry_run {
+                println!(
+                    "plan: {c} to create, {u} to update, {d} to delete, {unchanged} unchanged (dry run: nothing applied)"
+                );
+            } else if plan["applied"].as_bool() == Some(true) {
+                println!(
+                    "applied: {c} created, {u} updated, {d} deleted, {unchanged} unchanged (version {})",
+                    plan["version"]
+                );
+            } else {
+                println!("nothing to change ({unchanged} unchanged)");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => report(status, &body),
+        Err(e) => {
+            eprintln!("weir: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Makes an account directly in the store named by the configuration (for the first one,
+/// before any login exists). The password comes from standard input.
+pub async fn create_user(config: &Path, username: &str, role: &str) -> ExitCode {
+    let cfg = match weir_config::load_file(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("weir: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if weir_control::check_name(username).is_err() {
+        eprintln!("weir: the user name must be 1-128 letters, digits, '-', '_' or '.'");
+        return ExitCode::FAILURE;
+    }
+    if weir_control::Role::parse(role).is_none() {
+        eprintln!("weir: --role must be admin, editor or viewer");
+        return ExitCode::FAILURE;
+    }
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() {
+        eprintln!("weir: cannot read the password from standard input");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if let Err(e) = weir_control::check_password(&password) {
+        eprintln!("weir: {e}; pipe it in: printf '%s' \"$PW\" | weir admin create-user ...");
+        return ExitCode::FAILURE;
+    }
+    let url = cfg
+        .store
+        .clone()
+        .unwrap_or_else(|| "sqlite://weir.db".to_owned());
+    let store = match weir_store::Store::open(&url, Path::new(&cfg.data_dir)).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("weir: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let hash = match weir_control::hash_password(password).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("weir: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = store.create_user("cli", username, &hash, role).await;
+    store.close().await;
+    match result {
+        Ok(_) => {
+            println!("created {role} account {username:?} in {}", store.display);
+            ExitCode::SUCCESS
+        }
+        Err(weir_store::StoreError::Exists) => {
+            eprintln!("weir: an account {username:?} exists already");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("weir: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The real `weir` binary in database mode: `weir admin create-user`, `weir config apply`
+//! (plan, dry run, apply), `weir config export`, and a kill -9 that loses no acknowledged
+//! write.
+
+// Integration tests: a panic is a test failure, and bodies here are small and bounded.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use bytes::Bytes;
+use common::*;
+use http::Method;
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_weir");
+const PASSWORD: &str = "operator-password-1";
+
+fn weir(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("WEIR_LOG", "warn")
+        .env_remove("WEIR_CONFIG")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn write_node_config(dir: &Path, proxy: u16, admin: u16) -> std::path::PathBuf {
+    let file = dir.join("node.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "listen: {{ proxy: 127.0.0.1:{proxy}, admin: 127.0.0.1:{admin} }}\nworkers: 1\naccess_log: off\nstore: sqlite://weir.db\ndata_dir: {}\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+fn serve(config: &Path) -> Proc {
+    let child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("WEIR_LOG", "warn")
+        .env_remove("WEIR_CONFIG")
+        .env_remove("WEIR_ADMIN_PASSWORD")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+async fn login_token(admin: u16) -> String {
+    let r = HttpClient::new()
+        .request(
+            Method::POST,
+            &format!("http://127.0.0.1:{admin}/api/v1/login"),
+            &[("content-type", "application/json")],
+            Bytes::from(json!({ "username": "ops", "password": PASSWORD }).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_user_then_plan_apply_and_export_through_the_cli() {
+    let up = MockUpstream::start(Behavior::Named("cli".into())).await;
+    let dir = temp_dir("cli-admin");
+    let (proxy, admin) = (free_port(), free_port());
+    let node_cfg = write_node_config(&dir, proxy, admin);
+
+    let out = weir(
+        &[
+            "admin",
+            "create-user",
+            "--config",
+            node_cfg.to_str().unwrap(),
+            "--username",
+            "ops",
+        ],
+        "short\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "a short password is refused");
+    let out = weir(
+        &[
+            "admin",
+            "create-user",
+            "--config",
+            node_cfg.to_str().unwrap(),
+            "--username",
+            "ops",
+        ],
+        &format!("{PASSWORD}\n"),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let _node = serve(&node_cfg);
+    wait_port(admin).await;
+    let token = login_token(admin).await;
+    let url = format!("http://127.0.0.1:{admin}");
+    let env = [
+        ("WEIR_API_URL", url.as_str()),
+        ("WEIR_API_TOKEN", token.as_str()),
+    ];
+
+    let desired = dir.join("desired.yaml");
+    std::fs::write(
+        &desired,
+        format!(
+            "upstreams:\n  app: {{ targets: [ {{ address: \"{}\" }} ] }}\nroutes:\n  - {{ name: app, upstream: app, match: {{ paths: [\"/app/*\"] }} }}\n  - {{ name: health, upstream: app, match: {{ paths: [\"/health\"] }} }}\n",
+            up.address()
+        ),
+    )
+    .unwrap();
+    let plan = weir(
+        &["config", "apply", desired.to_str().unwrap(), "--dry-run"],
+        "",
+        &env,
+    );
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    assert!(
+        text.contains("+ upstreams/app") && text.contains("+ routes/health"),
+        "{text}"
+    );
+    assert!(text.contains("dry run"), "{text}");
+    let cl = HttpClient::new();
+    assert_eq!(
+        cl.get(&format!("http://127.0.0.1:{proxy}/app/x"))
+            .await
+            .status,
+        404,
+        "a dry run changes nothing"
+    );
+
+    let applied = weir(&["config", "apply", desired.to_str().unwrap()], "", &env);
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    assert!(String::from_utf8_lossy(&applied.stdout).contains("applied: 3 created"));
+    assert_eq!(
+        cl.get(&format!("http://127.0.0.1:{proxy}/app/x"))
+            .await
+            .status,
+        200
+    );
+
+    // Drop one route: the plan deletes it; applying twice is a no-op.
+    std::fs::write(
+        &desired,
+        format!(
+            "upstreams:\n  app: {{ targets: [ {{ address: \"{}\" }} ] }}\nroutes:\n  - {{ name: app, upstream: app, match: {{ paths: [\"/app/*\"] }} }}\n",
+            up.address()
+        ),
+    )
+    .unwrap();
+    let applied = weir(&["config", "apply", desired.to_str().unwrap()], "", &env);
+    let text = String::from_utf8_lossy(&applied.stdout).into_owned();
+    assert!(
+        text.contains("- routes/health") && text.contains("2 unchanged"),
+        "{text}"
+    );
+    let again = weir(&["config", "apply", desired.to_str().unwrap()], "", &env);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to change"));
+
+    // An invalid file is refused with its errors, and nothing changes.
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "routes:\n  - { name: app, upstream: missing }\n").unwrap();
+    let out = weir(&["config", "apply", bad.to_str().unwrap()], "", &env);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("routes[app].upstream"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        cl.get(&format!("http://127.0.0.1:{proxy}/app/x"))
+            .await
+            .status,
+        200
+    );
+
+    let export = weir(&["config", "export"], "", &env);
+    assert!(export.status.success());
+    let yaml = String::from_utf8_lossy(&export.stdout).into_owned();
+    let back =
+        weir_config::from_yaml(&yaml, "export").expect("the export parses as a configuration");
+    assert_eq!(back.routes.len(), 1);
+    assert_eq!(back.routes[0].name, "app");
+
+    // Without a token: a clear refusal.
+    let out = weir(&["config", "export"], "", &[("WEIR_API_URL", url.as_str())]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WEIR_API_TOKEN"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_acknowledged_write() {
+    let dir = temp_dir("cli-kill9");
+    let (proxy, admin) = (free_port(), free_port());
+    let node_cfg = write_node_config(&dir, proxy, admin);
+    let out = weir(
+        &[
+            "admin",
+            "create-user",
+            "--config",
+            node_cfg.to_str().unwrap(),
+            "--username",
+            "ops",
+        ],
+        &format!("{PASSWORD}\n"),
+        &[],
+    );
+    assert!(out.status.success());
+    let mut node = serve(&node_cfg);
+    wait_port(admin).await;
+    let token = login_token(admin).await;
+    let cl = HttpClient::new();
+    let auth = format!("Bearer {token}");
+    let mut acknowledged = 0;
+    for i in 0..25 {
+        let r = cl
+            .request(
+                Method::POST,
+                &format!("http://127.0.0.1:{admin}/api/v1/upstreams"),
+                &[
+                    ("authorization", auth.as_str()),
+                    ("content-type", "application/json"),
+                ],
+                Bytes::from(
+                    json!({ "name": format!("u{i}"), "targets": [ { "address": "127.0.0.1:9" } ] })
+                        .to_string(),
+                ),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+        acknowledged += 1;
+    }
+    // SIGKILL right after the last acknowledgement.
+    node.0.kill().unwrap();
+    node.0.wait().unwrap();
+    let _node = serve(&node_cfg);
+    wait_port(admin).await;
+    let token = login_token(admin).await;
+    let r = cl
+        .request(
+            Method::GET,
+            &format!("http://127.0.0.1:{admin}/api/v1/upstreams?limit=500"),
+            &[("authorization", &format!("Bearer {token}"))],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.json()["items"].as_array().unwrap().len(), acknowledged);
+    let _ = std::fs::remove_dir_all(dir);
+}

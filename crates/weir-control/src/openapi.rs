@@ -41,6 +41,67 @@ impl utoipa::Modify for Security {
                 crate::auth::SESSION_COOKIE,
             ))),
         );
+        // The router serves /api/v1/{kind} for three kinds; the document names them one by
+        // one, so the template never overlaps /api/v1/users and the like.
+        let templated: Vec<(String, utoipa::openapi::path::PathItem)> = doc
+            .paths
+            .paths
+            .iter()
+            .filter(|(p, _)| p.starts_with("/api/v1/{kind}"))
+            .map(|(p, i)| (p.clone(), i.clone()))
+            .collect();
+        for (path, item) in templated {
+            doc.paths.paths.remove(&path);
+            for kind in crate::assemble::KINDS {
+                let mut item = item.clone();
+                for op in [
+                    &mut item.get,
+                    &mut item.post,
+                    &mut item.put,
+                    &mut item.delete,
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    if let Some(params) = &mut op.parameters {
+                        params.retain(|p| match p {
+                            utoipa::openapi::RefOr::T(p) => p.name != "kind",
+                            utoipa::openapi::RefOr::Ref(_) => true,
+                        });
+                    }
+                    op.operation_id = op.operation_id.as_ref().map(|id| format!("{id}_{kind}"));
+                    op.tags = Some(vec![kind.to_owned()]);
+                }
+                doc.paths.paths.insert(path.replace("{kind}", kind), item);
+            }
+        }
+        // Every call reads the store (to check the caller at least): any of them can meet
+        // it unavailable.
+        let unavailable = utoipa::openapi::ResponseBuilder::new()
+            .description("The configuration store is unavailable; traffic is still served")
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        for item in doc.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                op.responses
+                    .responses
+                    .entry("503".to_owned())
+                    .or_insert_with(|| unavailable.clone().into());
+            }
+        }
     }
 }
 

@@ -176,7 +176,7 @@ impl Store {
         let display = redact(&url);
         let mut options = AnyPoolOptions::new()
             .acquire_timeout(Duration::from_secs(5))
-            .max_connections(if backend == Backend::Sqlite { 1 } else { 4 });
+            .max_connections(4);
         if backend == Backend::Sqlite {
             // WAL for readers beside the writer; FULL so an acknowledged write survives a
             // crash; a busy timeout for a second process on the same file.

@@ -67,6 +67,15 @@ fn serve(config: &Path) -> Proc {
 }
 
 async fn login_token(admin: u16) -> String {
+    // The listener opens a moment before the API is mounted on it.
+    let cl = HttpClient::new();
+    let doc = format!("http://127.0.0.1:{admin}/api/v1/openapi.json");
+    for _ in 0..100 {
+        if cl.get(&doc).await.status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let r = HttpClient::new()
         .request(
             Method::POST,

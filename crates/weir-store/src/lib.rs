@@ -175,7 +175,7 @@ impl Store {
         };
         let display = redact(&url);
         let mut options = AnyPoolOptions::new()
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(2))
             .max_connections(4);
         if backend == Backend::Sqlite {
             // WAL for readers beside the writer; FULL so an acknowledged write survives a

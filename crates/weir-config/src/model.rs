@@ -36,6 +36,9 @@ pub struct Config {
     /// Weir's own files: the SQLite store, queue files, caches.
     #[serde(default = "default_data_dir")]
     pub data_dir: String,
+    /// Traffic analytics kept in the store (database mode).
+    #[serde(default)]
+    pub analytics: AnalyticsConfig,
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     #[serde(default)]
@@ -47,6 +50,35 @@ pub struct Config {
     /// replaces the default).
     #[serde(default)]
     pub policy_defaults: Vec<PolicyConfig>,
+}
+
+/// Call records for the analytics API: written in batches off the request path.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    /// Record calls (only with a `store`).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How long call records are kept.
+    #[serde(default = "default_retention")]
+    pub retention: Duration,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retention: default_retention(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_retention() -> Duration {
+    Duration::from_secs(7 * 86_400)
 }
 
 fn default_data_dir() -> String {

@@ -17,7 +17,7 @@ use crate::api;
     paths(
         api::openapi, api::login, api::logout, api::status, api::config, api::apply_config,
         api::list_objects, api::create_object, api::get_object, api::put_object, api::delete_object,
-        api::get_defaults, api::put_defaults, api::audit,
+        api::get_defaults, api::put_defaults, api::audit, api::analytics,
         api::list_users, api::create_user, api::delete_user,
         api::list_tokens, api::create_token, api::delete_token,
     ),

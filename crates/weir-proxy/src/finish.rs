@@ -8,6 +8,7 @@ use std::time::Instant;
 use http::Method;
 use weir_core::RequestId;
 use weir_telemetry::access_log::{AccessLog, Record};
+use weir_telemetry::calls::{CallRecord, CallSink};
 use weir_telemetry::metrics::RouteMetrics;
 use weir_upstream::{BodyStats, InFlight};
 
@@ -20,6 +21,16 @@ pub(crate) struct Finish {
     /// Concurrency slots, released when the response ends.
     pub permits: Vec<weir_policy::Permit>,
     pub log: Option<LogData>,
+    /// Set when analytics records calls.
+    pub call: Option<CallData>,
+}
+
+/// What a call record needs beyond the status and timing.
+pub(crate) struct CallData {
+    pub sink: CallSink,
+    pub route: Arc<str>,
+    pub upstream: Arc<str>,
+    pub consumer: Option<Arc<str>>,
 }
 
 /// Access-log fields, gathered only when the access log is on.
@@ -47,6 +58,20 @@ impl Finish {
             f.finish(!aborted);
         }
         drop(self.permits);
+        if let Some(c) = self.call {
+            let at_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            c.sink.record(CallRecord {
+                at_ms,
+                route: c.route,
+                upstream: c.upstream,
+                consumer: c.consumer,
+                status: self.status,
+                latency_us: (elapsed * 1_000_000.0) as u64,
+                bytes_out,
+            });
+        }
         if let Some(l) = self.log {
             let bytes_in = l.body_stats.as_ref().map_or(l.bytes_in, |s| {
                 s.bytes.load(std::sync::atomic::Ordering::Relaxed)

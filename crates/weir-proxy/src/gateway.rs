@@ -19,17 +19,23 @@ pub struct Gateway {
     version: AtomicU64,
     workers: usize,
     tls: Option<Arc<CertResolver>>,
+    /// Where routes record finished calls (analytics), when it is on.
+    calls: Option<weir_telemetry::calls::CallSink>,
 }
 
 impl Gateway {
     /// Compiles the first configuration ("reload from empty"). Must run inside a Tokio
     /// runtime that outlives the gateway: active health checks are spawned on it.
-    pub fn new(config: Config, workers: usize) -> Result<Arc<Self>, Vec<String>> {
+    pub fn new(
+        config: Config,
+        workers: usize,
+        calls: Option<weir_telemetry::calls::CallSink>,
+    ) -> Result<Arc<Self>, Vec<String>> {
         let tls = match &config.listen.tls {
             Some(t) => Some(CertResolver::new(&t.certificates).map_err(|e| vec![e])?),
             None => None,
         };
-        let (snap, fresh) = Snapshot::compile(config, 1, None, workers)?;
+        let (snap, fresh) = Snapshot::compile(config, 1, None, workers, calls.as_ref())?;
         fresh.iter().for_each(weir_upstream::spawn_active_checks);
         weir_telemetry::metrics::config_version(1);
         Ok(Arc::new(Self {
@@ -38,6 +44,7 @@ impl Gateway {
             version: AtomicU64::new(1),
             workers,
             tls,
+            calls,
         }))
     }
 
@@ -74,7 +81,7 @@ impl Gateway {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Snapshot::compile(config.clone(), 0, Some(&current), self.workers).map(|_| ())
+        Snapshot::compile(config.clone(), 0, Some(&current), self.workers, None).map(|_| ())
     }
 
     /// What cannot change while running: listeners and the number of workers.
@@ -121,10 +128,16 @@ impl Gateway {
         }
         let version = self.version.load(Ordering::Relaxed) + 1;
         let tls_files = config.listen.tls.as_ref().map(|t| t.certificates.clone());
-        let (snap, fresh) = Snapshot::compile(config, version, Some(&current), self.workers)
-            .inspect_err(|_| {
-                weir_telemetry::metrics::reload("rejected");
-            })?;
+        let (snap, fresh) = Snapshot::compile(
+            config,
+            version,
+            Some(&current),
+            self.workers,
+            self.calls.as_ref(),
+        )
+        .inspect_err(|_| {
+            weir_telemetry::metrics::reload("rejected");
+        })?;
         if let (Some(resolver), Some(files)) = (&self.tls, tls_files)
             && let Err(e) = resolver.update(&files)
         {

@@ -20,7 +20,7 @@ use weir_router::{PathMatch, RequestView, canonical_host};
 use weir_upstream::{RequestHead, UpstreamKind};
 
 use crate::body::ProxyBody;
-use crate::finish::{Finish, LogData};
+use crate::finish::{CallData, Finish, LogData};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::snapshot::{HashOn, Route, Snapshot};
 use crate::{builtin, error_response, upgrade};
@@ -232,15 +232,7 @@ pub async fn handle(
         let mut rsp = policy_reply(reply, &request_id);
         route.policies.on_response(rsp.headers_mut(), &pctx);
         let log = log.map(|l| with_error(l, "policy"));
-        return finish(
-            rsp,
-            &route,
-            start,
-            None,
-            None,
-            log,
-            std::mem::take(&mut pctx.permits),
-        );
+        return finish(rsp, &route, start, None, None, log, &mut pctx);
     }
 
     // 5b. Response cache (after the policies, so only admitted requests see it): a fresh answer is sent from here; a miss fills it below.
@@ -270,15 +262,7 @@ pub async fn handle(
                 let rsp = cached_response(&stored, &parts.method, &request_id);
                 let mut rsp = rsp;
                 route.policies.on_response(rsp.headers_mut(), &pctx);
-                return finish(
-                    rsp,
-                    &route,
-                    start,
-                    None,
-                    None,
-                    log,
-                    std::mem::take(&mut pctx.permits),
-                );
+                return finish(rsp, &route, start, None, None, log, &mut pctx);
             }
             Lookup::Miss(fill) => {
                 cache = Some(Box::new(CacheState {
@@ -374,15 +358,7 @@ pub async fn handle(
             .await;
             rsp.headers_mut()
                 .insert(&X_REQUEST_ID, request_id.header_value().clone());
-            return finish(
-                rsp,
-                &route,
-                start,
-                None,
-                None,
-                log,
-                std::mem::take(&mut pctx.permits),
-            );
+            return finish(rsp, &route, start, None, None, log, &mut pctx);
         }
     };
     let hash = match &route.hash_on {
@@ -452,7 +428,7 @@ pub async fn handle(
                             upstream_secs,
                             Some(in_flight),
                             log,
-                            std::mem::take(&mut pctx.permits),
+                            &mut pctx,
                         );
                     }
                     _ => {
@@ -469,7 +445,7 @@ pub async fn handle(
                             upstream_secs,
                             None,
                             log.map(|l| with_error(l, err.kind())),
-                            std::mem::take(&mut pctx.permits),
+                            &mut pctx,
                         );
                     }
                 }
@@ -527,15 +503,7 @@ pub async fn handle(
                 l.endpoint = e.endpoint;
                 with_error(l, err.kind())
             });
-            return finish(
-                rsp,
-                &route,
-                start,
-                upstream_secs,
-                None,
-                log,
-                std::mem::take(&mut pctx.permits),
-            );
+            return finish(rsp, &route, start, upstream_secs, None, log, &mut pctx);
         }
     };
     // Filling the cache: awaited outside the match, whose locals are then not kept in
@@ -589,7 +557,6 @@ impl Upstreamed {
         body: Result<ProxyBody, ()>,
     ) -> Response<ProxyBody> {
         let route = &self.route;
-        let permits = std::mem::take(&mut self.pctx.permits);
         let Ok(body) = body else {
             let err =
                 GatewayError::upstream(&route.upstream.name, weir_core::UpstreamFailure::Protocol);
@@ -603,7 +570,7 @@ impl Upstreamed {
                 self.upstream_secs,
                 None,
                 log,
-                permits,
+                &mut self.pctx,
             );
         };
         parts
@@ -622,7 +589,7 @@ impl Upstreamed {
             self.upstream_secs,
             Some(self.in_flight),
             log,
-            permits,
+            &mut self.pctx,
         )
     }
 }
@@ -775,8 +742,14 @@ fn finish(
     upstream_secs: Option<f64>,
     in_flight: Option<weir_upstream::InFlight>,
     log: Option<LogData>,
-    permits: Vec<weir_policy::Permit>,
+    pctx: &mut PolicyCtx,
 ) -> Response<ProxyBody> {
+    let call = route.calls.as_ref().map(|sink| CallData {
+        sink: sink.clone(),
+        route: Arc::clone(&route.name),
+        upstream: Arc::clone(&route.upstream.name),
+        consumer: pctx.consumer.as_ref().map(|c| Arc::clone(&c.name)),
+    });
     let f = Finish {
         start,
         status: rsp.status().as_u16(),
@@ -784,7 +757,8 @@ fn finish(
         upstream_secs,
         in_flight,
         log,
-        permits,
+        permits: std::mem::take(&mut pctx.permits),
+        call,
     };
     rsp.body_mut().set_finish(Box::new(f));
     rsp
@@ -851,6 +825,7 @@ fn early_error(
         in_flight: None,
         log,
         permits: Vec::new(),
+        call: None,
     };
     rsp.body_mut().set_finish(Box::new(f));
     rsp

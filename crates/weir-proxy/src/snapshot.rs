@@ -41,6 +41,8 @@ pub struct Route {
     pub max_body_size: u64,
     pub metrics: Arc<RouteMetrics>,
     pub policies: PolicyChain,
+    /// Where finished requests are recorded for analytics, when it is on.
+    pub calls: Option<weir_telemetry::calls::CallSink>,
 }
 
 /// The key of consistent hashing, compiled from `hash_on`.
@@ -60,6 +62,7 @@ impl Snapshot {
         version: u64,
         previous: Option<&Snapshot>,
         workers: usize,
+        calls: Option<&weir_telemetry::calls::CallSink>,
     ) -> Result<(Snapshot, Vec<Arc<Upstream>>), Vec<String>> {
         let errors = weir_config::validate(&config);
         if !errors.is_empty() {
@@ -139,6 +142,7 @@ impl Snapshot {
                     .map_or(route_limit, |p| p.min(route_limit)),
                 metrics,
                 policies,
+                calls: calls.cloned(),
             }));
         }
         if !policy_errors.is_empty() {

@@ -2,6 +2,7 @@
 //! access-log writer that the pipeline feeds one JSON line per request.
 
 pub mod access_log;
+pub mod calls;
 pub mod metrics;
 
 /// Installs the tracing subscriber: human-readable lines on stderr, filtered by `filter`

@@ -41,10 +41,12 @@ pub struct Node {
 
 impl Node {
     pub async fn shutdown(self) {
+        self.running.shutdown().await;
+        // The call writer flushes its last batch when told to stop; give it that moment.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         if let Some(c) = &self.control {
             c.store().close().await;
         }
-        self.running.shutdown().await;
     }
 }
 
@@ -105,7 +107,26 @@ pub async fn start(
         }
         _ => (config.clone(), sources),
     };
+    // Analytics: finished calls go through a bounded channel to a writer that stores them
+    // in batches (database mode only; the request path never waits on it).
+    let mut sources = sources;
+    let calls = match (&store, mode) {
+        (Some(_), Mode::Database) if config.analytics.enabled => {
+            let (sink, rx) = weir_telemetry::calls::CallSink::new(CALL_QUEUE);
+            sources.calls = Some(sink);
+            Some(rx)
+        }
+        _ => None,
+    };
     let running = weir_proxy::app::start(initial, sources).map_err(|e| e.to_string())?;
+    if let (Some(rx), Some(store)) = (calls, &store) {
+        tokio::spawn(write_calls(
+            store.clone(),
+            rx,
+            config.analytics.retention.get(),
+            running.stopping.clone(),
+        ));
+    }
     let Some(store) = store else {
         return Ok(Node {
             running,
@@ -140,4 +161,62 @@ pub async fn start(
         running,
         control: Some(control),
     })
+}
+
+/// Call records waiting to be written; beyond this they are dropped and counted.
+const CALL_QUEUE: usize = 65_536;
+
+/// Drains call records into the store once a second, in one transaction per batch, and
+/// drops records older than the retention every ten minutes.
+async fn write_calls(
+    store: weir_store::Store,
+    rx: std::sync::mpsc::Receiver<weir_telemetry::calls::CallRecord>,
+    retention: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut prune = tokio::time::interval(Duration::from_secs(600));
+    let mut pending: Vec<weir_store::CallRow> = Vec::new();
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = prune.tick() => {
+                let before = (weir_store::now() - retention.as_secs() as i64) * 1000;
+                if let Err(e) = store.prune_calls(before).await {
+                    tracing::debug!(error = %e, "cannot prune call records yet");
+                }
+                continue;
+            }
+            _ = stop.changed() => true,
+        };
+        while let Ok(r) = rx.try_recv() {
+            pending.push(weir_store::CallRow {
+                at_ms: r.at_ms,
+                route: r.route.to_string(),
+                consumer: r.consumer.map(|c| c.to_string()),
+                upstream: r.upstream.to_string(),
+                status: i64::from(r.status),
+                latency_us: r.latency_us as i64,
+                bytes_out: r.bytes_out as i64,
+            });
+            if pending.len() >= CALL_QUEUE {
+                break;
+            }
+        }
+        if !pending.is_empty() {
+            match store.insert_calls(&pending).await {
+                Ok(()) => pending.clear(),
+                Err(e) => {
+                    // Kept for the next try while the store is away, within the same bound.
+                    tracing::debug!(error = %e, records = pending.len(), "cannot store call records yet");
+                    if pending.len() >= CALL_QUEUE {
+                        pending.clear();
+                    }
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
 }

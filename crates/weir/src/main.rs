@@ -264,6 +264,7 @@ async fn run(config: Config, origin: String, path: Option<PathBuf>, watch: bool)
         watch: path.filter(|_| watch),
         watch_every: None,
         sighup: true,
+        calls: None,
     };
     let quickstart = origin == "built-in quick start";
     let node = match weir::start(config, sources, weir::FirstAdmin::from_env(), !quickstart).await {

@@ -893,3 +893,126 @@ where
     }
     panic!("condition not reached within 5 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_reports_requests_errors_and_latency_per_route_consumer_and_upstream() {
+    let ok = MockUpstream::start(Behavior::Named("ok".into())).await;
+    let failing = MockUpstream::start(Behavior::Status(500)).await;
+    let dir = temp_dir("admin-analytics");
+    let (node, base) = node(&sqlite_store(&dir), first_admin()).await;
+    let api = api_as(&base, "admin", PASSWORD).await;
+    for (name, addr) in [("good", ok.address()), ("bad", failing.address())] {
+        let r = api
+            .send(
+                Method::POST,
+                "/api/v1/upstreams",
+                json!({ "name": name, "targets": [ { "address": addr } ] }),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+    }
+    api.send(Method::POST, "/api/v1/consumers", json!({ "name": "acme", "credentials": [ { "type": "key", "key": "acme-secret-key-0001" } ] }))
+        .await;
+    for (route, up, policies) in [
+        ("fine", "good", json!([])),
+        ("broken", "bad", json!([])),
+        ("keyed", "good", json!([ { "key_auth": {} } ])),
+    ] {
+        let r = api
+            .send(Method::POST, "/api/v1/routes", json!({ "name": route, "upstream": up, "match": { "paths": [format!("/{route}")] }, "policies": policies }))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let proxy = format!("http://{}", node.running.proxy_addr);
+    let cl = HttpClient::new();
+    for _ in 0..20 {
+        assert_eq!(cl.get(&format!("{proxy}/fine")).await.status, 200);
+    }
+    for _ in 0..10 {
+        assert_eq!(cl.get(&format!("{proxy}/broken")).await.status, 500);
+    }
+    for _ in 0..5 {
+        let r = cl
+            .request(
+                Method::GET,
+                &format!("{proxy}/keyed"),
+                &[("x-api-key", "acme-secret-key-0001")],
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(cl.get(&format!("{proxy}/keyed")).await.status, 401);
+    }
+    // Records are written in batches, once a second.
+    let mut by_route = Value::Null;
+    for _ in 0..50 {
+        by_route = api
+            .call(
+                Method::GET,
+                "/api/v1/analytics?by=route&since=600&bucket=60",
+            )
+            .await
+            .json();
+        let total: u64 = by_route["groups"]
+            .as_array()
+            .map(|g| g.iter().map(|g| g["requests"].as_u64().unwrap()).sum())
+            .unwrap_or(0);
+        if total >= 40 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let group = |v: &Value, key: &str| -> Value {
+        v["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["key"] == key)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let fine = group(&by_route, "fine");
+    assert_eq!(
+        (fine["requests"].as_u64(), fine["errors"].as_u64()),
+        (Some(20), Some(0)),
+        "{by_route}"
+    );
+    assert!(fine["p50_ms"].as_f64().unwrap() > 0.0);
+    assert!(fine["p99_ms"].as_f64().unwrap() >= fine["p50_ms"].as_f64().unwrap());
+    assert_eq!(fine["buckets"].as_array().unwrap().len(), 1);
+    let broken = group(&by_route, "broken");
+    assert_eq!(
+        (broken["requests"].as_u64(), broken["errors"].as_u64()),
+        (Some(10), Some(10))
+    );
+    let keyed = group(&by_route, "keyed");
+    assert_eq!(
+        (keyed["requests"].as_u64(), keyed["client_errors"].as_u64()),
+        (Some(10), Some(5))
+    );
+    let by_consumer = api
+        .call(Method::GET, "/api/v1/analytics?by=consumer&since=600")
+        .await
+        .json();
+    assert_eq!(group(&by_consumer, "acme")["requests"].as_u64(), Some(5));
+    let by_upstream = api
+        .call(Method::GET, "/api/v1/analytics?by=upstream&since=600")
+        .await
+        .json();
+    assert_eq!(group(&by_upstream, "good")["requests"].as_u64(), Some(30));
+    assert_eq!(group(&by_upstream, "bad")["errors"].as_u64(), Some(10));
+    assert_eq!(
+        api.call(Method::GET, "/api/v1/analytics?by=planet")
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        api.call(Method::GET, "/api/v1/analytics?since=100000&bucket=1")
+            .await
+            .status,
+        400
+    );
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -3,6 +3,7 @@
 //! with its store (`weir-store`). No behaviour lives here, only assembly.
 
 pub mod cli;
+pub mod import;
 
 use std::path::Path;
 use std::sync::Arc;

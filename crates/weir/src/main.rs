@@ -74,6 +74,22 @@ enum ConfigCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Create (or replace) one route per operation of an OpenAPI 3 document (JSON or
+    /// YAML), all to one upstream.
+    ImportOpenapi {
+        spec: PathBuf,
+        /// The upstream the routes go to (it must exist).
+        #[arg(long)]
+        upstream: String,
+        /// A path prefix put before every path of the document, e.g. /api.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// List the routes only.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Make the stored upstreams, routes, consumers and policy defaults those of FILE:
     /// shows the plan (create/update/delete), then applies it in one change.
     Apply {
@@ -114,6 +130,16 @@ fn main() -> ExitCode {
                 ConfigCommand::Export { api } => {
                     let t = weir::cli::Target::resolve(api.url, api.token, api.config.as_deref());
                     weir::cli::export(&t).await
+                }
+                ConfigCommand::ImportOpenapi {
+                    spec,
+                    upstream,
+                    prefix,
+                    dry_run,
+                    api,
+                } => {
+                    let t = weir::cli::Target::resolve(api.url, api.token, api.config.as_deref());
+                    weir::import::import(&t, &spec, &upstream, &prefix, dry_run).await
                 }
                 ConfigCommand::Apply { file, dry_run, api } => {
                     let t = weir::cli::Target::resolve(api.url, api.token, api.config.as_deref());

@@ -226,6 +226,67 @@ async fn create_user_then_plan_apply_and_export_through_the_cli() {
     assert_eq!(back.routes.len(), 1);
     assert_eq!(back.routes[0].name, "app");
 
+    // Routes from an OpenAPI document, one per operation.
+    let spec = dir.join("petstore.yaml");
+    std::fs::write(
+        &spec,
+        "openapi: 3.0.3\ninfo: { title: pets, version: '1' }\npaths:\n  /pets:\n    get: { operationId: listPets }\n  /pets/{petId}:\n    get: { operationId: showPetById }\n",
+    )
+    .unwrap();
+    let out = weir(
+        &[
+            "config",
+            "import-openapi",
+            spec.to_str().unwrap(),
+            "--upstream",
+            "app",
+            "--prefix",
+            "/store",
+        ],
+        "",
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 routes written"));
+    assert_eq!(
+        cl.get(&format!("http://127.0.0.1:{proxy}/store/pets"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        cl.get(&format!("http://127.0.0.1:{proxy}/store/pets/42"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        cl.get(&format!("http://127.0.0.1:{proxy}/store/pets/42/x"))
+            .await
+            .status,
+        404
+    );
+    let r = cl
+        .request(
+            Method::POST,
+            &format!("http://127.0.0.1:{proxy}/store/pets"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_ne!(r.status, 200, "only the documented method is routed");
+    // A declarative apply of a file without them would delete them, and its plan says so.
+    let plan = weir(
+        &["config", "apply", desired.to_str().unwrap(), "--dry-run"],
+        "",
+        &env,
+    );
+    assert!(String::from_utf8_lossy(&plan.stdout).contains("- routes/listPets"));
+
     // Without a token: a clear refusal.
     let out = weir(&["config", "export"], "", &[("WEIR_API_URL", url.as_str())]);
     assert_eq!(out.status.code(), Some(1));

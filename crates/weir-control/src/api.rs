@@ -48,6 +48,14 @@ pub fn router(control: Arc<Control>) -> axum::Router {
             "/api/v1/policy-defaults",
             get(get_defaults).put(put_defaults),
         )
+        .route(
+            "/api/v1/consumers/{name}/credentials",
+            get(list_credentials).post(add_credential),
+        )
+        .route(
+            "/api/v1/consumers/{name}/credentials/{index}",
+            axum::routing::delete(delete_credential),
+        )
         .route("/api/v1/{kind}", get(list_objects).post(create_object))
         .route(
             "/api/v1/{kind}/{name}",
@@ -452,9 +460,17 @@ pub async fn openapi() -> Response {
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 429, description = "Too many failed logins", body = ErrorBody),
     ))]
-pub async fn login(State(ctl): Ctl, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+pub async fn login(
+    State(ctl): Ctl,
+    peer: Option<axum::Extension<std::net::SocketAddr>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     let req: LoginRequest = json_body(&headers, &body)?;
-    let keys = [format!("u:{}", req.username)];
+    let mut keys = vec![(format!("u:{}", req.username), auth::MAX_FAILURES_USER)];
+    if let Some(axum::Extension(addr)) = peer {
+        keys.push((format!("a:{}", addr.ip()), auth::MAX_FAILURES_ADDR));
+    }
     ctl.logins.check(&keys)?;
     let Some(user) = auth::login(&ctl.store, &req.username, &req.password).await? else {
         ctl.logins.failed(&keys);
@@ -855,6 +871,176 @@ pub async fn delete_object(
         kind,
         name,
         if_match: if_match(&headers)?,
+    };
+    ctl.commit(&who.username, vec![change]).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Credential {
+    /// Its position in the consumer's list (what DELETE takes).
+    pub index: usize,
+    /// The credential as stored: `key` (as `key_sha256` or a reference), `basic` (with
+    /// its argon2 hash), `jwt` (issuer and subject).
+    #[schema(value_type = Object)]
+    #[serde(flatten)]
+    pub credential: serde_json::Value,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct NewCredential {
+    /// `key`, `basic` or `jwt`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `key`: the API key (stored as its SHA-256), or `env:NAME` / `file:PATH`.
+    pub key: Option<String>,
+    /// `basic`: the user name and password (stored as an argon2 hash).
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// `jwt`: the `iss` and `sub` that name this consumer.
+    pub issuer: Option<String>,
+    pub subject: Option<String>,
+}
+
+async fn consumer_object(ctl: &Control, name: &str) -> ApiResult<Object> {
+    if ctl.mode == Mode::File {
+        return objects_of_kind(ctl, "consumers")
+            .await?
+            .into_iter()
+            .find(|o| o.name == name)
+            .ok_or_else(|| ApiError::NotFound(format!("no consumer named {name:?}")));
+    }
+    ctl.store
+        .get("consumers", name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no consumer named {name:?}")))
+}
+
+#[utoipa::path(get, path = "/api/v1/consumers/{name}/credentials", tag = "consumers",
+    params(("name" = String, Path, description = "The consumer")),
+    responses((status = 200, description = "The consumer's credentials (keys only as digests or references)", body = Vec<Credential>),
+              (status = 401, description = "Not logged in", body = ErrorBody),
+              (status = 404, description = "No such consumer", body = ErrorBody)))]
+pub async fn list_credentials(
+    State(ctl): Ctl,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    caller(&ctl, &headers).await?;
+    let obj = consumer_object(&ctl, &name).await?;
+    let list: Vec<Credential> = obj.body["credentials"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(index, credential)| Credential { index, credential })
+        .collect();
+    Ok(([(header::ETAG, etag(obj.revision))], Json(list)).into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/consumers/{name}/credentials", tag = "consumers",
+    params(("name" = String, Path, description = "The consumer"),
+           ("If-Match" = Option<String>, Header, description = "The consumer's ETag")),
+    request_body = NewCredential,
+    responses((status = 201, description = "Added and applied; the consumer's new state", body = Object),
+              (status = 400, description = "Malformed, or it would make the configuration invalid (a key another consumer has)", body = ErrorBody),
+              (status = 401, description = "Not logged in", body = ErrorBody),
+              (status = 403, description = "Needs the editor role", body = ErrorBody),
+              (status = 404, description = "No such consumer", body = ErrorBody),
+              (status = 409, description = "Weir runs in file mode", body = ErrorBody),
+              (status = 412, description = "The consumer changed since the ETag", body = ErrorBody),
+              (status = 415, description = "Not JSON", body = ErrorBody)))]
+pub async fn add_credential(
+    State(ctl): Ctl,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let who = caller(&ctl, &headers).await?;
+    who.require(Role::Editor)?;
+    if ctl.mode == Mode::File {
+        return Err(ApiError::ReadOnly);
+    }
+    let req: NewCredential = json_body(&headers, &body)?;
+    let need = |v: Option<String>, field: &str| {
+        v.filter(|s| !s.is_empty()).ok_or_else(|| {
+            ApiError::BadRequest(format!("{field}: required for a {} credential", req.kind))
+        })
+    };
+    let credential = match req.kind.as_str() {
+        "key" => serde_json::json!({ "type": "key", "key": need(req.key.clone(), "key")? }),
+        "basic" => {
+            let password = need(req.password.clone(), "password")?;
+            auth::check_password(&password)?;
+            let hash = auth::hash_password(password).await?;
+            serde_json::json!({ "type": "basic", "username": need(req.username.clone(), "username")?, "password_hash": hash })
+        }
+        "jwt" => serde_json::json!({
+            "type": "jwt",
+            "issuer": need(req.issuer.clone(), "issuer")?,
+            "subject": need(req.subject.clone(), "subject")?,
+        }),
+        _ => return Err(ApiError::BadRequest("type: key, basic or jwt".to_owned())),
+    };
+    let obj = consumer_object(&ctl, &name).await?;
+    let expected = if_match(&headers)?.unwrap_or(obj.revision);
+    let mut body = obj.body;
+    match body["credentials"].as_array_mut() {
+        Some(list) => list.push(credential),
+        None => body["credentials"] = serde_json::json!([credential]),
+    }
+    let body = assemble::prepare("consumers", &name, body).map_err(ApiError::Invalid)?;
+    let change = Change::Put {
+        kind: "consumers".to_owned(),
+        name,
+        body,
+        create_only: false,
+        if_match: Some(expected),
+    };
+    let (_, objs) = ctl.commit(&who.username, vec![change]).await?;
+    Ok(written(StatusCode::CREATED, objs.into_iter().next()))
+}
+
+#[utoipa::path(delete, path = "/api/v1/consumers/{name}/credentials/{index}", tag = "consumers",
+    params(("name" = String, Path, description = "The consumer"),
+           ("index" = usize, Path, description = "The credential's index"),
+           ("If-Match" = Option<String>, Header, description = "The consumer's ETag")),
+    responses((status = 204, description = "Removed and applied"),
+              (status = 401, description = "Not logged in", body = ErrorBody),
+              (status = 403, description = "Needs the editor role", body = ErrorBody),
+              (status = 404, description = "No such consumer or credential", body = ErrorBody),
+              (status = 409, description = "Weir runs in file mode", body = ErrorBody),
+              (status = 412, description = "The consumer changed since the ETag", body = ErrorBody)))]
+pub async fn delete_credential(
+    State(ctl): Ctl,
+    Path((name, index)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let who = caller(&ctl, &headers).await?;
+    who.require(Role::Editor)?;
+    if ctl.mode == Mode::File {
+        return Err(ApiError::ReadOnly);
+    }
+    let obj = consumer_object(&ctl, &name).await?;
+    let expected = if_match(&headers)?.unwrap_or(obj.revision);
+    let mut body = obj.body;
+    let removed = index.parse::<usize>().ok().and_then(|i| {
+        let list = body["credentials"].as_array_mut()?;
+        (i < list.len()).then(|| list.remove(i))
+    });
+    if removed.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "consumer {name:?} has no credential {index}"
+        )));
+    }
+    let change = Change::Put {
+        kind: "consumers".to_owned(),
+        name,
+        body,
+        create_only: false,
+        if_match: Some(expected),
     };
     ctl.commit(&who.username, vec![change]).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -15,8 +15,11 @@ use weir_store::{Store, Token, User};
 use crate::error::{ApiError, ApiResult};
 
 pub const SESSION_COOKIE: &str = "weir_session";
-/// Failed logins allowed per user name and per client address within [`FAIL_WINDOW`].
-const MAX_FAILURES: u32 = 5;
+/// Failed logins allowed per user name within [`FAIL_WINDOW`].
+pub const MAX_FAILURES_USER: u32 = 5;
+/// Failed logins allowed per client address within [`FAIL_WINDOW`] (a little more: several
+/// people may share one address).
+pub const MAX_FAILURES_ADDR: u32 = 20;
 const FAIL_WINDOW: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -132,12 +135,12 @@ pub struct LoginGuard {
 }
 
 impl LoginGuard {
-    /// `Err` (with seconds to wait) while `keys` have failed too often.
-    pub fn check(&self, keys: &[String]) -> ApiResult<()> {
+    /// `Err` (with seconds to wait) while any key has failed its limit of times.
+    pub fn check(&self, keys: &[(String, u32)]) -> ApiResult<()> {
         let map = self.failures.lock();
-        for k in keys {
+        for (k, limit) in keys {
             if let Some((n, since)) = map.get(k)
-                && *n >= MAX_FAILURES
+                && *n >= *limit
                 && since.elapsed() < FAIL_WINDOW
             {
                 let wait = FAIL_WINDOW.saturating_sub(since.elapsed()).as_secs().max(1);
@@ -147,12 +150,12 @@ impl LoginGuard {
         Ok(())
     }
 
-    pub fn failed(&self, keys: &[String]) {
+    pub fn failed(&self, keys: &[(String, u32)]) {
         let mut map = self.failures.lock();
         if map.len() > 100_000 {
             map.retain(|_, (_, since)| since.elapsed() < FAIL_WINDOW);
         }
-        for k in keys {
+        for (k, _) in keys {
             let e = map.entry(k.clone()).or_insert((0, Instant::now()));
             if e.1.elapsed() >= FAIL_WINDOW {
                 *e = (0, Instant::now());
@@ -161,9 +164,11 @@ impl LoginGuard {
         }
     }
 
-    pub fn succeeded(&self, keys: &[String]) {
+    /// Forgets the user name's failures (not the address's: one success must not reset
+    /// a guessing run from that address).
+    pub fn succeeded(&self, keys: &[(String, u32)]) {
         let mut map = self.failures.lock();
-        for k in keys {
+        for (k, _) in keys.iter().filter(|(k, _)| k.starts_with("u:")) {
             map.remove(k);
         }
     }

@@ -20,6 +20,7 @@ use crate::api;
         api::get_defaults, api::put_defaults, api::audit, api::analytics,
         api::list_users, api::create_user, api::delete_user,
         api::list_tokens, api::create_token, api::delete_token,
+        api::list_credentials, api::add_credential, api::delete_credential,
     ),
     modifiers(&Security),
     security(("bearer" = []), ("session" = [])),

@@ -45,14 +45,17 @@ pub async fn serve(
     };
     loop {
         let stream = tokio::select! {
-            r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+            r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
             _ = shutdown.changed() => return,
         };
         let gw = Arc::clone(&gw);
         let metrics = metrics.clone();
         let api = Arc::clone(&api);
+        let (stream, peer) = stream;
         tokio::spawn(async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
+            let svc = service_fn(move |mut req: Request<Incoming>| {
+                // The API limits failed logins per client address too.
+                req.extensions_mut().insert(peer);
                 let mounted = req
                     .uri()
                     .path()

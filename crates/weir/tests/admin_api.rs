@@ -480,6 +480,72 @@ async fn hashed_keys_written_through_the_api_authenticate() {
             .len(),
         64
     );
+
+    // Credentials as a sub-resource: add a key (rotation), then retire the old one.
+    let r = api
+        .send(
+            Method::POST,
+            "/api/v1/consumers/acme/credentials",
+            json!({ "type": "key", "key": "acme-rotated-key-0002" }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = api
+        .send(
+            Method::POST,
+            "/api/v1/consumers/acme/credentials",
+            json!({ "type": "basic", "username": "acme", "password": "basic-password-123" }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(!r.text().contains("basic-password-123"));
+    let list = api
+        .call(Method::GET, "/api/v1/consumers/acme/credentials")
+        .await;
+    let items = list.json();
+    assert_eq!(items.as_array().unwrap().len(), 3);
+    assert!(
+        items[2]["password_hash"]
+            .as_str()
+            .unwrap()
+            .starts_with("$argon2id$")
+    );
+    assert!(!list.text().contains("acme-rotated-key-0002"));
+    let key = |k: &'static str| {
+        let cl = cl.clone();
+        let url = url.clone();
+        async move {
+            cl.request(Method::GET, &url, &[("x-api-key", k)], Bytes::new())
+                .await
+                .status
+                .as_u16()
+        }
+    };
+    assert_eq!(key("acme-rotated-key-0002").await, 200);
+    let r = api
+        .call(Method::DELETE, "/api/v1/consumers/acme/credentials/0")
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        key("acme-secret-key-0001").await,
+        401,
+        "the old key is retired"
+    );
+    assert_eq!(key("acme-rotated-key-0002").await, 200);
+    assert_eq!(
+        api.call(Method::DELETE, "/api/v1/consumers/acme/credentials/9")
+            .await
+            .status,
+        404
+    );
+    let r = api
+        .send(
+            Method::POST,
+            "/api/v1/consumers/acme/credentials",
+            json!({ "type": "key" }),
+        )
+        .await;
+    assert_eq!(r.status, 400);
     node.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -1013,6 +1079,24 @@ async fn analytics_reports_requests_errors_and_latency_per_route_consumer_and_up
             .status,
         400
     );
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_across_many_user_names_locks_the_client_address() {
+    let dir = temp_dir("admin-addr-limit");
+    let (node, base) = node(&sqlite_store(&dir), first_admin()).await;
+    for i in 0..20 {
+        let r = login(&base, &format!("guess{i}"), "not-the-password").await;
+        assert_eq!(r.status, 401, "attempt {i}");
+    }
+    let r = login(&base, "admin", PASSWORD).await;
+    assert_eq!(
+        r.status, 429,
+        "the address is locked for the rest of the minute"
+    );
+    assert!(r.headers.contains_key("retry-after"));
     node.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }

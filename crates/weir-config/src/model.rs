@@ -126,7 +126,9 @@ pub struct TlsListenConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateConfig {
+    /// A PEM file of the certificate chain, leaf first (or the PEM text itself).
     pub cert: String,
+    /// A PEM file of the private key (or the PEM text itself).
     pub key: String,
 }
 

@@ -706,7 +706,7 @@ async fn objects_of_kind(ctl: &Control, kind: &str) -> ApiResult<Vec<Object>> {
 }
 
 #[utoipa::path(get, path = "/api/v1/{kind}", tag = "config",
-    params(("kind" = String, Path, description = "upstreams, routes or consumers"), PageQuery),
+    params(("kind" = String, Path, description = "upstreams, routes, consumers or certificates"), PageQuery),
     responses((status = 200, description = "One page, by name", body = ObjectPage),
               (status = 400, description = "Bad paging parameters", body = ErrorBody),
               (status = 401, description = "Not logged in", body = ErrorBody),
@@ -733,13 +733,16 @@ pub async fn list_objects(
     let items: Vec<Object> = items.into_iter().take(limit as usize).collect();
     let next = more.then(|| items.last().map(|o| o.name.clone())).flatten();
     Ok(Json(ObjectPage {
-        items: items.into_iter().map(|o| o.body).collect(),
+        items: items
+            .into_iter()
+            .map(|o| assemble::shown(&o.kind, o.body))
+            .collect(),
         next,
     }))
 }
 
 #[utoipa::path(get, path = "/api/v1/{kind}/{name}", tag = "config",
-    params(("kind" = String, Path, description = "upstreams, routes or consumers"),
+    params(("kind" = String, Path, description = "upstreams, routes, consumers or certificates"),
            ("name" = String, Path, description = "The object's name")),
     responses((status = 200, description = "The object; its revision is the ETag", body = Object),
               (status = 401, description = "Not logged in", body = ErrorBody),
@@ -761,18 +764,27 @@ pub async fn get_object(
     let Some(obj) = found else {
         return Err(ApiError::NotFound(format!("no {kind} named {name:?}")));
     };
-    Ok(([(header::ETAG, etag(obj.revision))], Json(obj.body)).into_response())
+    Ok((
+        [(header::ETAG, etag(obj.revision))],
+        Json(assemble::shown(&obj.kind, obj.body)),
+    )
+        .into_response())
 }
 
 fn written(status: StatusCode, obj: Option<Object>) -> Response {
     match obj {
-        Some(o) => (status, [(header::ETAG, etag(o.revision))], Json(o.body)).into_response(),
+        Some(o) => (
+            status,
+            [(header::ETAG, etag(o.revision))],
+            Json(assemble::shown(&o.kind, o.body)),
+        )
+            .into_response(),
         None => status.into_response(),
     }
 }
 
 #[utoipa::path(post, path = "/api/v1/{kind}", tag = "config",
-    params(("kind" = String, Path, description = "upstreams, routes or consumers")),
+    params(("kind" = String, Path, description = "upstreams, routes, consumers or certificates")),
     request_body(content = Object, description = "The object in its configuration shape, with `name`"),
     responses((status = 201, description = "Created and applied", body = Object),
               (status = 400, description = "Malformed, or it would make the configuration invalid (every error with its path)", body = ErrorBody),
@@ -812,7 +824,7 @@ pub async fn create_object(
 }
 
 #[utoipa::path(put, path = "/api/v1/{kind}/{name}", tag = "config",
-    params(("kind" = String, Path, description = "upstreams, routes or consumers"),
+    params(("kind" = String, Path, description = "upstreams, routes, consumers or certificates"),
            ("name" = String, Path, description = "The object's name"),
            ("If-Match" = Option<String>, Header, description = "The ETag read; the write fails with 412 if the object changed since")),
     request_body(content = Object, description = "The whole object in its configuration shape"),
@@ -834,7 +846,15 @@ pub async fn put_object(
     let who = caller(&ctl, &headers).await?;
     who.require(Role::Editor)?;
     check_kind(&kind)?;
-    let value: serde_json::Value = json_body(&headers, &body)?;
+    let mut value: serde_json::Value = json_body(&headers, &body)?;
+    // A certificate read back (its key shown redacted) and sent again keeps its key.
+    if kind == "certificates"
+        && value.get("key").and_then(|k| k.as_str()) == Some(assemble::REDACTED)
+        && ctl.mode == Mode::Database
+        && let Some(old) = ctl.store.get(&kind, &name).await?
+    {
+        value["key"] = old.body["key"].clone();
+    }
     let body = assemble::prepare(&kind, &name, value).map_err(ApiError::Invalid)?;
     let change = Change::Put {
         kind,
@@ -848,7 +868,7 @@ pub async fn put_object(
 }
 
 #[utoipa::path(delete, path = "/api/v1/{kind}/{name}", tag = "config",
-    params(("kind" = String, Path, description = "upstreams, routes or consumers"),
+    params(("kind" = String, Path, description = "upstreams, routes, consumers or certificates"),
            ("name" = String, Path, description = "The object's name"),
            ("If-Match" = Option<String>, Header, description = "The ETag read")),
     responses((status = 204, description = "Deleted and applied"),
@@ -1127,16 +1147,19 @@ pub async fn audit(
     let items: Vec<AuditItem> = entries
         .into_iter()
         .take(limit as usize)
-        .map(|e| AuditItem {
-            id: e.id,
-            at: e.at,
-            actor: e.actor,
-            action: e.action,
-            kind: e.kind,
-            name: e.name,
-            before: e.before,
-            after: e.after,
-            version: e.version,
+        .map(|e| {
+            let kind = e.kind.clone();
+            AuditItem {
+                id: e.id,
+                at: e.at,
+                actor: e.actor,
+                action: e.action,
+                kind: e.kind,
+                name: e.name,
+                before: e.before.map(|b| assemble::shown(&kind, b)),
+                after: e.after.map(|b| assemble::shown(&kind, b)),
+                version: e.version,
+            }
         })
         .collect();
     let next = more.then(|| items.last().map(|i| i.id)).flatten();

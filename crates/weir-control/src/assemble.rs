@@ -6,12 +6,13 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use weir_config::{
-    Config, ConsumerConfig, CredentialConfig, PolicyConfig, RouteConfig, UpstreamConfig,
+    CertificateConfig, Config, ConsumerConfig, CredentialConfig, PolicyConfig, RouteConfig,
+    UpstreamConfig,
 };
 use weir_store::Object;
 
 /// The kinds of objects the API manages, as they appear in URLs and in the store.
-pub const KINDS: [&str; 3] = ["upstreams", "routes", "consumers"];
+pub const KINDS: [&str; 4] = ["upstreams", "routes", "consumers", "certificates"];
 /// The store kind (and its one name) holding the policy defaults.
 pub const DEFAULTS_KIND: &str = "policy_defaults";
 pub const DEFAULTS_NAME: &str = "default";
@@ -68,9 +69,43 @@ pub fn prepare(kind: &str, name: &str, mut body: Value) -> Result<Value, Vec<Str
             hash_keys(&mut c);
             body = serde_json::to_value(&c).map_err(shape)?;
         }
+        "certificates" => {
+            let c = cert_of(&body).map_err(shape)?;
+            let mut errors = Vec::new();
+            for (field, v) in [("cert", &c.cert), ("key", &c.key)] {
+                if !v.trim_start().starts_with("-----BEGIN") && v != REDACTED {
+                    errors.push(format!(
+                        "{kind}[{name}].{field}: the PEM text itself (-----BEGIN ...)"
+                    ));
+                }
+            }
+            if !errors.is_empty() {
+                return Err(errors);
+            }
+        }
         _ => return Err(vec![format!("{kind}: not a kind of object")]),
     }
     Ok(body)
+}
+
+/// A certificate object as the TLS listener takes it (the name is the object's).
+fn cert_of(body: &Value) -> Result<CertificateConfig, serde_json::Error> {
+    let mut inner = body.clone();
+    if let Some(m) = inner.as_object_mut() {
+        m.remove("name");
+    }
+    serde_json::from_value(inner)
+}
+
+/// An object as the API shows it: a certificate's private key never leaves.
+pub fn shown(kind: &str, mut body: Value) -> Value {
+    if kind == "certificates"
+        && let Some(m) = body.as_object_mut()
+        && m.contains_key("key")
+    {
+        m.insert("key".to_owned(), Value::String(REDACTED.to_owned()));
+    }
+    body
 }
 
 /// Replaces literal API keys with their SHA-256: the store never holds a key. `env:` and
@@ -147,6 +182,13 @@ pub fn redact(cfg: &mut Config) {
     if let Some(s) = &mut cfg.store {
         *s = redact_url(s);
     }
+    if let Some(tls) = &mut cfg.listen.tls {
+        for c in &mut tls.certificates {
+            if c.key.trim_start().starts_with("-----BEGIN") {
+                c.key = REDACTED.to_owned();
+            }
+        }
+    }
 }
 
 /// Shown in place of a secret.
@@ -212,6 +254,15 @@ pub fn assemble(base: &Config, objects: &[Object]) -> Result<Config, Vec<String>
             },
             "consumers" => match serde_json::from_value::<ConsumerConfig>(o.body.clone()) {
                 Ok(c) => cfg.consumers.push(c),
+                Err(e) => errors.push(format!("{at}: {e}")),
+            },
+            // Served by nodes with a TLS listener, after the ones in their own file.
+            "certificates" => match cert_of(&o.body) {
+                Ok(c) => {
+                    if let Some(tls) = &mut cfg.listen.tls {
+                        tls.certificates.push(c);
+                    }
+                }
                 Err(e) => errors.push(format!("{at}: {e}")),
             },
             DEFAULTS_KIND => {

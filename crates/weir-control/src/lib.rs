@@ -64,7 +64,7 @@ pub struct Control {
 impl Control {
     pub fn new(store: Store, mode: Mode, base: Config, plane: Arc<dyn Plane>) -> Arc<Self> {
         Arc::new(Self {
-            store,
+            store: store.with_audit_view(assemble::shown),
             mode,
             base,
             plane,

@@ -90,21 +90,46 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
+/// PEM text rather than a file path.
+fn is_pem(s: &str) -> bool {
+    s.trim_start().starts_with("-----BEGIN")
+}
+
 fn load_set(files: &[CertificateConfig]) -> Result<CertSet, String> {
     let mut certs = Vec::new();
     for (i, f) in files.iter().enumerate() {
         let at = format!("listen.tls.certificates[{i}]");
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&f.cert)
-            .map_err(|e| format!("{at}.cert: cannot read {:?}: {e}", f.cert))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("{at}.cert: {:?} is not a PEM certificate file: {e}", f.cert))?;
-        let Some(leaf) = chain.first().cloned() else {
-            return Err(format!("{at}.cert: {:?} holds no certificate", f.cert));
+        // `cert` and `key` are file paths, or the PEM text itself (certificates kept in
+        // the store); messages name the file, never the key's text.
+        let cert_src = if is_pem(&f.cert) {
+            "the PEM given"
+        } else {
+            f.cert.as_str()
         };
-        let key = PrivateKeyDer::from_pem_file(&f.key)
-            .map_err(|e| format!("{at}.key: cannot read a private key from {:?}: {e}", f.key))?;
+        let chain: Vec<CertificateDer<'static>> = if is_pem(&f.cert) {
+            CertificateDer::pem_slice_iter(f.cert.as_bytes()).collect::<Result<_, _>>()
+        } else {
+            CertificateDer::pem_file_iter(&f.cert)
+                .map_err(|e| format!("{at}.cert: cannot read {:?}: {e}", f.cert))?
+                .collect::<Result<_, _>>()
+        }
+        .map_err(|e| format!("{at}.cert: {cert_src:?} is not PEM certificates: {e}"))?;
+        let Some(leaf) = chain.first().cloned() else {
+            return Err(format!("{at}.cert: {cert_src:?} holds no certificate"));
+        };
+        let key_src = if is_pem(&f.key) {
+            "the PEM given"
+        } else {
+            f.key.as_str()
+        };
+        let key = if is_pem(&f.key) {
+            PrivateKeyDer::from_pem_slice(f.key.as_bytes())
+        } else {
+            PrivateKeyDer::from_pem_file(&f.key)
+        }
+        .map_err(|e| format!("{at}.key: cannot read a private key from {key_src:?}: {e}"))?;
         let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-            .map_err(|e| format!("{at}.key: unsupported private key in {:?}: {e}", f.key))?;
+            .map_err(|e| format!("{at}.key: unsupported private key in {key_src:?}: {e}"))?;
         let ck = CertifiedKey::new(chain, signing);
         if let Err(e) = ck.keys_match() {
             return Err(format!(

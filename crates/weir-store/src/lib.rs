@@ -121,10 +121,14 @@ pub fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// What the audit log keeps of an object body (secrets taken out).
+pub type AuditView = fn(&str, serde_json::Value) -> serde_json::Value;
+
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    audit_view: Option<AuditView>,
     /// The URL without credentials, for messages.
     pub display: String,
     url: String,
@@ -201,11 +205,19 @@ impl Store {
         let store = Self {
             pool,
             backend,
+            audit_view: None,
             display,
             url,
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Passes object bodies through `view` before they enter the audit log (to keep
+    /// secrets out of it).
+    pub fn with_audit_view(mut self, view: AuditView) -> Self {
+        self.audit_view = Some(view);
+        self
     }
 
     /// Closes every connection (waits for the ones in use).
@@ -424,6 +436,10 @@ impl Store {
             }
         }
         for (action, kind, name, before, after) in audit {
+            let (before, after) = match self.audit_view {
+                Some(view) => (before.map(|b| view(kind, b)), after.map(|a| view(kind, a))),
+                None => (before, after),
+            };
             sqlx::query(
                 "INSERT INTO weir_audit (at, actor, action, kind, name, before_body, after_body, version) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

@@ -1100,3 +1100,91 @@ async fn guessing_across_many_user_names_locks_the_client_address() {
     node.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_written_through_the_api_are_served_by_sni_and_their_keys_never_shown() {
+    use weir_testkit::certs::{TestCa, client_config};
+    let ca = TestCa::new();
+    let dir = temp_dir("admin-certs");
+    // The node's own file gives the TLS listener and its default certificate.
+    let (def_cert, def_key) = ca.leaf(&["default.test"]).write(&dir, "default");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let yaml = format!(
+        "listen:\n  proxy: 127.0.0.1:0\n  admin: 127.0.0.1:0\n  tls:\n    address: 127.0.0.1:0\n    certificates: [ {{ cert: {}, key: {} }} ]\nworkers: 1\naccess_log: off\n{}",
+        def_cert.display(),
+        def_key.display(),
+        sqlite_store(&dir)
+    );
+    let cfg = weir_config::from_yaml(&yaml, "test").unwrap();
+    let node = weir::start(cfg, Default::default(), first_admin(), true)
+        .await
+        .unwrap();
+    let base = format!("http://{}", node.running.admin_addr.unwrap());
+    let api = api_as(&base, "admin", PASSWORD).await;
+    let tls_addr = node.running.tls_addr.unwrap();
+    let handshake = |name: &'static str| {
+        let ca_pem = ca.cert_pem.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
+            tokio_rustls::TlsConnector::from(client_config(&ca_pem, &[b"http/1.1"]))
+                .connect(rustls::pki_types::ServerName::try_from(name).unwrap(), tcp)
+                .await
+                .is_ok()
+        }
+    };
+    assert!(handshake("default.test").await);
+    assert!(
+        !handshake("api.test").await,
+        "no certificate for api.test yet"
+    );
+    let leaf = ca.leaf(&["api.test"]);
+    let r = api
+        .send(
+            Method::POST,
+            "/api/v1/certificates",
+            json!({ "name": "api", "cert": leaf.cert_pem, "key": leaf.key_pem }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["key"], "(redacted)");
+    assert!(handshake("api.test").await, "served by SNI once written");
+    let got = api.call(Method::GET, "/api/v1/certificates/api").await;
+    assert!(!got.text().contains("PRIVATE KEY"), "{}", got.text());
+    // Sending it back as read (key redacted) keeps the key.
+    let mut back = got.json();
+    back["cert"] = json!(leaf.cert_pem);
+    let r = api
+        .send(Method::PUT, "/api/v1/certificates/api", back)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(handshake("api.test").await);
+    // A key that does not belong to the certificate is refused.
+    let other = ca.leaf(&["api.test"]);
+    let r = api
+        .send(
+            Method::PUT,
+            "/api/v1/certificates/api",
+            json!({ "cert": leaf.cert_pem, "key": other.key_pem }),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let audit = api.call(Method::GET, "/api/v1/audit").await;
+    assert!(
+        !audit.text().contains("PRIVATE KEY"),
+        "the audit log never shows a key"
+    );
+    let cfg = api.call(Method::GET, "/api/v1/config").await;
+    assert!(!cfg.text().contains("PRIVATE KEY"));
+    node.shutdown().await;
+    // The certificate object must hold its key (a BEGIN and an END line); the audit
+    // entries hold none.
+    let db = std::fs::read(dir.join("weir.db")).unwrap();
+    let wal = std::fs::read(dir.join("weir.db-wal")).unwrap_or_default();
+    let copies = |b: &[u8]| b.windows(11).filter(|w| *w == b"PRIVATE KEY").count();
+    assert!(
+        copies(&db) + copies(&wal) <= 4,
+        "{} copies of a private key in the store",
+        copies(&db) + copies(&wal)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

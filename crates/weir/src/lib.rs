@@ -158,10 +158,30 @@ pub async fn start(
     });
     let _ = running.admin_api.set(mounted);
     tokio::spawn(Arc::clone(&control).follow(Duration::from_secs(1), running.stopping.clone()));
+    tokio::spawn(sweep_sessions(
+        control.store().clone(),
+        running.stopping.clone(),
+    ));
     Ok(Node {
         running,
         control: Some(control),
     })
+}
+
+/// Drops expired sessions and tokens every ten minutes (they are refused anyway; this
+/// keeps the table small).
+async fn sweep_sessions(store: weir_store::Store, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = store.sweep_tokens().await {
+                    tracing::debug!(error = %e, "cannot sweep expired sessions yet");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Call records waiting to be written; beyond this they are dropped and counted.

@@ -11,6 +11,7 @@ pub mod gateway;
 mod headers;
 pub mod pipeline;
 pub mod reload;
+mod respond;
 pub mod server;
 pub mod snapshot;
 pub mod tls;

@@ -2,6 +2,8 @@
 //! free loopback ports from a YAML snippet.
 #![allow(dead_code)]
 
+pub mod admin;
+
 use std::time::{Duration, Instant};
 
 use weir_proxy::app::{ReloadSources, Running, start};

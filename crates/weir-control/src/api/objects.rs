@@ -14,7 +14,7 @@ use weir_store::{Change, Object};
 
 use super::{Ctl, ErrorBody, caller, check_kind, etag, if_match, json_body, page_params};
 use crate::assemble::{self, DEFAULTS_KIND, DEFAULTS_NAME};
-use crate::auth::{self, Role};
+use crate::auth::{self, Caller, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::{Control, Mode};
 
@@ -254,6 +254,28 @@ pub async fn get_object(
         .into_response())
 }
 
+/// Writes one object (created, or replaced when `create_only` is false) as the caller;
+/// returns it as stored.
+async fn put_one(
+    ctl: &Control,
+    who: &Caller,
+    kind: &str,
+    name: String,
+    body: serde_json::Value,
+    create_only: bool,
+    if_match: Option<i64>,
+) -> ApiResult<Option<Object>> {
+    let change = Change::Put {
+        kind: kind.to_owned(),
+        name,
+        body,
+        create_only,
+        if_match,
+    };
+    let (_, objs) = ctl.commit(&who.username, vec![change]).await?;
+    Ok(objs.into_iter().next())
+}
+
 fn written(status: StatusCode, obj: Option<Object>) -> Response {
     match obj {
         Some(o) => (
@@ -295,15 +317,8 @@ pub async fn create_object(
         return Err(ApiError::BadRequest("name: required".to_owned()));
     };
     let body = assemble::prepare(&kind, &name, value).map_err(ApiError::Invalid)?;
-    let change = Change::Put {
-        kind: kind.clone(),
-        name,
-        body,
-        create_only: true,
-        if_match: None,
-    };
-    let (_, objs) = ctl.commit(&who.username, vec![change]).await?;
-    Ok(written(StatusCode::CREATED, objs.into_iter().next()))
+    let obj = put_one(&ctl, &who, &kind, name, body, true, None).await?;
+    Ok(written(StatusCode::CREATED, obj))
 }
 
 #[utoipa::path(put, path = "/api/v1/{kind}/{name}", tag = "config",
@@ -339,15 +354,8 @@ pub async fn put_object(
         value["key"] = old.body["key"].clone();
     }
     let body = assemble::prepare(&kind, &name, value).map_err(ApiError::Invalid)?;
-    let change = Change::Put {
-        kind,
-        name,
-        body,
-        create_only: false,
-        if_match: if_match(&headers)?,
-    };
-    let (_, objs) = ctl.commit(&who.username, vec![change]).await?;
-    Ok(written(StatusCode::OK, objs.into_iter().next()))
+    let obj = put_one(&ctl, &who, &kind, name, body, false, if_match(&headers)?).await?;
+    Ok(written(StatusCode::OK, obj))
 }
 
 #[utoipa::path(delete, path = "/api/v1/{kind}/{name}", tag = "config",
@@ -495,15 +503,8 @@ pub async fn add_credential(
         None => body["credentials"] = serde_json::json!([credential]),
     }
     let body = assemble::prepare("consumers", &name, body).map_err(ApiError::Invalid)?;
-    let change = Change::Put {
-        kind: "consumers".to_owned(),
-        name,
-        body,
-        create_only: false,
-        if_match: Some(expected),
-    };
-    let (_, objs) = ctl.commit(&who.username, vec![change]).await?;
-    Ok(written(StatusCode::CREATED, objs.into_iter().next()))
+    let obj = put_one(&ctl, &who, "consumers", name, body, false, Some(expected)).await?;
+    Ok(written(StatusCode::CREATED, obj))
 }
 
 #[utoipa::path(delete, path = "/api/v1/consumers/{name}/credentials/{index}", tag = "consumers",
@@ -538,14 +539,7 @@ pub async fn delete_credential(
             "consumer {name:?} has no credential {index}"
         )));
     }
-    let change = Change::Put {
-        kind: "consumers".to_owned(),
-        name,
-        body,
-        create_only: false,
-        if_match: Some(expected),
-    };
-    ctl.commit(&who.username, vec![change]).await?;
+    put_one(&ctl, &who, "consumers", name, body, false, Some(expected)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -594,13 +588,16 @@ pub async fn put_defaults(State(ctl): Ctl, headers: HeaderMap, body: Bytes) -> A
     who.require(Role::Editor)?;
     let value: serde_json::Value = json_body(&headers, &body)?;
     let body = assemble::prepare_defaults(value).map_err(ApiError::Invalid)?;
-    let change = Change::Put {
-        kind: DEFAULTS_KIND.to_owned(),
-        name: DEFAULTS_NAME.to_owned(),
+    let name = DEFAULTS_NAME.to_owned();
+    let obj = put_one(
+        &ctl,
+        &who,
+        DEFAULTS_KIND,
+        name,
         body,
-        create_only: false,
-        if_match: if_match(&headers)?,
-    };
-    let (_, objs) = ctl.commit(&who.username, vec![change]).await?;
-    Ok(written(StatusCode::OK, objs.into_iter().next()))
+        false,
+        if_match(&headers)?,
+    )
+    .await?;
+    Ok(written(StatusCode::OK, obj))
 }

@@ -43,6 +43,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("weir-store", &["weir-core", "weir-config"]),
+    ("weir-events", &["weir-core", "weir-config"]),
     ("weir-control", &["weir-core", "weir-config", "weir-store"]),
     ("weir-testkit", &[]),
 ];

@@ -1,0 +1,519 @@
+//! The embedded queue: one SQLite file (WAL, `synchronous=FULL`) under `data_dir`. Events
+//! are stored once; each subscription has a cursor and delivery rows for what it has
+//! leased, retries and dead letters (fan-out happens when events are consumed, not by
+//! copying them). Publishes are group-committed: one writer takes every publish waiting,
+//! writes them in one transaction, and answers each after the fsynced commit.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    DeadLetter, Depth, Event, Leased, NewEvent, Queue, QueueError, Result, StartAt, now_ms,
+};
+
+/// Most events one commit takes.
+const BATCH: usize = 2_000;
+/// Publishes waiting for the writer; beyond this, publishers wait (backpressure).
+const WAITING: usize = 4_096;
+
+type Ack = oneshot::Sender<Result<Vec<i64>>>;
+
+/// The embedded queue. Cheap to clone.
+#[derive(Clone)]
+pub struct Embedded {
+    pool: SqlitePool,
+    writer: mpsc::Sender<(Vec<NewEvent>, Ack)>,
+}
+
+fn unavailable(e: sqlx::Error) -> QueueError {
+    QueueError::Unavailable(e.to_string())
+}
+
+impl Embedded {
+    /// Opens (creating) `DIR/events.db`. Must run inside a Tokio runtime: the writer task
+    /// is spawned on it.
+    pub async fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            QueueError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        })?;
+        let file = dir.join("events.db");
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", file.display()))
+            .map_err(unavailable)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(unavailable)?;
+        for ddl in [
+            "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, \
+             id TEXT NOT NULL UNIQUE, topic TEXT NOT NULL, key TEXT, headers TEXT NOT NULL, \
+             body BLOB NOT NULL, created_ms INTEGER NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS events_topic_seq ON events (topic, seq)",
+            "CREATE TABLE IF NOT EXISTS subscriptions (name TEXT PRIMARY KEY, \
+             topic TEXT NOT NULL, cursor INTEGER NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS deliveries (subscription TEXT NOT NULL, \
+             seq INTEGER NOT NULL, state TEXT NOT NULL, attempt INTEGER NOT NULL, \
+             due_ms INTEGER NOT NULL, lease_until INTEGER NOT NULL, reason TEXT, \
+             PRIMARY KEY (subscription, seq))",
+            "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (subscription, state, due_ms)",
+        ] {
+            sqlx::query(ddl).execute(&pool).await.map_err(unavailable)?;
+        }
+        let (tx, rx) = mpsc::channel(WAITING);
+        tokio::spawn(write_loop(pool.clone(), rx));
+        Ok(Self { pool, writer: tx })
+    }
+
+    /// Closes the file (after the writer has finished what it holds).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The group-commit writer: every publish waiting goes into one transaction.
+async fn write_loop(pool: SqlitePool, mut rx: mpsc::Receiver<(Vec<NewEvent>, Ack)>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let mut n = batch[0].0.len();
+        while n < BATCH {
+            match rx.try_recv() {
+                Ok(more) => {
+                    n += more.0.len();
+                    batch.push(more);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = commit(&pool, &batch).await;
+        match result {
+            Ok(mut seqs) => {
+                for (events, ack) in batch.into_iter().rev() {
+                    let mine = seqs.split_off(seqs.len() - events.len());
+                    let _ = ack.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for (_, ack) in batch {
+                    let _ = ack.send(Err(QueueError::Unavailable(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+async fn commit(pool: &SqlitePool, batch: &[(Vec<NewEvent>, Ack)]) -> Result<Vec<i64>> {
+    let mut tx = pool.begin().await.map_err(unavailable)?;
+    let now = now_ms();
+    let mut seqs = Vec::new();
+    for e in batch.iter().flat_map(|(events, _)| events) {
+        let headers = serde_json::to_string(&e.headers)
+            .map_err(|err| QueueError::Corrupt(err.to_string()))?;
+        // A known id keeps its first copy: publishing is idempotent by id.
+        let inserted = sqlx::query(
+            "INSERT INTO events (id, topic, key, headers, body, created_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING RETURNING seq",
+        )
+        .bind(&e.id)
+        .bind(&e.topic)
+        .bind(&e.key)
+        .bind(headers)
+        .bind(e.body.as_ref())
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let seq = match inserted {
+            Some(r) => r.try_get::<i64, _>(0).map_err(unavailable)?,
+            None => sqlx::query("SELECT seq FROM events WHERE id = ?1")
+                .bind(&e.id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .try_get::<i64, _>(0)
+                .map_err(unavailable)?,
+        };
+        seqs.push(seq);
+    }
+    tx.commit().await.map_err(unavailable)?;
+    Ok(seqs)
+}
+
+fn event_of(r: &sqlx::sqlite::SqliteRow) -> Result<Event> {
+    let headers: String = r.try_get("headers").map_err(unavailable)?;
+    let body: Vec<u8> = r.try_get("body").map_err(unavailable)?;
+    Ok(Event {
+        seq: r.try_get("seq").map_err(unavailable)?,
+        id: r.try_get("id").map_err(unavailable)?,
+        topic: r.try_get("topic").map_err(unavailable)?,
+        key: r.try_get("key").map_err(unavailable)?,
+        headers: serde_json::from_str(&headers).map_err(|e| QueueError::Corrupt(e.to_string()))?,
+        body: Bytes::from(body),
+        created_ms: r.try_get("created_ms").map_err(unavailable)?,
+    })
+}
+
+impl Embedded {
+    async fn topic_of(&self, subscription: &str) -> Result<(String, i64)> {
+        let row = sqlx::query("SELECT topic, cursor FROM subscriptions WHERE name = ?1")
+            .bind(subscription)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| QueueError::NoSubscription(subscription.to_owned()))?;
+        Ok((
+            row.try_get("topic").map_err(unavailable)?,
+            row.try_get("cursor").map_err(unavailable)?,
+        ))
+    }
+
+    async fn lease_now(
+        &self,
+        subscription: &str,
+        max: usize,
+        lease_for: Duration,
+    ) -> Result<Vec<Leased>> {
+        let (topic, _) = self.topic_of(subscription).await?;
+        let now = now_ms();
+        let until = now + lease_for.as_millis() as i64;
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // Due retries, and leases that ran out (a worker that crashed or hung), first.
+        let again: Vec<(i64, i64)> = sqlx::query(
+            "UPDATE deliveries SET state = 'leased', attempt = attempt + 1, lease_until = ?1 \
+             WHERE subscription = ?2 AND seq IN (SELECT seq FROM deliveries \
+               WHERE subscription = ?2 AND ((state = 'pending' AND due_ms <= ?3) \
+                  OR (state = 'leased' AND lease_until <= ?3)) ORDER BY seq LIMIT ?4) \
+             RETURNING seq, attempt",
+        )
+        .bind(until)
+        .bind(subscription)
+        .bind(now)
+        .bind(max as i64)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<std::result::Result<_, sqlx::Error>>()
+        .map_err(unavailable)?;
+        let mut leased: Vec<(i64, i64)> = again;
+        let room = max.saturating_sub(leased.len());
+        if room > 0 {
+            // The cursor is read inside the transaction: two workers never take the same
+            // new events.
+            let cursor: i64 = sqlx::query("SELECT cursor FROM subscriptions WHERE name = ?1")
+                .bind(subscription)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .try_get(0)
+                .map_err(unavailable)?;
+            let fresh: Vec<i64> = sqlx::query(
+                "SELECT seq FROM events WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )
+            .bind(&topic)
+            .bind(cursor)
+            .bind(room as i64)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(unavailable)?;
+            for seq in &fresh {
+                sqlx::query(
+                    "INSERT INTO deliveries (subscription, seq, state, attempt, due_ms, lease_until) \
+                     VALUES (?1, ?2, 'leased', 1, ?3, ?4)",
+                )
+                .bind(subscription)
+                .bind(seq)
+                .bind(now)
+                .bind(until)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+                leased.push((*seq, 1));
+            }
+            if let Some(last) = fresh.last() {
+                sqlx::query("UPDATE subscriptions SET cursor = ?1 WHERE name = ?2")
+                    .bind(last)
+                    .bind(subscription)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        let mut out = Vec::with_capacity(leased.len());
+        for (seq, attempt) in leased {
+            let row = sqlx::query(
+                "SELECT seq, id, topic, key, headers, body, created_ms FROM events WHERE seq = ?1",
+            )
+            .bind(seq)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            out.push(Leased {
+                event: event_of(&row)?,
+                attempt: attempt.max(1) as u32,
+            });
+        }
+        tx.commit().await.map_err(unavailable)?;
+        out.sort_by_key(|l| l.event.seq);
+        Ok(out)
+    }
+
+    async fn set_state(
+        &self,
+        subscription: &str,
+        seq: i64,
+        sql: &'static str,
+        arg: Option<String>,
+        due: i64,
+    ) -> Result<()> {
+        sqlx::query(sql)
+            .bind(subscription)
+            .bind(seq)
+            .bind(arg)
+            .bind(due)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+impl Queue for Embedded {
+    fn publish(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<i64>>> {
+        Box::pin(async move {
+            if events.is_empty() {
+                return Ok(Vec::new());
+            }
+            let (tx, rx) = oneshot::channel();
+            self.writer
+                .send((events, tx))
+                .await
+                .map_err(|_| QueueError::Unavailable("the queue writer has stopped".to_owned()))?;
+            rx.await
+                .map_err(|_| QueueError::Unavailable("the queue writer has stopped".to_owned()))?
+        })
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        name: &'a str,
+        topic: &'a str,
+        start: StartAt,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let cursor = match start {
+                StartAt::Beginning => 0,
+                StartAt::Now => sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM events")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(unavailable)?
+                    .try_get::<i64, _>(0)
+                    .map_err(unavailable)?,
+            };
+            sqlx::query(
+                "INSERT INTO subscriptions (name, topic, cursor) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(topic)
+            .bind(cursor)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    fn lease<'a>(
+        &'a self,
+        subscription: &'a str,
+        max: usize,
+        lease_for: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Leased>>> {
+        Box::pin(self.lease_now(subscription, max, lease_for))
+    }
+
+    fn ack<'a>(&'a self, subscription: &'a str, seq: i64) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            sqlx::query("DELETE FROM deliveries WHERE subscription = ?1 AND seq = ?2")
+                .bind(subscription)
+                .bind(seq)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    fn retry_at<'a>(
+        &'a self,
+        subscription: &'a str,
+        seq: i64,
+        at_ms: i64,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.set_state(
+            subscription,
+            seq,
+            "UPDATE deliveries SET state = 'pending', reason = ?3, due_ms = ?4 \
+             WHERE subscription = ?1 AND seq = ?2",
+            None,
+            at_ms,
+        ))
+    }
+
+    fn dead<'a>(
+        &'a self,
+        subscription: &'a str,
+        seq: i64,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.set_state(
+            subscription,
+            seq,
+            "UPDATE deliveries SET state = 'dead', reason = ?3, due_ms = ?4 \
+             WHERE subscription = ?1 AND seq = ?2",
+            Some(reason.to_owned()),
+            now_ms(),
+        ))
+    }
+
+    fn dead_letters<'a>(
+        &'a self,
+        subscription: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<DeadLetter>>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT d.seq, e.id, d.attempt, COALESCE(d.reason, '') AS reason \
+                 FROM deliveries d JOIN events e ON e.seq = d.seq \
+                 WHERE d.subscription = ?1 AND d.state = 'dead' ORDER BY d.seq LIMIT ?2",
+            )
+            .bind(subscription)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(DeadLetter {
+                        seq: r.try_get("seq").map_err(unavailable)?,
+                        id: r.try_get("id").map_err(unavailable)?,
+                        attempts: r.try_get::<i64, _>("attempt").map_err(unavailable)? as u32,
+                        reason: r.try_get("reason").map_err(unavailable)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn replay_dead<'a>(
+        &'a self,
+        subscription: &'a str,
+        seq: Option<i64>,
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let n = sqlx::query(
+                "UPDATE deliveries SET state = 'pending', attempt = 0, due_ms = ?1 \
+                 WHERE subscription = ?2 AND state = 'dead' AND (?3 IS NULL OR seq = ?3)",
+            )
+            .bind(now_ms())
+            .bind(subscription)
+            .bind(seq)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
+            Ok(n)
+        })
+    }
+
+    fn replay_since<'a>(
+        &'a self,
+        subscription: &'a str,
+        since_ms: i64,
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let (topic, cursor) = self.topic_of(subscription).await?;
+            let mut tx = self.pool.begin().await.map_err(unavailable)?;
+            // Events already past the cursor get a fresh pending delivery (same event id);
+            // the cursor itself is untouched, so nothing is skipped or taken twice.
+            let n = sqlx::query(
+                "INSERT INTO deliveries (subscription, seq, state, attempt, due_ms, lease_until) \
+                 SELECT ?1, seq, 'pending', 0, ?2, 0 FROM events \
+                 WHERE topic = ?3 AND created_ms >= ?4 AND seq <= ?5 \
+                 ON CONFLICT (subscription, seq) DO UPDATE SET state = 'pending', due_ms = excluded.due_ms \
+                 WHERE deliveries.state <> 'leased'",
+            )
+            .bind(subscription)
+            .bind(now_ms())
+            .bind(&topic)
+            .bind(since_ms)
+            .bind(cursor)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
+            tx.commit().await.map_err(unavailable)?;
+            Ok(n)
+        })
+    }
+
+    fn depth<'a>(&'a self, subscription: &'a str) -> BoxFuture<'a, Result<Depth>> {
+        Box::pin(async move {
+            let (topic, cursor) = self.topic_of(subscription).await?;
+            let new = sqlx::query(
+                "SELECT COUNT(*), MIN(created_ms) FROM events WHERE topic = ?1 AND seq > ?2",
+            )
+            .bind(&topic)
+            .bind(cursor)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            let owed = sqlx::query(
+                "SELECT COUNT(*), MIN(e.created_ms) FROM deliveries d JOIN events e ON e.seq = d.seq \
+                 WHERE d.subscription = ?1 AND d.state <> 'dead'",
+            )
+            .bind(subscription)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            let dead: i64 = sqlx::query(
+                "SELECT COUNT(*) FROM deliveries WHERE subscription = ?1 AND state = 'dead'",
+            )
+            .bind(subscription)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .try_get(0)
+            .map_err(unavailable)?;
+            let count = |r: &sqlx::sqlite::SqliteRow| r.try_get::<i64, _>(0).unwrap_or(0) as u64;
+            let oldest =
+                |r: &sqlx::sqlite::SqliteRow| r.try_get::<Option<i64>, _>(1).ok().flatten();
+            Ok(Depth {
+                pending: count(&new) + count(&owed),
+                oldest_ms: match (oldest(&new), oldest(&owed)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                },
+                dead: dead as u64,
+            })
+        })
+    }
+}

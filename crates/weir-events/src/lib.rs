@@ -1,0 +1,164 @@
+//! The event plane's queue: one trait every backend implements (publish durably; give each
+//! subscription its own cursor; lease, acknowledge, retry later or dead-letter what it
+//! delivers; replay), event ids, and the embedded backend (SQLite in WAL mode with group
+//! commit, see ADR 0005). Ingest routes and the delivery workers build on this.
+
+mod embedded;
+mod id;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+
+pub use embedded::Embedded;
+pub use id::new_event_id;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The backend cannot take or give events now; nothing was acknowledged.
+    #[error("the queue is unavailable: {0}")]
+    Unavailable(String),
+    #[error("no subscription named {0:?}")]
+    NoSubscription(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, QueueError>;
+
+/// An event to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// Unique per event (UUIDv7 by default); publishing an id again is a no-op.
+    pub id: String,
+    pub topic: String,
+    /// For per-key ordering (optional).
+    pub key: Option<String>,
+    /// Headers kept with the event (CloudEvents attributes, content type).
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Position in the queue, increasing with publish order.
+    pub seq: i64,
+    pub id: String,
+    pub topic: String,
+    pub key: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    /// Unix milliseconds when it was published.
+    pub created_ms: i64,
+}
+
+/// An event leased to one subscription's delivery worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leased {
+    pub event: Event,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+}
+
+/// A dead-lettered delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub seq: i64,
+    pub id: String,
+    pub attempts: u32,
+    pub reason: String,
+}
+
+/// What a subscription has not yet had delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Depth {
+    /// Events waiting (new, due for retry, or leased).
+    pub pending: u64,
+    /// Unix milliseconds of the oldest of them.
+    pub oldest_ms: Option<i64>,
+    pub dead: u64,
+}
+
+/// Where a new subscription starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// Only events published from now on.
+    Now,
+    /// Every event the queue still holds for the topic.
+    Beginning,
+}
+
+/// The queue every backend implements. "Durable" means what the backend promises (for the
+/// embedded one, an fsynced commit); `publish` returns only after it.
+pub trait Queue: Send + Sync + 'static {
+    /// Stores events durably; returns their sequence numbers (an id published before
+    /// returns its first sequence number).
+    fn publish(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<i64>>>;
+
+    /// Creates a subscription (a cursor of its own) if it does not exist.
+    fn subscribe<'a>(
+        &'a self,
+        name: &'a str,
+        topic: &'a str,
+        start: StartAt,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Leases up to `max` events due for `subscription` (retries that are due, leases that
+    /// ran out — a crashed worker's — then new events) for `lease_for`.
+    fn lease<'a>(
+        &'a self,
+        subscription: &'a str,
+        max: usize,
+        lease_for: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Leased>>>;
+
+    /// The delivery succeeded: it is done.
+    fn ack<'a>(&'a self, subscription: &'a str, seq: i64) -> BoxFuture<'a, Result<()>>;
+
+    /// The delivery failed: try again at `at_ms` (Unix milliseconds).
+    fn retry_at<'a>(
+        &'a self,
+        subscription: &'a str,
+        seq: i64,
+        at_ms: i64,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// The delivery will not be retried: keep it as a dead letter with its reason.
+    fn dead<'a>(
+        &'a self,
+        subscription: &'a str,
+        seq: i64,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    fn dead_letters<'a>(
+        &'a self,
+        subscription: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<DeadLetter>>>;
+
+    /// Makes dead letters due again (all, or the one with `seq`); returns how many.
+    fn replay_dead<'a>(
+        &'a self,
+        subscription: &'a str,
+        seq: Option<i64>,
+    ) -> BoxFuture<'a, Result<u64>>;
+
+    /// Delivers again everything published since `since_ms`; returns how many.
+    fn replay_since<'a>(
+        &'a self,
+        subscription: &'a str,
+        since_ms: i64,
+    ) -> BoxFuture<'a, Result<u64>>;
+
+    fn depth<'a>(&'a self, subscription: &'a str) -> BoxFuture<'a, Result<Depth>>;
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

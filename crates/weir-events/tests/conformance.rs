@@ -1,0 +1,208 @@
+//! The conformance suite every queue backend passes against a real server (or file): publish
+//! order and idempotency, independent cursors, leases and redelivery, retries, dead
+//! letters, replay, depth, durability across a reopen, concurrent publishes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use weir_events::{Embedded, NewEvent, Queue, StartAt, new_event_id, now_ms};
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "weir-events-{tag}-{}-{}",
+        std::process::id(),
+        now_ms()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn event(topic: &str, body: &str) -> NewEvent {
+    NewEvent {
+        id: new_event_id(),
+        topic: topic.to_owned(),
+        key: None,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: Bytes::from(body.to_owned()),
+    }
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+/// The suite; `t` makes topic and subscription names unique to this run.
+async fn conformance(q: &dyn Queue, t: &str) {
+    let orders = format!("orders-{t}");
+    let other = format!("other-{t}");
+    let early = q.publish(vec![event(&orders, "{\"n\":0}")]).await.unwrap();
+    let (billing, audit, late) = (
+        format!("billing-{t}"),
+        format!("audit-{t}"),
+        format!("late-{t}"),
+    );
+    q.subscribe(&billing, &orders, StartAt::Beginning)
+        .await
+        .unwrap();
+    q.subscribe(&audit, &orders, StartAt::Beginning)
+        .await
+        .unwrap();
+    q.subscribe(&late, &orders, StartAt::Now).await.unwrap();
+
+    // Publish: in order, and idempotent by id.
+    let batch: Vec<NewEvent> = (1..=3)
+        .map(|n| event(&orders, &format!("{{\"n\":{n}}}")))
+        .collect();
+    let again = batch[1].clone();
+    let seqs = q.publish(batch.clone()).await.unwrap();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]) && seqs[0] > early[0],
+        "{seqs:?}"
+    );
+    assert_eq!(
+        q.publish(vec![again]).await.unwrap(),
+        vec![seqs[1]],
+        "same id, same event"
+    );
+    q.publish(vec![event(&other, "not for orders")])
+        .await
+        .unwrap();
+
+    // Each subscription has its own cursor; `late` starts after the first event.
+    let b = q.lease(&billing, 10, LEASE).await.unwrap();
+    assert_eq!(b.len(), 4, "billing sees every orders event, none of other");
+    assert_eq!(b[0].event.body, "{\"n\":0}");
+    assert!(b.iter().all(|l| l.attempt == 1 && l.event.topic == orders));
+    assert_eq!(b[1].event.id, batch[0].id);
+    assert_eq!(b[1].event.headers, batch[0].headers);
+    let l = q.lease(&late, 10, LEASE).await.unwrap();
+    assert_eq!(
+        l.len(),
+        3,
+        "a subscription made 'now' skips what came before"
+    );
+    // Leased events are not leased again while the lease holds.
+    assert!(q.lease(&billing, 10, LEASE).await.unwrap().is_empty());
+
+    // Ack one, retry one later, dead-letter one, leave one leased (a crashed worker).
+    q.ack(&billing, b[0].event.seq).await.unwrap();
+    q.retry_at(&billing, b[1].event.seq, now_ms() + 60_000)
+        .await
+        .unwrap();
+    q.dead(&billing, b[2].event.seq, "410 Gone").await.unwrap();
+    let depth = q.depth(&billing).await.unwrap();
+    assert_eq!((depth.pending, depth.dead), (2, 1), "{depth:?}");
+    assert!(depth.oldest_ms.is_some());
+    // Audit is untouched by all of that.
+    let a = q.lease(&audit, 2, LEASE).await.unwrap();
+    assert_eq!(a.len(), 2);
+    assert_eq!(q.depth(&audit).await.unwrap().pending, 4);
+
+    // A retry due now is leased again, with its attempt counted.
+    q.retry_at(&billing, b[1].event.seq, now_ms() - 1)
+        .await
+        .unwrap();
+    let r = q.lease(&billing, 10, LEASE).await.unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].event.seq, r[0].attempt), (b[1].event.seq, 2));
+    q.ack(&billing, r[0].event.seq).await.unwrap();
+
+    // An expired lease (the worker died) is redelivered, same event id.
+    let short = q.lease(&audit, 10, Duration::from_millis(1)).await.unwrap();
+    assert_eq!(short.len(), 2, "the rest of audit's events");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let redo = q.lease(&audit, 10, LEASE).await.unwrap();
+    assert_eq!(redo.len(), 2);
+    assert!(redo.iter().all(|l| l.attempt == 2));
+    assert_eq!(redo[0].event.id, short[0].event.id);
+
+    // Dead letters: listed, replayed one at a time or all.
+    let dead = q.dead_letters(&billing, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].id.as_str(), dead[0].reason.as_str()),
+        (b[2].event.id.as_str(), "410 Gone")
+    );
+    assert_eq!(q.replay_dead(&billing, Some(dead[0].seq)).await.unwrap(), 1);
+    let replayed = q.lease(&billing, 10, LEASE).await.unwrap();
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0].event.id, b[2].event.id);
+    q.ack(&billing, replayed[0].event.seq).await.unwrap();
+    // b[3] is still leased to billing (30 s): replay-since does not take it twice.
+    let n = q.replay_since(&billing, 0).await.unwrap();
+    assert_eq!(
+        n, 3,
+        "every delivered orders event except the one still leased"
+    );
+    assert_eq!(q.lease(&billing, 10, LEASE).await.unwrap().len(), 3);
+
+    assert!(q.lease(&format!("nobody-{t}"), 1, LEASE).await.is_err());
+}
+
+#[tokio::test]
+async fn the_embedded_queue_conforms() {
+    let dir = temp_dir("conf");
+    let q = Embedded::open(&dir).await.unwrap();
+    conformance(&q, "embedded").await;
+    q.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn the_embedded_queue_keeps_everything_across_a_reopen() {
+    let dir = temp_dir("reopen");
+    let q = Embedded::open(&dir).await.unwrap();
+    q.subscribe("s", "t", StartAt::Beginning).await.unwrap();
+    let seqs = q
+        .publish((0..5).map(|n| event("t", &n.to_string())).collect())
+        .await
+        .unwrap();
+    let leased = q.lease("s", 2, Duration::from_millis(1)).await.unwrap();
+    q.ack("s", leased[0].event.seq).await.unwrap();
+    q.close().await;
+    drop(q);
+
+    // As after a crash: the acknowledged one is done, the leased one comes back when its
+    // lease runs out, the rest are still new.
+    let q = Embedded::open(&dir).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = q.lease("s", 10, LEASE).await.unwrap();
+    let got: Vec<i64> = again.iter().map(|l| l.event.seq).collect();
+    assert_eq!(got, seqs[1..].to_vec());
+    assert_eq!(again[0].attempt, 2, "redelivered after the crash");
+    q.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_publishes_are_group_committed_without_loss() {
+    let dir = temp_dir("group");
+    let q = Arc::new(Embedded::open(&dir).await.unwrap());
+    q.subscribe("all", "g", StartAt::Beginning).await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..400 {
+        let q = Arc::clone(&q);
+        tasks.push(tokio::spawn(async move {
+            q.publish(vec![event("g", &n.to_string())]).await.unwrap()[0]
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 400, "one sequence number per event");
+    let mut seen = 0;
+    loop {
+        let batch = q.lease("all", 100, LEASE).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        seen += batch.len();
+    }
+    assert_eq!(seen, 400);
+    q.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -39,6 +39,12 @@ pub struct Config {
     /// Traffic analytics kept in the store (database mode).
     #[serde(default)]
     pub analytics: AnalyticsConfig,
+    /// The event queue behind topic routes.
+    #[serde(default)]
+    pub events: EventsConfig,
+    /// Topics that routes publish to.
+    #[serde(default)]
+    pub topics: BTreeMap<String, TopicConfig>,
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     #[serde(default)]
@@ -50,6 +56,52 @@ pub struct Config {
     /// replaces the default).
     #[serde(default)]
     pub policy_defaults: Vec<PolicyConfig>,
+}
+
+/// The event queue.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// `embedded`: a durable queue in `data_dir` (SQLite, fsynced group commits).
+    #[serde(default = "default_backend")]
+    pub backend: String,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            backend: default_backend(),
+        }
+    }
+}
+
+fn default_backend() -> String {
+    "embedded".to_owned()
+}
+
+/// A topic: a named stream of events.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    /// How long events are kept.
+    #[serde(default = "default_retention")]
+    pub retention: Duration,
+    /// The largest event body accepted (413 beyond it).
+    #[serde(default = "default_event_size")]
+    pub max_event_size: ByteSize,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        Self {
+            retention: default_retention(),
+            max_event_size: default_event_size(),
+        }
+    }
+}
+
+fn default_event_size() -> ByteSize {
+    ByteSize(1 << 20)
 }
 
 /// Call records for the analytics API: written in batches off the request path.
@@ -436,7 +488,13 @@ pub struct RouteConfig {
     pub name: String,
     #[serde(default, rename = "match")]
     pub matcher: MatchConfig,
+    /// Where matching requests go: an upstream, or (with `topic`) nothing: each request
+    /// becomes an event on the topic.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub upstream: String,
+    /// Publish each request to this topic and answer `202 {"id"}` once it is durable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
     /// Higher wins before any other precedence rule.
     #[serde(default)]
     pub priority: i32,

@@ -49,6 +49,36 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
     {
         e.push("workers", "must be between 1 and 1024");
     }
+    if config.events.backend != "embedded" {
+        e.push(
+            "events.backend",
+            format!(
+                "{:?}: this version has the embedded queue only (NATS JetStream, Redis Streams and RabbitMQ backends come with later versions)",
+                config.events.backend
+            ),
+        );
+    }
+    for (name, t) in &config.topics {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            e.push(
+                format!("topics.{name}"),
+                "a topic name is letters, digits, '-', '_' or '.'",
+            );
+        }
+        if t.max_event_size.0 == 0 || t.max_event_size.0 > 64 << 20 {
+            e.push(
+                format!("topics.{name}.max_event_size"),
+                "must be between 1B and 64MiB",
+            );
+        }
+        if t.retention.get().is_zero() {
+            e.push(format!("topics.{name}.retention"), "must be greater than 0");
+        }
+    }
     if let Some(store) = &config.store {
         let ok = ["sqlite://", "postgres://", "postgresql://"]
             .iter()
@@ -284,14 +314,35 @@ fn validate_route(config: &Config, route: &RouteConfig, at: &str, e: &mut Errors
     if route.name.is_empty() {
         e.push(format!("{at}.name"), "must not be empty");
     }
-    if !config.upstreams.contains_key(&route.upstream) {
-        let hint = did_you_mean(&route.upstream, config.upstreams.keys().map(String::as_str))
-            .map(|s| format!(" (did you mean {s:?}?)"))
-            .unwrap_or_default();
-        e.push(
-            format!("{at}.upstream"),
-            format!("no upstream named {:?}{hint}", route.upstream),
-        );
+    match (&route.topic, route.upstream.is_empty()) {
+        (Some(_), false) => e.push(
+            format!("{at}.topic"),
+            "a route goes to an upstream or a topic, not both",
+        ),
+        (Some(topic), true) => {
+            if !config.topics.contains_key(topic) {
+                let hint = did_you_mean(topic, config.topics.keys().map(String::as_str))
+                    .map(|s| format!(" (did you mean {s:?}?)"))
+                    .unwrap_or_default();
+                e.push(
+                    format!("{at}.topic"),
+                    format!("no topic named {topic:?}{hint}; declare it under topics"),
+                );
+            }
+        }
+        (None, true) => e.push(format!("{at}.upstream"), "required (or a topic)"),
+        (None, false) => {
+            if !config.upstreams.contains_key(&route.upstream) {
+                let hint =
+                    did_you_mean(&route.upstream, config.upstreams.keys().map(String::as_str))
+                        .map(|s| format!(" (did you mean {s:?}?)"))
+                        .unwrap_or_default();
+                e.push(
+                    format!("{at}.upstream"),
+                    format!("no upstream named {:?}{hint}", route.upstream),
+                );
+            }
+        }
     }
     let m = &route.matcher;
     for (i, h) in m.hosts.iter().enumerate() {

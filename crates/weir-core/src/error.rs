@@ -43,6 +43,8 @@ pub enum GatewayError {
     Overloaded,
     #[error("the rate-limit store is unavailable; retry later")]
     LimitStoreUnavailable,
+    #[error("the event queue is unavailable; nothing was published; retry later")]
+    QueueUnavailable,
     #[error("upstream \"{upstream}\" has no healthy endpoint")]
     NoHealthyEndpoint { upstream: Arc<str> },
     #[error("upstream \"{upstream}\" could not be reached")]
@@ -77,7 +79,9 @@ impl GatewayError {
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            Self::Overloaded | Self::LimitStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::LimitStoreUnavailable | Self::QueueUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::NoHealthyEndpoint { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamConnect { .. } | Self::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -98,6 +102,7 @@ impl GatewayError {
             Self::TooManyRequests => "rate_limited",
             Self::Overloaded => "overloaded",
             Self::LimitStoreUnavailable => "limit_store_unavailable",
+            Self::QueueUnavailable => "queue_unavailable",
             Self::NoHealthyEndpoint { .. } => "no_healthy_endpoint",
             Self::UpstreamConnect { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",

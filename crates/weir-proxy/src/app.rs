@@ -39,6 +39,8 @@ pub struct ReloadSources {
     pub sighup: bool,
     /// Where finished calls are recorded for analytics (off when absent).
     pub calls: Option<weir_telemetry::calls::CallSink>,
+    /// The event queue topic routes publish to (topic routes are refused without one).
+    pub queue: Option<Arc<dyn weir_events::Queue>>,
 }
 
 pub struct Running {
@@ -82,8 +84,13 @@ pub fn start(config: Config, sources: ReloadSources) -> Result<Running, StartErr
         })?),
         None => None,
     };
-    let gateway =
-        Gateway::new(config, workers, sources.calls.clone()).map_err(StartError::Config)?;
+    let gateway = Gateway::new(
+        config,
+        workers,
+        sources.calls.clone(),
+        sources.queue.clone(),
+    )
+    .map_err(StartError::Config)?;
     let local = |l: &std::net::TcpListener| l.local_addr().ok();
     let proxy_addr = local(&proxy).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
     let tls_addr = tls.as_ref().and_then(local);

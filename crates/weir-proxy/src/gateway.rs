@@ -21,6 +21,8 @@ pub struct Gateway {
     tls: Option<Arc<CertResolver>>,
     /// Where routes record finished calls (analytics), when it is on.
     calls: Option<weir_telemetry::calls::CallSink>,
+    /// The event queue topic routes publish to.
+    queue: Option<Arc<dyn weir_events::Queue>>,
 }
 
 impl Gateway {
@@ -30,12 +32,14 @@ impl Gateway {
         config: Config,
         workers: usize,
         calls: Option<weir_telemetry::calls::CallSink>,
+        queue: Option<Arc<dyn weir_events::Queue>>,
     ) -> Result<Arc<Self>, Vec<String>> {
         let tls = match &config.listen.tls {
             Some(t) => Some(CertResolver::new(&t.certificates).map_err(|e| vec![e])?),
             None => None,
         };
-        let (snap, fresh) = Snapshot::compile(config, 1, None, workers, calls.as_ref())?;
+        let (snap, fresh) =
+            Snapshot::compile(config, 1, None, workers, calls.as_ref(), queue.as_ref())?;
         fresh.iter().for_each(weir_upstream::spawn_active_checks);
         weir_telemetry::metrics::config_version(1);
         Ok(Arc::new(Self {
@@ -45,6 +49,7 @@ impl Gateway {
             workers,
             tls,
             calls,
+            queue,
         }))
     }
 
@@ -81,7 +86,15 @@ impl Gateway {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Snapshot::compile(config.clone(), 0, Some(&current), self.workers, None).map(|_| ())
+        Snapshot::compile(
+            config.clone(),
+            0,
+            Some(&current),
+            self.workers,
+            None,
+            self.queue.as_ref(),
+        )
+        .map(|_| ())
     }
 
     /// What cannot change while running: listeners and the number of workers.
@@ -134,6 +147,7 @@ impl Gateway {
             Some(&current),
             self.workers,
             self.calls.as_ref(),
+            self.queue.as_ref(),
         )
         .inspect_err(|_| {
             weir_telemetry::metrics::reload("rejected");

@@ -345,6 +345,31 @@ pub async fn handle(
     // 9. Target.
     let shared = match &route.upstream.kind {
         UpstreamKind::Http(shared) => Arc::clone(shared),
+        UpstreamKind::Topic(_) => {
+            let published = match &route.topic {
+                Some(target) => Box::pin(crate::ingest::publish(target, &parts, body)).await,
+                None => Err(GatewayError::Internal),
+            };
+            let mut rsp = match published {
+                Ok(rsp) => rsp,
+                Err(e) => {
+                    let mut rsp = error_response::render(&e, request_id.as_str());
+                    if matches!(e, GatewayError::QueueUnavailable) {
+                        rsp.headers_mut()
+                            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    }
+                    if matches!(e, GatewayError::MethodNotAllowed) {
+                        rsp.headers_mut()
+                            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                    }
+                    rsp
+                }
+            };
+            rsp.headers_mut()
+                .insert(&X_REQUEST_ID, request_id.header_value().clone());
+            route.policies.on_response(rsp.headers_mut(), &pctx);
+            return finish(rsp, &route, start, None, None, log, &mut pctx);
+        }
         UpstreamKind::Builtin(b) => {
             let mut rsp = Box::pin(builtin::serve(
                 *b,

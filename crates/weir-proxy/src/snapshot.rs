@@ -43,6 +43,15 @@ pub struct Route {
     pub policies: PolicyChain,
     /// Where finished requests are recorded for analytics, when it is on.
     pub calls: Option<weir_telemetry::calls::CallSink>,
+    /// For a topic route: where its requests are published.
+    pub topic: Option<TopicTarget>,
+}
+
+/// A topic route's target.
+pub struct TopicTarget {
+    pub name: String,
+    pub queue: Arc<dyn weir_events::Queue>,
+    pub max_event_size: u64,
 }
 
 /// The key of consistent hashing, compiled from `hash_on`.
@@ -63,6 +72,7 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         workers: usize,
         calls: Option<&weir_telemetry::calls::CallSink>,
+        queue: Option<&Arc<dyn weir_events::Queue>>,
     ) -> Result<(Snapshot, Vec<Arc<Upstream>>), Vec<String>> {
         let errors = weir_config::validate(&config);
         if !errors.is_empty() {
@@ -89,12 +99,36 @@ impl Snapshot {
         let max_body_size = config.limits.max_body_size.0;
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
-            let Some(upstream) = registry.get(&r.upstream) else {
-                return Err(vec![format!(
-                    "route {:?}: upstream {:?} is missing",
-                    r.name, r.upstream
-                )]);
+            let (upstream, topic) = match &r.topic {
+                Some(name) => {
+                    let Some(queue) = queue else {
+                        return Err(vec![format!(
+                            "route {:?}: topic routes need the event queue; run them with `weir serve`",
+                            r.name
+                        )]);
+                    };
+                    let max_event_size = config
+                        .topics
+                        .get(name)
+                        .map_or(1 << 20, |t| t.max_event_size.0);
+                    let target = TopicTarget {
+                        name: name.clone(),
+                        queue: Arc::clone(queue),
+                        max_event_size,
+                    };
+                    (weir_upstream::Upstream::topic(name), Some(target))
+                }
+                None => match registry.get(&r.upstream) {
+                    Some(u) => (Arc::clone(u), None),
+                    None => {
+                        return Err(vec![format!(
+                            "route {:?}: upstream {:?} is missing",
+                            r.name, r.upstream
+                        )]);
+                    }
+                },
             };
+            let upstream = &upstream;
             let metrics = previous
                 .and_then(|p| p.routes.iter().find(|old| *old.name == *r.name))
                 .map(|old| Arc::clone(&old.metrics))
@@ -143,6 +177,7 @@ impl Snapshot {
                 metrics,
                 policies,
                 calls: calls.cloned(),
+                topic,
             }));
         }
         if !policy_errors.is_empty() {

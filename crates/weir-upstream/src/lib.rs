@@ -37,6 +37,8 @@ pub struct Upstream {
 pub enum UpstreamKind {
     Http(Arc<UpstreamShared>),
     Builtin(Builtin),
+    /// Not a network target: requests become events on this topic (the proxy publishes).
+    Topic(Arc<str>),
 }
 
 /// The network side of an upstream: endpoints, balancer, per-worker pooled clients.
@@ -89,6 +91,15 @@ pub struct RequestHead {
 }
 
 impl Upstream {
+    /// The stand-in upstream of a topic route, named `topic:NAME` in metrics and logs.
+    pub fn topic(topic: &str) -> Arc<Self> {
+        Arc::new(Self {
+            name: format!("topic:{topic}").into(),
+            config: UpstreamConfig::default(),
+            kind: UpstreamKind::Topic(topic.into()),
+        })
+    }
+
     pub fn build(name: &str, config: &UpstreamConfig, workers: usize) -> Result<Arc<Self>, String> {
         let name: Arc<str> = name.into();
         let kind = match config.builtin {

@@ -38,6 +38,8 @@ impl FirstAdmin {
 pub struct Node {
     pub running: Running,
     pub control: Option<Arc<Control>>,
+    /// The embedded event queue, when topics are declared.
+    pub queue: Option<weir_events::Embedded>,
 }
 
 impl Node {
@@ -47,6 +49,9 @@ impl Node {
         tokio::time::sleep(Duration::from_millis(50)).await;
         if let Some(c) = &self.control {
             c.store().close().await;
+        }
+        if let Some(q) = &self.queue {
+            q.close().await;
         }
     }
 }
@@ -119,6 +124,17 @@ pub async fn start(
         }
         _ => None,
     };
+    // The event queue, when any topic is declared (embedded: a file under data_dir).
+    let queue = if initial.topics.is_empty() {
+        None
+    } else {
+        let dir = Path::new(&config.data_dir).join("events");
+        let q = weir_events::Embedded::open(&dir)
+            .await
+            .map_err(|e| format!("cannot open the event queue in {}: {e}", dir.display()))?;
+        sources.queue = Some(Arc::new(q.clone()));
+        Some(q)
+    };
     let running = weir_proxy::app::start(initial, sources).map_err(|e| e.to_string())?;
     if let (Some(rx), Some(store)) = (calls, &store) {
         tokio::spawn(write_calls(
@@ -132,6 +148,7 @@ pub async fn start(
         return Ok(Node {
             running,
             control: None,
+            queue,
         });
     };
     let plane: Arc<dyn Plane> = Arc::new(GatewayPlane(Arc::clone(&running.gateway)));
@@ -165,6 +182,7 @@ pub async fn start(
     Ok(Node {
         running,
         control: Some(control),
+        queue,
     })
 }
 

@@ -291,6 +291,7 @@ async fn run(config: Config, origin: String, path: Option<PathBuf>, watch: bool)
         watch_every: None,
         sighup: true,
         calls: None,
+        queue: None,
     };
     let quickstart = origin == "built-in quick start";
     let node = match weir::start(config, sources, weir::FirstAdmin::from_env(), !quickstart).await {

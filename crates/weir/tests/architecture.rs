@@ -24,6 +24,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "weir-router",
             "weir-upstream",
             "weir-policy",
+            "weir-events",
         ],
     ),
     (
@@ -40,6 +41,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "weir-policy",
             "weir-store",
             "weir-control",
+            "weir-events",
         ],
     ),
     ("weir-store", &["weir-core", "weir-config"]),

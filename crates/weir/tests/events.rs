@@ -1,0 +1,240 @@
+//! Topic routes: requests become durable events answered 202 with their id, in plain,
+//! CloudEvents binary, structured and batch modes; bad events are refused before anything
+//! is published; policies apply; and a kill -9 right after the 202s loses none of them.
+
+// Integration tests: a panic is a test failure, and bodies here are small and bounded.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::Method;
+use serde_json::json;
+use weir_events::{Embedded, Queue, StartAt};
+
+const KEY: &str = "publisher-key-0123456789";
+
+fn yaml(dir: &std::path::Path, proxy: &str) -> String {
+    format!(
+        "listen: {{ proxy: \"{proxy}\" }}
+workers: 1
+access_log: off
+data_dir: {}
+consumers: [ {{ name: publisher, credentials: [ {{ type: key, key: \"{KEY}\" }} ] }} ]
+topics:
+  orders: {{ max_event_size: 1KiB }}
+routes:
+  - {{ name: order-input, topic: orders, match: {{ paths: [/events/orders] }} }}
+  - {{ name: keyed-input, topic: orders, match: {{ paths: [/events/keyed] }}, policies: [ {{ key_auth: {{}} }} ] }}
+",
+        dir.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_become_durable_events_in_every_cloudevents_mode() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = temp_dir("events-ingest");
+    let cfg = weir_config::from_yaml(&yaml(&dir, "127.0.0.1:0"), "test").unwrap();
+    let node = weir::start(cfg, Default::default(), Default::default(), false)
+        .await
+        .unwrap();
+    let url = format!("http://{}", node.running.proxy_addr);
+    let cl = HttpClient::new();
+    let post = |path: &'static str, headers: Vec<(&'static str, &'static str)>, body: Bytes| {
+        let cl = cl.clone();
+        let url = format!("{url}{path}");
+        async move { cl.request(Method::POST, &url, &headers, body).await }
+    };
+    let queue = node.queue.clone().unwrap();
+    queue
+        .subscribe("check", "orders", StartAt::Beginning)
+        .await
+        .unwrap();
+
+    // Plain JSON.
+    let r = post(
+        "/events/orders",
+        vec![("content-type", "application/json")],
+        Bytes::from_static(b"{\"order\":1}"),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let plain_id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(&plain_id[14..15], "7", "a UUIDv7");
+    // Binary mode.
+    let r = post(
+        "/events/orders",
+        vec![
+            ("ce-specversion", "1.0"),
+            ("ce-id", "c-1"),
+            ("ce-source", "/shop"),
+            ("ce-type", "order.created"),
+            ("ce-partitionkey", "customer-7"),
+            ("content-type", "application/json"),
+        ],
+        Bytes::from_static(b"{\"order\":2}"),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    // Structured mode.
+    let structured = json!({ "specversion": "1.0", "id": "c-2", "source": "/shop", "type": "order.paid", "data": { "order": 3 } });
+    let r = post(
+        "/events/orders",
+        vec![("content-type", "application/cloudevents+json")],
+        Bytes::from(structured.to_string()),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    // Batch mode: one id per event.
+    let batch = json!([
+        { "specversion": "1.0", "id": "b-1", "source": "/shop", "type": "t" },
+        { "specversion": "1.0", "id": "b-2", "source": "/shop", "type": "t" },
+    ]);
+    let r = post(
+        "/events/orders",
+        vec![("content-type", "application/cloudevents-batch+json")],
+        Bytes::from(batch.to_string()),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json()["ids"].as_array().unwrap().len(), 2);
+
+    // Refused before anything is published.
+    type Headers = Vec<(&'static str, &'static str)>;
+    let bad: Vec<(Headers, Bytes, u16)> = vec![
+        (
+            vec![("ce-specversion", "1.0"), ("ce-id", "x")],
+            Bytes::from_static(b"{}"),
+            400,
+        ),
+        (
+            vec![("content-type", "application/cloudevents+json")],
+            Bytes::from_static(b"{\"id\":\"x\"}"),
+            400,
+        ),
+        (
+            vec![("content-type", "application/cloudevents-batch+json")],
+            Bytes::from_static(b"{}"),
+            400,
+        ),
+        (
+            vec![("content-type", "application/cloudevents-batch+json")],
+            Bytes::from_static(b"[]"),
+            400,
+        ),
+        (vec![], Bytes::from(vec![b'x'; 2048]), 413),
+    ];
+    for (headers, body, status) in bad {
+        let r = post("/events/orders", headers.clone(), body).await;
+        assert_eq!(r.status, status, "{headers:?}: {}", r.text());
+    }
+    let r = cl.get(&format!("{url}/events/orders")).await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.headers["allow"], "POST");
+    // Policies apply as on any route.
+    let r = post("/events/keyed", vec![], Bytes::from_static(b"x")).await;
+    assert_eq!(r.status, 401);
+    let r = cl
+        .request(
+            Method::POST,
+            &format!("{url}/events/keyed"),
+            &[("x-api-key", KEY)],
+            Bytes::from_static(b"keyed"),
+        )
+        .await;
+    assert_eq!(r.status, 202);
+
+    let events = queue
+        .lease("check", 100, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        events.len(),
+        6,
+        "plain, binary, structured, two from the batch, keyed"
+    );
+    let e = &events[0].event;
+    assert_eq!(
+        (e.id.as_str(), e.body.as_ref()),
+        (plain_id.as_str(), &b"{\"order\":1}"[..])
+    );
+    let bin = &events[1].event;
+    assert!(
+        bin.headers
+            .contains(&("ce-type".into(), "order.created".into()))
+    );
+    assert_eq!(bin.key.as_deref(), Some("customer-7"));
+    let st = &events[2].event;
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&st.body).unwrap(),
+        structured
+    );
+    assert!(st.headers.contains(&("ce-id".into(), "c-2".into())));
+    assert_eq!(events[5].event.body, "keyed");
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_the_202s_loses_no_event() {
+    let dir = temp_dir("events-kill9");
+    let port = free_port();
+    let file = dir.join("weir.yaml");
+    std::fs::write(&file, yaml(&dir, &format!("127.0.0.1:{port}"))).unwrap();
+    let mut child = Proc(
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["serve", "--config"])
+            .arg(&file)
+            .env("WEIR_LOG", "warn")
+            .env_remove("WEIR_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(port).await;
+    let cl = HttpClient::new();
+    let mut ids = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let cl = cl.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = cl
+                .request(
+                    Method::POST,
+                    &format!("http://127.0.0.1:{port}/events/orders"),
+                    &[("content-type", "application/json")],
+                    Bytes::from(format!("{{\"n\":{i}}}")),
+                )
+                .await;
+            assert_eq!(r.status, 202);
+            r.json()["id"].as_str().unwrap().to_owned()
+        }));
+    }
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+
+    let queue = Embedded::open(&dir.join("events")).await.unwrap();
+    queue
+        .subscribe("audit", "orders", StartAt::Beginning)
+        .await
+        .unwrap();
+    let held = queue
+        .lease("audit", 1000, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut got: Vec<String> = held.into_iter().map(|l| l.event.id).collect();
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids, "every event answered 202 is in the queue");
+    queue.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

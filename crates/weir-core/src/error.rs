@@ -33,6 +33,10 @@ pub enum GatewayError {
     PayloadTooLarge { limit: u64 },
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("{0}")]
+    Unprocessable(&'static str),
     #[error("{reason}")]
     Unauthorized { reason: &'static str },
     #[error("{reason}")]
@@ -76,6 +80,8 @@ impl GatewayError {
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
@@ -97,6 +103,8 @@ impl GatewayError {
             Self::HeadersTooLarge => "headers_too_large",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::Conflict(_) => "conflict",
+            Self::Unprocessable(_) => "unprocessable",
             Self::Unauthorized { .. } => "unauthorized",
             Self::Forbidden { .. } => "forbidden",
             Self::TooManyRequests => "rate_limited",

@@ -475,6 +475,19 @@ impl Queue for Embedded {
         })
     }
 
+    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Event>>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT seq, id, topic, key, headers, body, created_ms FROM events WHERE id = ?1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            row.as_ref().map(event_of).transpose()
+        })
+    }
+
     fn depth<'a>(&'a self, subscription: &'a str) -> BoxFuture<'a, Result<Depth>> {
         Box::pin(async move {
             let (topic, cursor) = self.topic_of(subscription).await?;

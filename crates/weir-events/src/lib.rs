@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 pub use embedded::Embedded;
-pub use id::new_event_id;
+pub use id::{event_id_for_key, new_event_id};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -154,6 +154,9 @@ pub trait Queue: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<u64>>;
 
     fn depth<'a>(&'a self, subscription: &'a str) -> BoxFuture<'a, Result<Depth>>;
+
+    /// The event with this id, if the queue still holds it.
+    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Event>>>;
 }
 
 /// Unix milliseconds now.

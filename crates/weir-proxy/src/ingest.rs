@@ -2,16 +2,21 @@
 //! answered `202 {"id"}` only once the queue holds it durably. CloudEvents binary mode
 //! (`ce-*` headers), structured mode (`application/cloudevents+json`) and batch mode
 //! (`application/cloudevents-batch+json`) are accepted; anything else is published as is
-//! with its content type.
+//! with its content type. An `Idempotency-Key` (IETF draft) makes the event id a function
+//! of the route, the caller and the key: the same key and body answer the first `202`
+//! again, the same key with another body `422`, and a request while the first is still
+//! being published `409`.
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use parking_lot::Mutex;
+use rustc_hash::FxHashSet;
 use serde_json::Value;
 use weir_core::GatewayError;
-use weir_events::{NewEvent, new_event_id};
+use weir_events::{NewEvent, event_id_for_key, new_event_id};
 
 use crate::body::ProxyBody;
 use crate::snapshot::TopicTarget;
@@ -19,15 +24,64 @@ use crate::snapshot::TopicTarget;
 const CE_STRUCTURED: &str = "application/cloudevents+json";
 const CE_BATCH: &str = "application/cloudevents-batch+json";
 
-/// Publishes the request; the answer (202, or the error) for the client.
+/// Idempotency keys being published right now (the ids they map to).
+static IN_FLIGHT: Mutex<Option<FxHashSet<String>>> = Mutex::new(None);
+
+/// Holds an id in [`IN_FLIGHT`] until dropped.
+struct Claim(Vec<String>);
+
+impl Claim {
+    fn take(ids: &[String]) -> Option<Self> {
+        let mut set = IN_FLIGHT.lock();
+        let set = set.get_or_insert_with(FxHashSet::default);
+        if ids.iter().any(|id| set.contains(id)) {
+            return None;
+        }
+        set.extend(ids.iter().cloned());
+        Some(Self(ids.to_vec()))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(set) = IN_FLIGHT.lock().as_mut() {
+            for id in &self.0 {
+                set.remove(id);
+            }
+        }
+    }
+}
+
+/// The `Idempotency-Key`, as a structured-field string (`"…"`) or a bare token.
+fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<String>, GatewayError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let s = v.to_str().unwrap_or("").trim();
+    let s = s
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(s);
+    if s.is_empty() || s.len() > 255 {
+        return Err(GatewayError::BadRequest(
+            "Idempotency-Key must be 1 to 255 characters",
+        ));
+    }
+    Ok(Some(s.to_owned()))
+}
+
+/// Publishes the request; the answer (202, or the error) for the client. `scope` names the
+/// route and the caller an idempotency key belongs to.
 pub(crate) async fn publish(
     target: &TopicTarget,
     parts: &http::request::Parts,
     body: Incoming,
+    scope: &str,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     if parts.method != Method::POST {
         return Err(GatewayError::MethodNotAllowed);
     }
+    let key = idempotency_key(&parts.headers)?;
     let bytes = read_body(body, target.max_event_size).await?;
     let ctype = parts
         .headers
@@ -64,16 +118,48 @@ pub(crate) async fn publish(
         }
         _ => vec![binary(target, &parts.headers, bytes)?],
     };
+    let mut events = events;
+    let mut _claim = None;
+    if let Some(key) = &key {
+        for (i, e) in events.iter_mut().enumerate() {
+            e.id = event_id_for_key(scope, &format!("{key}#{i}"));
+        }
+        let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+        _claim = Some(Claim::take(&ids).ok_or(GatewayError::Conflict(
+            "a request with this Idempotency-Key is still being published",
+        ))?);
+        // Published before: the same request gets the first answer again, another one 422.
+        let mut seen = 0;
+        for e in &events {
+            match target.queue.get(&e.id).await {
+                Ok(Some(old)) if old.body == e.body && old.headers == e.headers => seen += 1,
+                Ok(Some(_)) => {
+                    return Err(GatewayError::Unprocessable(
+                        "this Idempotency-Key was used with another request",
+                    ));
+                }
+                Ok(None) => {}
+                Err(_) => return Err(GatewayError::QueueUnavailable),
+            }
+        }
+        if seen == events.len() {
+            return Ok(accepted(&ids, ctype == CE_BATCH));
+        }
+    }
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
     target
         .queue
         .publish(events)
         .await
         .map_err(|_| GatewayError::QueueUnavailable)?;
-    let body = if ctype == CE_BATCH {
+    Ok(accepted(&ids, ctype == CE_BATCH))
+}
+
+fn accepted(ids: &[String], batch: bool) -> Response<ProxyBody> {
+    let body = if batch {
         serde_json::json!({ "ids": ids })
     } else {
-        serde_json::json!({ "id": ids[0] })
+        serde_json::json!({ "id": ids.first() })
     };
     let mut rsp = Response::new(ProxyBody::full(Bytes::from(body.to_string())));
     *rsp.status_mut() = StatusCode::ACCEPTED;
@@ -81,7 +167,7 @@ pub(crate) async fn publish(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Ok(rsp)
+    rsp
 }
 
 async fn read_body(mut body: Incoming, limit: u64) -> Result<Bytes, GatewayError> {

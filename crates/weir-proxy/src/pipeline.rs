@@ -347,7 +347,13 @@ pub async fn handle(
         UpstreamKind::Http(shared) => Arc::clone(shared),
         UpstreamKind::Topic(_) => {
             let published = match &route.topic {
-                Some(target) => Box::pin(crate::ingest::publish(target, &parts, body)).await,
+                Some(target) => {
+                    let scope = match &pctx.consumer {
+                        Some(c) => format!("{}|c:{}", route.name, c.name),
+                        None => format!("{}|-", route.name),
+                    };
+                    Box::pin(crate::ingest::publish(target, &parts, body, &scope)).await
+                }
                 None => Err(GatewayError::Internal),
             };
             let mut rsp = match published {

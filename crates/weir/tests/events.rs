@@ -181,6 +181,79 @@ async fn requests_become_durable_events_in_every_cloudevents_mode() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_answer_the_first_202_again_and_refuse_other_bodies() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = temp_dir("events-idem");
+    let cfg = weir_config::from_yaml(&yaml(&dir, "127.0.0.1:0"), "test").unwrap();
+    let node = weir::start(cfg, Default::default(), Default::default(), false)
+        .await
+        .unwrap();
+    let url = format!("http://{}/events/keyed", node.running.proxy_addr);
+    let cl = HttpClient::new();
+    let send = |idem: &'static str, body: &'static str| {
+        let cl = cl.clone();
+        let url = url.clone();
+        async move {
+            cl.request(
+                Method::POST,
+                &url,
+                &[
+                    ("x-api-key", KEY),
+                    ("idempotency-key", idem),
+                    ("content-type", "application/json"),
+                ],
+                Bytes::from_static(body.as_bytes()),
+            )
+            .await
+        }
+    };
+    let first = send("\"order-77\"", "{\"n\":1}").await;
+    assert_eq!(first.status, 202, "{}", first.text());
+    let again = send("\"order-77\"", "{\"n\":1}").await;
+    assert_eq!(
+        (again.status.as_u16(), again.json()["id"].clone()),
+        (202, first.json()["id"].clone()),
+        "the first answer again"
+    );
+    let other = send("\"order-77\"", "{\"n\":2}").await;
+    assert_eq!(other.status, 422, "{}", other.text());
+    assert_eq!(
+        send("order-78", "{\"n\":1}").await.status,
+        202,
+        "a bare token works too"
+    );
+    let long: &'static str = Box::leak("k".repeat(256).into_boxed_str());
+    assert_eq!(send(long, "{}").await.status, 400);
+    // Concurrent duplicates: one publishes, the others see it in flight (409) or done (202).
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let s = send("\"burst\"", "{\"b\":1}");
+        tasks.push(tokio::spawn(s));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap().status.as_u16());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 202 || *s == 409),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&202));
+    let queue = node.queue.clone().unwrap();
+    queue
+        .subscribe("idem-check", "orders", StartAt::Beginning)
+        .await
+        .unwrap();
+    let held = queue
+        .lease("idem-check", 100, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 3, "order-77 once, order-78, burst once");
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_after_the_202s_loses_no_event() {
     let dir = temp_dir("events-kill9");
     let port = free_port();

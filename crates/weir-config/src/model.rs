@@ -45,6 +45,9 @@ pub struct Config {
     /// Topics that routes publish to.
     #[serde(default)]
     pub topics: BTreeMap<String, TopicConfig>,
+    /// Services that receive a topic's events.
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionConfig>,
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     #[serde(default)]
@@ -102,6 +105,78 @@ impl Default for TopicConfig {
 
 fn default_event_size() -> ByteSize {
     ByteSize(1 << 20)
+}
+
+/// Delivers a topic's events to one endpoint, each with its own cursor and retries.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionConfig {
+    pub name: String,
+    pub topic: String,
+    /// `http(s)://host[:port]/path` receiving a POST per event.
+    pub endpoint: String,
+    /// Deliver only events whose CloudEvents type is one of these (all when empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<FilterConfig>,
+    /// Deliveries in flight at once.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: u32,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// `whsec_` + base64 (Standard Webhooks), or `env:NAME` / `file:PATH`; several during a
+    /// rotation, separated by spaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<String>,
+    /// Deadline of one attempt.
+    #[serde(default = "default_delivery_timeout")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    #[serde(default)]
+    pub types: Vec<String>,
+}
+
+/// When failed deliveries are tried again: the first attempt is immediate, `schedule[i]`
+/// is the wait after the (i+1)-th failure; past the schedule or `max_age`, the event is a
+/// dead letter.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default = "default_schedule")]
+    pub schedule: Vec<Duration>,
+    #[serde(default = "default_max_age")]
+    pub max_age: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            schedule: default_schedule(),
+            max_age: default_max_age(),
+        }
+    }
+}
+
+fn default_schedule() -> Vec<Duration> {
+    [5, 300, 1800, 7200, 18000, 36000, 36000]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect()
+}
+
+fn default_max_age() -> Duration {
+    Duration::from_secs(3 * 86_400)
+}
+
+fn default_in_flight() -> u32 {
+    16
+}
+
+fn default_delivery_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// Call records for the analytics API: written in batches off the request path.

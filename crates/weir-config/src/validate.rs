@@ -79,6 +79,58 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
             e.push(format!("topics.{name}.retention"), "must be greater than 0");
         }
     }
+    let mut names = std::collections::HashSet::new();
+    for (i, sub) in config.subscriptions.iter().enumerate() {
+        let at = format!("subscriptions[{i}]");
+        if sub.name.is_empty()
+            || !sub
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            e.push(format!("{at}.name"), "letters, digits, '-', '_' or '.'");
+        }
+        if !names.insert(sub.name.as_str()) {
+            e.push(
+                format!("{at}.name"),
+                format!("{:?} is used twice", sub.name),
+            );
+        }
+        if !config.topics.contains_key(&sub.topic) {
+            e.push(
+                format!("{at}.topic"),
+                format!("no topic named {:?}; declare it under topics", sub.topic),
+            );
+        }
+        let endpoint_ok = ["http://", "https://"].iter().any(|p| {
+            sub.endpoint
+                .strip_prefix(p)
+                .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+        }) && sub.endpoint.parse::<http::Uri>().is_ok();
+        if !endpoint_ok {
+            e.push(
+                format!("{at}.endpoint"),
+                format!("{:?}: expected http(s)://host[:port]/path", sub.endpoint),
+            );
+        }
+        if !(1..=1000).contains(&sub.max_in_flight) {
+            e.push(format!("{at}.max_in_flight"), "must be between 1 and 1000");
+        }
+        if sub.timeout.get().is_zero() {
+            e.push(format!("{at}.timeout"), "must be greater than 0");
+        }
+        if let Some(secret) = &sub.signing_secret {
+            for s in secret.split_whitespace() {
+                let ok = s.starts_with("env:") || s.starts_with("file:") || s.starts_with("whsec_");
+                if !ok {
+                    e.push(
+                        format!("{at}.signing_secret"),
+                        "whsec_ followed by base64 (or env:NAME / file:PATH)",
+                    );
+                }
+            }
+        }
+    }
     if let Some(store) = &config.store {
         let ok = ["sqlite://", "postgres://", "postgresql://"]
             .iter()

@@ -3,6 +3,7 @@
 //! delivers; replay), event ids, and the embedded backend (SQLite in WAL mode with group
 //! commit, see ADR 0005). Ingest routes and the delivery workers build on this.
 
+pub mod delivery;
 mod embedded;
 mod id;
 

@@ -98,3 +98,89 @@ fn host_for_uri(host: &str) -> String {
         host.to_owned()
     }
 }
+
+/// A pooled HTTP/1.1 client for deliveries (webhooks): keep-alive connections per
+/// endpoint, verified TLS with the web roots, a deadline per request, and at most
+/// `max_answer` bytes of each answer read (the rest is dropped).
+#[derive(Clone)]
+pub struct Poster {
+    plain: hyper_util::client::legacy::Client<Connector, http_body_util::Full<Bytes>>,
+    tls: hyper_util::client::legacy::Client<Connector, http_body_util::Full<Bytes>>,
+    timeout: Duration,
+}
+
+/// What an endpoint answered.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    /// The start of the body, at most `max_answer` bytes.
+    pub snippet: Bytes,
+}
+
+impl Poster {
+    pub fn new(timeout: Duration) -> Result<Self, String> {
+        let build = |tls: Option<TlsSettings>| {
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build(Connector::new(timeout, tls))
+        };
+        Ok(Self {
+            plain: build(None),
+            tls: build(Some(TlsSettings {
+                config: web_tls()?,
+                sni: None,
+            })),
+            timeout,
+        })
+    }
+
+    /// POSTs `body` to `url` (which must name its port). Redirects are not followed.
+    pub async fn post(
+        &self,
+        url: &Uri,
+        headers: &[(http::HeaderName, http::HeaderValue)],
+        body: Bytes,
+        max_answer: usize,
+    ) -> Result<Answer, String> {
+        let mut req = Request::post(url.clone());
+        for (n, v) in headers {
+            req = req.header(n, v);
+        }
+        let req = req
+            .body(http_body_util::Full::new(body))
+            .map_err(|e| e.to_string())?;
+        let client = if url.scheme_str() == Some("https") {
+            &self.tls
+        } else {
+            &self.plain
+        };
+        let exchange = async {
+            let rsp = client.request(req).await.map_err(|e| {
+                use std::error::Error;
+                match e.source() {
+                    Some(s) => format!("{e}: {s}"),
+                    None => e.to_string(),
+                }
+            })?;
+            let (parts, mut body) = rsp.into_parts();
+            let mut snippet = BytesMut::new();
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else { break };
+                if let Ok(data) = frame.into_data() {
+                    let room = max_answer.saturating_sub(snippet.len());
+                    snippet.extend_from_slice(&data[..data.len().min(room)]);
+                }
+            }
+            Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                snippet: snippet.freeze(),
+            })
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        }
+    }
+}

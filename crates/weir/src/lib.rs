@@ -135,7 +135,29 @@ pub async fn start(
         sources.queue = Some(Arc::new(q.clone()));
         Some(q)
     };
+    // Subscriptions (from the file) are checked before anything starts.
+    let subscriptions = initial
+        .subscriptions
+        .iter()
+        .map(|c| {
+            weir_events::delivery::Subscription::compile(c, &|n| std::env::var(n).ok())
+                .map(Arc::new)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let running = weir_proxy::app::start(initial, sources).map_err(|e| e.to_string())?;
+    if let Some(q) = &queue
+        && !subscriptions.is_empty()
+    {
+        // Cursors exist before the first request is served: no event published from now
+        // on is missed by a new subscription.
+        for s in &subscriptions {
+            weir_events::Queue::subscribe(q, &s.name, &s.topic, weir_events::StartAt::Now)
+                .await
+                .map_err(|e| format!("subscription {:?}: {e}", s.name))?;
+        }
+        let q: Arc<dyn weir_events::Queue> = Arc::new(q.clone());
+        weir_events::delivery::spawn(q, subscriptions, running.stopping.clone())?;
+    }
     if let (Some(rx), Some(store)) = (calls, &store) {
         tokio::spawn(write_calls(
             store.clone(),

@@ -45,7 +45,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("weir-store", &["weir-core", "weir-config"]),
-    ("weir-events", &["weir-core", "weir-config"]),
+    (
+        "weir-events",
+        &["weir-core", "weir-config", "weir-upstream"],
+    ),
     ("weir-control", &["weir-core", "weir-config", "weir-store"]),
     ("weir-testkit", &[]),
 ];

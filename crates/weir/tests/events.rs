@@ -311,3 +311,184 @@ async fn kill_9_after_the_202s_loses_no_event() {
     queue.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscriptions_deliver_signed_retry_dead_letter_and_stop_on_410() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use weir_testkit::upstream::full;
+    let flaky_calls = Arc::new(AtomicUsize::new(0));
+    let endpoint = {
+        let flaky_calls = Arc::clone(&flaky_calls);
+        MockUpstream::start(Behavior::Custom(Arc::new(move |req| {
+            let flaky_calls = Arc::clone(&flaky_calls);
+            Box::pin(async move {
+                let status = match req.uri().path() {
+                    "/flaky" => {
+                        if flaky_calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                            503
+                        } else {
+                            200
+                        }
+                    }
+                    "/gone" => 410,
+                    "/broken" => 500,
+                    _ => 204,
+                };
+                let mut r = http::Response::new(full("answer"));
+                *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                r
+            })
+        })))
+        .await
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = temp_dir("events-delivery");
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let ep = |path: &str| format!("http://{}{path}", endpoint.address());
+    let cfg = weir_config::from_yaml(
+        &format!(
+            "{}subscriptions:
+  - {{ name: signed, topic: orders, endpoint: \"{}\", signing_secret: \"{secret}\" }}
+  - {{ name: flaky, topic: orders, endpoint: \"{}\", retry: {{ schedule: [50ms, 50ms, 50ms] }} }}
+  - {{ name: gone, topic: orders, endpoint: \"{}\" }}
+  - {{ name: typed, topic: orders, endpoint: \"{}\", filter: {{ types: [order.created] }} }}
+  - {{ name: broken, topic: orders, endpoint: \"{}\", retry: {{ schedule: [50ms] }} }}
+",
+            yaml(&dir, "127.0.0.1:0"),
+            ep("/signed"),
+            ep("/flaky"),
+            ep("/gone"),
+            ep("/typed"),
+            ep("/broken")
+        ),
+        "test",
+    )
+    .unwrap();
+    let node = weir::start(cfg, Default::default(), Default::default(), false)
+        .await
+        .unwrap();
+    let url = format!("http://{}/events/orders", node.running.proxy_addr);
+    let cl = HttpClient::new();
+    let mut ids = Vec::new();
+    for (i, ty) in ["order.created", "order.paid", "order.created"]
+        .iter()
+        .enumerate()
+    {
+        let r = cl
+            .request(
+                Method::POST,
+                &url,
+                &[
+                    ("ce-specversion", "1.0"),
+                    ("ce-id", &format!("src-{i}")),
+                    ("ce-source", "/shop"),
+                    ("ce-type", ty),
+                    ("content-type", "application/json"),
+                ],
+                Bytes::from(format!("{{\"n\":{i}}}")),
+            )
+            .await;
+        assert_eq!(r.status, 202);
+        ids.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    let delivered = |path: &'static str| {
+        endpoint
+            .recorded()
+            .into_iter()
+            .filter(|r| r.target == path)
+            .collect::<Vec<_>>()
+    };
+    eventually("deliveries", Duration::from_secs(10), || {
+        delivered("/signed").len() >= 3
+            && delivered("/typed").len() >= 2
+            && delivered("/flaky").len() >= 5
+    })
+    .await;
+    // Signed per Standard Webhooks, with the 202's id as webhook-id; ce-* kept.
+    let key = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    )
+    .unwrap();
+    let signed = delivered("/signed");
+    let mut got_ids: Vec<String> = Vec::new();
+    for r in &signed {
+        let id = r.headers["webhook-id"].to_str().unwrap().to_owned();
+        let ts: i64 = r.headers["webhook-timestamp"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((ts - weir_events::now_ms() / 1000).abs() < 60);
+        let n = ids.iter().position(|x| *x == id).unwrap();
+        let body = format!("{{\"n\":{n}}}");
+        let want =
+            weir_events::delivery::sign(std::slice::from_ref(&key), &id, ts, body.as_bytes());
+        assert_eq!(r.headers["webhook-signature"].to_str().unwrap(), want);
+        assert_eq!(r.headers["ce-source"], "/shop");
+        got_ids.push(id);
+    }
+    got_ids.sort();
+    let mut want_ids = ids.clone();
+    want_ids.sort();
+    assert_eq!(got_ids, want_ids, "each event once to a healthy endpoint");
+    // The filter passes only order.created.
+    assert_eq!(delivered("/typed").len(), 2);
+    assert!(
+        delivered("/typed")
+            .iter()
+            .all(|r| r.headers["ce-type"] == "order.created")
+    );
+    // 503, 503, then 200 for the first; the rest go through.
+    assert_eq!(
+        flaky_calls.load(Ordering::SeqCst),
+        5,
+        "two failures, then three deliveries"
+    );
+    let queue = node.queue.clone().unwrap();
+    // 410 Gone: the subscription stops. Deliveries already on the wire when the first 410
+    // came back are dead letters too; nothing is sent after.
+    eventually("gone", Duration::from_secs(5), || {
+        !delivered("/gone").is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = delivered("/gone").len();
+    let dead = queue.dead_letters("gone", 10).await.unwrap();
+    assert_eq!(
+        dead.len(),
+        sent,
+        "every delivery answered 410 is a dead letter"
+    );
+    assert!(dead.iter().all(|d| d.reason.contains("410")));
+    let r = cl
+        .request(Method::POST, &url, &[], Bytes::from_static(b"after"))
+        .await;
+    assert_eq!(r.status, 202);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(delivered("/gone").len(), sent, "no delivery after 410 Gone");
+    // Always failing with a one-step schedule: two attempts each, then dead letters.
+    let mut dead = Vec::new();
+    for _ in 0..100 {
+        dead = queue.dead_letters("broken", 10).await.unwrap();
+        if dead.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dead.len(), 4, "{dead:?}");
+    assert!(
+        dead.iter()
+            .all(|d| d.attempts == 2 && d.reason.contains("500")),
+        "{dead:?}"
+    );
+    assert_eq!(delivered("/broken").len(), 8);
+    let all: Vec<String> = endpoint.recorded().into_iter().map(|r| r.target).collect();
+    assert!(
+        all.iter().filter(|t| *t == "/signed").count() == 4,
+        "{all:?}"
+    );
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -197,7 +197,7 @@ async fn run(
         };
         if leased.is_empty() {
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = queue.published() => {}
                 _ = stop.changed() => return,
             }
             continue;

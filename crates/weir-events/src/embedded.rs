@@ -30,6 +30,8 @@ type Ack = oneshot::Sender<Result<Vec<i64>>>;
 pub struct Embedded {
     pool: SqlitePool,
     writer: mpsc::Sender<(Vec<NewEvent>, Ack)>,
+    /// Woken after every commit that published events.
+    committed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 fn unavailable(e: sqlx::Error) -> QueueError {
@@ -72,8 +74,17 @@ impl Embedded {
             sqlx::query(ddl).execute(&pool).await.map_err(unavailable)?;
         }
         let (tx, rx) = mpsc::channel(WAITING);
-        tokio::spawn(write_loop(pool.clone(), rx));
-        Ok(Self { pool, writer: tx })
+        let committed = std::sync::Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(write_loop(
+            pool.clone(),
+            rx,
+            std::sync::Arc::clone(&committed),
+        ));
+        Ok(Self {
+            pool,
+            writer: tx,
+            committed,
+        })
     }
 
     /// Closes the file (after the writer has finished what it holds).
@@ -83,7 +94,11 @@ impl Embedded {
 }
 
 /// The group-commit writer: every publish waiting goes into one transaction.
-async fn write_loop(pool: SqlitePool, mut rx: mpsc::Receiver<(Vec<NewEvent>, Ack)>) {
+async fn write_loop(
+    pool: SqlitePool,
+    mut rx: mpsc::Receiver<(Vec<NewEvent>, Ack)>,
+    committed: std::sync::Arc<tokio::sync::Notify>,
+) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let mut n = batch[0].0.len();
@@ -99,6 +114,7 @@ async fn write_loop(pool: SqlitePool, mut rx: mpsc::Receiver<(Vec<NewEvent>, Ack
         let result = commit(&pool, &batch).await;
         match result {
             Ok(mut seqs) => {
+                committed.notify_waiters();
                 for (events, ack) in batch.into_iter().rev() {
                     let mine = seqs.split_off(seqs.len() - events.len());
                     let _ = ack.send(Ok(mine));
@@ -472,6 +488,14 @@ impl Queue for Embedded {
             .rows_affected();
             tx.commit().await.map_err(unavailable)?;
             Ok(n)
+        })
+    }
+
+    fn published(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // The timeout also wakes workers for retries that fall due.
+            let _ =
+                tokio::time::timeout(Duration::from_millis(20), self.committed.notified()).await;
         })
     }
 

@@ -158,6 +158,12 @@ pub trait Queue: Send + Sync + 'static {
 
     /// The event with this id, if the queue still holds it.
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Event>>>;
+
+    /// Resolves when events may have been published since the call (or after a while
+    /// anyway): idle delivery workers wait on it instead of polling.
+    fn published(&self) -> BoxFuture<'_, ()> {
+        Box::pin(tokio::time::sleep(Duration::from_millis(20)))
+    }
 }
 
 /// Unix milliseconds now.

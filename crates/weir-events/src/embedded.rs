@@ -32,6 +32,8 @@ pub struct Embedded {
     writer: mpsc::Sender<(Vec<NewEvent>, Ack)>,
     /// Woken after every commit that published events.
     committed: std::sync::Arc<tokio::sync::Notify>,
+    /// Finished deliveries, removed in batches (see [`ack_loop`]).
+    acks: mpsc::UnboundedSender<(String, i64, oneshot::Sender<Result<()>>)>,
 }
 
 fn unavailable(e: sqlx::Error) -> QueueError {
@@ -80,10 +82,13 @@ impl Embedded {
             rx,
             std::sync::Arc::clone(&committed),
         ));
+        let (acks, ack_rx) = mpsc::unbounded_channel();
+        tokio::spawn(ack_loop(pool.clone(), ack_rx));
         Ok(Self {
             pool,
             writer: tx,
             committed,
+            acks,
         })
     }
 
@@ -126,6 +131,43 @@ async fn write_loop(
                     let _ = ack.send(Err(QueueError::Unavailable(msg.clone())));
                 }
             }
+        }
+    }
+}
+
+/// Removes finished deliveries in batches: one transaction (one fsync) for every ack that
+/// arrived meanwhile; each ack is answered after the commit.
+async fn ack_loop(
+    pool: SqlitePool,
+    mut rx: mpsc::UnboundedReceiver<(String, i64, oneshot::Sender<Result<()>>)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let done = async {
+            let mut tx = pool.begin().await?;
+            for (sub, seq, _) in &batch {
+                sqlx::query("DELETE FROM deliveries WHERE subscription = ?1 AND seq = ?2")
+                    .bind(sub)
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        let msg = done.err().map(|e| e.to_string());
+        for (_, _, reply) in batch {
+            let _ = reply.send(match &msg {
+                None => Ok(()),
+                // The leases run out and the events are delivered again.
+                Some(m) => Err(QueueError::Unavailable(m.clone())),
+            });
         }
     }
 }
@@ -368,13 +410,12 @@ impl Queue for Embedded {
 
     fn ack<'a>(&'a self, subscription: &'a str, seq: i64) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            sqlx::query("DELETE FROM deliveries WHERE subscription = ?1 AND seq = ?2")
-                .bind(subscription)
-                .bind(seq)
-                .execute(&self.pool)
-                .await
-                .map_err(unavailable)?;
-            Ok(())
+            let (tx, rx) = oneshot::channel();
+            self.acks
+                .send((subscription.to_owned(), seq, tx))
+                .map_err(|_| QueueError::Unavailable("the queue has stopped".to_owned()))?;
+            rx.await
+                .map_err(|_| QueueError::Unavailable("the queue has stopped".to_owned()))?
         })
     }
 

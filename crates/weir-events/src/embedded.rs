@@ -34,6 +34,8 @@ pub struct Embedded {
     committed: std::sync::Arc<tokio::sync::Notify>,
     /// Finished deliveries, removed in batches (see [`ack_loop`]).
     acks: mpsc::UnboundedSender<(String, i64, oneshot::Sender<Result<()>>)>,
+    /// Tags the rows of one lease call, so the call reads back exactly its own.
+    lease_ids: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 fn unavailable(e: sqlx::Error) -> QueueError {
@@ -70,6 +72,7 @@ impl Embedded {
             "CREATE TABLE IF NOT EXISTS deliveries (subscription TEXT NOT NULL, \
              seq INTEGER NOT NULL, state TEXT NOT NULL, attempt INTEGER NOT NULL, \
              due_ms INTEGER NOT NULL, lease_until INTEGER NOT NULL, reason TEXT, \
+             lease_id INTEGER NOT NULL DEFAULT 0, \
              PRIMARY KEY (subscription, seq))",
             "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (subscription, state, due_ms)",
         ] {
@@ -89,6 +92,8 @@ impl Embedded {
             writer: tx,
             committed,
             acks,
+            // Microseconds at open: later than any id an earlier run handed out.
+            lease_ids: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(now_ms() * 1000)),
         })
     }
 
@@ -246,66 +251,50 @@ impl Embedded {
         let (topic, _) = self.topic_of(subscription).await?;
         let now = now_ms();
         let until = now + lease_for.as_millis() as i64;
+        let lease_id = self
+            .lease_ids
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         // Due retries, and leases that ran out (a worker that crashed or hung), first.
-        let again: Vec<(i64, i64)> = sqlx::query(
-            "UPDATE deliveries SET state = 'leased', attempt = attempt + 1, lease_until = ?1 \
-             WHERE subscription = ?2 AND seq IN (SELECT seq FROM deliveries \
+        let again = sqlx::query(
+            "UPDATE deliveries SET state = 'leased', attempt = attempt + 1, lease_until = ?1, \
+             lease_id = ?5 WHERE subscription = ?2 AND seq IN (SELECT seq FROM deliveries \
                WHERE subscription = ?2 AND ((state = 'pending' AND due_ms <= ?3) \
-                  OR (state = 'leased' AND lease_until <= ?3)) ORDER BY seq LIMIT ?4) \
-             RETURNING seq, attempt",
+                  OR (state = 'leased' AND lease_until <= ?3)) ORDER BY seq LIMIT ?4)",
         )
         .bind(until)
         .bind(subscription)
         .bind(now)
         .bind(max as i64)
-        .fetch_all(&mut *tx)
+        .bind(lease_id)
+        .execute(&mut *tx)
         .await
         .map_err(unavailable)?
-        .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect::<std::result::Result<_, sqlx::Error>>()
-        .map_err(unavailable)?;
-        let mut leased: Vec<(i64, i64)> = again;
-        let room = max.saturating_sub(leased.len());
+        .rows_affected() as usize;
+        let room = max.saturating_sub(again);
         if room > 0 {
-            // The cursor is read inside the transaction: two workers never take the same
-            // new events.
-            let cursor: i64 = sqlx::query("SELECT cursor FROM subscriptions WHERE name = ?1")
-                .bind(subscription)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(unavailable)?
-                .try_get(0)
-                .map_err(unavailable)?;
-            let fresh: Vec<i64> = sqlx::query(
-                "SELECT seq FROM events WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            // New events past the cursor, in one statement; the cursor is read and moved
+            // inside the transaction, so two workers never take the same events.
+            let fresh = sqlx::query(
+                "INSERT INTO deliveries (subscription, seq, state, attempt, due_ms, lease_until, lease_id) \
+                 SELECT ?1, seq, 'leased', 1, ?2, ?3, ?6 FROM events \
+                 WHERE topic = ?4 AND seq > (SELECT cursor FROM subscriptions WHERE name = ?1) \
+                 ORDER BY seq LIMIT ?5 RETURNING seq",
             )
+            .bind(subscription)
+            .bind(now)
+            .bind(until)
             .bind(&topic)
-            .bind(cursor)
             .bind(room as i64)
+            .bind(lease_id)
             .fetch_all(&mut *tx)
             .await
-            .map_err(unavailable)?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<std::result::Result<_, _>>()
             .map_err(unavailable)?;
-            for seq in &fresh {
-                sqlx::query(
-                    "INSERT INTO deliveries (subscription, seq, state, attempt, due_ms, lease_until) \
-                     VALUES (?1, ?2, 'leased', 1, ?3, ?4)",
-                )
-                .bind(subscription)
-                .bind(seq)
-                .bind(now)
-                .bind(until)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-                leased.push((*seq, 1));
-            }
-            if let Some(last) = fresh.last() {
+            let last = fresh
+                .iter()
+                .filter_map(|r| r.try_get::<i64, _>(0).ok())
+                .max();
+            if let Some(last) = last {
                 sqlx::query("UPDATE subscriptions SET cursor = ?1 WHERE name = ?2")
                     .bind(last)
                     .bind(subscription)
@@ -314,22 +303,27 @@ impl Embedded {
                     .map_err(unavailable)?;
             }
         }
-        let mut out = Vec::with_capacity(leased.len());
-        for (seq, attempt) in leased {
-            let row = sqlx::query(
-                "SELECT seq, id, topic, key, headers, body, created_ms FROM events WHERE seq = ?1",
-            )
-            .bind(seq)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            out.push(Leased {
-                event: event_of(&row)?,
-                attempt: attempt.max(1) as u32,
-            });
-        }
+        let rows = sqlx::query(
+            "SELECT e.seq, e.id, e.topic, e.key, e.headers, e.body, e.created_ms, d.attempt \
+             FROM deliveries d JOIN events e ON e.seq = d.seq \
+             WHERE d.subscription = ?1 AND d.state = 'leased' AND d.lease_id = ?2 \
+             ORDER BY e.seq",
+        )
+        .bind(subscription)
+        .bind(lease_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let out = rows
+            .iter()
+            .map(|r| {
+                Ok(Leased {
+                    event: event_of(r)?,
+                    attempt: r.try_get::<i64, _>("attempt").map_err(unavailable)?.max(1) as u32,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         tx.commit().await.map_err(unavailable)?;
-        out.sort_by_key(|l| l.event.seq);
         Ok(out)
     }
 

@@ -243,6 +243,17 @@ pub fn apply_forwarded(
     client
 }
 
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub(crate) fn cookie<'a>(h: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,8 +18,12 @@ use serde_json::Value;
 use weir_core::GatewayError;
 use weir_events::{NewEvent, event_id_for_key, new_event_id};
 
+use weir_core::RequestId;
+
 use crate::body::ProxyBody;
-use crate::snapshot::TopicTarget;
+use crate::error_response;
+use crate::headers::X_REQUEST_ID;
+use crate::snapshot::{Route, TopicTarget};
 
 const CE_STRUCTURED: &str = "application/cloudevents+json";
 const CE_BATCH: &str = "application/cloudevents-batch+json";
@@ -70,9 +74,51 @@ fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<String>, GatewayE
     Ok(Some(s.to_owned()))
 }
 
+/// The answer to a request on a topic route: `202` once published, or the error, with the
+/// request id.
+pub(crate) async fn answer(
+    route: &Route,
+    parts: &http::request::Parts,
+    body: Incoming,
+    consumer: Option<&str>,
+    request_id: &RequestId,
+) -> Response<ProxyBody> {
+    // An idempotency key belongs to the route and the caller.
+    let scope = format!(
+        "{}|{}",
+        route.name,
+        consumer.map_or("-".to_owned(), |c| format!("c:{c}"))
+    );
+    let published = match &route.topic {
+        Some(target) => publish(target, parts, body, &scope).await,
+        None => Err(GatewayError::Internal),
+    };
+    let mut rsp = match published {
+        Ok(rsp) => rsp,
+        Err(e) => {
+            let mut rsp = error_response::render(&e, request_id.as_str());
+            match e {
+                GatewayError::QueueUnavailable => {
+                    rsp.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                }
+                GatewayError::MethodNotAllowed => {
+                    rsp.headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                }
+                _ => {}
+            }
+            rsp
+        }
+    };
+    rsp.headers_mut()
+        .insert(&X_REQUEST_ID, request_id.header_value().clone());
+    rsp
+}
+
 /// Publishes the request; the answer (202, or the error) for the client. `scope` names the
 /// route and the caller an idempotency key belongs to.
-pub(crate) async fn publish(
+async fn publish(
     target: &TopicTarget,
     parts: &http::request::Parts,
     body: Incoming,

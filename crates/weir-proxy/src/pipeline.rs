@@ -346,33 +346,15 @@ pub async fn handle(
     let shared = match &route.upstream.kind {
         UpstreamKind::Http(shared) => Arc::clone(shared),
         UpstreamKind::Topic(_) => {
-            let published = match &route.topic {
-                Some(target) => {
-                    let scope = match &pctx.consumer {
-                        Some(c) => format!("{}|c:{}", route.name, c.name),
-                        None => format!("{}|-", route.name),
-                    };
-                    Box::pin(crate::ingest::publish(target, &parts, body, &scope)).await
-                }
-                None => Err(GatewayError::Internal),
-            };
-            let mut rsp = match published {
-                Ok(rsp) => rsp,
-                Err(e) => {
-                    let mut rsp = error_response::render(&e, request_id.as_str());
-                    if matches!(e, GatewayError::QueueUnavailable) {
-                        rsp.headers_mut()
-                            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                    }
-                    if matches!(e, GatewayError::MethodNotAllowed) {
-                        rsp.headers_mut()
-                            .insert(header::ALLOW, HeaderValue::from_static("POST"));
-                    }
-                    rsp
-                }
-            };
-            rsp.headers_mut()
-                .insert(&X_REQUEST_ID, request_id.header_value().clone());
+            let consumer = pctx.consumer.as_ref().map(|c| &*c.name);
+            let mut rsp = Box::pin(crate::ingest::answer(
+                &route,
+                &parts,
+                body,
+                consumer,
+                &request_id,
+            ))
+            .await;
             route.policies.on_response(rsp.headers_mut(), &pctx);
             return finish(rsp, &route, start, None, None, log, &mut pctx);
         }
@@ -397,7 +379,7 @@ pub async fn handle(
             .headers
             .get(n)
             .map(|v| weir_upstream::hash_of(v.as_bytes())),
-        HashOn::Cookie(name) => cookie(&parts.headers, name).map(weir_upstream::hash_of),
+        HashOn::Cookie(name) => headers::cookie(&parts.headers, name).map(weir_upstream::hash_of),
         HashOn::ClientIp => Some(weir_upstream::hash_of(&client_ip)),
     };
     let body = weir_upstream::RequestBody::streaming(body, route.max_body_size);
@@ -785,16 +767,6 @@ fn rewrite_path<'a>(
             "the rewritten path is not a normalized path",
         )),
     }
-}
-
-fn cookie<'a>(h: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    h.get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
 }
 
 #[cfg(test)]

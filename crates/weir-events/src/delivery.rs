@@ -22,6 +22,19 @@ use crate::{Leased, Queue, StartAt, now_ms};
 
 /// Bytes of an endpoint's answer kept with a failed attempt's reason.
 const SNIPPET: usize = 256;
+/// Deliveries by outcome: `delivered`, `retry`, `dead`, `gone`, `filtered`.
+pub const DELIVERIES: &str = "weir_event_deliveries_total";
+/// Events a subscription still owes (new, due for retry, or leased).
+pub const PENDING: &str = "weir_event_pending";
+/// Age in seconds of the oldest event a subscription still owes.
+pub const OLDEST_AGE: &str = "weir_event_oldest_age_seconds";
+/// Dead letters a subscription holds.
+pub const DEAD_LETTERS: &str = "weir_event_dead_letters";
+
+fn outcome(sub: &str, outcome: &'static str) {
+    metrics::counter!(DELIVERIES, "subscription" => sub.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
 
 /// A subscription ready to run.
 pub struct Subscription {
@@ -179,9 +192,22 @@ async fn run(
     }
     let slots = Arc::new(Semaphore::new(sub.max_in_flight));
     let lease_for = sub.timeout * 2 + Duration::from_secs(10);
+    let mut measured = tokio::time::Instant::now() - Duration::from_secs(60);
     loop {
         if *stop.borrow() || sub.is_disabled() {
             return;
+        }
+        if measured.elapsed() >= Duration::from_secs(5) {
+            measured = tokio::time::Instant::now();
+            if let Ok(d) = queue.depth(&sub.name).await {
+                let name = sub.name.clone();
+                metrics::gauge!(PENDING, "subscription" => name.clone()).set(d.pending as f64);
+                metrics::gauge!(DEAD_LETTERS, "subscription" => name.clone()).set(d.dead as f64);
+                let age = d
+                    .oldest_ms
+                    .map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0);
+                metrics::gauge!(OLDEST_AGE, "subscription" => name).set(age);
+            }
         }
         let free = slots.available_permits();
         let leased = if free == 0 {
@@ -233,6 +259,7 @@ async fn deliver(queue: &dyn Queue, sub: &Subscription, poster: &Poster, l: Leas
     if !sub.types.is_empty() && !header("ce-type").is_some_and(|t| sub.types.iter().any(|x| x == t))
     {
         // Not for this subscription: done without a delivery.
+        outcome(&sub.name, "filtered");
         let _ = queue.ack(&sub.name, seq).await;
         return;
     }
@@ -265,11 +292,13 @@ async fn deliver(queue: &dyn Queue, sub: &Subscription, poster: &Poster, l: Leas
         .await;
     let (reason, retry_after) = match answer {
         Ok(a) if a.status.is_success() => {
+            outcome(&sub.name, "delivered");
             let _ = queue.ack(&sub.name, seq).await;
             return;
         }
         Ok(a) if a.status == StatusCode::GONE => {
             sub.disabled.store(true, Ordering::Relaxed);
+            outcome(&sub.name, "gone");
             tracing::warn!(subscription = %sub.name, "the endpoint answered 410 Gone: subscription stopped; its events wait");
             let _ = queue
                 .dead(
@@ -299,6 +328,7 @@ async fn deliver(queue: &dyn Queue, sub: &Subscription, poster: &Poster, l: Leas
         .copied()
         .filter(|_| age < sub.max_age)
     else {
+        outcome(&sub.name, "dead");
         let why = format!("gave up after {attempt} attempts: {reason}");
         let _ = queue.dead(&sub.name, seq, &why).await;
         return;
@@ -309,6 +339,7 @@ async fn deliver(queue: &dyn Queue, sub: &Subscription, poster: &Poster, l: Leas
     if let Some(ra) = retry_after {
         wait = ra.clamp(wait, wait * 2);
     }
+    outcome(&sub.name, "retry");
     let at = now_ms() + wait.as_millis() as i64;
     tracing::debug!(subscription = %sub.name, event = %e.id, attempt, reason = %reason, "delivery failed; will retry");
     let _ = queue.retry_at(&sub.name, seq, at).await;

@@ -355,7 +355,10 @@ async fn subscriptions_deliver_signed_retry_dead_letter_and_stop_on_410() {
   - {{ name: typed, topic: orders, endpoint: \"{}\", filter: {{ types: [order.created] }} }}
   - {{ name: broken, topic: orders, endpoint: \"{}\", retry: {{ schedule: [50ms] }} }}
 ",
-            yaml(&dir, "127.0.0.1:0"),
+            yaml(&dir, "127.0.0.1:0").replace(
+                "listen: { proxy: \"127.0.0.1:0\" }",
+                "listen: { proxy: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }"
+            ),
             ep("/signed"),
             ep("/flaky"),
             ep("/gone"),
@@ -489,6 +492,26 @@ async fn subscriptions_deliver_signed_retry_dead_letter_and_stop_on_410() {
         all.iter().filter(|t| *t == "/signed").count() == 4,
         "{all:?}"
     );
+    // Outcomes and queue state are metrics.
+    let m = cl
+        .get(&format!(
+            "http://{}/metrics",
+            node.running.admin_addr.unwrap()
+        ))
+        .await
+        .text();
+    for want in [
+        "weir_event_deliveries_total{subscription=\"signed\",outcome=\"delivered\"} 4",
+        "weir_event_deliveries_total{subscription=\"flaky\",outcome=\"retry\"} 2",
+        "weir_event_deliveries_total{subscription=\"broken\",outcome=\"dead\"} 4",
+        "weir_event_deliveries_total{subscription=\"typed\",outcome=\"filtered\"} 2",
+        "weir_event_deliveries_total{subscription=\"gone\",outcome=\"gone\"}",
+        "weir_event_pending{subscription=\"signed\"}",
+        "weir_event_oldest_age_seconds{subscription=\"signed\"}",
+        "weir_event_dead_letters{subscription=\"broken\"}",
+    ] {
+        assert!(m.contains(want), "missing {want} in\n{m}");
+    }
     node.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }

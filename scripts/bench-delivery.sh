@@ -9,20 +9,9 @@ set -euo pipefail
 secs=${1:-10}; conns=${2:-32}; inflight=${3:-64}
 bin=${WEIR_BIN:-${CARGO_TARGET_DIR:-/var/tmp/weir-target}/release/weir}
 [ -x "$bin" ] || { echo "bench-delivery: $bin not found; cargo build --release -p weir" >&2; exit 2; }
-nginx=$(command -v nginx || echo /usr/sbin/nginx)
 dir=$(mktemp -d "${TMPDIR:-/tmp}/weir-delivery.XXXXXX")
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/bench-lib.sh"
 hook=$(port); proxy=$(port)
-mkdir -p "$dir/tmp"
-cat > "$dir/hook.conf" <<CONF
-worker_processes 1; daemon off; pid $dir/hook.pid; error_log $dir/hook.err warn;
-events { worker_connections 4096; }
-http { keepalive_requests 1000000; log_format t '\$msec';
-  access_log $dir/deliveries.log t;
-  client_body_temp_path $dir/tmp/b; proxy_temp_path $dir/tmp/p; fastcgi_temp_path $dir/tmp/f;
-  uwsgi_temp_path $dir/tmp/u; scgi_temp_path $dir/tmp/s;
-  server { listen 127.0.0.1:$hook; location / { return 200 "ok"; } } }
-CONF
 cat > "$dir/weir.yaml" <<YAML
 listen: { proxy: 127.0.0.1:$proxy }
 workers: 1
@@ -40,7 +29,7 @@ wrk.method = "POST"
 wrk.body = '{"type":"order.created","order":{"id":12345,"total":99.5}}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
-taskset -c 1 "$nginx" -p "$dir" -e "$dir/hook.err" -c "$dir/hook.conf" & ngx=$!
+start_nginx_ok "$dir" "$hook" "$dir/deliveries.log"
 WEIR_LOG=warn taskset -c 1 "$bin" serve --config "$dir/weir.yaml" > "$dir/weir.log" 2>&1 & weir=$!
 trap 'kill $weir $ngx 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do curl -sf -o /dev/null -X POST -d '{}' "http://127.0.0.1:$proxy/events/bench" && break; sleep 0.1; done

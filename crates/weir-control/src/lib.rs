@@ -148,6 +148,13 @@ impl Control {
         )
     }
 
+    /// Whether the node's settings plus `objects` make a configuration the data plane
+    /// would take: every reason it would not, paths naming the objects.
+    pub(crate) fn check_objects(&self, objects: &[weir_store::Object]) -> Result<(), Vec<String>> {
+        let cfg = assemble(&self.base, objects)?;
+        self.plane.check(&cfg).map_err(|e| name_paths(&cfg, e))
+    }
+
     /// Commits `changes` if the whole resulting configuration validates and compiles, then
     /// applies it here. Returns the new version and the written objects.
     pub(crate) async fn commit(
@@ -158,14 +165,9 @@ impl Control {
         if self.mode == Mode::File {
             return Err(ApiError::ReadOnly);
         }
-        let base = &self.base;
-        let plane = &self.plane;
         let result = self
             .store
-            .write(actor, &changes, |all| {
-                let cfg = assemble(base, all)?;
-                plane.check(&cfg).map_err(|e| name_paths(&cfg, e))
-            })
+            .write(actor, &changes, |all| self.check_objects(all))
             .await;
         let (version, written) = match result {
             Err(weir_store::StoreError::Unavailable(m)) => {
@@ -209,13 +211,8 @@ impl Control {
                     .collect();
                 if !changes.is_empty() {
                     let n = changes.len();
-                    let base = &self.base;
-                    let plane = &self.plane;
                     self.store
-                        .write("import", &changes, |all| {
-                            let cfg = assemble(base, all)?;
-                            plane.check(&cfg).map_err(|e| name_paths(&cfg, e))
-                        })
+                        .write("import", &changes, |all| self.check_objects(all))
                         .await?;
                     tracing::info!(
                         objects = n,

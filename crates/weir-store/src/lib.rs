@@ -11,7 +11,6 @@ mod calls;
 pub use calls::CallRow;
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -232,11 +231,6 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    /// The URL to listen for changes on (Postgres only).
-    pub fn url(&self) -> &str {
-        &self.url
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -515,21 +509,6 @@ fn object_of(r: &sqlx::any::AnyRow) -> Result<Object> {
         revision: r.try_get("revision")?,
         updated_at: r.try_get("updated_at")?,
     })
-}
-
-impl FromStr for Backend {
-    type Err = StoreError;
-    fn from_str(s: &str) -> Result<Self> {
-        if s.starts_with("sqlite://") {
-            Ok(Self::Sqlite)
-        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            Ok(Self::Postgres)
-        } else {
-            Err(StoreError::BadUrl(format!(
-                "{s:?}: expected sqlite:// or postgres://"
-            )))
-        }
-    }
 }
 
 /// Hears configuration changes committed by any node (Postgres `LISTEN`).

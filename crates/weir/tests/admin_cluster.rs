@@ -110,6 +110,19 @@ struct OwnPostgres {
     bin: std::path::PathBuf,
 }
 
+/// Runs a PostgreSQL binary as the `postgres` user (the server refuses root); whether it
+/// succeeded.
+fn as_postgres(program: &std::path::Path, args: &[&str]) -> bool {
+    std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 impl OwnPostgres {
     fn start() -> Self {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
@@ -119,30 +132,20 @@ impl OwnPostgres {
             .find(|p| p.join("initdb").exists())
             .expect("initdb");
         let dir = temp_dir("own-pg");
-        let run = |args: &[&str]| {
-            let st = std::process::Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .args(args)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .unwrap();
-            assert!(st.success(), "{args:?}");
-        };
         std::process::Command::new("chown")
             .args(["postgres:postgres", dir.to_str().unwrap()])
             .status()
             .unwrap();
         let data = dir.join("data");
-        run(&[
-            bin.join("initdb").to_str().unwrap(),
+        let args = [
             "-D",
             data.to_str().unwrap(),
             "-A",
             "trust",
             "-U",
             "postgres",
-        ]);
+        ];
+        assert!(as_postgres(&bin.join("initdb"), &args), "initdb {args:?}");
         let pg = Self {
             dir,
             port: free_port(),
@@ -152,18 +155,12 @@ impl OwnPostgres {
         pg
     }
 
-    fn ctl(&self, args: &[&str]) {
+    /// `pg_ctl -D DATA -w ARGS`; whether it succeeded.
+    fn ctl(&self, args: &[&str]) -> bool {
         let data = self.dir.join("data");
-        let st = std::process::Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .args(["-D", data.to_str().unwrap(), "-w"])
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "pg_ctl {args:?}");
+        let mut all = vec!["-D", data.to_str().unwrap(), "-w"];
+        all.extend_from_slice(args);
+        as_postgres(&self.bin.join("pg_ctl"), &all)
     }
 
     fn up(&self) {
@@ -173,11 +170,14 @@ impl OwnPostgres {
             self.dir.display()
         );
         let log = self.dir.join("pg.log");
-        self.ctl(&["-o", &opts, "-l", log.to_str().unwrap(), "start"]);
+        assert!(
+            self.ctl(&["-o", &opts, "-l", log.to_str().unwrap(), "start"]),
+            "pg_ctl start"
+        );
     }
 
     fn down(&self) {
-        self.ctl(&["-m", "immediate", "stop"]);
+        assert!(self.ctl(&["-m", "immediate", "stop"]), "pg_ctl stop");
     }
 
     fn url(&self) -> String {
@@ -187,14 +187,7 @@ impl OwnPostgres {
 
 impl Drop for OwnPostgres {
     fn drop(&mut self) {
-        let data = self.dir.join("data");
-        let _ = std::process::Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
+        self.ctl(&["-m", "immediate", "stop"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

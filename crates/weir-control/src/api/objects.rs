@@ -153,10 +153,7 @@ pub async fn apply_config(
             updated_at: 0,
         })
         .collect();
-    let cfg = crate::assemble(&ctl.base, &would_be).map_err(ApiError::Invalid)?;
-    ctl.plane
-        .check(&cfg)
-        .map_err(|e| ApiError::Invalid(crate::name_paths(&cfg, e)))?;
+    ctl.check_objects(&would_be).map_err(ApiError::Invalid)?;
     if !dry_run && !changes.is_empty() {
         let (version, _) = ctl.commit(&who.username, changes).await?;
         plan.applied = true;

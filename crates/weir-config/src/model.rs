@@ -65,7 +65,10 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct EventsConfig {
-    /// `embedded`: a durable queue in `data_dir` (SQLite, fsynced group commits).
+    /// `embedded`: a durable queue in `data_dir` (SQLite, fsynced group commits);
+    /// `redis://[user:password@]host:port[/db]` (or `rediss://`): Redis Streams shared by
+    /// every node naming it; `env:NAME`: the URL is in that variable (keeps a password out
+    /// of the file).
     #[serde(default = "default_backend")]
     pub backend: String,
 }

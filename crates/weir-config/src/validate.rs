@@ -49,12 +49,18 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
     {
         e.push("workers", "must be between 1 and 1024");
     }
-    if config.events.backend != "embedded" {
+    let backend = config.events.backend.as_str();
+    let known = backend == "embedded"
+        || backend.starts_with("redis://")
+        || backend.starts_with("rediss://")
+        || backend.strip_prefix("env:").is_some_and(|n| {
+            !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        });
+    if !known {
         e.push(
             "events.backend",
             format!(
-                "{:?}: this version has the embedded queue only (NATS JetStream, Redis Streams and RabbitMQ backends come with later versions)",
-                config.events.backend
+                "{backend:?}: give `embedded`, a `redis://` or `rediss://` URL, or `env:NAME` naming a variable that holds one (NATS JetStream and RabbitMQ backends are not in this version)"
             ),
         );
     }

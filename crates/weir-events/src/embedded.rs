@@ -96,11 +96,6 @@ impl Embedded {
             lease_ids: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(now_ms() * 1000)),
         })
     }
-
-    /// Closes the file (after the writer has finished what it holds).
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
 /// The group-commit writer: every publish waiting goes into one transaction.
@@ -524,6 +519,10 @@ impl Queue for Embedded {
             tx.commit().await.map_err(unavailable)?;
             Ok(n)
         })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.pool.close())
     }
 
     fn published(&self) -> BoxFuture<'_, ()> {

@@ -6,6 +6,7 @@
 pub mod delivery;
 mod embedded;
 mod id;
+pub mod redis_streams;
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use futures_util::future::BoxFuture;
 
 pub use embedded::Embedded;
 pub use id::{event_id_for_key, new_event_id};
+pub use redis_streams::RedisStreams;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -158,6 +160,11 @@ pub trait Queue: Send + Sync + 'static {
 
     /// The event with this id, if the queue still holds it.
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Event>>>;
+
+    /// Finishes what the backend holds (the embedded writer's last commits) and closes it.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 
     /// Resolves when events may have been published since the call (or after a while
     /// anyway): idle delivery workers wait on it instead of polling.

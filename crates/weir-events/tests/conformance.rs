@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use weir_events::{Embedded, NewEvent, Queue, StartAt, new_event_id, now_ms};
+use weir_events::{Embedded, NewEvent, Queue, RedisStreams, StartAt, new_event_id, now_ms};
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!(
@@ -175,10 +175,57 @@ async fn the_embedded_queue_keeps_everything_across_a_reopen() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A Redis Streams queue under a key prefix of its own (tests never share data).
+async fn redis_queue(tag: &str) -> RedisStreams {
+    let prefix = format!("weir-test:{{{tag}-{}-{}}}:", std::process::id(), now_ms());
+    RedisStreams::open("redis://127.0.0.1:6379", &prefix)
+        .await
+        .expect("Redis on 127.0.0.1:6379 (scripts/services.sh starts it)")
+}
+
+/// Deletes every key under the test queue's prefix.
+async fn drop_redis_keys(prefix: &str) {
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        redis::cmd("DEL")
+            .arg(keys)
+            .query_async::<i64>(&mut c)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_redis_streams_queue_conforms() {
+    let q = redis_queue("conf").await;
+    conformance(&q, "redis").await;
+    drop_redis_keys(q.prefix()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_publishes_to_redis_are_kept_without_loss() {
+    let q = Arc::new(redis_queue("group").await);
+    concurrent(Arc::clone(&q) as Arc<dyn Queue>).await;
+    drop_redis_keys(q.prefix()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_publishes_are_group_committed_without_loss() {
     let dir = temp_dir("group");
     let q = Arc::new(Embedded::open(&dir).await.unwrap());
+    concurrent(Arc::clone(&q) as Arc<dyn Queue>).await;
+    q.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// 400 publishes at once: each gets its own sequence number, and every one is delivered.
+async fn concurrent(q: Arc<dyn Queue>) {
     q.subscribe("all", "g", StartAt::Beginning).await.unwrap();
     let mut tasks = Vec::new();
     for n in 0..400 {
@@ -203,6 +250,4 @@ async fn concurrent_publishes_are_group_committed_without_loss() {
         seen += batch.len();
     }
     assert_eq!(seen, 400);
-    q.close().await;
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -70,14 +70,25 @@ impl HttpClient {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Reply {
+        self.try_request(method, url, headers, body)
+            .await
+            .unwrap_or_else(|e| panic!("request to {url} failed: {e}"))
+    }
+
+    /// As [`Self::request`], with a failed connection as an error instead of a panic.
+    pub async fn try_request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Reply, String> {
         let mut b = Request::builder().method(method).uri(url);
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
         let req = b.body(Full::new(body)).expect("valid test request");
-        self.send(req)
-            .await
-            .unwrap_or_else(|e| panic!("request to {url} failed: {e}"))
+        self.send(req).await
     }
 }
 

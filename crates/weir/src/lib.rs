@@ -38,8 +38,8 @@ impl FirstAdmin {
 pub struct Node {
     pub running: Running,
     pub control: Option<Arc<Control>>,
-    /// The embedded event queue, when topics are declared.
-    pub queue: Option<weir_events::Embedded>,
+    /// The event queue, when topics are declared.
+    pub queue: Option<Arc<dyn weir_events::Queue>>,
 }
 
 impl Node {
@@ -54,6 +54,32 @@ impl Node {
             q.close().await;
         }
     }
+}
+
+/// Opens the configured event queue: the embedded one under `data_dir`, or Redis Streams.
+async fn open_queue(config: &Config) -> Result<Arc<dyn weir_events::Queue>, String> {
+    let mut backend = config.events.backend.clone();
+    if let Some(name) = backend.strip_prefix("env:") {
+        backend = std::env::var(name).map_err(|_| {
+            format!("events.backend names the variable {name}, which is not set: export it with the queue's URL")
+        })?;
+    }
+    if backend == "embedded" {
+        let dir = Path::new(&config.data_dir).join("events");
+        let q = weir_events::Embedded::open(&dir)
+            .await
+            .map_err(|e| format!("cannot open the event queue in {}: {e}", dir.display()))?;
+        return Ok(Arc::new(q));
+    }
+    if backend.starts_with("redis://") || backend.starts_with("rediss://") {
+        let q = weir_events::RedisStreams::open(&backend, weir_events::redis_streams::DEFAULT_PREFIX)
+            .await
+            .map_err(|e| format!("cannot reach the Redis event queue: {e}; check events.backend and that Redis is running"))?;
+        return Ok(Arc::new(q));
+    }
+    Err(format!(
+        "events.backend: {backend:?} is not a queue this version can open (embedded or a redis:// URL)"
+    ))
 }
 
 /// The data plane as the control plane sees it.
@@ -124,15 +150,12 @@ pub async fn start(
         }
         _ => None,
     };
-    // The event queue, when any topic is declared (embedded: a file under data_dir).
+    // The event queue, when any topic is declared.
     let queue = if initial.topics.is_empty() {
         None
     } else {
-        let dir = Path::new(&config.data_dir).join("events");
-        let q = weir_events::Embedded::open(&dir)
-            .await
-            .map_err(|e| format!("cannot open the event queue in {}: {e}", dir.display()))?;
-        sources.queue = Some(Arc::new(q.clone()));
+        let q = open_queue(&config).await?;
+        sources.queue = Some(Arc::clone(&q));
         Some(q)
     };
     // Subscriptions (from the file) are checked before anything starts.
@@ -151,12 +174,11 @@ pub async fn start(
         // Cursors exist before the first request is served: no event published from now
         // on is missed by a new subscription.
         for s in &subscriptions {
-            weir_events::Queue::subscribe(q, &s.name, &s.topic, weir_events::StartAt::Now)
+            q.subscribe(&s.name, &s.topic, weir_events::StartAt::Now)
                 .await
                 .map_err(|e| format!("subscription {:?}: {e}", s.name))?;
         }
-        let q: Arc<dyn weir_events::Queue> = Arc::new(q.clone());
-        weir_events::delivery::spawn(q, subscriptions, running.stopping.clone())?;
+        weir_events::delivery::spawn(Arc::clone(q), subscriptions, running.stopping.clone())?;
     }
     if let (Some(rx), Some(store)) = (calls, &store) {
         tokio::spawn(write_calls(

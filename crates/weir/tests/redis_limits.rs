@@ -114,41 +114,6 @@ upstreams:
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A Redis server of this test's own, stopped and started at will.
-struct OwnRedis {
-    port: u16,
-    proc: Option<Proc>,
-}
-
-impl OwnRedis {
-    async fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (see docs/testing.md)");
-        wait_port(port).await;
-        Self {
-            port,
-            proc: Some(Proc(child)),
-        }
-    }
-
-    fn stop(&mut self) {
-        self.proc = None;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_errors_follow_on_store_error_and_the_limit_returns_with_redis() {
     let up = MockUpstream::start(Behavior::Named("up".into())).await;

@@ -110,3 +110,51 @@ pub async fn wait_port(port: u16) {
     }
     panic!("port {port} never opened");
 }
+
+/// A Redis server of a test's own, stopped and started at will. With a directory it keeps
+/// an append-only file fsynced on every write (as a queue needs) and reloads it on start.
+pub struct OwnRedis {
+    pub port: u16,
+    proc: Option<Proc>,
+}
+
+impl OwnRedis {
+    pub async fn start(port: u16) -> Self {
+        Self::start_in(port, None).await
+    }
+
+    pub async fn start_in(port: u16, dir: Option<&std::path::Path>) -> Self {
+        let mut cmd = std::process::Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ]);
+        match dir {
+            Some(d) => {
+                cmd.args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                    .arg(d);
+            }
+            None => {
+                cmd.args(["--appendonly", "no"]);
+            }
+        }
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/services.sh names the package)");
+        wait_port(port).await;
+        Self {
+            port,
+            proc: Some(Proc(child)),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.proc = None;
+    }
+}

@@ -1,0 +1,643 @@
+//! The Redis Streams queue: a stream per topic is the log (entry id `SEQ-0`, so the global
+//! sequence number is the stream id), a consumer group per subscription is its cursor for
+//! new events, and sorted sets hold what it owes (leased, due for retry, dead). Every
+//! operation is one atomic script, so several Weir nodes share one queue safely.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Script, Value};
+
+use crate::{
+    DeadLetter, Depth, Event, Leased, NewEvent, Queue, QueueError, Result, StartAt, now_ms,
+};
+
+/// Keys share one hash tag, so a Redis Cluster keeps them on one shard (scripts touch
+/// several at once).
+pub const DEFAULT_PREFIX: &str = "weir:{ev}:";
+
+/// ARGV: prefix, now, then (id, topic, key, headers, body) per event. A known id answers
+/// its first sequence number (publishing is idempotent by id).
+const PUBLISH: &str = r"
+local p, now = ARGV[1], ARGV[2]
+local out = {}
+for i = 3, #ARGV, 5 do
+  local id, topic = ARGV[i], ARGV[i + 1]
+  local old = redis.call('HGET', p .. 'ids', id)
+  if old then
+    out[#out + 1] = tonumber(string.match(old, '^(%d+)'))
+  else
+    local seq = redis.call('INCR', p .. 'seq')
+    redis.call('XADD', p .. 't:' .. topic, seq .. '-0', 'id', id, 'k', ARGV[i + 2],
+      'h', ARGV[i + 3], 'b', ARGV[i + 4], 'c', now)
+    redis.call('ZADD', p .. 'idx:' .. topic, seq, seq)
+    redis.call('ZADD', p .. 'time:' .. topic, now, seq)
+    redis.call('HSET', p .. 'ids', id, seq .. ' ' .. topic)
+    out[#out + 1] = seq
+  end
+end
+return out
+";
+
+/// Shared by the scripts below: the subscription's keys, or an error if there is none.
+const PRELUDE: &str = r"
+local p, sub = ARGV[1], ARGV[2]
+local topic = redis.call('HGET', p .. 's:' .. sub, 'topic')
+if not topic then return redis.error_reply('NOSUB no such subscription') end
+local stream = p .. 't:' .. topic
+local due, lease, owed = p .. 'due:' .. sub, p .. 'lease:' .. sub, p .. 'owed:' .. sub
+local att, dead, why = p .. 'att:' .. sub, p .. 'dead:' .. sub, p .. 'why:' .. sub
+local function entry(seq)
+  local e = redis.call('XRANGE', stream, seq .. '-0', seq .. '-0')
+  if #e == 0 then return nil end
+  return e[1][2]
+end
+local function field(f, name)
+  for i = 1, #f, 2 do if f[i] == name then return f[i + 1] end end
+  return ''
+end
+local function last_delivered()
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local name, last
+    for i = 1, #g, 2 do
+      if g[i] == 'name' then name = g[i + 1] end
+      if g[i] == 'last-delivered-id' then last = g[i + 1] end
+    end
+    if name == sub then return last end
+  end
+  return '0-0'
+end
+";
+
+/// ARGV: prefix, subscription, now, lease until, max. Due retries and expired leases first,
+/// then new events through the group. Answers {seq, attempt, id, key, headers, body,
+/// created, topic} per event.
+const LEASE: &str = r"
+local now, untl, max = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local out = {}
+local function give(seq, attempt)
+  local f = entry(seq)
+  if not f then
+    -- Trimmed by retention: nothing left to deliver.
+    redis.call('ZREM', lease, seq); redis.call('ZREM', due, seq); redis.call('ZREM', owed, seq)
+    redis.call('HDEL', att, seq)
+    return
+  end
+  out[#out + 1] = {tonumber(seq), attempt, field(f, 'id'), field(f, 'k'), field(f, 'h'),
+    field(f, 'b'), field(f, 'c'), topic}
+end
+local again = redis.call('ZRANGEBYSCORE', lease, '-inf', now, 'LIMIT', 0, max)
+if #again < max then
+  for _, s in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, max - #again)) do
+    again[#again + 1] = s
+  end
+end
+table.sort(again, function(a, b) return tonumber(a) < tonumber(b) end)
+for _, s in ipairs(again) do
+  redis.call('ZREM', due, s)
+  redis.call('ZADD', lease, untl, s)
+  give(s, redis.call('HINCRBY', att, s, 1))
+end
+local room = max - #again
+if room > 0 then
+  local got = redis.call('XREADGROUP', 'GROUP', sub, 'weir', 'COUNT', room, 'NOACK',
+    'STREAMS', stream, '>')
+  if got then
+    for _, e in ipairs(got[1][2]) do
+      local seq = string.match(e[1], '^(%d+)')
+      redis.call('ZADD', lease, untl, seq)
+      redis.call('ZADD', owed, seq, seq)
+      redis.call('HSET', att, seq, 1)
+      local f = e[2]
+      out[#out + 1] = {tonumber(seq), 1, field(f, 'id'), field(f, 'k'), field(f, 'h'),
+        field(f, 'b'), field(f, 'c'), topic}
+    end
+  end
+end
+return out
+";
+
+/// ARGV: prefix, subscription, seq.
+const ACK: &str = r"
+local seq = ARGV[3]
+redis.call('ZREM', lease, seq); redis.call('ZREM', due, seq); redis.call('ZREM', owed, seq)
+redis.call('HDEL', att, seq)
+return 1
+";
+
+/// ARGV: prefix, subscription, seq, due at.
+const RETRY: &str = r"
+local seq = ARGV[3]
+if not redis.call('ZSCORE', owed, seq) then return 0 end
+redis.call('ZREM', lease, seq)
+redis.call('ZADD', due, ARGV[4], seq)
+return 1
+";
+
+/// ARGV: prefix, subscription, seq, reason.
+const DEAD: &str = r"
+local seq = ARGV[3]
+if not redis.call('ZSCORE', owed, seq) then return 0 end
+redis.call('ZREM', lease, seq); redis.call('ZREM', due, seq); redis.call('ZREM', owed, seq)
+redis.call('ZADD', dead, seq, seq)
+redis.call('HSET', why, seq, ARGV[4])
+return 1
+";
+
+/// ARGV: prefix, subscription, limit. Answers {seq, id, attempts, reason} per letter.
+const DEAD_LETTERS: &str = r"
+local out = {}
+for _, s in ipairs(redis.call('ZRANGE', dead, 0, tonumber(ARGV[3]) - 1)) do
+  local f = entry(s)
+  out[#out + 1] = {tonumber(s), f and field(f, 'id') or '',
+    tonumber(redis.call('HGET', att, s) or '0'), redis.call('HGET', why, s) or ''}
+end
+return out
+";
+
+/// ARGV: prefix, subscription, now, seq or '' for all.
+const REPLAY_DEAD: &str = r"
+local seqs
+if ARGV[4] == '' then seqs = redis.call('ZRANGE', dead, 0, -1)
+elseif redis.call('ZSCORE', dead, ARGV[4]) then seqs = {ARGV[4]}
+else seqs = {} end
+for _, s in ipairs(seqs) do
+  redis.call('ZREM', dead, s); redis.call('HDEL', why, s)
+  redis.call('HSET', att, s, 0)
+  redis.call('ZADD', due, ARGV[3], s); redis.call('ZADD', owed, s, s)
+end
+return #seqs
+";
+
+/// ARGV: prefix, subscription, now, since. Events the group has already handed out get a
+/// fresh due delivery (same event id), except those leased right now.
+const REPLAY_SINCE: &str = r"
+local last = tonumber(string.match(last_delivered(), '^(%d+)'))
+local n = 0
+for _, s in ipairs(redis.call('ZRANGEBYSCORE', p .. 'time:' .. topic, ARGV[4], '+inf')) do
+  if tonumber(s) <= last and not redis.call('ZSCORE', lease, s) then
+    redis.call('ZREM', dead, s); redis.call('HDEL', why, s)
+    if not redis.call('HEXISTS', att, s) then redis.call('HSET', att, s, 0) end
+    redis.call('ZADD', due, ARGV[3], s); redis.call('ZADD', owed, s, s)
+    n = n + 1
+  end
+end
+return n
+";
+
+/// ARGV: prefix, subscription. Answers {pending, oldest created (0: none), dead}.
+const DEPTH: &str = r"
+local last = last_delivered()
+local fresh = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 1)
+local new = redis.call('ZCOUNT', p .. 'idx:' .. topic,
+  '(' .. string.match(last, '^(%d+)'), '+inf')
+local oldest = 0
+local first = redis.call('ZRANGE', owed, 0, 0)
+if #first > 0 then
+  local f = entry(first[1])
+  if f then oldest = tonumber(field(f, 'c')) end
+end
+if #fresh > 0 then
+  local c = tonumber(field(fresh[1][2], 'c'))
+  if oldest == 0 or c < oldest then oldest = c end
+end
+return {new + redis.call('ZCARD', owed), oldest, redis.call('ZCARD', dead)}
+";
+
+/// ARGV: prefix, id. Answers {seq, topic, key, headers, body, created} or nil.
+const GET: &str = r"
+local p = ARGV[1]
+local at = redis.call('HGET', p .. 'ids', ARGV[2])
+if not at then return nil end
+local seq, topic = string.match(at, '^(%d+) (.*)$')
+local e = redis.call('XRANGE', p .. 't:' .. topic, seq .. '-0', seq .. '-0')
+if #e == 0 then return nil end
+local f = e[1][2]
+local function field(name)
+  for i = 1, #f, 2 do if f[i] == name then return f[i + 1] end end
+  return ''
+end
+return {tonumber(seq), topic, field('k'), field('h'), field('b'), field('c')}
+";
+
+struct Scripts {
+    publish: Script,
+    lease: Script,
+    ack: Script,
+    retry: Script,
+    dead: Script,
+    dead_letters: Script,
+    replay_dead: Script,
+    replay_since: Script,
+    depth: Script,
+    get: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let with = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
+        Self {
+            publish: Script::new(PUBLISH),
+            lease: with(LEASE),
+            ack: with(ACK),
+            retry: with(RETRY),
+            dead: with(DEAD),
+            dead_letters: with(DEAD_LETTERS),
+            replay_dead: with(REPLAY_DEAD),
+            replay_since: with(REPLAY_SINCE),
+            depth: with(DEPTH),
+            get: Script::new(GET),
+        }
+    }
+}
+
+/// The Redis Streams queue. Durability is the server's: see ADR 0006 (AOF with
+/// `appendfsync always` for no loss on a crash of the server).
+pub struct RedisStreams {
+    client: redis::Client,
+    prefix: String,
+    /// One multiplexed connection, replaced after it fails.
+    conn: Mutex<Option<MultiplexedConnection>>,
+    scripts: Scripts,
+    /// Wakes this node's idle workers after its own publishes.
+    published: tokio::sync::Notify,
+    /// `host:port` for messages; never the URL, which may hold a password.
+    pub display: String,
+}
+
+fn unavailable(e: &redis::RedisError) -> QueueError {
+    if e.code() == Some("NOSUB") {
+        return QueueError::NoSubscription(String::new());
+    }
+    QueueError::Unavailable(e.to_string())
+}
+
+fn text(v: Vec<u8>) -> Result<String> {
+    String::from_utf8(v).map_err(|e| QueueError::Corrupt(e.to_string()))
+}
+
+fn headers_of(h: &[u8]) -> Result<Vec<(String, String)>> {
+    serde_json::from_slice(h).map_err(|e| QueueError::Corrupt(e.to_string()))
+}
+
+/// Keys are stored with a marker byte, so an empty key and no key differ.
+fn key_of(k: Vec<u8>) -> Result<Option<String>> {
+    match k.split_first() {
+        Some((b'1', rest)) => Ok(Some(text(rest.to_vec())?)),
+        _ => Ok(None),
+    }
+}
+
+impl RedisStreams {
+    /// Connects to `url` (`redis://` or `rediss://`) and checks the server can hold a queue.
+    pub async fn open(url: &str, prefix: &str) -> Result<Self> {
+        let client = redis::Client::open(url).map_err(|e| unavailable(&e))?;
+        let display = client.get_connection_info().addr().to_string();
+        let q = Self {
+            client,
+            prefix: prefix.to_owned(),
+            conn: Mutex::new(None),
+            scripts: Scripts::new(),
+            published: tokio::sync::Notify::new(),
+            display,
+        };
+        let mut c = q.conn().await?;
+        q.warn_about_durability(&mut c).await;
+        Ok(q)
+    }
+
+    /// The key prefix every key of this queue starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    async fn warn_about_durability(&self, c: &mut MultiplexedConnection) {
+        // CONFIG may be renamed away on managed servers; then there is nothing to check.
+        let Ok(cfg) = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("*")
+            .query_async::<std::collections::HashMap<String, String>>(c)
+            .await
+        else {
+            return;
+        };
+        let get = |k: &str| cfg.get(k).map_or("", String::as_str);
+        if get("appendonly") != "yes" || get("appendfsync") != "always" {
+            tracing::warn!(
+                server = %self.display,
+                "Redis acknowledges events held in memory only: set `appendonly yes` and \
+                 `appendfsync always` so an acknowledged event survives a crash of the server"
+            );
+        }
+        if get("maxmemory-policy").is_empty() || !get("maxmemory-policy").starts_with("noev") {
+            tracing::warn!(
+                server = %self.display,
+                policy = get("maxmemory-policy"),
+                "Redis may evict queued events: set `maxmemory-policy noeviction`"
+            );
+        }
+    }
+
+    async fn conn(&self) -> Result<MultiplexedConnection> {
+        if let Some(c) = self.conn.lock().clone() {
+            return Ok(c);
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)));
+        let c = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| QueueError::Unavailable(format!("{}: {e}", self.display)))?;
+        *self.conn.lock() = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Runs a script with (prefix, subscription, args…); a failed connection is dropped so
+    /// the next call reconnects.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        subscription: Option<&str>,
+        args: &[String],
+    ) -> Result<T> {
+        let mut c = self.conn().await?;
+        let mut call = script.prepare_invoke();
+        call.arg(&self.prefix);
+        if let Some(s) = subscription {
+            call.arg(s);
+        }
+        for a in args {
+            call.arg(a);
+        }
+        match call.invoke_async::<T>(&mut c).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    *self.conn.lock() = None;
+                }
+                Err(match (unavailable(&e), subscription) {
+                    (QueueError::NoSubscription(_), Some(s)) => {
+                        QueueError::NoSubscription(s.to_owned())
+                    }
+                    (other, _) => other,
+                })
+            }
+        }
+    }
+}
+
+type GetRow = (i64, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, i64);
+type Row = (i64, i64, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, i64, Vec<u8>);
+
+impl Queue for RedisStreams {
+    fn publish(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<i64>>> {
+        Box::pin(async move {
+            if events.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut c = self.conn().await?;
+            let mut call = self.scripts.publish.prepare_invoke();
+            call.arg(&self.prefix).arg(now_ms());
+            for e in &events {
+                let headers = serde_json::to_vec(&e.headers)
+                    .map_err(|err| QueueError::Corrupt(err.to_string()))?;
+                let key = match &e.key {
+                    Some(k) => format!("1{k}"),
+                    None => "0".to_owned(),
+                };
+                call.arg(&e.id)
+                    .arg(&e.topic)
+                    .arg(key)
+                    .arg(headers)
+                    .arg(e.body.as_ref());
+            }
+            let seqs: Vec<i64> = call.invoke_async(&mut c).await.map_err(|e| {
+                *self.conn.lock() = None;
+                unavailable(&e)
+            })?;
+            self.published.notify_waiters();
+            Ok(seqs)
+        })
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        name: &'a str,
+        topic: &'a str,
+        start: StartAt,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let mut c = self.conn().await?;
+            let stream = format!("{}t:{topic}", self.prefix);
+            let from = match start {
+                StartAt::Now => "$",
+                StartAt::Beginning => "0",
+            };
+            let made: redis::RedisResult<Value> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&stream)
+                .arg(name)
+                .arg(from)
+                .arg("MKSTREAM")
+                .query_async(&mut c)
+                .await;
+            match made {
+                Ok(_) => {}
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                Err(e) => return Err(unavailable(&e)),
+            }
+            redis::cmd("HSETNX")
+                .arg(format!("{}s:{name}", self.prefix))
+                .arg("topic")
+                .arg(topic)
+                .query_async::<Value>(&mut c)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            Ok(())
+        })
+    }
+
+    fn lease<'a>(
+        &'a self,
+        subscription: &'a str,
+        max: usize,
+        lease_for: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Leased>>> {
+        Box::pin(async move {
+            let now = now_ms();
+            let until = now + lease_for.as_millis() as i64;
+            let rows: Vec<Row> = self
+                .run(
+                    &self.scripts.lease,
+                    Some(subscription),
+                    &[now.to_string(), until.to_string(), (max as i64).to_string()],
+                )
+                .await?;
+            rows.into_iter()
+                .map(
+                    |(seq, attempt, id, key, headers, body, created_ms, topic)| {
+                        Ok(Leased {
+                            event: Event {
+                                seq,
+                                id: text(id)?,
+                                topic: text(topic)?,
+                                key: key_of(key)?,
+                                headers: headers_of(&headers)?,
+                                body: Bytes::from(body),
+                                created_ms,
+                            },
+                            attempt: attempt.max(1) as u32,
+                        })
+                    },
+                )
+                .collect()
+        })
+    }
+
+    fn ack<'a>(&'a self, subscription: &'a str, seq: i64) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.run::<i64>(&self.scripts.ack, Some(subscription), &[seq.to_string()])
+                .await
+                .map(drop)
+        })
+    }
+
+    fn retry_at<'a>(
+        &'a self,
+        subscription: &'a str,
+        seq: i64,
+        at_ms: i64,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.run::<i64>(
+                &self.scripts.retry,
+                Some(subscription),
+                &[seq.to_string(), at_ms.to_string()],
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn dead<'a>(
+        &'a self,
+        subscription: &'a str,
+        seq: i64,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.run::<i64>(
+                &self.scripts.dead,
+                Some(subscription),
+                &[seq.to_string(), reason.to_string()],
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn dead_letters<'a>(
+        &'a self,
+        subscription: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<DeadLetter>>> {
+        Box::pin(async move {
+            let rows: Vec<(i64, Vec<u8>, i64, Vec<u8>)> = self
+                .run(
+                    &self.scripts.dead_letters,
+                    Some(subscription),
+                    &[(limit as i64).to_string()],
+                )
+                .await?;
+            rows.into_iter()
+                .map(|(seq, id, attempts, reason)| {
+                    Ok(DeadLetter {
+                        seq,
+                        id: text(id)?,
+                        attempts: attempts.max(0) as u32,
+                        reason: text(reason)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn replay_dead<'a>(
+        &'a self,
+        subscription: &'a str,
+        seq: Option<i64>,
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let which = seq.map(|s| s.to_string()).unwrap_or_default();
+            let n: i64 = self
+                .run(
+                    &self.scripts.replay_dead,
+                    Some(subscription),
+                    &[now_ms().to_string(), which.to_string()],
+                )
+                .await?;
+            Ok(n.max(0) as u64)
+        })
+    }
+
+    fn replay_since<'a>(
+        &'a self,
+        subscription: &'a str,
+        since_ms: i64,
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let n: i64 = self
+                .run(
+                    &self.scripts.replay_since,
+                    Some(subscription),
+                    &[now_ms().to_string(), since_ms.to_string()],
+                )
+                .await?;
+            Ok(n.max(0) as u64)
+        })
+    }
+
+    fn depth<'a>(&'a self, subscription: &'a str) -> BoxFuture<'a, Result<Depth>> {
+        Box::pin(async move {
+            let (pending, oldest, dead): (i64, i64, i64) = self
+                .run(&self.scripts.depth, Some(subscription), &[])
+                .await?;
+            Ok(Depth {
+                pending: pending.max(0) as u64,
+                oldest_ms: (oldest > 0).then_some(oldest),
+                dead: dead.max(0) as u64,
+            })
+        })
+    }
+
+    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Event>>> {
+        Box::pin(async move {
+            let row: Option<GetRow> = self.run(&self.scripts.get, None, &[id.to_string()]).await?;
+            row.map(|(seq, topic, key, headers, body, created_ms)| {
+                Ok(Event {
+                    seq,
+                    id: id.to_owned(),
+                    topic: text(topic)?,
+                    key: key_of(key)?,
+                    headers: headers_of(&headers)?,
+                    body: Bytes::from(body),
+                    created_ms,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn published(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // Other nodes' publishes and retries that fall due are found by the timeout.
+            let _ =
+                tokio::time::timeout(Duration::from_millis(20), self.published.notified()).await;
+        })
+    }
+}

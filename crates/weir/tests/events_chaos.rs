@@ -1,0 +1,229 @@
+//! No loss under failure: Weir killed with SIGKILL in the middle of ingest and delivery
+//! delivers every event it answered 202 once restarted; a Redis queue that goes away makes
+//! ingest answer 503 with Retry-After (nothing acknowledged and then lost), and ingest and
+//! delivery resume when it returns.
+
+// Integration tests: a panic is a test failure, and bodies here are small and bounded.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::Method;
+
+/// Webhook ids the endpoint has received.
+fn delivered_ids(endpoint: &MockUpstream) -> HashSet<String> {
+    endpoint
+        .recorded()
+        .into_iter()
+        .filter_map(|r| {
+            r.headers
+                .get("webhook-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+fn serve(file: &std::path::Path) -> Proc {
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["serve", "--config"])
+            .arg(file)
+            .env("WEIR_LOG", "warn")
+            .env_remove("WEIR_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_during_ingest_and_delivery_then_every_202_is_delivered() {
+    // A slow endpoint keeps deliveries in flight when the process dies.
+    let endpoint = MockUpstream::start(Behavior::Delay(Duration::from_millis(20))).await;
+    let dir = temp_dir("events-chaos-kill9");
+    let port = free_port();
+    let file = dir.join("weir.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "listen: {{ proxy: \"127.0.0.1:{port}\" }}
+workers: 2
+access_log: off
+data_dir: {}
+topics: {{ orders: {{}} }}
+routes: [ {{ name: input, topic: orders, match: {{ paths: [/events/orders] }} }} ]
+subscriptions:
+  - {{ name: billing, topic: orders, endpoint: \"http://{}/hook\", timeout: 500ms, max_in_flight: 8 }}
+",
+            dir.display(),
+            endpoint.address()
+        ),
+    )
+    .unwrap();
+    let mut weir = serve(&file);
+    wait_port(port).await;
+
+    // Eight publishers post until the process is gone; only 202s count.
+    let accepted = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let cl = HttpClient::new();
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (cl, accepted, stop) = (cl.clone(), Arc::clone(&accepted), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let r = cl
+                    .try_request(
+                        Method::POST,
+                        &format!("http://127.0.0.1:{port}/events/orders"),
+                        &[("content-type", "application/json")],
+                        Bytes::from(format!("{{\"w\":{w},\"n\":{n}}}")),
+                    )
+                    .await;
+                match r {
+                    Ok(r) if r.status == 202 => {
+                        accepted
+                            .lock()
+                            .push(r.json()["id"].as_str().unwrap().to_owned());
+                    }
+                    Ok(r) => panic!("unexpected answer {}", r.status),
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    // Kill it while both ingest and delivery are busy.
+    eventually(
+        "ingest and delivery under way",
+        Duration::from_secs(10),
+        || accepted.lock().len() >= 300 && delivered_ids(&endpoint).len() >= 20,
+    )
+    .await;
+    weir.0.kill().unwrap();
+    weir.0.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let accepted: HashSet<String> = accepted.lock().iter().cloned().collect();
+    let before = delivered_ids(&endpoint).len();
+    assert!(
+        before < accepted.len(),
+        "the kill came before everything was delivered ({before} of {})",
+        accepted.len()
+    );
+
+    // Restarted on the same data: every accepted event arrives (leases of the killed
+    // process run out after timeout × 2 + 10 s, then those are sent again).
+    let _weir = serve(&file);
+    wait_port(port).await;
+    eventually(
+        "every 202 delivered after the restart",
+        Duration::from_secs(40),
+        || accepted.is_subset(&delivered_ids(&endpoint)),
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_queue_going_away_answers_503_and_resumes_without_loss() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let endpoint = MockUpstream::start(Behavior::Status(204)).await;
+    let dir = temp_dir("events-chaos-redis");
+    let aof = dir.join("redis");
+    std::fs::create_dir_all(&aof).unwrap();
+    let mut redis = OwnRedis::start_in(free_port(), Some(&aof)).await;
+    let cfg = weir_config::from_yaml(
+        &format!(
+            "listen: {{ proxy: \"127.0.0.1:0\" }}
+workers: 1
+access_log: off
+data_dir: {}
+events: {{ backend: \"redis://127.0.0.1:{}\" }}
+topics: {{ orders: {{}} }}
+routes: [ {{ name: input, topic: orders, match: {{ paths: [/events/orders] }} }} ]
+subscriptions:
+  - {{ name: billing, topic: orders, endpoint: \"http://{}/hook\", retry: {{ schedule: [100ms] }} }}
+",
+            dir.display(),
+            redis.port,
+            endpoint.address()
+        ),
+        "test",
+    )
+    .unwrap();
+    let node = weir::start(cfg, Default::default(), Default::default(), false)
+        .await
+        .unwrap();
+    let url = format!("http://{}/events/orders", node.running.proxy_addr);
+    let cl = HttpClient::new();
+    let publish = |n: usize| {
+        let (cl, url) = (cl.clone(), url.clone());
+        async move {
+            cl.request(
+                Method::POST,
+                &url,
+                &[("content-type", "application/json")],
+                Bytes::from(format!("{{\"n\":{n}}}")),
+            )
+            .await
+        }
+    };
+    let mut accepted = HashSet::new();
+    for n in 0..20 {
+        let r = publish(n).await;
+        assert_eq!(r.status, 202);
+        accepted.insert(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    eventually("delivered through Redis", Duration::from_secs(10), || {
+        accepted.is_subset(&delivered_ids(&endpoint))
+    })
+    .await;
+
+    // The server goes away: ingest refuses with 503 and Retry-After, acknowledging nothing.
+    redis.stop();
+    for n in 0..5 {
+        let r = publish(100 + n).await;
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.json()["error"]["type"], "queue_unavailable");
+        assert!(r.headers.contains_key("retry-after"));
+    }
+
+    // It comes back with its append-only file: ingest and delivery resume.
+    let _redis = OwnRedis::start_in(redis.port, Some(&aof)).await;
+    let mut back = false;
+    for n in 0..50 {
+        let r = publish(200 + n).await;
+        if r.status == 202 {
+            accepted.insert(r.json()["id"].as_str().unwrap().to_owned());
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "ingest resumes once Redis is back");
+    for n in 0..10 {
+        let r = publish(300 + n).await;
+        assert_eq!(r.status, 202);
+        accepted.insert(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    eventually("delivery resumes", Duration::from_secs(10), || {
+        accepted.is_subset(&delivered_ids(&endpoint))
+    })
+    .await;
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -21,6 +21,12 @@ pub enum ApiError {
     ReadOnly,
     UnsupportedMediaType,
     Unavailable(String),
+    /// An event operation refused (a topic route's answer), or the queue unavailable.
+    Event {
+        status: StatusCode,
+        kind: &'static str,
+        message: String,
+    },
     Internal(String),
 }
 
@@ -62,6 +68,11 @@ impl ApiError {
                 "store_unavailable",
                 format!("the configuration store is unavailable ({m}); traffic is served on the last good configuration"),
             ),
+            Self::Event {
+                status,
+                kind,
+                message,
+            } => (*status, kind, message.clone()),
             Self::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", m.clone()),
         }
     }
@@ -88,6 +99,10 @@ impl IntoResponse for ApiError {
             body["error"]["errors"] = serde_json::json!(errors);
         }
         let mut rsp = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE && kind == "queue_unavailable" {
+            rsp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if let Self::TooManyRequests(secs) = self {
             rsp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -116,6 +131,31 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Invalid(errors) => Self::Invalid(errors),
             StoreError::Corrupt(m) => Self::Internal(format!("stored data is corrupt: {m}")),
+        }
+    }
+}
+
+impl From<crate::events::EventsError> for ApiError {
+    fn from(e: crate::events::EventsError) -> Self {
+        use crate::events::EventsError;
+        match e {
+            EventsError::NotFound(m) => Self::NotFound(m),
+            EventsError::Refused {
+                status,
+                kind,
+                message,
+            } => Self::Event {
+                status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                kind,
+                message,
+            },
+            EventsError::Unavailable(m) => Self::Event {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                kind: "queue_unavailable",
+                message: format!(
+                    "the event queue is unavailable ({m}); nothing was changed, try again"
+                ),
+            },
         }
     }
 }

@@ -8,6 +8,7 @@ mod api;
 mod assemble;
 mod auth;
 mod error;
+pub mod events;
 mod openapi;
 
 use std::sync::Arc;
@@ -59,6 +60,8 @@ pub struct Control {
     apply_lock: tokio::sync::Mutex<()>,
     pub(crate) logins: auth::LoginGuard,
     pub(crate) session_ttl: Duration,
+    /// The node's event plane, when it has a queue.
+    pub(crate) events: std::sync::OnceLock<Arc<dyn events::Events>>,
 }
 
 impl Control {
@@ -74,7 +77,13 @@ impl Control {
             apply_lock: tokio::sync::Mutex::new(()),
             logins: auth::LoginGuard::default(),
             session_ttl: Duration::from_secs(12 * 3600),
+            events: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Gives the admin API the node's event plane (once).
+    pub fn set_events(&self, events: Arc<dyn events::Events>) {
+        let _ = self.events.set(events);
     }
 
     pub fn store(&self) -> &Store {

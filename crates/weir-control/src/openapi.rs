@@ -21,6 +21,8 @@ use crate::api;
         api::list_users, api::create_user, api::delete_user,
         api::list_tokens, api::create_token, api::delete_token,
         api::list_credentials, api::add_credential, api::delete_credential,
+        api::publish_event, api::get_event, api::list_subscriptions, api::dead_letters,
+        api::attempts, api::replay, api::enable,
     ),
     modifiers(&Security),
     security(("bearer" = []), ("session" = [])),

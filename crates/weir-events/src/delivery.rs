@@ -7,7 +7,7 @@
 //! the attempt's deadline, so a crash mid-delivery only means a redelivery.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, watch};
 use weir_config::SubscriptionConfig;
 use weir_upstream::Poster;
 
-use crate::{Leased, Queue, StartAt, now_ms};
+use crate::{Attempt, Leased, Queue, StartAt, now_ms};
 
 /// Bytes of an endpoint's answer kept with a failed attempt's reason.
 const SNIPPET: usize = 256;
@@ -48,7 +48,11 @@ pub struct Subscription {
     /// HMAC keys (decoded), all used to sign during a rotation.
     secrets: Vec<Vec<u8>>,
     timeout: Duration,
+    /// Stopped by a `410 Gone` or an operator; the queue keeps it across restarts.
     disabled: AtomicBool,
+    /// Unix milliseconds of the last `410 Gone` here: a read of the queue's state that
+    /// began before it must not enable the subscription again.
+    gone_at: AtomicI64,
 }
 
 impl Subscription {
@@ -117,12 +121,28 @@ impl Subscription {
             secrets,
             timeout: c.timeout.get(),
             disabled: AtomicBool::new(false),
+            gone_at: AtomicI64::new(0),
         })
     }
 
-    /// Whether a `410 Gone` stopped it.
+    /// Whether a `410 Gone` (or an operator) stopped it.
     pub fn is_disabled(&self) -> bool {
         self.disabled.load(Ordering::Relaxed)
+    }
+
+    /// Reads the disabled state the queue keeps (set here on `410 Gone`, cleared through
+    /// the admin API).
+    async fn refresh_disabled(&self, queue: &dyn Queue) {
+        let began = now_ms();
+        if let Ok(state) = queue.disabled(&self.name).await {
+            if state.is_some() {
+                self.disabled.store(true, Ordering::Relaxed);
+            } else if began > self.gone_at.load(Ordering::Relaxed)
+                && self.disabled.swap(false, Ordering::Relaxed)
+            {
+                tracing::info!(subscription = %self.name, "subscription enabled again; delivering");
+            }
+        }
     }
 }
 
@@ -163,18 +183,124 @@ pub fn sign(secrets: &[Vec<u8>], id: &str, timestamp: i64, body: &[u8]) -> Strin
         .join(" ")
 }
 
-/// Starts one worker per subscription (each creates its cursor at "now" the first time),
-/// each with its own pooled client and deadline.
-pub fn spawn(
+/// A running worker: what it was started from, and how to stop it.
+struct Worker {
+    config: SubscriptionConfig,
+    sub: Arc<Subscription>,
+    stop: watch::Sender<bool>,
+}
+
+/// Keeps one worker per configured subscription: [`Supervisor::reconcile`] starts new
+/// ones, restarts changed ones and stops removed ones, on every configuration change.
+pub struct Supervisor {
     queue: Arc<dyn Queue>,
-    subscriptions: Vec<Arc<Subscription>>,
-    stop: watch::Receiver<bool>,
-) -> Result<(), String> {
-    for sub in subscriptions {
-        let poster = Poster::new(sub.timeout)?;
-        tokio::spawn(run(Arc::clone(&queue), sub, poster, stop.clone()));
+    workers: parking_lot::Mutex<std::collections::HashMap<String, Worker>>,
+}
+
+impl Supervisor {
+    /// Every worker stops when `stop` fires.
+    pub fn new(queue: Arc<dyn Queue>, mut stop: watch::Receiver<bool>) -> Arc<Self> {
+        let me = Arc::new(Self {
+            queue,
+            workers: parking_lot::Mutex::new(std::collections::HashMap::new()),
+        });
+        let weak = Arc::downgrade(&me);
+        tokio::spawn(async move {
+            let _ = stop.wait_for(|s| *s).await;
+            if let Some(me) = weak.upgrade() {
+                for w in me.workers.lock().values() {
+                    let _ = w.stop.send(true);
+                }
+            }
+        });
+        me
     }
-    Ok(())
+
+    /// Matches the workers to `configs`. A subscription that cannot be compiled (a secret
+    /// missing, say) is reported and keeps its previous worker, if any.
+    pub fn reconcile(
+        &self,
+        configs: &[SubscriptionConfig],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Vec<String> {
+        let mut errors = Vec::new();
+        let mut workers = self.workers.lock();
+        let wanted: std::collections::HashSet<&str> =
+            configs.iter().map(|c| c.name.as_str()).collect();
+        workers.retain(|name, w| {
+            let keep = wanted.contains(name.as_str());
+            if !keep {
+                let _ = w.stop.send(true);
+                tracing::info!(subscription = %name, "subscription removed; its worker stopped");
+            }
+            keep
+        });
+        for c in configs {
+            if workers.get(&c.name).is_some_and(|w| w.config == *c) {
+                continue;
+            }
+            let sub = match Subscription::compile(c, env) {
+                Ok(s) => Arc::new(s),
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            let poster = match Poster::new(sub.timeout) {
+                Ok(p) => p,
+                Err(e) => {
+                    errors.push(format!("subscription {:?}: {e}", c.name));
+                    continue;
+                }
+            };
+            let (tx, rx) = watch::channel(false);
+            if let Some(old) = workers.insert(
+                c.name.clone(),
+                Worker {
+                    config: c.clone(),
+                    sub: Arc::clone(&sub),
+                    stop: tx,
+                },
+            ) {
+                // Its leases run out and the new worker delivers what it held.
+                let _ = old.stop.send(true);
+            }
+            tokio::spawn(run(Arc::clone(&self.queue), sub, poster, rx));
+        }
+        errors
+    }
+
+    /// The running subscription of that name.
+    pub fn get(&self, name: &str) -> Option<Arc<Subscription>> {
+        self.workers.lock().get(name).map(|w| Arc::clone(&w.sub))
+    }
+
+    /// Names and topics of the running subscriptions, sorted by name.
+    pub fn list(&self) -> Vec<(String, String, String)> {
+        let mut v: Vec<_> = self
+            .workers
+            .lock()
+            .values()
+            .map(|w| {
+                (
+                    w.sub.name.clone(),
+                    w.sub.topic.clone(),
+                    w.config.endpoint.clone(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Enables a subscription again at once (its worker would notice within seconds).
+    pub async fn enable(&self, name: &str) -> crate::Result<()> {
+        self.queue.set_disabled(name, None).await?;
+        if let Some(sub) = self.get(name) {
+            sub.refresh_disabled(&*self.queue).await;
+        }
+        Ok(())
+    }
 }
 
 async fn run(
@@ -194,11 +320,12 @@ async fn run(
     let lease_for = sub.timeout * 2 + Duration::from_secs(10);
     let mut measured = tokio::time::Instant::now() - Duration::from_secs(60);
     loop {
-        if *stop.borrow() || sub.is_disabled() {
+        if *stop.borrow() {
             return;
         }
         if measured.elapsed() >= Duration::from_secs(5) {
             measured = tokio::time::Instant::now();
+            sub.refresh_disabled(&*queue).await;
             if let Ok(d) = queue.depth(&sub.name).await {
                 let name = sub.name.clone();
                 metrics::gauge!(PENDING, "subscription" => name.clone()).set(d.pending as f64);
@@ -208,6 +335,14 @@ async fn run(
                     .map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0);
                 metrics::gauge!(OLDEST_AGE, "subscription" => name).set(age);
             }
+        }
+        if sub.is_disabled() {
+            // Events keep arriving in its queue; they go out once it is enabled again.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.changed() => return,
+            }
+            continue;
         }
         let free = slots.available_permits();
         let leased = if free == 0 {
@@ -287,26 +422,44 @@ async fn deliver(queue: &dyn Queue, sub: &Subscription, poster: &Poster, l: Leas
     if header("ce-specversion").is_some() && header("ce-id").is_none() {
         headers.push((HeaderName::from_static("ce-id"), id_value));
     }
+    let sent_at = now_ms();
+    let started = std::time::Instant::now();
     let answer = poster
         .post(&sub.endpoint, &headers, Bytes::clone(&e.body), SNIPPET)
         .await;
+    let mut record = Attempt {
+        seq,
+        event_id: e.id.clone(),
+        attempt: l.attempt,
+        at_ms: sent_at,
+        status: answer.as_ref().ok().map(|a| a.status.as_u16()),
+        latency_ms: started.elapsed().as_millis() as u64,
+        outcome: String::new(),
+        answer: match &answer {
+            Ok(a) => String::from_utf8_lossy(&a.snippet).into_owned(),
+            Err(e) => e.clone(),
+        },
+    };
     let (reason, retry_after) = match answer {
         Ok(a) if a.status.is_success() => {
             outcome(&sub.name, "delivered");
+            record.outcome = "delivered".to_owned();
+            let _ = queue.record(&sub.name, record).await;
             let _ = queue.ack(&sub.name, seq).await;
             return;
         }
         Ok(a) if a.status == StatusCode::GONE => {
-            sub.disabled.store(true, Ordering::Relaxed);
+            const GONE: &str = "410 Gone: the endpoint asked to stop; subscription disabled";
             outcome(&sub.name, "gone");
+            record.outcome = "gone".to_owned();
+            let _ = queue.record(&sub.name, record).await;
+            if let Err(e) = queue.set_disabled(&sub.name, Some(GONE)).await {
+                tracing::warn!(subscription = %sub.name, error = %e, "cannot keep the disabled state; it holds until a restart");
+            }
+            sub.gone_at.store(now_ms(), Ordering::Relaxed);
+            sub.disabled.store(true, Ordering::Relaxed);
             tracing::warn!(subscription = %sub.name, "the endpoint answered 410 Gone: subscription stopped; its events wait");
-            let _ = queue
-                .dead(
-                    &sub.name,
-                    seq,
-                    "410 Gone: the endpoint asked to stop; subscription disabled",
-                )
-                .await;
+            let _ = queue.dead(&sub.name, seq, GONE).await;
             return;
         }
         Ok(a) => {
@@ -329,6 +482,8 @@ async fn deliver(queue: &dyn Queue, sub: &Subscription, poster: &Poster, l: Leas
         .filter(|_| age < sub.max_age)
     else {
         outcome(&sub.name, "dead");
+        record.outcome = "dead".to_owned();
+        let _ = queue.record(&sub.name, record).await;
         let why = format!("gave up after {attempt} attempts: {reason}");
         let _ = queue.dead(&sub.name, seq, &why).await;
         return;
@@ -340,6 +495,8 @@ async fn deliver(queue: &dyn Queue, sub: &Subscription, poster: &Poster, l: Leas
         wait = ra.clamp(wait, wait * 2);
     }
     outcome(&sub.name, "retry");
+    record.outcome = "retry".to_owned();
+    let _ = queue.record(&sub.name, record).await;
     let at = now_ms() + wait.as_millis() as i64;
     tracing::debug!(subscription = %sub.name, event = %e.id, attempt, reason = %reason, "delivery failed; will retry");
     let _ = queue.retry_at(&sub.name, seq, at).await;

@@ -15,7 +15,8 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    DeadLetter, Depth, Event, Leased, NewEvent, Queue, QueueError, Result, StartAt, now_ms,
+    ATTEMPT_RETENTION, Attempt, DeadLetter, Depth, Event, Leased, NewEvent, Queue, QueueError,
+    Result, StartAt, now_ms,
 };
 
 /// Most events one commit takes.
@@ -25,6 +26,14 @@ const WAITING: usize = 4_096;
 
 type Ack = oneshot::Sender<Result<Vec<i64>>>;
 
+/// What the acknowledgement writer commits in batches.
+enum Done {
+    /// A finished delivery; answered after the commit.
+    Ack(String, i64, oneshot::Sender<Result<()>>),
+    /// An attempt record; nobody waits for it.
+    Record(String, Attempt),
+}
+
 /// The embedded queue. Cheap to clone.
 #[derive(Clone)]
 pub struct Embedded {
@@ -32,8 +41,8 @@ pub struct Embedded {
     writer: mpsc::Sender<(Vec<NewEvent>, Ack)>,
     /// Woken after every commit that published events.
     committed: std::sync::Arc<tokio::sync::Notify>,
-    /// Finished deliveries, removed in batches (see [`ack_loop`]).
-    acks: mpsc::UnboundedSender<(String, i64, oneshot::Sender<Result<()>>)>,
+    /// Finished deliveries and attempt records, written in batches (see [`ack_loop`]).
+    acks: mpsc::UnboundedSender<Done>,
     /// Tags the rows of one lease call, so the call reads back exactly its own.
     lease_ids: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
@@ -75,6 +84,14 @@ impl Embedded {
              lease_id INTEGER NOT NULL DEFAULT 0, \
              PRIMARY KEY (subscription, seq))",
             "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (subscription, state, due_ms)",
+            "CREATE TABLE IF NOT EXISTS attempts (subscription TEXT NOT NULL, seq INTEGER NOT NULL, \
+             event_id TEXT NOT NULL, attempt INTEGER NOT NULL, at_ms INTEGER NOT NULL, \
+             status INTEGER, latency_ms INTEGER NOT NULL, outcome TEXT NOT NULL, \
+             answer TEXT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS attempts_event ON attempts (subscription, event_id)",
+            "CREATE INDEX IF NOT EXISTS attempts_at ON attempts (subscription, at_ms)",
+            "CREATE TABLE IF NOT EXISTS disabled (name TEXT PRIMARY KEY, reason TEXT NOT NULL, \
+             at_ms INTEGER NOT NULL)",
         ] {
             sqlx::query(ddl).execute(&pool).await.map_err(unavailable)?;
         }
@@ -135,12 +152,11 @@ async fn write_loop(
     }
 }
 
-/// Removes finished deliveries in batches: one transaction (one fsync) for every ack that
-/// arrived meanwhile; each ack is answered after the commit.
-async fn ack_loop(
-    pool: SqlitePool,
-    mut rx: mpsc::UnboundedReceiver<(String, i64, oneshot::Sender<Result<()>>)>,
-) {
+/// Removes finished deliveries and stores attempt records in batches: one transaction (one
+/// fsync) for everything that arrived meanwhile; each ack is answered after the commit.
+/// Now and then, attempt records past their retention go too.
+async fn ack_loop(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Done>) {
+    let mut pruned = tokio::time::Instant::now();
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -149,25 +165,62 @@ async fn ack_loop(
                 Err(_) => break,
             }
         }
+        let prune = pruned.elapsed() >= Duration::from_secs(600);
         let done = async {
             let mut tx = pool.begin().await?;
-            for (sub, seq, _) in &batch {
-                sqlx::query("DELETE FROM deliveries WHERE subscription = ?1 AND seq = ?2")
-                    .bind(sub)
-                    .bind(seq)
+            for op in &batch {
+                match op {
+                    Done::Ack(sub, seq, _) => {
+                        sqlx::query("DELETE FROM deliveries WHERE subscription = ?1 AND seq = ?2")
+                            .bind(sub)
+                            .bind(seq)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Done::Record(sub, a) => {
+                        sqlx::query(
+                            "INSERT INTO attempts (subscription, seq, event_id, attempt, at_ms, \
+                             status, latency_ms, outcome, answer) \
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                        )
+                        .bind(sub)
+                        .bind(a.seq)
+                        .bind(&a.event_id)
+                        .bind(i64::from(a.attempt))
+                        .bind(a.at_ms)
+                        .bind(a.status.map(i64::from))
+                        .bind(a.latency_ms as i64)
+                        .bind(&a.outcome)
+                        .bind(&a.answer)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+            }
+            if prune {
+                sqlx::query("DELETE FROM attempts WHERE at_ms < ?1")
+                    .bind(now_ms() - ATTEMPT_RETENTION.as_millis() as i64)
                     .execute(&mut *tx)
                     .await?;
             }
             tx.commit().await
         }
         .await;
+        if prune {
+            pruned = tokio::time::Instant::now();
+        }
         let msg = done.err().map(|e| e.to_string());
-        for (_, _, reply) in batch {
-            let _ = reply.send(match &msg {
-                None => Ok(()),
-                // The leases run out and the events are delivered again.
-                Some(m) => Err(QueueError::Unavailable(m.clone())),
-            });
+        if let Some(m) = &msg {
+            tracing::warn!(error = %m, "cannot store delivery acknowledgements and attempt records");
+        }
+        for op in batch {
+            if let Done::Ack(_, _, reply) = op {
+                let _ = reply.send(match &msg {
+                    None => Ok(()),
+                    // The leases run out and the events are delivered again.
+                    Some(m) => Err(QueueError::Unavailable(m.clone())),
+                });
+            }
         }
     }
 }
@@ -401,7 +454,7 @@ impl Queue for Embedded {
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();
             self.acks
-                .send((subscription.to_owned(), seq, tx))
+                .send(Done::Ack(subscription.to_owned(), seq, tx))
                 .map_err(|_| QueueError::Unavailable("the queue has stopped".to_owned()))?;
             rx.await
                 .map_err(|_| QueueError::Unavailable("the queue has stopped".to_owned()))?
@@ -523,6 +576,85 @@ impl Queue for Embedded {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.pool.close())
+    }
+
+    fn record<'a>(&'a self, subscription: &'a str, attempt: Attempt) -> BoxFuture<'a, Result<()>> {
+        let sent = self
+            .acks
+            .send(Done::Record(subscription.to_owned(), attempt))
+            .map_err(|_| QueueError::Unavailable("the queue has stopped".to_owned()));
+        Box::pin(async move { sent })
+    }
+
+    fn attempts<'a>(
+        &'a self,
+        subscription: &'a str,
+        event_id: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Attempt>>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT seq, event_id, attempt, at_ms, status, latency_ms, outcome, answer \
+                 FROM attempts WHERE subscription = ?1 AND (?2 IS NULL OR event_id = ?2) \
+                 ORDER BY at_ms DESC, rowid DESC LIMIT ?3",
+            )
+            .bind(subscription)
+            .bind(event_id)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Attempt {
+                        seq: r.try_get("seq").map_err(unavailable)?,
+                        event_id: r.try_get("event_id").map_err(unavailable)?,
+                        attempt: r.try_get::<i64, _>("attempt").map_err(unavailable)? as u32,
+                        at_ms: r.try_get("at_ms").map_err(unavailable)?,
+                        status: r
+                            .try_get::<Option<i64>, _>("status")
+                            .map_err(unavailable)?
+                            .map(|s| s as u16),
+                        latency_ms: r.try_get::<i64, _>("latency_ms").map_err(unavailable)? as u64,
+                        outcome: r.try_get("outcome").map_err(unavailable)?,
+                        answer: r.try_get("answer").map_err(unavailable)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn set_disabled<'a>(
+        &'a self,
+        subscription: &'a str,
+        reason: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let q = match reason {
+                Some(r) => sqlx::query(
+                    "INSERT INTO disabled (name, reason, at_ms) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (name) DO UPDATE SET reason = excluded.reason, at_ms = excluded.at_ms",
+                )
+                .bind(subscription)
+                .bind(r)
+                .bind(now_ms()),
+                None => sqlx::query("DELETE FROM disabled WHERE name = ?1").bind(subscription),
+            };
+            q.execute(&self.pool).await.map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    fn disabled<'a>(&'a self, subscription: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async move {
+            sqlx::query("SELECT reason FROM disabled WHERE name = ?1")
+                .bind(subscription)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?
+                .map(|r| r.try_get::<String, _>(0).map_err(unavailable))
+                .transpose()
+        })
     }
 
     fn published(&self) -> BoxFuture<'_, ()> {

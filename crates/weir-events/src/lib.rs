@@ -74,6 +74,24 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
+/// One delivery attempt, as recorded for the admin API.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Attempt {
+    pub seq: i64,
+    pub event_id: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Unix milliseconds when it was sent.
+    pub at_ms: i64,
+    /// The endpoint's status; none when it gave no answer.
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    /// `delivered`, `retry`, `dead` or `gone`.
+    pub outcome: String,
+    /// The start of the answer (at most 256 bytes), or why there was none.
+    pub answer: String,
+}
+
 /// What a subscription has not yet had delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Depth {
@@ -161,6 +179,30 @@ pub trait Queue: Send + Sync + 'static {
     /// The event with this id, if the queue still holds it.
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Event>>>;
 
+    /// Records an attempt (kept for [`ATTEMPT_RETENTION`], and at most
+    /// [`ATTEMPTS_KEPT`] per subscription by backends that cap by count). Recording may be
+    /// batched: it never waits for a commit of its own.
+    fn record<'a>(&'a self, subscription: &'a str, attempt: Attempt) -> BoxFuture<'a, Result<()>>;
+
+    /// The newest attempts first, of one event (by id) or of every event.
+    fn attempts<'a>(
+        &'a self,
+        subscription: &'a str,
+        event_id: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Attempt>>>;
+
+    /// Disables the subscription with a reason (`410 Gone`, an operator), or enables it
+    /// again with `None`. Kept across restarts; delivery workers read it.
+    fn set_disabled<'a>(
+        &'a self,
+        subscription: &'a str,
+        reason: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Why the subscription is disabled, if it is.
+    fn disabled<'a>(&'a self, subscription: &'a str) -> BoxFuture<'a, Result<Option<String>>>;
+
     /// Finishes what the backend holds (the embedded writer's last commits) and closes it.
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
@@ -172,6 +214,11 @@ pub trait Queue: Send + Sync + 'static {
         Box::pin(tokio::time::sleep(Duration::from_millis(20)))
     }
 }
+
+/// How long attempt records are kept.
+pub const ATTEMPT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Attempt records kept per subscription by backends that cap by count.
+pub const ATTEMPTS_KEPT: usize = 10_000;
 
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {

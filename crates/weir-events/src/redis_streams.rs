@@ -12,7 +12,8 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Script, Value};
 
 use crate::{
-    DeadLetter, Depth, Event, Leased, NewEvent, Queue, QueueError, Result, StartAt, now_ms,
+    ATTEMPT_RETENTION, ATTEMPTS_KEPT, Attempt, DeadLetter, Depth, Event, Leased, NewEvent, Queue,
+    QueueError, Result, StartAt, now_ms,
 };
 
 /// Keys share one hash tag, so a Redis Cluster keeps them on one shard (scripts touch
@@ -357,6 +358,17 @@ impl RedisStreams {
         Ok(c)
     }
 
+    /// Runs a plain command; a failed connection is dropped so the next call reconnects.
+    async fn command<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        let mut c = self.conn().await?;
+        cmd.query_async(&mut c).await.map_err(|e| {
+            if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                *self.conn.lock() = None;
+            }
+            unavailable(&e)
+        })
+    }
+
     /// Runs a script with (prefix, subscription, args…); a failed connection is dropped so
     /// the next call reconnects.
     async fn run<T: redis::FromRedisValue>(
@@ -630,6 +642,87 @@ impl Queue for RedisStreams {
                 })
             })
             .transpose()
+        })
+    }
+
+    fn record<'a>(&'a self, subscription: &'a str, attempt: Attempt) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let json =
+                serde_json::to_vec(&attempt).map_err(|e| QueueError::Corrupt(e.to_string()))?;
+            let key = format!("{}log:{subscription}", self.prefix);
+            let mut c = self.conn().await?;
+            redis::pipe()
+                .atomic()
+                .lpush(&key, json)
+                .ignore()
+                .ltrim(&key, 0, ATTEMPTS_KEPT as isize - 1)
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+                .map_err(|e| unavailable(&e))
+        })
+    }
+
+    fn attempts<'a>(
+        &'a self,
+        subscription: &'a str,
+        event_id: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Attempt>>> {
+        Box::pin(async move {
+            // Newest first; one event's attempts may be anywhere in the capped list.
+            let end = if event_id.is_some() {
+                ATTEMPTS_KEPT
+            } else {
+                limit
+            };
+            let raw: Vec<Vec<u8>> = self
+                .command(
+                    redis::cmd("LRANGE")
+                        .arg(format!("{}log:{subscription}", self.prefix))
+                        .arg(0)
+                        .arg(end as i64 - 1),
+                )
+                .await?;
+            let since = now_ms() - ATTEMPT_RETENTION.as_millis() as i64;
+            let mut out = Vec::new();
+            for r in raw {
+                let a: Attempt =
+                    serde_json::from_slice(&r).map_err(|e| QueueError::Corrupt(e.to_string()))?;
+                if a.at_ms >= since && event_id.is_none_or(|id| a.event_id == id) {
+                    out.push(a);
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn set_disabled<'a>(
+        &'a self,
+        subscription: &'a str,
+        reason: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let key = format!("{}s:{subscription}", self.prefix);
+            let cmd = match reason {
+                Some(r) => redis::cmd("HSET").arg(&key).arg("disabled").arg(r).clone(),
+                None => redis::cmd("HDEL").arg(&key).arg("disabled").clone(),
+            };
+            self.command::<i64>(&cmd).await.map(drop)
+        })
+    }
+
+    fn disabled<'a>(&'a self, subscription: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async move {
+            self.command(
+                redis::cmd("HGET")
+                    .arg(format!("{}s:{subscription}", self.prefix))
+                    .arg("disabled"),
+            )
+            .await
         })
     }
 

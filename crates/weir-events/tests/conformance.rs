@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use weir_events::{Embedded, NewEvent, Queue, RedisStreams, StartAt, new_event_id, now_ms};
+use weir_events::{
+    Attempt, Embedded, NewEvent, Queue, RedisStreams, StartAt, new_event_id, now_ms,
+};
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!(
@@ -138,6 +140,64 @@ async fn conformance(q: &dyn Queue, t: &str) {
     assert_eq!(q.lease(&billing, 10, LEASE).await.unwrap().len(), 3);
 
     assert!(q.lease(&format!("nobody-{t}"), 1, LEASE).await.is_err());
+
+    // Attempt records: newest first, of one event or of all.
+    let attempt = |n: u32, id: &str, outcome: &str| Attempt {
+        seq: i64::from(n),
+        event_id: id.to_owned(),
+        attempt: n,
+        at_ms: now_ms() + i64::from(n),
+        status: (outcome != "error").then_some(503),
+        latency_ms: 12,
+        outcome: outcome.to_owned(),
+        answer: "busy".to_owned(),
+    };
+    q.record(&billing, attempt(1, "ev-a", "retry"))
+        .await
+        .unwrap();
+    q.record(&billing, attempt(2, "ev-b", "error"))
+        .await
+        .unwrap();
+    q.record(&billing, attempt(3, "ev-a", "delivered"))
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    for _ in 0..100 {
+        all = q.attempts(&billing, None, 10).await.unwrap();
+        if all.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let order: Vec<u32> = all.iter().map(|a| a.attempt).collect();
+    assert_eq!(order, [3, 2, 1], "newest first");
+    assert_eq!(all[1].status, None);
+    assert_eq!(all[0], attempt_like(&all[0], 3, "ev-a", "delivered"));
+    let one = q.attempts(&billing, Some("ev-a"), 10).await.unwrap();
+    assert_eq!(one.len(), 2);
+    assert_eq!(q.attempts(&billing, None, 1).await.unwrap().len(), 1);
+    assert!(q.attempts(&audit, None, 10).await.unwrap().is_empty());
+
+    // Disabled (410 Gone) is kept, and cleared.
+    assert_eq!(q.disabled(&billing).await.unwrap(), None);
+    q.set_disabled(&billing, Some("410 Gone")).await.unwrap();
+    assert_eq!(
+        q.disabled(&billing).await.unwrap().as_deref(),
+        Some("410 Gone")
+    );
+    assert_eq!(q.disabled(&audit).await.unwrap(), None);
+    q.set_disabled(&billing, None).await.unwrap();
+    assert_eq!(q.disabled(&billing).await.unwrap(), None);
+}
+
+/// `a` with the fields the test set checked.
+fn attempt_like(a: &Attempt, n: u32, id: &str, outcome: &str) -> Attempt {
+    assert_eq!(
+        (a.attempt, a.event_id.as_str(), a.outcome.as_str()),
+        (n, id, outcome)
+    );
+    assert_eq!((a.latency_ms, a.answer.as_str()), (12, "busy"));
+    a.clone()
 }
 
 #[tokio::test]

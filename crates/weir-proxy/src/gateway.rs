@@ -23,6 +23,9 @@ pub struct Gateway {
     calls: Option<weir_telemetry::calls::CallSink>,
     /// The event queue topic routes publish to.
     queue: Option<Arc<dyn weir_events::Queue>>,
+    /// The version of every snapshot published, for tasks that follow the configuration
+    /// (delivery workers).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Gateway {
@@ -50,7 +53,13 @@ impl Gateway {
             tls,
             calls,
             queue,
+            changes: tokio::sync::watch::Sender::new(1),
         }))
+    }
+
+    /// Fires after each new snapshot is published.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The current snapshot; hold it for the whole request.
@@ -161,6 +170,7 @@ impl Gateway {
         fresh.iter().for_each(weir_upstream::spawn_active_checks);
         self.snapshot.store(Arc::new(snap));
         self.version.store(version, Ordering::Relaxed);
+        self.changes.send_replace(version);
         weir_telemetry::metrics::reload("applied");
         weir_telemetry::metrics::config_version(version);
         Ok(version)

@@ -127,10 +127,27 @@ async fn publish(
     if parts.method != Method::POST {
         return Err(GatewayError::MethodNotAllowed);
     }
-    let key = idempotency_key(&parts.headers)?;
     let bytes = read_body(body, target.max_event_size).await?;
-    let ctype = parts
-        .headers
+    let (ids, batch) = publish_bytes(target, &parts.headers, bytes, scope).await?;
+    Ok(accepted(&ids, batch))
+}
+
+/// Publishes one request's body (plain, CloudEvents binary, structured or batch) with its
+/// headers; the event ids, and whether it was a batch. Topic routes and the admin API's
+/// publish endpoint share it.
+pub async fn publish_bytes(
+    target: &TopicTarget,
+    headers: &http::HeaderMap,
+    bytes: Bytes,
+    scope: &str,
+) -> Result<(Vec<String>, bool), GatewayError> {
+    if bytes.len() as u64 > target.max_event_size {
+        return Err(GatewayError::PayloadTooLarge {
+            limit: target.max_event_size,
+        });
+    }
+    let key = idempotency_key(headers)?;
+    let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| {
@@ -162,7 +179,7 @@ async fn publish(
             })?;
             vec![structured(target, &item)?]
         }
-        _ => vec![binary(target, &parts.headers, bytes)?],
+        _ => vec![binary(target, headers, bytes)?],
     };
     let mut events = events;
     let mut _claim = None;
@@ -189,7 +206,7 @@ async fn publish(
             }
         }
         if seen == events.len() {
-            return Ok(accepted(&ids, ctype == CE_BATCH));
+            return Ok((ids, ctype == CE_BATCH));
         }
     }
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
@@ -198,7 +215,7 @@ async fn publish(
         .publish(events)
         .await
         .map_err(|_| GatewayError::QueueUnavailable)?;
-    Ok(accepted(&ids, ctype == CE_BATCH))
+    Ok((ids, ctype == CE_BATCH))
 }
 
 fn accepted(ids: &[String], batch: bool) -> Response<ProxyBody> {

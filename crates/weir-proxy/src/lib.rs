@@ -9,7 +9,7 @@ mod error_response;
 mod finish;
 pub mod gateway;
 mod headers;
-mod ingest;
+pub mod ingest;
 pub mod pipeline;
 pub mod reload;
 mod respond;

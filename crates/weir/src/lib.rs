@@ -3,6 +3,7 @@
 //! with its store (`weir-store`). No behaviour lives here, only assembly.
 
 pub mod cli;
+mod events;
 pub mod import;
 
 use std::path::Path;
@@ -40,6 +41,8 @@ pub struct Node {
     pub control: Option<Arc<Control>>,
     /// The event queue, when topics are declared.
     pub queue: Option<Arc<dyn weir_events::Queue>>,
+    /// The delivery workers, when there is a queue.
+    pub deliveries: Option<Arc<weir_events::delivery::Supervisor>>,
 }
 
 impl Node {
@@ -52,6 +55,26 @@ impl Node {
         }
         if let Some(q) = &self.queue {
             q.close().await;
+        }
+    }
+}
+
+/// Keeps the delivery workers in step with the served configuration (file reloads and
+/// admin API changes alike).
+async fn follow_subscriptions(
+    gateway: Arc<Gateway>,
+    sup: Arc<weir_events::delivery::Supervisor>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut changes = gateway.changes();
+    loop {
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return },
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        let subs = gateway.snapshot().config.subscriptions.clone();
+        for e in sup.reconcile(&subs, &|n| std::env::var(n).ok()) {
+            tracing::error!(error = %e, "subscription not (re)started; the previous one, if any, keeps running");
         }
     }
 }
@@ -159,27 +182,35 @@ pub async fn start(
         Some(q)
     };
     // Subscriptions (from the file) are checked before anything starts.
-    let subscriptions = initial
-        .subscriptions
-        .iter()
-        .map(|c| {
-            weir_events::delivery::Subscription::compile(c, &|n| std::env::var(n).ok())
-                .map(Arc::new)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let running = weir_proxy::app::start(initial, sources).map_err(|e| e.to_string())?;
-    if let Some(q) = &queue
-        && !subscriptions.is_empty()
-    {
-        // Cursors exist before the first request is served: no event published from now
-        // on is missed by a new subscription.
-        for s in &subscriptions {
-            q.subscribe(&s.name, &s.topic, weir_events::StartAt::Now)
-                .await
-                .map_err(|e| format!("subscription {:?}: {e}", s.name))?;
-        }
-        weir_events::delivery::spawn(Arc::clone(q), subscriptions, running.stopping.clone())?;
+    for c in &initial.subscriptions {
+        weir_events::delivery::Subscription::compile(c, &|n| std::env::var(n).ok())?;
     }
+    let first_subscriptions = initial.subscriptions.clone();
+    let running = weir_proxy::app::start(initial, sources).map_err(|e| e.to_string())?;
+    let deliveries = match &queue {
+        Some(q) => {
+            // Cursors exist before the first request is served: no event published from
+            // now on is missed by a new subscription.
+            for s in &first_subscriptions {
+                q.subscribe(&s.name, &s.topic, weir_events::StartAt::Now)
+                    .await
+                    .map_err(|e| format!("subscription {:?}: {e}", s.name))?;
+            }
+            let sup =
+                weir_events::delivery::Supervisor::new(Arc::clone(q), running.stopping.clone());
+            let errors = sup.reconcile(&first_subscriptions, &|n| std::env::var(n).ok());
+            if !errors.is_empty() {
+                return Err(errors.join("\n"));
+            }
+            tokio::spawn(follow_subscriptions(
+                Arc::clone(&running.gateway),
+                Arc::clone(&sup),
+                running.stopping.clone(),
+            ));
+            Some(sup)
+        }
+        None => None,
+    };
     if let (Some(rx), Some(store)) = (calls, &store) {
         tokio::spawn(write_calls(
             store.clone(),
@@ -193,10 +224,18 @@ pub async fn start(
             running,
             control: None,
             queue,
+            deliveries,
         });
     };
     let plane: Arc<dyn Plane> = Arc::new(GatewayPlane(Arc::clone(&running.gateway)));
     let control = Control::new(store, mode, config.clone(), plane);
+    if let (Some(queue), Some(deliveries)) = (&queue, &deliveries) {
+        control.set_events(Arc::new(events::NodeEvents {
+            queue: Arc::clone(queue),
+            deliveries: Arc::clone(deliveries),
+            gateway: Arc::clone(&running.gateway),
+        }));
+    }
     let user = admin.user.as_deref().unwrap_or("admin");
     let first = admin.password.as_deref().map(|p| (user, p));
     if let Err(e) = control.start(&config, first).await {
@@ -227,6 +266,7 @@ pub async fn start(
         running,
         control: Some(control),
         queue,
+        deliveries,
     })
 }
 

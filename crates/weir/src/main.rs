@@ -50,6 +50,70 @@ enum Command {
     /// Manage accounts directly in the store.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Publish events and look after subscriptions through the admin API.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Publish one event to a topic; prints its id. The body is --data, --file, or
+    /// standard input.
+    Publish {
+        topic: String,
+        /// The body.
+        #[arg(long, conflicts_with = "file")]
+        data: Option<String>,
+        /// Read the body from this file.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(long, default_value = "application/json")]
+        content_type: String,
+        /// Send it as a CloudEvent of this type (binary mode).
+        #[arg(long = "type")]
+        ce_type: Option<String>,
+        /// The CloudEvent source (with --type).
+        #[arg(long, default_value = "weir-cli")]
+        source: String,
+        /// Makes a retried publish the same event.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Every subscription with what it owes, its dead letters and whether it is disabled.
+    Subscriptions {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// A subscription's dead letters.
+    DeadLetters {
+        subscription: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// A subscription's delivery attempts, newest first.
+    Attempts {
+        subscription: String,
+        /// Only this event's.
+        #[arg(long)]
+        event_id: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Deliver again: one dead letter (--seq), all of them (--dead-letters), or every
+    /// event since a Unix time (--since).
+    Replay {
+        subscription: String,
+        #[arg(long, group = "what")]
+        seq: Option<i64>,
+        #[arg(long, group = "what")]
+        dead_letters: bool,
+        #[arg(long, group = "what")]
+        since: Option<i64>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 /// How to reach the admin API.
@@ -147,11 +211,121 @@ fn main() -> ExitCode {
                 }
             }
         }),
+        Command::Events(cmd) => block_on(events(cmd)),
         Command::Admin(AdminCommand::CreateUser {
             config,
             username,
             role,
         }) => block_on(async move { weir::cli::create_user(&config, &username, &role).await }),
+    }
+}
+
+/// A topic or subscription name as it may appear in an API path.
+fn name_ok(what: &str, name: &str) -> Result<(), ExitCode> {
+    if !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Ok(());
+    }
+    eprintln!("weir: {what} {name:?}: a name is letters, digits, '-', '_' or '.'");
+    Err(ExitCode::from(2))
+}
+
+async fn events(cmd: EventsCommand) -> ExitCode {
+    let target =
+        |api: ApiArgs| weir::cli::Target::resolve(api.url, api.token, api.config.as_deref());
+    match cmd {
+        EventsCommand::Publish {
+            topic,
+            data,
+            file,
+            content_type,
+            ce_type,
+            source,
+            idempotency_key,
+            api,
+        } => {
+            if let Err(code) = name_ok("topic", &topic) {
+                return code;
+            }
+            let body = match (data, file) {
+                (Some(d), _) => bytes::Bytes::from(d),
+                (None, Some(f)) => match std::fs::read(&f) {
+                    Ok(b) => bytes::Bytes::from(b),
+                    Err(e) => {
+                        eprintln!("weir: cannot read {}: {e}", f.display());
+                        return ExitCode::FAILURE;
+                    }
+                },
+                (None, None) => {
+                    let mut b = Vec::new();
+                    if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut b) {
+                        eprintln!("weir: cannot read standard input: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                    bytes::Bytes::from(b)
+                }
+            };
+            let p = weir::cli::Publish {
+                topic: &topic,
+                body,
+                content_type: &content_type,
+                ce_type: ce_type.as_deref(),
+                ce_source: &source,
+                idempotency_key: idempotency_key.as_deref(),
+            };
+            weir::cli::publish(&target(api), &p).await
+        }
+        EventsCommand::Subscriptions { api } => {
+            weir::cli::show(&target(api), "/api/v1/events/subscriptions").await
+        }
+        EventsCommand::DeadLetters { subscription, api } => {
+            if let Err(code) = name_ok("subscription", &subscription) {
+                return code;
+            }
+            let path = format!("/api/v1/events/subscriptions/{subscription}/dead-letters");
+            weir::cli::show(&target(api), &path).await
+        }
+        EventsCommand::Attempts {
+            subscription,
+            event_id,
+            api,
+        } => {
+            if let Err(code) = name_ok("subscription", &subscription) {
+                return code;
+            }
+            let mut path = format!("/api/v1/events/subscriptions/{subscription}/attempts");
+            if let Some(id) = event_id {
+                if let Err(code) = name_ok("event id", &id) {
+                    return code;
+                }
+                path.push_str(&format!("?event_id={id}"));
+            }
+            weir::cli::show(&target(api), &path).await
+        }
+        EventsCommand::Replay {
+            subscription,
+            seq,
+            dead_letters,
+            since,
+            api,
+        } => {
+            if let Err(code) = name_ok("subscription", &subscription) {
+                return code;
+            }
+            let what = match (seq, dead_letters, since) {
+                (Some(s), false, None) => serde_json::json!({ "seq": s }),
+                (None, true, None) => serde_json::json!({ "dead_letters": true }),
+                (None, false, Some(t)) => serde_json::json!({ "since": t }),
+                _ => {
+                    eprintln!("weir: give one of --seq N, --dead-letters or --since UNIX_SECONDS");
+                    return ExitCode::from(2);
+                }
+            };
+            weir::cli::replay(&target(api), &subscription, &what).await
+        }
     }
 }
 

@@ -4,10 +4,12 @@
 //! through [`Control::commit`](crate::Control): validated as a whole, committed, applied.
 
 mod accounts;
+mod events;
 mod history;
 mod objects;
 
 pub use accounts::*;
+pub use events::*;
 pub use history::*;
 pub use objects::*;
 
@@ -64,6 +66,19 @@ pub fn router(control: Arc<Control>) -> axum::Router {
             "/api/v1/consumers/{name}/credentials/{index}",
             axum::routing::delete(delete_credential),
         )
+        .route("/api/v1/topics/{topic}/events", post(publish_event))
+        .route("/api/v1/events/subscriptions", get(list_subscriptions))
+        .route("/api/v1/events/{id}", get(get_event))
+        .route(
+            "/api/v1/events/subscriptions/{name}/dead-letters",
+            get(dead_letters),
+        )
+        .route(
+            "/api/v1/events/subscriptions/{name}/attempts",
+            get(attempts),
+        )
+        .route("/api/v1/events/subscriptions/{name}/replay", post(replay))
+        .route("/api/v1/events/subscriptions/{name}/enable", post(enable))
         .route("/api/v1/{kind}", get(list_objects).post(create_object))
         .route(
             "/api/v1/{kind}/{name}",

@@ -1,0 +1,215 @@
+//! The node's event plane as the admin API sees it: publishing goes through the same code
+//! as topic routes; subscription state, dead letters, replay and attempts come from the
+//! queue and the delivery workers.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::HeaderMap;
+use weir_control::events::{
+    AttemptItem, BoxFuture, DeadLetterItem, EventItem, Events, EventsError, Replay,
+    SubscriptionState,
+};
+use weir_core::GatewayError;
+use weir_events::delivery::Supervisor;
+use weir_events::{Queue, QueueError, now_ms};
+use weir_proxy::gateway::Gateway;
+use weir_proxy::snapshot::TopicTarget;
+
+pub struct NodeEvents {
+    pub queue: Arc<dyn Queue>,
+    pub deliveries: Arc<Supervisor>,
+    pub gateway: Arc<Gateway>,
+}
+
+fn queue_error(e: QueueError) -> EventsError {
+    match e {
+        QueueError::NoSubscription(s) => EventsError::NotFound(format!("no subscription {s:?}")),
+        other => EventsError::Unavailable(other.to_string()),
+    }
+}
+
+fn refused(e: &GatewayError) -> EventsError {
+    match e {
+        GatewayError::QueueUnavailable => {
+            EventsError::Unavailable("the queue did not take the event".to_owned())
+        }
+        other => EventsError::Refused {
+            status: other.status().as_u16(),
+            kind: other.kind(),
+            message: other.to_string(),
+        },
+    }
+}
+
+impl NodeEvents {
+    fn known(&self, subscription: &str) -> Result<(), EventsError> {
+        match self.deliveries.get(subscription) {
+            Some(_) => Ok(()),
+            None => Err(EventsError::NotFound(format!(
+                "no subscription {subscription:?} is configured on this node"
+            ))),
+        }
+    }
+}
+
+impl Events for NodeEvents {
+    fn publish(
+        &self,
+        topic: String,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> BoxFuture<'_, Result<Vec<String>, EventsError>> {
+        Box::pin(async move {
+            let snapshot = self.gateway.snapshot();
+            let Some(t) = snapshot.config.topics.get(&topic) else {
+                return Err(EventsError::NotFound(format!(
+                    "no topic {topic:?}; declare it under topics:"
+                )));
+            };
+            let target = TopicTarget {
+                name: topic.clone(),
+                queue: Arc::clone(&self.queue),
+                max_event_size: t.max_event_size.0,
+            };
+            // Idempotency keys sent here belong to the admin API's own scope.
+            weir_proxy::ingest::publish_bytes(&target, &headers, body, &format!("admin|{topic}"))
+                .await
+                .map(|(ids, _)| ids)
+                .map_err(|e| refused(&e))
+        })
+    }
+
+    fn subscriptions(&self) -> BoxFuture<'_, Result<Vec<SubscriptionState>, EventsError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for (name, topic, endpoint) in self.deliveries.list() {
+                let depth = self.queue.depth(&name).await.map_err(queue_error)?;
+                let disabled = self.queue.disabled(&name).await.map_err(queue_error)?;
+                out.push(SubscriptionState {
+                    oldest_age_seconds: depth
+                        .oldest_ms
+                        .map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0),
+                    pending: depth.pending,
+                    dead_letters: depth.dead,
+                    name,
+                    topic,
+                    endpoint,
+                    disabled,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn dead_letters(
+        &self,
+        subscription: String,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<DeadLetterItem>, EventsError>> {
+        Box::pin(async move {
+            self.known(&subscription)?;
+            let dead = self
+                .queue
+                .dead_letters(&subscription, limit)
+                .await
+                .map_err(queue_error)?;
+            Ok(dead
+                .into_iter()
+                .map(|d| DeadLetterItem {
+                    seq: d.seq,
+                    event_id: d.id,
+                    attempts: d.attempts,
+                    reason: d.reason,
+                })
+                .collect())
+        })
+    }
+
+    fn replay(
+        &self,
+        subscription: String,
+        what: Replay,
+    ) -> BoxFuture<'_, Result<u64, EventsError>> {
+        Box::pin(async move {
+            self.known(&subscription)?;
+            let n = match what {
+                Replay::One(seq) => self.queue.replay_dead(&subscription, Some(seq)).await,
+                Replay::AllDead => self.queue.replay_dead(&subscription, None).await,
+                Replay::Since { unix_ms } => self.queue.replay_since(&subscription, unix_ms).await,
+            }
+            .map_err(queue_error)?;
+            if n > 0 {
+                tracing::info!(subscription = %subscription, replayed = n, "deliveries replayed");
+            }
+            Ok(n)
+        })
+    }
+
+    fn attempts(
+        &self,
+        subscription: String,
+        event_id: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<AttemptItem>, EventsError>> {
+        Box::pin(async move {
+            self.known(&subscription)?;
+            let attempts = self
+                .queue
+                .attempts(&subscription, event_id.as_deref(), limit)
+                .await
+                .map_err(queue_error)?;
+            Ok(attempts
+                .into_iter()
+                .map(|a| AttemptItem {
+                    seq: a.seq,
+                    event_id: a.event_id,
+                    attempt: a.attempt,
+                    at_ms: a.at_ms,
+                    status: a.status,
+                    latency_ms: a.latency_ms,
+                    outcome: a.outcome,
+                    answer: a.answer,
+                })
+                .collect())
+        })
+    }
+
+    fn enable(&self, subscription: String) -> BoxFuture<'_, Result<(), EventsError>> {
+        Box::pin(async move {
+            self.known(&subscription)?;
+            self.deliveries
+                .enable(&subscription)
+                .await
+                .map_err(queue_error)?;
+            tracing::info!(subscription = %subscription, "subscription enabled through the admin API");
+            Ok(())
+        })
+    }
+
+    fn event(&self, id: String) -> BoxFuture<'_, Result<Option<EventItem>, EventsError>> {
+        Box::pin(async move {
+            let Some(e) = self.queue.get(&id).await.map_err(queue_error)? else {
+                return Ok(None);
+            };
+            let (body, body_encoding) = match String::from_utf8(e.body.to_vec()) {
+                Ok(text) => (text, "utf-8"),
+                Err(_) => (
+                    base64::engine::general_purpose::STANDARD.encode(&e.body),
+                    "base64",
+                ),
+            };
+            Ok(Some(EventItem {
+                id: e.id,
+                seq: e.seq,
+                topic: e.topic,
+                key: e.key,
+                headers: e.headers,
+                body,
+                body_encoding: body_encoding.to_owned(),
+                created_ms: e.created_ms,
+            }))
+        })
+    }
+}

@@ -665,6 +665,39 @@ impl Queue for Embedded {
         })
     }
 
+    fn read<'a>(
+        &'a self,
+        topic: &'a str,
+        after: i64,
+        max: usize,
+    ) -> BoxFuture<'a, Result<Vec<Event>>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT seq, id, topic, key, headers, body, created_ms FROM events \
+                 WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )
+            .bind(topic)
+            .bind(after)
+            .bind(max as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            rows.iter().map(event_of).collect()
+        })
+    }
+
+    fn latest<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i64>> {
+        Box::pin(async move {
+            sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM events WHERE topic = ?1")
+                .bind(topic)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(unavailable)?
+                .try_get::<i64, _>(0)
+                .map_err(unavailable)
+        })
+    }
+
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Event>>> {
         Box::pin(async move {
             let row = sqlx::query(

@@ -176,6 +176,18 @@ pub trait Queue: Send + Sync + 'static {
 
     fn depth<'a>(&'a self, subscription: &'a str) -> BoxFuture<'a, Result<Depth>>;
 
+    /// Up to `max` events of `topic` after position `after`, in order (for streams to
+    /// clients, which keep their own position).
+    fn read<'a>(
+        &'a self,
+        topic: &'a str,
+        after: i64,
+        max: usize,
+    ) -> BoxFuture<'a, Result<Vec<Event>>>;
+
+    /// The position of the topic's newest event (0 when it has none).
+    fn latest<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i64>>;
+
     /// The event with this id, if the queue still holds it.
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Event>>>;
 

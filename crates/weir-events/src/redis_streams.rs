@@ -403,6 +403,8 @@ impl RedisStreams {
     }
 }
 
+/// A stream entry: its id and its fields.
+type Entry = (String, Vec<(String, Vec<u8>)>);
 type GetRow = (i64, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, i64);
 type Row = (i64, i64, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, i64, Vec<u8>);
 
@@ -624,6 +626,70 @@ impl Queue for RedisStreams {
                 oldest_ms: (oldest > 0).then_some(oldest),
                 dead: dead.max(0) as u64,
             })
+        })
+    }
+
+    fn read<'a>(
+        &'a self,
+        topic: &'a str,
+        after: i64,
+        max: usize,
+    ) -> BoxFuture<'a, Result<Vec<Event>>> {
+        Box::pin(async move {
+            let entries: Vec<Entry> = self
+                .command(
+                    redis::cmd("XRANGE")
+                        .arg(format!("{}t:{topic}", self.prefix))
+                        .arg(format!("({}-0", after.max(0)))
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(max),
+                )
+                .await?;
+            entries
+                .into_iter()
+                .map(|(id, fields)| {
+                    let field = |name: &str| {
+                        fields
+                            .iter()
+                            .find(|(k, _)| k == name)
+                            .map_or_else(Vec::new, |(_, v)| v.clone())
+                    };
+                    let seq = id
+                        .split('-')
+                        .next()
+                        .and_then(|s| s.parse::<i64>().ok())
+                        .ok_or_else(|| QueueError::Corrupt(format!("stream entry id {id:?}")))?;
+                    Ok(Event {
+                        seq,
+                        id: text(field("id"))?,
+                        topic: topic.to_owned(),
+                        key: key_of(field("k"))?,
+                        headers: headers_of(&field("h"))?,
+                        body: Bytes::from(field("b")),
+                        created_ms: text(field("c"))?.parse().unwrap_or(0),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn latest<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i64>> {
+        Box::pin(async move {
+            let last: Vec<Entry> = self
+                .command(
+                    redis::cmd("XREVRANGE")
+                        .arg(format!("{}t:{topic}", self.prefix))
+                        .arg("+")
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(1),
+                )
+                .await?;
+            Ok(last
+                .first()
+                .and_then(|(id, _)| id.split('-').next()?.parse().ok())
+                .unwrap_or(0))
         })
     }
 

@@ -141,6 +141,18 @@ async fn conformance(q: &dyn Queue, t: &str) {
 
     assert!(q.lease(&format!("nobody-{t}"), 1, LEASE).await.is_err());
 
+    // Reading a topic from a position, as streams to clients do.
+    let all = q.read(&orders, 0, 100).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[0].seq, early[0]);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    let rest = q.read(&orders, all[1].seq, 100).await.unwrap();
+    assert_eq!(rest, all[2..].to_vec());
+    assert_eq!(q.read(&orders, all[0].seq, 1).await.unwrap(), all[1..2]);
+    assert_eq!(q.latest(&orders).await.unwrap(), all[3].seq);
+    assert!(q.read(&orders, all[3].seq, 10).await.unwrap().is_empty());
+    assert_eq!(q.latest(&format!("empty-{t}")).await.unwrap(), 0);
+
     // Attempt records: newest first, of one event or of all.
     let attempt = |n: u32, id: &str, outcome: &str| Attempt {
         seq: i64::from(n),

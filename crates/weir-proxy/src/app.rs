@@ -154,6 +154,7 @@ impl Running {
     /// Stops accepting, lets in-flight requests finish up to `shutdown_timeout`, and
     /// returns when every worker has stopped.
     pub async fn shutdown(self) {
+        self.gateway.close_streams();
         let _ = self.shutdown.send(true);
         let workers = self.workers;
         let _ = tokio::task::spawn_blocking(move || workers.join()).await;

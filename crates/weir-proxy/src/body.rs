@@ -23,6 +23,8 @@ enum Inner {
     Full(Option<Bytes>),
     /// The part already read (to fill the cache), then the rest of the upstream's body.
     Prefixed(Option<Bytes>, Incoming),
+    /// Chunks Weir produces as it goes (event streams); ends when the sender is dropped.
+    Channel(tokio::sync::mpsc::Receiver<Bytes>),
 }
 
 impl ProxyBody {
@@ -53,6 +55,14 @@ impl ProxyBody {
     pub fn prefixed(head: Bytes, rest: Incoming) -> Self {
         Self {
             inner: Inner::Prefixed(Some(head).filter(|h| !h.is_empty()), rest),
+            bytes: 0,
+            finish: None,
+        }
+    }
+
+    pub fn channel(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
+        Self {
+            inner: Inner::Channel(rx),
             bytes: 0,
             finish: None,
         }
@@ -89,6 +99,7 @@ impl Body for ProxyBody {
                 Some(h) => Poll::Ready(Some(Ok(Frame::data(h)))),
                 None => Pin::new(rest).poll_frame(cx),
             },
+            Inner::Channel(rx) => rx.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b)))),
         };
         match &polled {
             Poll::Ready(Some(Ok(f))) => {
@@ -111,6 +122,7 @@ impl Body for ProxyBody {
             Inner::Upstream(b) => b.is_end_stream(),
             Inner::Full(b) => b.is_none(),
             Inner::Prefixed(head, rest) => head.is_none() && rest.is_end_stream(),
+            Inner::Channel(rx) => rx.is_closed() && rx.is_empty(),
         }
     }
 
@@ -128,6 +140,7 @@ impl Body for ProxyBody {
                 }
                 hint
             }
+            Inner::Channel(_) => SizeHint::new(),
         }
     }
 }

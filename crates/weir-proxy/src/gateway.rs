@@ -26,6 +26,8 @@ pub struct Gateway {
     /// The version of every snapshot published, for tasks that follow the configuration
     /// (delivery workers).
     changes: tokio::sync::watch::Sender<u64>,
+    /// Set at shutdown: open event streams end, so connections can drain.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Gateway {
@@ -41,8 +43,16 @@ impl Gateway {
             Some(t) => Some(CertResolver::new(&t.certificates).map_err(|e| vec![e])?),
             None => None,
         };
-        let (snap, fresh) =
-            Snapshot::compile(config, 1, None, workers, calls.as_ref(), queue.as_ref())?;
+        let closing = tokio::sync::watch::Sender::new(false);
+        let (snap, fresh) = Snapshot::compile(
+            config,
+            1,
+            None,
+            workers,
+            calls.as_ref(),
+            queue.as_ref(),
+            &closing.subscribe(),
+        )?;
         fresh.iter().for_each(weir_upstream::spawn_active_checks);
         weir_telemetry::metrics::config_version(1);
         Ok(Arc::new(Self {
@@ -54,7 +64,13 @@ impl Gateway {
             calls,
             queue,
             changes: tokio::sync::watch::Sender::new(1),
+            closing,
         }))
+    }
+
+    /// Ends every open event stream (at shutdown, before connections drain).
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Fires after each new snapshot is published.
@@ -102,6 +118,7 @@ impl Gateway {
             self.workers,
             None,
             self.queue.as_ref(),
+            &self.closing.subscribe(),
         )
         .map(|_| ())
     }
@@ -157,6 +174,7 @@ impl Gateway {
             self.workers,
             self.calls.as_ref(),
             self.queue.as_ref(),
+            &self.closing.subscribe(),
         )
         .inspect_err(|_| {
             weir_telemetry::metrics::reload("rejected");

@@ -5,7 +5,7 @@
 //! with its content type. An `Idempotency-Key` (IETF draft) makes the event id a function
 //! of the route, the caller and the key: the same key and body answer the first `202`
 //! again, the same key with another body `422`, and a request while the first is still
-//! being published `409`.
+//! being published `409`. A `GET` is a stream of the topic (see [`crate::stream`]).
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
@@ -90,6 +90,7 @@ pub(crate) async fn answer(
         consumer.map_or("-".to_owned(), |c| format!("c:{c}"))
     );
     let published = match &route.topic {
+        Some(target) if parts.method == Method::GET => crate::stream::serve(target, parts).await,
         Some(target) => publish(target, parts, body, &scope).await,
         None => Err(GatewayError::Internal),
     };
@@ -104,7 +105,7 @@ pub(crate) async fn answer(
                 }
                 GatewayError::MethodNotAllowed => {
                     rsp.headers_mut()
-                        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                        .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
                 }
                 _ => {}
             }

@@ -15,6 +15,7 @@ pub mod reload;
 mod respond;
 pub mod server;
 pub mod snapshot;
+mod stream;
 pub mod tls;
 mod upgrade;
 

@@ -52,6 +52,8 @@ pub struct TopicTarget {
     pub name: String,
     pub queue: Arc<dyn weir_events::Queue>,
     pub max_event_size: u64,
+    /// Fires when the gateway shuts down: streams to clients end then.
+    pub closing: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// The key of consistent hashing, compiled from `hash_on`.
@@ -73,6 +75,7 @@ impl Snapshot {
         workers: usize,
         calls: Option<&weir_telemetry::calls::CallSink>,
         queue: Option<&Arc<dyn weir_events::Queue>>,
+        closing: &tokio::sync::watch::Receiver<bool>,
     ) -> Result<(Snapshot, Vec<Arc<Upstream>>), Vec<String>> {
         let errors = weir_config::validate(&config);
         if !errors.is_empty() {
@@ -115,6 +118,7 @@ impl Snapshot {
                         name: name.clone(),
                         queue: Arc::clone(queue),
                         max_event_size,
+                        closing: Some(closing.clone()),
                     };
                     (weir_upstream::Upstream::topic(name), Some(target))
                 }

@@ -72,6 +72,7 @@ impl Events for NodeEvents {
                 name: topic.clone(),
                 queue: Arc::clone(&self.queue),
                 max_event_size: t.max_event_size.0,
+                closing: None,
             };
             // Idempotency keys sent here belong to the admin API's own scope.
             weir_proxy::ingest::publish_bytes(&target, &headers, body, &format!("admin|{topic}"))

@@ -133,9 +133,16 @@ async fn requests_become_durable_events_in_every_cloudevents_mode() {
         let r = post("/events/orders", headers.clone(), body).await;
         assert_eq!(r.status, status, "{headers:?}: {}", r.text());
     }
-    let r = cl.get(&format!("{url}/events/orders")).await;
+    let r = cl
+        .request(
+            Method::PUT,
+            &format!("{url}/events/orders"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
     assert_eq!(r.status, 405);
-    assert_eq!(r.headers["allow"], "POST");
+    assert_eq!(r.headers["allow"], "GET, POST");
     // Policies apply as on any route.
     let r = post("/events/keyed", vec![], Bytes::from_static(b"x")).await;
     assert_eq!(r.status, 401);
@@ -512,6 +519,122 @@ async fn subscriptions_deliver_signed_retry_dead_letter_and_stop_on_410() {
     ] {
         assert!(m.contains(want), "missing {want} in\n{m}");
     }
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Reads from an open SSE response until `done` holds for what arrived (or times out).
+async fn sse_until(
+    conn: &mut tokio::net::TcpStream,
+    seen: &mut String,
+    done: impl Fn(&str) -> bool,
+) {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 4096];
+    while !done(seen) {
+        let n = tokio::time::timeout_at(deadline, conn.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("stream never showed what was expected; got:\n{seen}"))
+            .unwrap();
+        assert!(n > 0, "stream closed; got:\n{seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+async fn open_stream(addr: std::net::SocketAddr, path: &str, extra: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n{extra}\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    conn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_on_a_topic_route_streams_events_and_resumes_after_last_event_id() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = temp_dir("events-sse");
+    let cfg = weir_config::from_yaml(&yaml(&dir, "127.0.0.1:0"), "test").unwrap();
+    let node = weir::start(cfg, Default::default(), Default::default(), false)
+        .await
+        .unwrap();
+    let addr = node.running.proxy_addr;
+    let url = format!("http://{addr}/events/orders");
+    let cl = HttpClient::new();
+    let publish = |body: &'static str, ty: Option<&'static str>| {
+        let (cl, url) = (cl.clone(), url.clone());
+        async move {
+            let mut h = vec![("content-type", "application/json")];
+            if let Some(t) = ty {
+                h.extend([
+                    ("ce-specversion", "1.0"),
+                    ("ce-id", "x"),
+                    ("ce-source", "/t"),
+                    ("ce-type", t),
+                ]);
+            }
+            let r = cl
+                .request(Method::POST, &url, &h, Bytes::from_static(body.as_bytes()))
+                .await;
+            assert_eq!(r.status, 202);
+            r.json()["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let before = publish("{\"n\":1}", None).await;
+
+    // Without Last-Event-ID: events from now on, each with its id, type and data lines.
+    let mut conn = open_stream(addr, "/events/orders", "").await;
+    let mut seen = String::new();
+    sse_until(&mut conn, &mut seen, |s| s.contains(": stream open")).await;
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(
+        seen.to_ascii_lowercase()
+            .contains("content-type: text/event-stream")
+    );
+    let two = publish("{\"n\":2}", Some("order.created")).await;
+    let three = publish("line one\nline two", None).await;
+    sse_until(&mut conn, &mut seen, |s| s.contains(&three)).await;
+    assert!(
+        !seen.contains(&before),
+        "nothing from before the connection"
+    );
+    assert!(
+        seen.contains(&format!(
+            "id: {two}\nevent: order.created\ndata: {{\"n\":2}}\n\n"
+        )),
+        "{seen}"
+    );
+    assert!(
+        seen.contains(&format!("id: {three}\ndata: line one\ndata: line two\n\n")),
+        "{seen}"
+    );
+    assert!(seen.find(&two) < seen.find(&three), "in order");
+    drop(conn);
+
+    // Reconnecting with Last-Event-ID: exactly what came after it.
+    let four = publish("{\"n\":4}", None).await;
+    let five = publish("{\"n\":5}", None).await;
+    let mut conn = open_stream(addr, "/events/orders", &format!("Last-Event-ID: {two}\r\n")).await;
+    let mut seen = String::new();
+    sse_until(&mut conn, &mut seen, |s| s.contains(&five)).await;
+    assert!(!seen.contains(&format!("id: {two}")), "{seen}");
+    for id in [&three, &four, &five] {
+        assert!(seen.contains(&format!("id: {id}")), "{id} missing: {seen}");
+    }
+    drop(conn);
+
+    // Policies apply to streams as to publishing.
+    let mut conn = open_stream(addr, "/events/keyed", "").await;
+    let mut seen = String::new();
+    sse_until(&mut conn, &mut seen, |s| s.contains("\r\n\r\n")).await;
+    assert!(seen.starts_with("HTTP/1.1 401"), "{seen}");
+    let mut conn = open_stream(addr, "/events/keyed", &format!("x-api-key: {KEY}\r\n")).await;
+    let mut seen = String::new();
+    sse_until(&mut conn, &mut seen, |s| s.contains(": stream open")).await;
     node.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -573,6 +573,10 @@ pub struct RouteConfig {
     /// Publish each request to this topic and answer `202 {"id"}` once it is durable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
+    /// On a topic route: webhooks from a sender, verified (signature on the raw body)
+    /// before anything is published, and deduplicated on the sender's delivery id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<InboundConfig>,
     /// Higher wins before any other precedence rule.
     #[serde(default)]
     pub priority: i32,
@@ -591,6 +595,65 @@ pub struct RouteConfig {
     /// The route's policy chain; run in the documented order whatever the order here.
     #[serde(default)]
     pub policies: Vec<PolicyConfig>,
+}
+
+/// How an inbound webhook proves where it comes from.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(tag = "scheme", rename_all = "snake_case", deny_unknown_fields)]
+pub enum InboundConfig {
+    /// Standard Webhooks (and Svix): `webhook-id`, `webhook-timestamp`,
+    /// `webhook-signature: v1,<base64 HMAC-SHA256 of id.timestamp.body>`.
+    StandardWebhooks {
+        /// `whsec_…` (several, space-separated, while the sender rotates), `env:` or `file:`.
+        secret: String,
+        /// How far the timestamp may be from now.
+        #[serde(default = "default_tolerance")]
+        tolerance: Duration,
+    },
+    /// GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`, with
+    /// `X-GitHub-Delivery` as the id.
+    Github { secret: String },
+    /// Any HMAC-SHA256 of the body in a header.
+    Hmac {
+        secret: String,
+        /// The header carrying the signature.
+        header: String,
+        /// Text before the signature in the header (like `sha256=`).
+        #[serde(default)]
+        prefix: String,
+        /// `hex` (default) or `base64`.
+        #[serde(default = "default_encoding")]
+        encoding: String,
+        /// The header carrying the sender's delivery id, to deduplicate on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id_header: Option<String>,
+    },
+}
+
+fn default_tolerance() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_encoding() -> String {
+    "hex".to_owned()
+}
+
+impl InboundConfig {
+    pub fn secret(&self) -> &str {
+        match self {
+            Self::StandardWebhooks { secret, .. }
+            | Self::Github { secret }
+            | Self::Hmac { secret, .. } => secret,
+        }
+    }
+
+    pub fn secret_mut(&mut self) -> &mut String {
+        match self {
+            Self::StandardWebhooks { secret, .. }
+            | Self::Github { secret }
+            | Self::Hmac { secret, .. } => secret,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]

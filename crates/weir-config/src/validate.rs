@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 
-use crate::model::{Balance, Config, RouteConfig, UpstreamConfig, UpstreamProtocol};
+use crate::model::{Balance, Config, InboundConfig, RouteConfig, UpstreamConfig, UpstreamProtocol};
 
 /// Largest compiled size of one route regex; keeps hostile or careless patterns from
 /// costing memory (matching itself is linear-time in the `regex` engine).
@@ -205,6 +205,51 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
     e.0
 }
 
+fn validate_inbound(route: &RouteConfig, inbound: &InboundConfig, at: &str, e: &mut Errors) {
+    let at = format!("{at}.inbound");
+    if route.topic.is_none() {
+        e.push(&at, "inbound verification is for topic routes");
+    }
+    let secret = inbound.secret();
+    if !(secret.starts_with("env:") || secret.starts_with("file:")) {
+        let ok = match inbound {
+            InboundConfig::StandardWebhooks { .. } => {
+                secret.split_whitespace().all(|s| s.starts_with("whsec_"))
+            }
+            _ => secret.len() >= 8,
+        };
+        if !ok {
+            e.push(
+                format!("{at}.secret"),
+                "give whsec_… (Standard Webhooks), a secret of 8 characters or more, or env:NAME / file:PATH",
+            );
+        }
+    }
+    match inbound {
+        InboundConfig::StandardWebhooks { tolerance, .. } if tolerance.get().is_zero() => {
+            e.push(format!("{at}.tolerance"), "must be greater than 0");
+        }
+        InboundConfig::Hmac {
+            header,
+            encoding,
+            id_header,
+            ..
+        } => {
+            for (field, h) in [("header", Some(header)), ("id_header", id_header.as_ref())] {
+                if let Some(h) = h
+                    && http::HeaderName::from_bytes(h.as_bytes()).is_err()
+                {
+                    e.push(format!("{at}.{field}"), "not a valid header name");
+                }
+            }
+            if !matches!(encoding.as_str(), "hex" | "base64") {
+                e.push(format!("{at}.encoding"), "hex or base64");
+            }
+        }
+        _ => {}
+    }
+}
+
 fn validate_listen(config: &Config, e: &mut Errors) {
     let mut addrs: Vec<(String, SocketAddr)> = Vec::new();
     let mut check = |path: &str, value: &str, e: &mut Errors| match value.parse::<SocketAddr>() {
@@ -371,6 +416,9 @@ fn validate_upstream(name: &str, up: &UpstreamConfig, e: &mut Errors) {
 fn validate_route(config: &Config, route: &RouteConfig, at: &str, e: &mut Errors) {
     if route.name.is_empty() {
         e.push(format!("{at}.name"), "must not be empty");
+    }
+    if let Some(inbound) = &route.inbound {
+        validate_inbound(route, inbound, at, e);
     }
     match (&route.topic, route.upstream.is_empty()) {
         (Some(_), false) => e.push(

@@ -182,6 +182,26 @@ pub fn redact(cfg: &mut Config) {
     if let Some(s) = &mut cfg.store {
         *s = redact_url(s);
     }
+    cfg.events.backend = redact_url(&cfg.events.backend);
+    // Several secrets may share one string (rotation): any inline one hides the lot.
+    let inline = |s: &str| {
+        s.split_whitespace()
+            .any(|p| !p.starts_with("env:") && !p.starts_with("file:"))
+    };
+    for r in &mut cfg.routes {
+        if let Some(i) = &mut r.inbound
+            && inline(i.secret())
+        {
+            *i.secret_mut() = REDACTED.to_owned();
+        }
+    }
+    for s in &mut cfg.subscriptions {
+        if let Some(secret) = &mut s.signing_secret
+            && inline(secret)
+        {
+            *secret = REDACTED.to_owned();
+        }
+    }
     if let Some(tls) = &mut cfg.listen.tls {
         for c in &mut tls.certificates {
             if c.key.trim_start().starts_with("-----BEGIN") {
@@ -445,6 +465,12 @@ routes:
     policies:
       - jwt: { keys: [ { alg: HS256, key: "hmac-secret-that-is-long-enough-000" }, { alg: HS256, key: "env:JWT" } ] }
       - rate_limit: { limit: 1, per: 1s, store: "redis://:redis-secret@127.0.0.1:6379" }
+  - { name: hook, topic: t, inbound: { scheme: github, secret: "inbound-secret-1" } }
+  - { name: hook2, topic: t, inbound: { scheme: github, secret: "env:HOOK" } }
+events: { backend: "redis://:queue-secret@127.0.0.1:6379" }
+topics: { t: {} }
+subscriptions:
+  - { name: s, topic: t, endpoint: "http://127.0.0.1:1/", signing_secret: "env:OLD whsec_c2lnbmluZy1zZWNyZXQtMTIzNA==" }
 "#,
             "t",
         )
@@ -456,10 +482,13 @@ routes:
             "literal-key-0123456789",
             "hmac-secret",
             "redis-secret",
+            "queue-secret",
+            "inbound-secret",
+            "whsec_",
         ] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
-        assert!(text.contains("env:K") && text.contains("env:JWT"));
+        assert!(text.contains("env:K") && text.contains("env:JWT") && text.contains("env:HOOK"));
         assert!(
             text.contains("postgres://weir:(redacted)@db:5432/weir"),
             "{text}"

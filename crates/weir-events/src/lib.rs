@@ -6,6 +6,7 @@
 pub mod delivery;
 mod embedded;
 mod id;
+pub mod inbound;
 pub mod redis_streams;
 
 use std::time::Duration;

@@ -129,8 +129,46 @@ async fn publish(
         return Err(GatewayError::MethodNotAllowed);
     }
     let bytes = read_body(body, target.max_event_size).await?;
-    let (ids, batch) = publish_bytes(target, &parts.headers, bytes, scope).await?;
+    let mut sender_scope = None;
+    if let Some(inbound) = &target.inbound {
+        let sender_id = inbound
+            .verify(&parts.headers, &bytes, weir_events::now_ms() / 1000)
+            .map_err(|r| GatewayError::Unauthorized { reason: r.0 })?;
+        // The sender's delivery id makes a redelivered webhook the same event.
+        sender_scope = sender_id.map(|id| format!("{scope}|inbound|{id}"));
+    }
+    let (ids, batch) = match sender_scope {
+        Some(s) => publish_keyed(target, &parts.headers, bytes, &s).await?,
+        None => publish_bytes(target, &parts.headers, bytes, scope).await?,
+    };
     Ok(accepted(&ids, batch))
+}
+
+/// Publishes a verified webhook under ids derived from the sender's delivery id: the
+/// queue keeps the first copy of an id, so a redelivery answers the same id and adds
+/// nothing.
+async fn publish_keyed(
+    target: &TopicTarget,
+    headers: &http::HeaderMap,
+    bytes: Bytes,
+    scope: &str,
+) -> Result<(Vec<String>, bool), GatewayError> {
+    let mut events = vec![binary(target, headers, bytes)?];
+    for (i, e) in events.iter_mut().enumerate() {
+        e.id = event_id_for_key(scope, &i.to_string());
+        for name in ["x-github-event", "x-github-delivery", "x-github-hook-id"] {
+            if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+                e.headers.push((name.to_owned(), v.to_owned()));
+            }
+        }
+    }
+    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    target
+        .queue
+        .publish(events)
+        .await
+        .map_err(|_| GatewayError::QueueUnavailable)?;
+    Ok((ids, false))
 }
 
 /// Publishes one request's body (plain, CloudEvents binary, structured or batch) with its

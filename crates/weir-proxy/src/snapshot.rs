@@ -54,6 +54,8 @@ pub struct TopicTarget {
     pub max_event_size: u64,
     /// Fires when the gateway shuts down: streams to clients end then.
     pub closing: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Webhooks from a sender: their signature is checked before publishing.
+    pub inbound: Option<Arc<weir_events::inbound::Inbound>>,
 }
 
 /// The key of consistent hashing, compiled from `hash_on`.
@@ -119,6 +121,15 @@ impl Snapshot {
                         queue: Arc::clone(queue),
                         max_event_size,
                         closing: Some(closing.clone()),
+                        inbound: match &r.inbound {
+                            Some(c) => Some(Arc::new(
+                                weir_events::inbound::Inbound::compile(c, &|n| {
+                                    std::env::var(n).ok()
+                                })
+                                .map_err(|e| vec![format!("route {:?}: {e}", r.name)])?,
+                            )),
+                            None => None,
+                        },
                     };
                     (weir_upstream::Upstream::topic(name), Some(target))
                 }

@@ -73,6 +73,7 @@ impl Events for NodeEvents {
                 queue: Arc::clone(&self.queue),
                 max_event_size: t.max_event_size.0,
                 closing: None,
+                inbound: None,
             };
             // Idempotency keys sent here belong to the admin API's own scope.
             weir_proxy::ingest::publish_bytes(&target, &headers, body, &format!("admin|{topic}"))

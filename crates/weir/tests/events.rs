@@ -638,3 +638,109 @@ async fn get_on_a_topic_route_streams_events_and_resumes_after_last_event_id() {
     node.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_webhooks_are_verified_before_publishing_and_deduplicated_by_delivery_id() {
+    use base64::Engine as _;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = temp_dir("events-inbound");
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let cfg = weir_config::from_yaml(
+        &format!(
+            "{}  - {{ name: github, topic: orders, match: {{ paths: [/hooks/github] }}, inbound: {{ scheme: github, secret: \"It's a Secret to Everybody\" }} }}
+  - {{ name: std, topic: orders, match: {{ paths: [/hooks/std] }}, inbound: {{ scheme: standard_webhooks, secret: \"{secret}\" }} }}
+",
+            yaml(&dir, "127.0.0.1:0")
+        ),
+        "test",
+    )
+    .unwrap();
+    let node = weir::start(cfg, Default::default(), Default::default(), false)
+        .await
+        .unwrap();
+    let base = format!("http://{}", node.running.proxy_addr);
+    let queue = node.queue.clone().unwrap();
+    let cl = HttpClient::new();
+    let held = || async { queue.read("orders", 0, 100).await.unwrap() };
+
+    // GitHub: signature over the raw body; X-GitHub-Delivery dedupes redeliveries.
+    let github = |sig: &'static str, delivery: &'static str, body: &'static str| {
+        let (cl, url) = (cl.clone(), format!("{base}/hooks/github"));
+        async move {
+            cl.request(
+                Method::POST,
+                &url,
+                &[
+                    ("content-type", "application/json"),
+                    ("x-github-event", "push"),
+                    ("x-github-delivery", delivery),
+                    ("x-hub-signature-256", sig),
+                ],
+                Bytes::from_static(body.as_bytes()),
+            )
+            .await
+        }
+    };
+    let good = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    let r = github(good, "d-1", "Hello, World!").await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let again = github(good, "d-1", "Hello, World!").await;
+    assert_eq!(
+        again.json()["id"],
+        id.as_str(),
+        "a redelivery is the same event"
+    );
+    let other = github(good, "d-2", "Hello, World!").await;
+    assert_ne!(other.json()["id"], id.as_str());
+    let forged = github(good, "d-3", "Hello, World?").await;
+    assert_eq!(forged.status, 401);
+    assert!(
+        forged.text().contains("does not match"),
+        "{}",
+        forged.text()
+    );
+    let events = held().await;
+    assert_eq!(events.len(), 2, "one per delivery id, none forged");
+    assert!(
+        events[0]
+            .headers
+            .contains(&("x-github-event".to_owned(), "push".to_owned()))
+    );
+
+    // Standard Webhooks: signed id.timestamp.body, timestamp within 5 minutes.
+    let key = base64::engine::general_purpose::STANDARD
+        .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+        .unwrap();
+    let std_hook = |ts: i64, body: &'static str, sig_body: &'static str| {
+        let (cl, url, key) = (cl.clone(), format!("{base}/hooks/std"), key.clone());
+        async move {
+            let sig = weir_events::delivery::sign(&[key], "msg_1", ts, sig_body.as_bytes());
+            let ts = ts.to_string();
+            cl.request(
+                Method::POST,
+                &url,
+                &[
+                    ("content-type", "application/json"),
+                    ("webhook-id", "msg_1"),
+                    ("webhook-timestamp", ts.as_str()),
+                    ("webhook-signature", sig.as_str()),
+                ],
+                Bytes::from_static(body.as_bytes()),
+            )
+            .await
+        }
+    };
+    let now = weir_events::now_ms() / 1000;
+    assert_eq!(std_hook(now, "{\"a\":1}", "{\"a\":1}").await.status, 202);
+    assert_eq!(std_hook(now, "{\"a\":1}", "{\"a\":1}").await.status, 202);
+    assert_eq!(std_hook(now, "{\"a\":2}", "{\"a\":1}").await.status, 401);
+    assert_eq!(
+        std_hook(now - 600, "{\"a\":1}", "{\"a\":1}").await.status,
+        401,
+        "a replayed old webhook"
+    );
+    assert_eq!(held().await.len(), 3);
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

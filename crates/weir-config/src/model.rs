@@ -124,6 +124,15 @@ pub struct SubscriptionConfig {
     /// Deliveries in flight at once.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: u32,
+    /// Per-key ordering: events with the same ordering key (CloudEvents `partitionkey`)
+    /// are delivered one at a time, in publish order; a failing one holds back the later
+    /// ones of its key until it is delivered or dead.
+    #[serde(default)]
+    pub ordered: bool,
+    /// At most `limit` deliveries started per `per` (bursts up to `limit`); none when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<DeliveryRate>,
     #[serde(default)]
     pub retry: RetryConfig,
     /// `whsec_` + base64 (Standard Webhooks), or `env:NAME` / `file:PATH`; several during a
@@ -133,6 +142,13 @@ pub struct SubscriptionConfig {
     /// Deadline of one attempt.
     #[serde(default = "default_delivery_timeout")]
     pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryRate {
+    pub limit: u32,
+    pub per: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default)]

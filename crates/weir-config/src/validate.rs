@@ -119,6 +119,14 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
                 format!("{:?}: expected http(s)://host[:port]/path", sub.endpoint),
             );
         }
+        if let Some(r) = &sub.rate_limit
+            && (r.limit == 0 || r.per.get().is_zero())
+        {
+            e.push(
+                format!("{at}.rate_limit"),
+                "limit and per must be greater than 0",
+            );
+        }
         if !(1..=1000).contains(&sub.max_in_flight) {
             e.push(format!("{at}.max_in_flight"), "must be between 1 and 1000");
         }

@@ -43,6 +43,9 @@ pub struct Subscription {
     endpoint: Uri,
     types: Vec<String>,
     max_in_flight: usize,
+    ordered: bool,
+    /// (burst, interval between deliveries) when the endpoint's rate is limited.
+    rate: Option<(u32, Duration)>,
     schedule: Vec<Duration>,
     max_age: Duration,
     /// HMAC keys (decoded), all used to sign during a rotation.
@@ -116,6 +119,10 @@ impl Subscription {
                 .map(|f| f.types.clone())
                 .unwrap_or_default(),
             max_in_flight: c.max_in_flight as usize,
+            ordered: c.ordered,
+            rate: c
+                .rate_limit
+                .map(|r| (r.limit, r.per.get() / r.limit.max(1))),
             schedule: c.retry.schedule.iter().map(|d| d.get()).collect(),
             max_age: c.retry.max_age.get(),
             secrets,
@@ -316,7 +323,15 @@ async fn run(
             _ = stop.changed() => return,
         }
     }
+    while let Err(e) = queue.set_ordered(&sub.name, sub.ordered).await {
+        tracing::warn!(subscription = %sub.name, error = %e, "cannot set the ordering yet");
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+    }
     let slots = Arc::new(Semaphore::new(sub.max_in_flight));
+    let mut pace = sub.rate.map(|(burst, every)| Pacer::new(burst, every));
     let lease_for = sub.timeout * 2 + Duration::from_secs(10);
     let mut measured = tokio::time::Instant::now() - Duration::from_secs(60);
     loop {
@@ -367,12 +382,48 @@ async fn run(
             let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
                 return;
             };
+            if let Some(p) = &mut pace {
+                let wait = p.take();
+                if !wait.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
             let (queue, sub, poster) = (Arc::clone(&queue), Arc::clone(&sub), poster.clone());
             tokio::spawn(async move {
                 deliver(&*queue, &sub, &poster, l).await;
                 drop(permit);
             });
         }
+    }
+}
+
+/// GCRA: deliveries start at most one per `every`, with bursts of up to `burst`.
+struct Pacer {
+    every: Duration,
+    burst: Duration,
+    /// When the next delivery would be on time.
+    tat: tokio::time::Instant,
+}
+
+impl Pacer {
+    fn new(burst: u32, every: Duration) -> Self {
+        Self {
+            every,
+            burst: every * burst.saturating_sub(1),
+            tat: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Claims the next slot; how long to wait before using it.
+    fn take(&mut self) -> Duration {
+        let now = tokio::time::Instant::now();
+        let tat = self.tat.max(now);
+        let start = tat.checked_sub(self.burst).unwrap_or(now).max(now);
+        self.tat = tat + self.every;
+        start - now
     }
 }
 
@@ -505,6 +556,15 @@ async fn deliver(queue: &dyn Queue, sub: &Subscription, poster: &Poster, l: Leas
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_pacer_allows_a_burst_then_one_per_interval() {
+        let mut p = Pacer::new(3, Duration::from_millis(100));
+        let waits: Vec<u128> = (0..5).map(|_| p.take().as_millis()).collect();
+        assert_eq!(&waits[..3], [0, 0, 0], "{waits:?}");
+        assert!((90..=100).contains(&waits[3]), "{waits:?}");
+        assert!((190..=200).contains(&waits[4]), "{waits:?}");
+    }
 
     /// RFC 4231 test case 2.
     #[test]

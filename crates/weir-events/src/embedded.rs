@@ -92,6 +92,8 @@ impl Embedded {
             "CREATE INDEX IF NOT EXISTS attempts_at ON attempts (subscription, at_ms)",
             "CREATE TABLE IF NOT EXISTS disabled (name TEXT PRIMARY KEY, reason TEXT NOT NULL, \
              at_ms INTEGER NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS ordered (name TEXT PRIMARY KEY)",
+            "CREATE INDEX IF NOT EXISTS events_key ON events (key, seq) WHERE key IS NOT NULL",
         ] {
             sqlx::query(ddl).execute(&pool).await.map_err(unavailable)?;
         }
@@ -262,6 +264,79 @@ async fn commit(pool: &SqlitePool, batch: &[(Vec<NewEvent>, Ack)]) -> Result<Vec
     Ok(seqs)
 }
 
+/// New events for an ordered subscription: each gets a delivery row, leased when its key
+/// has no open delivery before it, else waiting (pending) behind it.
+async fn take_ordered(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    subscription: &str,
+    topic: &str,
+    room: usize,
+    now: i64,
+    until: i64,
+    lease_id: i64,
+) -> Result<()> {
+    let fresh = sqlx::query(
+        "SELECT seq, key FROM events WHERE topic = ?1 \
+         AND seq > (SELECT cursor FROM subscriptions WHERE name = ?2) ORDER BY seq LIMIT ?3",
+    )
+    .bind(topic)
+    .bind(subscription)
+    .bind(room as i64)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    let mut busy = std::collections::HashSet::new();
+    let mut last = None;
+    for r in &fresh {
+        let seq: i64 = r.try_get("seq").map_err(unavailable)?;
+        let key: Option<String> = r.try_get("key").map_err(unavailable)?;
+        let waits = match &key {
+            None => false,
+            Some(k) if busy.contains(k) => true,
+            Some(k) => {
+                let open = sqlx::query(
+                    "SELECT 1 FROM deliveries d JOIN events e ON e.seq = d.seq \
+                     WHERE d.subscription = ?1 AND d.state IN ('pending', 'leased') \
+                     AND e.key = ?2 LIMIT 1",
+                )
+                .bind(subscription)
+                .bind(k)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(unavailable)?
+                .is_some();
+                busy.insert(k.clone());
+                open
+            }
+        };
+        let (state, attempt) = if waits { ("pending", 0) } else { ("leased", 1) };
+        sqlx::query(
+            "INSERT INTO deliveries (subscription, seq, state, attempt, due_ms, lease_until, lease_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(subscription)
+        .bind(seq)
+        .bind(state)
+        .bind(attempt)
+        .bind(now)
+        .bind(if waits { 0 } else { until })
+        .bind(if waits { 0 } else { lease_id })
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+        last = Some(seq);
+    }
+    if let Some(last) = last {
+        sqlx::query("UPDATE subscriptions SET cursor = ?1 WHERE name = ?2")
+            .bind(last)
+            .bind(subscription)
+            .execute(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
 fn event_of(r: &sqlx::sqlite::SqliteRow) -> Result<Event> {
     let headers: String = r.try_get("headers").map_err(unavailable)?;
     let body: Vec<u8> = r.try_get("body").map_err(unavailable)?;
@@ -303,24 +378,44 @@ impl Embedded {
             .lease_ids
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let ordered = sqlx::query("SELECT 1 FROM ordered WHERE name = ?1")
+            .bind(subscription)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .is_some();
         // Due retries, and leases that ran out (a worker that crashed or hung), first.
-        let again = sqlx::query(
+        // Ordered: only the first open delivery of each key.
+        let again_sql = if ordered {
+            "UPDATE deliveries SET state = 'leased', attempt = attempt + 1, lease_until = ?1, \
+             lease_id = ?5 WHERE subscription = ?2 AND seq IN (SELECT d.seq FROM deliveries d \
+               JOIN events e ON e.seq = d.seq \
+               WHERE d.subscription = ?2 AND ((d.state = 'pending' AND d.due_ms <= ?3) \
+                  OR (d.state = 'leased' AND d.lease_until <= ?3)) \
+                 AND (e.key IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries d2 \
+                   JOIN events e2 ON e2.seq = d2.seq WHERE d2.subscription = ?2 \
+                   AND d2.state IN ('pending', 'leased') AND e2.key = e.key AND d2.seq < d.seq)) \
+               ORDER BY d.seq LIMIT ?4)"
+        } else {
             "UPDATE deliveries SET state = 'leased', attempt = attempt + 1, lease_until = ?1, \
              lease_id = ?5 WHERE subscription = ?2 AND seq IN (SELECT seq FROM deliveries \
                WHERE subscription = ?2 AND ((state = 'pending' AND due_ms <= ?3) \
-                  OR (state = 'leased' AND lease_until <= ?3)) ORDER BY seq LIMIT ?4)",
-        )
-        .bind(until)
-        .bind(subscription)
-        .bind(now)
-        .bind(max as i64)
-        .bind(lease_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .rows_affected() as usize;
+                  OR (state = 'leased' AND lease_until <= ?3)) ORDER BY seq LIMIT ?4)"
+        };
+        let again = sqlx::query(again_sql)
+            .bind(until)
+            .bind(subscription)
+            .bind(now)
+            .bind(max as i64)
+            .bind(lease_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .rows_affected() as usize;
         let room = max.saturating_sub(again);
-        if room > 0 {
+        if room > 0 && ordered {
+            take_ordered(&mut tx, subscription, &topic, room, now, until, lease_id).await?;
+        } else if room > 0 {
             // New events past the cursor, in one statement; the cursor is read and moved
             // inside the transaction, so two workers never take the same events.
             let fresh = sqlx::query(
@@ -621,6 +716,25 @@ impl Queue for Embedded {
                     })
                 })
                 .collect()
+        })
+    }
+
+    fn set_ordered<'a>(
+        &'a self,
+        subscription: &'a str,
+        ordered: bool,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let q = if ordered {
+                sqlx::query("INSERT INTO ordered (name) VALUES (?1) ON CONFLICT (name) DO NOTHING")
+            } else {
+                sqlx::query("DELETE FROM ordered WHERE name = ?1")
+            };
+            q.bind(subscription)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
         })
     }
 

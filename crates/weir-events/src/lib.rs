@@ -192,6 +192,13 @@ pub trait Queue: Send + Sync + 'static {
     /// The event with this id, if the queue still holds it.
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Event>>>;
 
+    /// Per-key ordering on or off: when on, at most one event per ordering key is leased
+    /// at a time, in publish order; a later event of the key waits until the one before
+    /// it is delivered or dead. Applies to events leased from then on. Kept across
+    /// restarts.
+    fn set_ordered<'a>(&'a self, subscription: &'a str, ordered: bool)
+    -> BoxFuture<'a, Result<()>>;
+
     /// Records an attempt (kept for [`ATTEMPT_RETENTION`], and at most
     /// [`ATTEMPTS_KEPT`] per subscription by backends that cap by count). Recording may be
     /// batched: it never waits for a commit of its own.

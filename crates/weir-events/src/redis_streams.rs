@@ -60,6 +60,32 @@ local function field(f, name)
   for i = 1, #f, 2 do if f[i] == name then return f[i + 1] end end
   return ''
 end
+-- Per-key ordering: a sorted set per key of its open deliveries; only the first is due.
+local ordered = redis.call('HGET', p .. 's:' .. sub, 'ordered') == '1'
+local function kz(k) return p .. 'kz:' .. sub .. ':' .. k end
+local function keyof(seq)
+  local f = entry(seq)
+  if not f then return nil end
+  local k = field(f, 'k')
+  if string.sub(k, 1, 1) == '1' then return string.sub(k, 2) end
+  return nil
+end
+-- Whether seq may be delivered now (ordered: it is the first open one of its key); a
+-- later one is noted and waits.
+local function admit(seq, k)
+  if not ordered or not k then return true end
+  redis.call('ZADD', kz(k), seq, seq)
+  return redis.call('ZRANGE', kz(k), 0, 0)[1] == tostring(seq)
+end
+-- seq is done (delivered or dead): the next one of its key falls due.
+local function release(seq)
+  if not ordered then return end
+  local k = keyof(seq)
+  if not k then return end
+  redis.call('ZREM', kz(k), seq)
+  local nxt = redis.call('ZRANGE', kz(k), 0, 0)[1]
+  if nxt and not redis.call('ZSCORE', lease, nxt) then redis.call('ZADD', due, 0, nxt) end
+end
 local function last_delivered()
   for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
     local name, last
@@ -109,12 +135,17 @@ if room > 0 then
   if got then
     for _, e in ipairs(got[1][2]) do
       local seq = string.match(e[1], '^(%d+)')
-      redis.call('ZADD', lease, untl, seq)
-      redis.call('ZADD', owed, seq, seq)
-      redis.call('HSET', att, seq, 1)
       local f = e[2]
-      out[#out + 1] = {tonumber(seq), 1, field(f, 'id'), field(f, 'k'), field(f, 'h'),
-        field(f, 'b'), field(f, 'c'), topic}
+      local k = field(f, 'k')
+      redis.call('ZADD', owed, seq, seq)
+      if admit(seq, string.sub(k, 1, 1) == '1' and string.sub(k, 2) or nil) then
+        redis.call('ZADD', lease, untl, seq)
+        redis.call('HSET', att, seq, 1)
+        out[#out + 1] = {tonumber(seq), 1, field(f, 'id'), k, field(f, 'h'),
+          field(f, 'b'), field(f, 'c'), topic}
+      else
+        redis.call('HSET', att, seq, 0)
+      end
     end
   end
 end
@@ -126,6 +157,7 @@ const ACK: &str = r"
 local seq = ARGV[3]
 redis.call('ZREM', lease, seq); redis.call('ZREM', due, seq); redis.call('ZREM', owed, seq)
 redis.call('HDEL', att, seq)
+release(seq)
 return 1
 ";
 
@@ -145,6 +177,7 @@ if not redis.call('ZSCORE', owed, seq) then return 0 end
 redis.call('ZREM', lease, seq); redis.call('ZREM', due, seq); redis.call('ZREM', owed, seq)
 redis.call('ZADD', dead, seq, seq)
 redis.call('HSET', why, seq, ARGV[4])
+release(seq)
 return 1
 ";
 
@@ -168,7 +201,8 @@ else seqs = {} end
 for _, s in ipairs(seqs) do
   redis.call('ZREM', dead, s); redis.call('HDEL', why, s)
   redis.call('HSET', att, s, 0)
-  redis.call('ZADD', due, ARGV[3], s); redis.call('ZADD', owed, s, s)
+  redis.call('ZADD', owed, s, s)
+  if admit(s, ordered and keyof(s) or nil) then redis.call('ZADD', due, ARGV[3], s) end
 end
 return #seqs
 ";
@@ -182,7 +216,8 @@ for _, s in ipairs(redis.call('ZRANGEBYSCORE', p .. 'time:' .. topic, ARGV[4], '
   if tonumber(s) <= last and not redis.call('ZSCORE', lease, s) then
     redis.call('ZREM', dead, s); redis.call('HDEL', why, s)
     if not redis.call('HEXISTS', att, s) then redis.call('HSET', att, s, 0) end
-    redis.call('ZADD', due, ARGV[3], s); redis.call('ZADD', owed, s, s)
+    redis.call('ZADD', owed, s, s)
+    if admit(s, ordered and keyof(s) or nil) then redis.call('ZADD', due, ARGV[3], s) end
     n = n + 1
   end
 end
@@ -763,6 +798,22 @@ impl Queue for RedisStreams {
                 }
             }
             Ok(out)
+        })
+    }
+
+    fn set_ordered<'a>(
+        &'a self,
+        subscription: &'a str,
+        ordered: bool,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let key = format!("{}s:{subscription}", self.prefix);
+            let cmd = if ordered {
+                redis::cmd("HSET").arg(&key).arg("ordered").arg("1").clone()
+            } else {
+                redis::cmd("HDEL").arg(&key).arg("ordered").clone()
+            };
+            self.command::<i64>(&cmd).await.map(drop)
         })
     }
 

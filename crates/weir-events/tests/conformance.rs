@@ -202,6 +202,57 @@ async fn conformance(q: &dyn Queue, t: &str) {
     assert_eq!(q.disabled(&billing).await.unwrap(), None);
 }
 
+/// Per-key ordering: one open delivery per key, in publish order; other keys (and events
+/// without a key) flow past a failing head.
+async fn ordering(q: &dyn Queue, t: &str) {
+    let (topic, sub) = (format!("keyed-{t}"), format!("fifo-{t}"));
+    q.subscribe(&sub, &topic, StartAt::Beginning).await.unwrap();
+    q.set_ordered(&sub, true).await.unwrap();
+    let keyed = |key: Option<&str>, body: &str| NewEvent {
+        key: key.map(str::to_owned),
+        ..event(&topic, body)
+    };
+    let seqs = q
+        .publish(vec![
+            keyed(Some("a"), "a1"),
+            keyed(Some("b"), "b1"),
+            keyed(Some("a"), "a2"),
+            keyed(None, "n1"),
+            keyed(Some("a"), "a3"),
+        ])
+        .await
+        .unwrap();
+    let bodies = |l: &[weir_events::Leased]| -> Vec<String> {
+        l.iter()
+            .map(|l| String::from_utf8_lossy(&l.event.body).into_owned())
+            .collect()
+    };
+    let first = q.lease(&sub, 10, LEASE).await.unwrap();
+    assert_eq!(
+        bodies(&first),
+        ["a1", "b1", "n1"],
+        "a2 and a3 wait behind a1"
+    );
+    assert!(q.lease(&sub, 10, LEASE).await.unwrap().is_empty());
+    // A failing head keeps its key blocked, and comes back first.
+    q.retry_at(&sub, seqs[0], now_ms() - 1).await.unwrap();
+    let again = q.lease(&sub, 10, LEASE).await.unwrap();
+    assert_eq!(bodies(&again), ["a1"]);
+    assert_eq!(again[0].attempt, 2);
+    q.ack(&sub, seqs[0]).await.unwrap();
+    let next = q.lease(&sub, 10, LEASE).await.unwrap();
+    assert_eq!(bodies(&next), ["a2"], "delivered head: the next of its key");
+    assert_eq!(next[0].attempt, 1);
+    q.dead(&sub, seqs[2], "gave up").await.unwrap();
+    let last = q.lease(&sub, 10, LEASE).await.unwrap();
+    assert_eq!(bodies(&last), ["a3"], "a dead head unblocks its key");
+    for s in [seqs[1], seqs[3], seqs[4]] {
+        q.ack(&sub, s).await.unwrap();
+    }
+    let d = q.depth(&sub).await.unwrap();
+    assert_eq!((d.pending, d.dead), (0, 1), "{d:?}");
+}
+
 /// `a` with the fields the test set checked.
 fn attempt_like(a: &Attempt, n: u32, id: &str, outcome: &str) -> Attempt {
     assert_eq!(
@@ -217,6 +268,7 @@ async fn the_embedded_queue_conforms() {
     let dir = temp_dir("conf");
     let q = Embedded::open(&dir).await.unwrap();
     conformance(&q, "embedded").await;
+    ordering(&q, "embedded").await;
     q.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -277,6 +329,7 @@ async fn drop_redis_keys(prefix: &str) {
 async fn the_redis_streams_queue_conforms() {
     let q = redis_queue("conf").await;
     conformance(&q, "redis").await;
+    ordering(&q, "redis").await;
     drop_redis_keys(q.prefix()).await;
 }
 

@@ -744,3 +744,155 @@ async fn inbound_webhooks_are_verified_before_publishing_and_deduplicated_by_del
     node.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_subscription_paces_its_endpoint() {
+    use std::sync::Arc;
+    let arrivals = Arc::new(parking_lot::Mutex::new(Vec::<std::time::Instant>::new()));
+    let endpoint = {
+        let arrivals = Arc::clone(&arrivals);
+        MockUpstream::start(Behavior::Custom(Arc::new(move |_req| {
+            arrivals.lock().push(std::time::Instant::now());
+            Box::pin(async move {
+                let mut r = http::Response::new(weir_testkit::upstream::full(""));
+                *r.status_mut() = http::StatusCode::NO_CONTENT;
+                r
+            })
+        })))
+        .await
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = temp_dir("events-paced");
+    let cfg = weir_config::from_yaml(
+        &format!(
+            "{}subscriptions:
+  - {{ name: paced, topic: orders, endpoint: \"http://{}/hook\", rate_limit: {{ limit: 5, per: 1s }} }}
+",
+            yaml(&dir, "127.0.0.1:0"),
+            endpoint.address()
+        ),
+        "test",
+    )
+    .unwrap();
+    let node = weir::start(cfg, Default::default(), Default::default(), false)
+        .await
+        .unwrap();
+    let url = format!("http://{}/events/orders", node.running.proxy_addr);
+    let cl = HttpClient::new();
+    for i in 0..10 {
+        let r = cl
+            .request(Method::POST, &url, &[], Bytes::from(i.to_string()))
+            .await;
+        assert_eq!(r.status, 202);
+    }
+    eventually("all delivered", Duration::from_secs(10), || {
+        arrivals.lock().len() == 10
+    })
+    .await;
+    let t = arrivals.lock().clone();
+    let span = |a: usize, b: usize| t[b].duration_since(t[a]);
+    // A burst of five, then one every 200 ms.
+    assert!(span(0, 4) < Duration::from_millis(150), "{:?}", span(0, 4));
+    assert!(span(0, 9) >= Duration::from_millis(900), "{:?}", span(0, 9));
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_subscription_delivers_each_key_in_order_past_a_failing_head() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let failed_once = Arc::new(AtomicBool::new(false));
+    let endpoint = {
+        let failed_once = Arc::clone(&failed_once);
+        MockUpstream::start(Behavior::Custom(Arc::new(move |req| {
+            // The first attempt of the first event of key "a" fails.
+            let key = req
+                .headers()
+                .get("ce-partitionkey")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let first = req
+                .headers()
+                .get("ce-id")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let fail = key.as_deref() == Some("a")
+                && first.as_deref() == Some("a1")
+                && !failed_once.swap(true, Ordering::SeqCst);
+            Box::pin(async move {
+                let mut r = http::Response::new(weir_testkit::upstream::full(""));
+                *r.status_mut() = if fail {
+                    http::StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    http::StatusCode::NO_CONTENT
+                };
+                r
+            })
+        })))
+        .await
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = temp_dir("events-ordered");
+    let cfg = weir_config::from_yaml(
+        &format!(
+            "{}subscriptions:
+  - {{ name: fifo, topic: orders, endpoint: \"http://{}/hook\", ordered: true, retry: {{ schedule: [200ms] }} }}
+",
+            yaml(&dir, "127.0.0.1:0"),
+            endpoint.address()
+        ),
+        "test",
+    )
+    .unwrap();
+    let node = weir::start(cfg, Default::default(), Default::default(), false)
+        .await
+        .unwrap();
+    let url = format!("http://{}/events/orders", node.running.proxy_addr);
+    let cl = HttpClient::new();
+    for (id, key) in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("a3", "a")] {
+        let r = cl
+            .request(
+                Method::POST,
+                &url,
+                &[
+                    ("ce-specversion", "1.0"),
+                    ("ce-id", id),
+                    ("ce-source", "/t"),
+                    ("ce-type", "t"),
+                    ("ce-partitionkey", key),
+                ],
+                Bytes::from_static(b"{}"),
+            )
+            .await;
+        assert_eq!(r.status, 202);
+    }
+    let ids = || -> Vec<String> {
+        endpoint
+            .recorded()
+            .iter()
+            .map(|r| r.headers["ce-id"].to_str().unwrap().to_owned())
+            .collect()
+    };
+    eventually("all delivered", Duration::from_secs(10), || {
+        ids().len() == 5
+    })
+    .await;
+    let got = ids();
+    let a: Vec<&str> = got
+        .iter()
+        .map(String::as_str)
+        .filter(|i| i.starts_with('a'))
+        .collect();
+    assert_eq!(
+        a,
+        ["a1", "a1", "a2", "a3"],
+        "key a in order, its head retried first: {got:?}"
+    );
+    let b = got.iter().position(|i| i == "b1").unwrap();
+    let a1_again = got.iter().rposition(|i| i == "a1").unwrap();
+    assert!(
+        b < a1_again,
+        "b1 went past the failing head of key a: {got:?}"
+    );
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -4,6 +4,7 @@
 
 mod load;
 mod model;
+pub mod net;
 mod policy;
 mod units;
 mod validate;

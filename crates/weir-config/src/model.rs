@@ -71,14 +71,24 @@ pub struct EventsConfig {
     /// of the file).
     #[serde(default = "default_backend")]
     pub backend: String,
+    /// Where subscriptions created through the admin API may deliver: `public` (outside
+    /// loopback, private, link-local and other internal ranges) and CIDR blocks. Those in
+    /// the configuration file are trusted and may target any address.
+    #[serde(default = "default_allowed_networks")]
+    pub allowed_networks: Vec<String>,
 }
 
 impl Default for EventsConfig {
     fn default() -> Self {
         Self {
             backend: default_backend(),
+            allowed_networks: default_allowed_networks(),
         }
     }
+}
+
+fn default_allowed_networks() -> Vec<String> {
+    vec!["public".to_owned()]
 }
 
 fn default_backend() -> String {
@@ -142,6 +152,10 @@ pub struct SubscriptionConfig {
     /// Deadline of one attempt.
     #[serde(default = "default_delivery_timeout")]
     pub timeout: Duration,
+    /// Made through the admin API (not the file): its endpoint must be within
+    /// `events.allowed_networks`.
+    #[serde(skip)]
+    pub from_api: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]

@@ -49,6 +49,9 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
     {
         e.push("workers", "must be between 1 and 1024");
     }
+    if let Err(err) = crate::net::NetworkPolicy::parse(&config.events.allowed_networks) {
+        e.push("events.allowed_networks", err);
+    }
     let backend = config.events.backend.as_str();
     let known = backend == "embedded"
         || backend.starts_with("redis://")
@@ -117,6 +120,21 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
             e.push(
                 format!("{at}.endpoint"),
                 format!("{:?}: expected http(s)://host[:port]/path", sub.endpoint),
+            );
+        }
+        if sub.from_api
+            && let Ok(policy) = crate::net::NetworkPolicy::parse(&config.events.allowed_networks)
+            && let Ok(uri) = sub.endpoint.parse::<http::Uri>()
+            && let Some(host) = uri.host()
+            && let Ok(ip) = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+            && !policy.allows(ip)
+        {
+            e.push(
+                format!("{at}.endpoint"),
+                format!("{ip} is outside events.allowed_networks (subscriptions made through the API may not reach internal addresses)"),
             );
         }
         if let Some(r) = &sub.rate_limit

@@ -7,12 +7,22 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use weir_config::{
     CertificateConfig, Config, ConsumerConfig, CredentialConfig, PolicyConfig, RouteConfig,
-    UpstreamConfig,
+    SubscriptionConfig, TopicConfig, UpstreamConfig,
 };
 use weir_store::Object;
 
 /// The kinds of objects the API manages, as they appear in URLs and in the store.
-pub const KINDS: [&str; 4] = ["upstreams", "routes", "consumers", "certificates"];
+pub const KINDS: [&str; 6] = [
+    "upstreams",
+    "routes",
+    "consumers",
+    "certificates",
+    "topics",
+    "subscriptions",
+];
+/// Kinds a node's file may also declare for itself: those stay the node's own (trusted)
+/// and are not copied into the store.
+pub const NODE_KINDS: [&str; 2] = ["topics", "subscriptions"];
 /// The store kind (and its one name) holding the policy defaults.
 pub const DEFAULTS_KIND: &str = "policy_defaults";
 pub const DEFAULTS_NAME: &str = "default";
@@ -63,6 +73,16 @@ pub fn prepare(kind: &str, name: &str, mut body: Value) -> Result<Value, Vec<Str
         }
         "routes" => {
             serde_json::from_value::<RouteConfig>(body.clone()).map_err(shape)?;
+        }
+        "topics" => {
+            let mut inner = body.clone();
+            if let Some(m) = inner.as_object_mut() {
+                m.remove("name");
+            }
+            serde_json::from_value::<TopicConfig>(inner).map_err(shape)?;
+        }
+        "subscriptions" => {
+            serde_json::from_value::<SubscriptionConfig>(body.clone()).map_err(shape)?;
         }
         "consumers" => {
             let mut c = serde_json::from_value::<ConsumerConfig>(body.clone()).map_err(shape)?;
@@ -272,6 +292,33 @@ pub fn assemble(base: &Config, objects: &[Object]) -> Result<Config, Vec<String>
                 Ok(r) => cfg.routes.push(r),
                 Err(e) => errors.push(format!("{at}: {e}")),
             },
+            // Added to the node's own (from its file), which keep their names.
+            "topics" => {
+                let mut inner = o.body.clone();
+                if let Some(m) = inner.as_object_mut() {
+                    m.remove("name");
+                }
+                match serde_json::from_value::<TopicConfig>(inner) {
+                    Ok(_) if base.topics.contains_key(&o.name) => errors.push(format!(
+                        "{at}: the node's configuration file declares this topic"
+                    )),
+                    Ok(t) => {
+                        cfg.topics.insert(o.name.clone(), t);
+                    }
+                    Err(e) => errors.push(format!("{at}: {e}")),
+                }
+            }
+            "subscriptions" => match serde_json::from_value::<SubscriptionConfig>(o.body.clone()) {
+                Ok(_) if base.subscriptions.iter().any(|s| s.name == o.name) => errors.push(
+                    format!("{at}: the node's configuration file declares this subscription"),
+                ),
+                Ok(mut s) => {
+                    // Made through the API: its endpoint is held to events.allowed_networks.
+                    s.from_api = true;
+                    cfg.subscriptions.push(s);
+                }
+                Err(e) => errors.push(format!("{at}: {e}")),
+            },
             "consumers" => match serde_json::from_value::<ConsumerConfig>(o.body.clone()) {
                 Ok(c) => cfg.consumers.push(c),
                 Err(e) => errors.push(format!("{at}: {e}")),
@@ -353,6 +400,19 @@ pub fn objects_of(cfg: &Config) -> Vec<(String, String, Value)> {
     for c in &cfg.consumers {
         if let Ok(v) = serde_json::to_value(c) {
             out.push(("consumers".to_owned(), c.name.clone(), v));
+        }
+    }
+    for (name, t) in &cfg.topics {
+        if let Ok(mut v) = serde_json::to_value(t) {
+            if let Some(m) = v.as_object_mut() {
+                m.insert("name".to_owned(), Value::String(name.clone()));
+            }
+            out.push(("topics".to_owned(), name.clone(), v));
+        }
+    }
+    for s in &cfg.subscriptions {
+        if let Ok(v) = serde_json::to_value(s) {
+            out.push(("subscriptions".to_owned(), s.name.clone(), v));
         }
     }
     if !cfg.policy_defaults.is_empty()

@@ -210,6 +210,7 @@ impl Control {
             if self.store.version().await? == 0 {
                 let changes: Vec<Change> = objects_of(file_objects)
                     .into_iter()
+                    .filter(|(kind, _, _)| !assemble::NODE_KINDS.contains(&kind.as_str()))
                     .map(|(kind, name, body)| Change::Put {
                         kind,
                         name,

@@ -193,6 +193,8 @@ pub fn sign(secrets: &[Vec<u8>], id: &str, timestamp: i64, body: &[u8]) -> Strin
 /// A running worker: what it was started from, and how to stop it.
 struct Worker {
     config: SubscriptionConfig,
+    /// `events.allowed_networks` when it started (an API-made one restarts on a change).
+    networks: Vec<String>,
     sub: Arc<Subscription>,
     stop: watch::Sender<bool>,
 }
@@ -228,8 +230,17 @@ impl Supervisor {
     pub fn reconcile(
         &self,
         configs: &[SubscriptionConfig],
+        allowed_networks: &[String],
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Vec<String> {
+        // Subscriptions made through the admin API reach only the allowed networks.
+        let filter: Option<weir_upstream::AddressFilter> =
+            match weir_config::net::NetworkPolicy::parse(allowed_networks) {
+                Ok(p) => Some(Arc::new(move |ip| p.allows(ip))),
+                Err(e) => {
+                    return vec![format!("events.allowed_networks: {e}")];
+                }
+            };
         let mut errors = Vec::new();
         let mut workers = self.workers.lock();
         let wanted: std::collections::HashSet<&str> =
@@ -243,7 +254,10 @@ impl Supervisor {
             keep
         });
         for c in configs {
-            if workers.get(&c.name).is_some_and(|w| w.config == *c) {
+            if workers
+                .get(&c.name)
+                .is_some_and(|w| w.config == *c && w.networks == allowed_networks)
+            {
                 continue;
             }
             let sub = match Subscription::compile(c, env) {
@@ -253,7 +267,8 @@ impl Supervisor {
                     continue;
                 }
             };
-            let poster = match Poster::new(sub.timeout) {
+            let allow = if c.from_api { filter.clone() } else { None };
+            let poster = match Poster::new(sub.timeout, allow) {
                 Ok(p) => p,
                 Err(e) => {
                     errors.push(format!("subscription {:?}: {e}", c.name));
@@ -265,6 +280,7 @@ impl Supervisor {
                 c.name.clone(),
                 Worker {
                     config: c.clone(),
+                    networks: allowed_networks.to_vec(),
                     sub: Arc::clone(&sub),
                     stop: tx,
                 },

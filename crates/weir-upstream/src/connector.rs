@@ -26,7 +26,13 @@ pub enum ConnectError {
     Io(#[from] io::Error),
     #[error("bad upstream address")]
     BadAddress,
+    /// Every address the name resolves to is outside what this client may reach.
+    #[error("{0} resolves only to addresses outside the allowed networks")]
+    NotAllowed(String),
 }
+
+/// Which resolved addresses a client may connect to.
+pub type AddressFilter = Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
 
 #[derive(Clone)]
 pub struct TlsSettings {
@@ -39,11 +45,24 @@ pub struct TlsSettings {
 pub struct Connector {
     timeout: Duration,
     tls: Option<TlsSettings>,
+    allow: Option<AddressFilter>,
 }
 
 impl Connector {
     pub fn new(timeout: Duration, tls: Option<TlsSettings>) -> Self {
-        Self { timeout, tls }
+        Self {
+            timeout,
+            tls,
+            allow: None,
+        }
+    }
+
+    /// Connects only to resolved addresses `allow` accepts: the check is on the address
+    /// actually dialled, so a name that resolves differently later (DNS rebinding)
+    /// cannot slip past it.
+    pub fn with_filter(mut self, allow: AddressFilter) -> Self {
+        self.allow = Some(allow);
+        self
     }
 }
 
@@ -59,6 +78,7 @@ impl tower_service::Service<Uri> for Connector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let timeout = self.timeout;
         let tls = self.tls.clone();
+        let allow = self.allow.clone();
         Box::pin(async move {
             let host = uri.host().ok_or(ConnectError::BadAddress)?;
             let host = host
@@ -67,7 +87,16 @@ impl tower_service::Service<Uri> for Connector {
                 .to_owned();
             let port = uri.port_u16().ok_or(ConnectError::BadAddress)?;
             let connect = async {
-                let tcp = TcpStream::connect((host.as_str(), port)).await?;
+                let tcp = match &allow {
+                    None => TcpStream::connect((host.as_str(), port)).await?,
+                    Some(allow) => {
+                        let addr = tokio::net::lookup_host((host.as_str(), port))
+                            .await?
+                            .find(|a| allow(a.ip()))
+                            .ok_or_else(|| ConnectError::NotAllowed(host.clone()))?;
+                        TcpStream::connect(addr).await?
+                    }
+                };
                 tcp.set_nodelay(true)?;
                 let Some(tls) = tls else {
                     return Ok(Conn::Plain(TokioIo::new(tcp)));

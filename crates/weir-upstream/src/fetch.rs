@@ -119,11 +119,19 @@ pub struct Answer {
 }
 
 impl Poster {
-    pub fn new(timeout: Duration) -> Result<Self, String> {
+    /// With `allow`, only resolved addresses it accepts are dialled.
+    pub fn new(
+        timeout: Duration,
+        allow: Option<crate::connector::AddressFilter>,
+    ) -> Result<Self, String> {
         let build = |tls: Option<TlsSettings>| {
+            let mut c = Connector::new(timeout, tls);
+            if let Some(a) = &allow {
+                c = c.with_filter(std::sync::Arc::clone(a));
+            }
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(60))
-                .build(Connector::new(timeout, tls))
+                .build(c)
         };
         Ok(Self {
             plain: build(None),
@@ -181,6 +189,28 @@ impl Poster {
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The filter judges the address actually dialled, whatever name led to it.
+    #[tokio::test]
+    async fn a_filtered_poster_refuses_names_that_resolve_inside() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let deny_loopback: crate::connector::AddressFilter = Arc::new(|ip| !ip.is_loopback());
+        let p = Poster::new(Duration::from_secs(2), Some(deny_loopback)).unwrap();
+        for host in ["127.0.0.1", "localhost"] {
+            let url: Uri = format!("http://{host}:{port}/hook").parse().unwrap();
+            let err = p.post(&url, &[], Bytes::new(), 16).await.unwrap_err();
+            assert!(
+                err.contains("outside the allowed networks"),
+                "{host}: {err}"
+            );
         }
     }
 }

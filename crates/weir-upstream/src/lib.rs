@@ -23,7 +23,7 @@ use weir_core::UpstreamFailure;
 
 pub use balance::hash_of;
 pub use body::{BodySource, BodyStats, BodyTooLarge, BoxError, RequestBody};
-pub use connector::{ConnectError, Connector, client_tls_config};
+pub use connector::{AddressFilter, ConnectError, Connector, client_tls_config};
 pub use endpoint::{Endpoint, InFlight};
 pub use fetch::{Answer, Poster, fetch};
 

@@ -72,8 +72,12 @@ async fn follow_subscriptions(
             r = changes.changed() => if r.is_err() { return },
             _ = stopping.wait_for(|s| *s) => return,
         }
-        let subs = gateway.snapshot().config.subscriptions.clone();
-        for e in sup.reconcile(&subs, &|n| std::env::var(n).ok()) {
+        let snapshot = gateway.snapshot();
+        let (subs, nets) = (
+            &snapshot.config.subscriptions,
+            &snapshot.config.events.allowed_networks,
+        );
+        for e in sup.reconcile(subs, nets, &|n| std::env::var(n).ok()) {
             tracing::error!(error = %e, "subscription not (re)started; the previous one, if any, keeps running");
         }
     }
@@ -173,8 +177,8 @@ pub async fn start(
         }
         _ => None,
     };
-    // The event queue, when any topic is declared.
-    let queue = if initial.topics.is_empty() {
+    // The event queue, when any topic is declared (or may be, through the admin API).
+    let queue = if initial.topics.is_empty() && !(store.is_some() && mode == Mode::Database) {
         None
     } else {
         let q = open_queue(&config).await?;
@@ -198,7 +202,11 @@ pub async fn start(
             }
             let sup =
                 weir_events::delivery::Supervisor::new(Arc::clone(q), running.stopping.clone());
-            let errors = sup.reconcile(&first_subscriptions, &|n| std::env::var(n).ok());
+            let errors = sup.reconcile(
+                &first_subscriptions,
+                &config.events.allowed_networks,
+                &|n| std::env::var(n).ok(),
+            );
             if !errors.is_empty() {
                 return Err(errors.join("\n"));
             }

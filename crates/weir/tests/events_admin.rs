@@ -267,3 +267,79 @@ async fn node_again(extra: &str) -> (weir::Node, String) {
     )
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn topics_and_subscriptions_made_through_the_api_deliver_only_to_allowed_networks() {
+    let endpoint = MockUpstream::start(Behavior::Status(204)).await;
+    let port = endpoint.addr.port();
+    let dir = temp_dir("events-api-subs");
+    let (node, base) = node(
+        &format!(
+            "{}events: {{ allowed_networks: [public, 127.0.0.1/32] }}\n",
+            sqlite_store(&dir)
+        ),
+        first_admin(),
+    )
+    .await;
+    let api = api_as(&base, "admin", PASSWORD).await;
+    let r = api
+        .send(Method::POST, "/api/v1/topics", json!({ "name": "signups" }))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = api
+        .send(
+            Method::POST,
+            "/api/v1/routes",
+            json!({ "name": "signup-in", "topic": "signups", "match": { "paths": ["/signups"] } }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    // Internal addresses outside allowed_networks are refused when written.
+    for blocked in [
+        "http://[::1]:9/hook",
+        "http://169.254.169.254/latest",
+        "http://10.0.0.5/x",
+    ] {
+        let r = api
+            .send(
+                Method::POST,
+                "/api/v1/subscriptions",
+                json!({ "name": "sneaky", "topic": "signups", "endpoint": blocked }),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{blocked}: {}", r.text());
+        assert!(r.text().contains("allowed_networks"), "{}", r.text());
+    }
+    let r = api
+        .send(
+            Method::POST,
+            "/api/v1/subscriptions",
+            json!({ "name": "welcome", "topic": "signups", "endpoint": format!("http://127.0.0.1:{port}/welcome") }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    // The new subscription runs at once; a publish through the new route reaches it.
+    let cl = weir_testkit::HttpClient::new();
+    let mut delivered = false;
+    for _ in 0..100 {
+        let r = cl
+            .request(
+                Method::POST,
+                &format!("http://{}/signups", node.running.proxy_addr),
+                &[("content-type", "application/json")],
+                bytes::Bytes::from_static(b"{\"user\":1}"),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if endpoint.recorded().iter().any(|r| r.target == "/welcome") {
+            delivered = true;
+            break;
+        }
+    }
+    assert!(delivered, "the API-made subscription delivers");
+    let states = api.call(Method::GET, "/api/v1/events/subscriptions").await;
+    assert!(states.text().contains("\"welcome\""), "{}", states.text());
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -92,6 +92,11 @@ pub async fn apply_config(
     let mut wanted = Vec::new();
     let mut errors = Vec::new();
     for (kind, name, body) in assemble::objects_of(&desired) {
+        // The node's own topics and subscriptions (from its file) come back in an export;
+        // they stay the node's, not objects of the store.
+        if assemble::NODE_KINDS.contains(&kind.as_str()) && node_owns(&ctl.base, &kind, &name) {
+            continue;
+        }
         let prepared = if kind == DEFAULTS_KIND {
             assemble::prepare_defaults(body)
         } else {
@@ -160,6 +165,14 @@ pub async fn apply_config(
         plan.version = Some(version);
     }
     Ok(Json(plan))
+}
+
+fn node_owns(base: &weir_config::Config, kind: &str, name: &str) -> bool {
+    match kind {
+        "topics" => base.topics.contains_key(name),
+        "subscriptions" => base.subscriptions.iter().any(|s| s.name == name),
+        _ => false,
+    }
 }
 
 /// Objects of a kind as the API shows them: from the store (database mode) or from the

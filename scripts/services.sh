@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure the servers the test suite talks to are up on this machine, starting any that
-# is down (Redis, PostgreSQL). Idempotent; prints what it did.
+# is down (Redis, PostgreSQL, NATS with JetStream). Idempotent; prints what it did.
 set -euo pipefail
 
 redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
@@ -33,4 +33,20 @@ else
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
     for _ in $(seq 100); do pg_up && break; sleep 0.1; done
     pg_up || { echo "services: postgres did not come up; see /var/log/postgresql/" >&2; exit 1; }
+fi
+
+nats_up() { (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; }
+if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
+    echo "services: nats-server is not installed; install it (Debian: apt-get install nats-server)" >&2
+    exit 1
+fi
+if nats_up; then
+    echo "services: nats on 127.0.0.1:4222 is up"
+else
+    echo "services: starting nats (JetStream) on 127.0.0.1:4222"
+    mkdir -p /var/lib/nats-server
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+        -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+    for _ in $(seq 100); do nats_up && break; sleep 0.1; done
+    nats_up || { echo "services: nats did not come up; see /var/log/nats-server.log" >&2; exit 1; }
 fi

@@ -56,6 +56,7 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
     let known = backend == "embedded"
         || backend.starts_with("redis://")
         || backend.starts_with("rediss://")
+        || backend.starts_with("nats://")
         || backend.strip_prefix("env:").is_some_and(|n| {
             !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         });
@@ -63,7 +64,7 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
         e.push(
             "events.backend",
             format!(
-                "{backend:?}: give `embedded`, a `redis://` or `rediss://` URL, or `env:NAME` naming a variable that holds one (NATS JetStream and RabbitMQ backends are not in this version)"
+                "{backend:?}: give `embedded`, a `redis://`, `rediss://` or `nats://` URL, or `env:NAME` naming a variable that holds one (RabbitMQ is not in this version)"
             ),
         );
     }

@@ -416,6 +416,16 @@ async fn run(
     }
 }
 
+/// `Retry-After` in either form: seconds, or an HTTP date (a date past means now).
+fn retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 /// GCRA: deliveries start at most one per `every`, with bursts of up to `burst`.
 struct Pacer {
     every: Duration,
@@ -533,8 +543,7 @@ async fn deliver(queue: &dyn Queue, sub: &Subscription, poster: &Poster, l: Leas
             let retry_after = a
                 .headers
                 .get(http::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+                .and_then(|v| retry_after(v.to_str().ok()?, std::time::SystemTime::now()));
             let snippet = String::from_utf8_lossy(&a.snippet).into_owned();
             (format!("answered {}: {snippet}", a.status), retry_after)
         }
@@ -572,6 +581,22 @@ async fn deliver(queue: &dyn Queue, sub: &Subscription, poster: &Poster, l: Leas
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        // Wed, 21 Oct 2015 07:28:00 GMT is 1445412480.
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon", now), None);
+    }
 
     #[tokio::test]
     async fn the_pacer_allows_a_burst_then_one_per_interval() {

@@ -7,6 +7,7 @@ pub mod delivery;
 mod embedded;
 mod id;
 pub mod inbound;
+pub mod nats_jetstream;
 pub mod redis_streams;
 
 use std::time::Duration;
@@ -16,6 +17,7 @@ use futures_util::future::BoxFuture;
 
 pub use embedded::Embedded;
 pub use id::{event_id_for_key, new_event_id};
+pub use nats_jetstream::NatsJetStream;
 pub use redis_streams::RedisStreams;
 
 #[derive(Debug, thiserror::Error)]

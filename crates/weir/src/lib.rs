@@ -104,8 +104,25 @@ async fn open_queue(config: &Config) -> Result<Arc<dyn weir_events::Queue>, Stri
             .map_err(|e| format!("cannot reach the Redis event queue: {e}; check events.backend and that Redis is running"))?;
         return Ok(Arc::new(q));
     }
+    if backend.starts_with("nats://") {
+        // The stream keeps events as long as the longest-lived topic wants them.
+        let retention = config
+            .topics
+            .values()
+            .map(|t| t.retention.get())
+            .max()
+            .unwrap_or(Duration::from_secs(7 * 86_400));
+        let q = weir_events::NatsJetStream::open(
+            &backend,
+            weir_events::nats_jetstream::DEFAULT_PREFIX,
+            retention,
+        )
+        .await
+        .map_err(|e| format!("cannot reach NATS JetStream: {e}; check events.backend and that nats-server runs with -js"))?;
+        return Ok(Arc::new(q));
+    }
     Err(format!(
-        "events.backend: {backend:?} is not a queue this version can open (embedded or a redis:// URL)"
+        "events.backend: {backend:?} is not a queue this version can open (embedded, redis:// or nats://)"
     ))
 }
 

@@ -227,3 +227,118 @@ subscriptions:
     node.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A NATS server with JetStream of this test's own, stopped and started at will.
+struct OwnNats {
+    port: u16,
+    dir: std::path::PathBuf,
+    proc: Option<Proc>,
+}
+
+impl OwnNats {
+    async fn start(port: u16, dir: &std::path::Path) -> Self {
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server is installed (scripts/services.sh names the package)");
+        wait_port(port).await;
+        Self {
+            port,
+            dir: dir.to_owned(),
+            proc: Some(Proc(child)),
+        }
+    }
+
+    fn stop(&mut self) {
+        self.proc = None;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nats_queue_going_away_answers_503_and_resumes_without_loss() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let endpoint = MockUpstream::start(Behavior::Status(204)).await;
+    let dir = temp_dir("events-chaos-nats");
+    let store = dir.join("nats");
+    std::fs::create_dir_all(&store).unwrap();
+    let mut nats = OwnNats::start(free_port(), &store).await;
+    let cfg = weir_config::from_yaml(
+        &format!(
+            "listen: {{ proxy: \"127.0.0.1:0\" }}
+workers: 1
+access_log: off
+data_dir: {}
+events: {{ backend: \"nats://127.0.0.1:{}\" }}
+topics: {{ orders: {{}} }}
+routes: [ {{ name: input, topic: orders, match: {{ paths: [/events/orders] }} }} ]
+subscriptions:
+  - {{ name: billing, topic: orders, endpoint: \"http://{}/hook\", retry: {{ schedule: [100ms] }} }}
+",
+            dir.display(),
+            nats.port,
+            endpoint.address()
+        ),
+        "test",
+    )
+    .unwrap();
+    let node = weir::start(cfg, Default::default(), Default::default(), false)
+        .await
+        .unwrap();
+    let url = format!("http://{}/events/orders", node.running.proxy_addr);
+    let cl = HttpClient::new();
+    let publish = |n: usize| {
+        let (cl, url) = (cl.clone(), url.clone());
+        async move {
+            cl.request(
+                Method::POST,
+                &url,
+                &[("content-type", "application/json")],
+                Bytes::from(format!("{{\"n\":{n}}}")),
+            )
+            .await
+        }
+    };
+    let mut accepted = HashSet::new();
+    for n in 0..20 {
+        let r = publish(n).await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        accepted.insert(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    eventually("delivered through NATS", Duration::from_secs(10), || {
+        accepted.is_subset(&delivered_ids(&endpoint))
+    })
+    .await;
+
+    nats.stop();
+    let r = publish(100).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.headers.contains_key("retry-after"));
+
+    // Back on its store directory: ingest and delivery resume.
+    let _nats = OwnNats::start(nats.port, &nats.dir).await;
+    let mut back = false;
+    for n in 0..100 {
+        let r = publish(200 + n).await;
+        if r.status == 202 {
+            accepted.insert(r.json()["id"].as_str().unwrap().to_owned());
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "ingest resumes once NATS is back");
+    for n in 0..10 {
+        let r = publish(300 + n).await;
+        assert_eq!(r.status, 202);
+        accepted.insert(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    eventually("delivery resumes", Duration::from_secs(15), || {
+        accepted.is_subset(&delivered_ids(&endpoint))
+    })
+    .await;
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

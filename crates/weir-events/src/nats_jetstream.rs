@@ -1,0 +1,943 @@
+//! The NATS JetStream queue. One stream holds the events (`P.ev.TOPIC.ID`; the stream
+//! sequence is the event's position; `Nats-Msg-Id` makes publishing idempotent within the
+//! stream's duplicate window); each subscription is a durable pull consumer (its cursor),
+//! whose ack wait is the lease, `Nak` with a delay the retry and `Term` the end of a dead
+//! letter. Replays go through a second consumer per subscription (`P.re.SUB.ID`). Dead
+//! letters, attempt records and per-subscription state are small streams beside it.
+//! Per-key ordering holds later events of a key in the node that leased them (keeping
+//! their leases alive) until the one before is done.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::message::{AckKind, Message};
+use async_nats::jetstream::stream::{self, Stream};
+use async_nats::jetstream::{self, Context};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
+
+use crate::{
+    ATTEMPT_RETENTION, ATTEMPTS_KEPT, Attempt, DeadLetter, Depth, Event, Leased, NewEvent, Queue,
+    QueueError, Result, StartAt, now_ms,
+};
+
+/// Subjects and stream names start with this unless told otherwise.
+pub const DEFAULT_PREFIX: &str = "weir";
+
+/// How long an ack wait is until a lease sets it.
+const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(60);
+
+fn unavailable(e: impl std::fmt::Display) -> QueueError {
+    QueueError::Unavailable(e.to_string())
+}
+
+/// Durable consumer names may not hold `.`; names are letters, digits, `-`, `_`, `.`.
+fn consumer_name(sub: &str) -> String {
+    sub.replace('.', "_dot_")
+}
+
+/// A message leased to this node, by (subscription, position).
+struct Held {
+    msg: Message,
+    /// The ordering key, when the subscription is ordered and the event has one.
+    key: Option<String>,
+    /// Given to a delivery worker (false: waiting behind an earlier event of its key).
+    given: bool,
+    /// Unix milliseconds when this node's lease ends (a worker here that hangs past it
+    /// gets the event handed out again; a crashed node's leases end with the ack wait).
+    until: i64,
+    attempt: u32,
+}
+
+pub struct NatsJetStream {
+    js: Context,
+    prefix: String,
+    events: Stream,
+    dead: Stream,
+    attempts: Stream,
+    state: Stream,
+    held: Mutex<HashMap<(String, i64), Held>>,
+    /// Messages handed back with a delay (`Nak`), until they come again: a new retry time
+    /// is a new `Nak`.
+    retrying: Mutex<HashMap<(String, i64), Message>>,
+    /// Per ordered subscription and key: the positions open (leased or waiting), in order.
+    open: Mutex<HashMap<(String, String), BTreeSet<i64>>>,
+    /// The ack wait each consumer was last set to.
+    ack_waits: Mutex<HashMap<String, Duration>>,
+    published: tokio::sync::Notify,
+    pub display: String,
+}
+
+fn header(h: Option<&HeaderMap>, name: &str) -> Option<String> {
+    h?.get(name).map(|v| v.as_str().to_owned())
+}
+
+fn event_of(subject: &str, seq: i64, headers: Option<&HeaderMap>, payload: Bytes) -> Result<Event> {
+    let id = header(headers, "Nats-Msg-Id")
+        .or_else(|| subject.rsplit('.').next().map(str::to_owned))
+        .unwrap_or_default();
+    let stored: Vec<(String, String)> = match header(headers, "Weir-Headers") {
+        Some(h) => serde_json::from_str(&h).map_err(|e| QueueError::Corrupt(e.to_string()))?,
+        None => Vec::new(),
+    };
+    Ok(Event {
+        seq: header(headers, "Weir-Seq")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(seq),
+        id: header(headers, "Weir-Id").unwrap_or(id),
+        topic: header(headers, "Weir-Topic").unwrap_or_default(),
+        key: header(headers, "Weir-Key"),
+        headers: stored,
+        body: payload,
+        created_ms: header(headers, "Weir-Created")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+    })
+}
+
+/// The first message at or after `from` on `subject`.
+async fn next_by_subject(
+    stream: &Stream,
+    subject: &str,
+    from: u64,
+) -> std::result::Result<async_nats::jetstream::message::StreamMessage, impl std::fmt::Display> {
+    stream
+        .raw_message_builder()
+        .sequence(from)
+        .next_by_subject(subject)
+        .send()
+        .await
+}
+
+/// Whether an error says there is no such message or consumer.
+fn missing(e: &impl std::fmt::Display) -> bool {
+    let s = e.to_string().to_ascii_lowercase();
+    s.contains("not found") || s.contains("no message found")
+}
+
+/// Header values may not hold line breaks.
+fn one_line(s: &str) -> String {
+    s.replace(['\r', '\n'], " ")
+}
+
+impl NatsJetStream {
+    /// Connects to `url` (`nats://host:port`) and makes the streams if they are missing.
+    /// `retention` bounds how long events are kept.
+    pub async fn open(url: &str, prefix: &str, retention: Duration) -> Result<Self> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(2))
+            .retry_on_initial_connect()
+            .connect(url)
+            .await
+            .map_err(unavailable)?;
+        // Never the credentials a URL may hold.
+        let display = url.rsplit('@').next().unwrap_or(url).to_owned();
+        let js = jetstream::new(client);
+        let up = prefix.to_ascii_uppercase().replace(['.', '-'], "_");
+        let make = |name: String, subjects: Vec<String>, per_subject: i64, max_age: Duration| {
+            stream::Config {
+                name,
+                subjects,
+                storage: stream::StorageType::File,
+                max_messages_per_subject: per_subject,
+                max_age,
+                allow_direct: true,
+                ..Default::default()
+            }
+        };
+        let events = js
+            .get_or_create_stream(make(
+                format!("{up}_EVENTS"),
+                vec![format!("{prefix}.ev.>"), format!("{prefix}.re.>")],
+                -1,
+                retention,
+            ))
+            .await
+            .map_err(unavailable)?;
+        let dead = js
+            .get_or_create_stream(make(
+                format!("{up}_DEAD"),
+                vec![format!("{prefix}.dead.>")],
+                -1,
+                retention,
+            ))
+            .await
+            .map_err(unavailable)?;
+        let attempts = js
+            .get_or_create_stream(make(
+                format!("{up}_ATTEMPTS"),
+                vec![format!("{prefix}.att.>")],
+                ATTEMPTS_KEPT as i64,
+                ATTEMPT_RETENTION,
+            ))
+            .await
+            .map_err(unavailable)?;
+        let state = js
+            .get_or_create_stream(make(
+                format!("{up}_STATE"),
+                vec![format!("{prefix}.state.>")],
+                1,
+                Duration::ZERO,
+            ))
+            .await
+            .map_err(unavailable)?;
+        Ok(Self {
+            js,
+            prefix: prefix.to_owned(),
+            events,
+            dead,
+            attempts,
+            state,
+            held: Mutex::new(HashMap::new()),
+            retrying: Mutex::new(HashMap::new()),
+            open: Mutex::new(HashMap::new()),
+            ack_waits: Mutex::new(HashMap::new()),
+            published: tokio::sync::Notify::new(),
+            display,
+        })
+    }
+
+    /// Deletes the queue's streams and everything in them (decommissioning; tests).
+    pub async fn delete_streams(&self) -> Result<()> {
+        for s in [&self.events, &self.dead, &self.attempts, &self.state] {
+            let name = s.cached_info().config.name.clone();
+            self.js.delete_stream(&name).await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    fn topic_filter(&self, topic: &str) -> String {
+        format!("{}.ev.{topic}.*", self.prefix)
+    }
+
+    fn replay_filter(&self, sub: &str) -> String {
+        format!("{}.re.{sub}.*", self.prefix)
+    }
+
+    async fn consumer(&self, sub: &str, replay: bool) -> Result<PullConsumer> {
+        let name = format!("{}{}", consumer_name(sub), if replay { "_re" } else { "" });
+        self.events
+            .get_consumer::<pull::Config>(&name)
+            .await
+            .map_err(|e| {
+                if missing(&e) {
+                    QueueError::NoSubscription(sub.to_owned())
+                } else {
+                    unavailable(e)
+                }
+            })
+    }
+
+    /// Raises both consumers' ack wait to `lease` (never lowers it: shorter leases are
+    /// kept by this node itself).
+    async fn set_ack_wait(&self, sub: &str, lease: Duration) -> Result<()> {
+        if self.ack_waits.lock().get(sub).is_some_and(|w| *w >= lease) {
+            return Ok(());
+        }
+        for replay in [false, true] {
+            let mut c = self.consumer(sub, replay).await?;
+            let info = c.info().await.map_err(unavailable)?;
+            let mut config = info.config.clone();
+            if config.ack_wait < lease {
+                config.ack_wait = lease;
+                // A durable created again with other settings is updated (server 2.9+).
+                self.events
+                    .create_consumer(pull::Config {
+                        durable_name: config.durable_name.clone(),
+                        deliver_policy: config.deliver_policy,
+                        ack_policy: config.ack_policy,
+                        ack_wait: lease,
+                        max_deliver: config.max_deliver,
+                        filter_subject: config.filter_subject.clone(),
+                        max_ack_pending: config.max_ack_pending,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        self.ack_waits
+            .lock()
+            .insert(sub.to_owned(), lease.max(DEFAULT_ACK_WAIT));
+        Ok(())
+    }
+
+    async fn fetch(&self, sub: &str, replay: bool, max: usize) -> Result<Vec<Message>> {
+        let c = self.consumer(sub, replay).await?;
+        let mut batch = c
+            .fetch()
+            .max_messages(max)
+            .messages()
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        while let Some(m) = batch.next().await {
+            out.push(m.map_err(unavailable)?);
+        }
+        Ok(out)
+    }
+
+    async fn ordered(&self, sub: &str) -> Result<bool> {
+        Ok(self.state_of("ordered", sub).await?.as_deref() == Some("1"))
+    }
+
+    async fn state_of(&self, kind: &str, sub: &str) -> Result<Option<String>> {
+        let subject = format!("{}.state.{kind}.{sub}", self.prefix);
+        match self.state.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => Ok(
+                Some(String::from_utf8_lossy(&m.payload).into_owned()).filter(|s| !s.is_empty())
+            ),
+            Err(e) if missing(&e) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn set_state(&self, kind: &str, sub: &str, value: &str) -> Result<()> {
+        let subject = format!("{}.state.{kind}.{sub}", self.prefix);
+        self.js
+            .publish(subject, Bytes::from(value.to_owned()))
+            .await
+            .map_err(unavailable)?
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// The leased message at `seq`, taken out of the held set.
+    fn take(&self, sub: &str, seq: i64) -> Option<Held> {
+        self.held.lock().remove(&(sub.to_owned(), seq))
+    }
+
+    /// After `seq` of an ordered key is done: forget it (the next lease gives the next).
+    fn release(&self, sub: &str, key: Option<&str>, seq: i64) {
+        if let Some(k) = key {
+            let mut open = self.open.lock();
+            let slot = (sub.to_owned(), k.to_owned());
+            if let Some(set) = open.get_mut(&slot) {
+                set.remove(&seq);
+                if set.is_empty() {
+                    open.remove(&slot);
+                }
+            }
+        }
+    }
+
+    /// Dead-letter records of a subscription: (record position, event position, id,
+    /// attempts, reason).
+    async fn dead_records(&self, sub: &str, limit: usize) -> Result<Vec<(u64, DeadLetter)>> {
+        let subject = format!("{}.dead.{sub}", self.prefix);
+        let mut out = Vec::new();
+        let mut from = 1;
+        while out.len() < limit {
+            let m = match next_by_subject(&self.dead, &subject, from).await {
+                Ok(m) => m,
+                Err(e) if missing(&e) => break,
+                Err(e) => return Err(unavailable(e)),
+            };
+            from = m.sequence + 1;
+            let h = Some(&m.headers);
+            out.push((
+                m.sequence,
+                DeadLetter {
+                    seq: header(h, "Weir-Seq")
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0),
+                    id: header(h, "Weir-Id").unwrap_or_default(),
+                    attempts: header(h, "Weir-Attempts")
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0),
+                    reason: String::from_utf8_lossy(&m.payload).into_owned(),
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Publishes a copy of the event at `seq` for `sub`'s replay consumer.
+    async fn replay_one(&self, sub: &str, seq: i64) -> Result<bool> {
+        let m = match self.events.get_raw_message(seq as u64).await {
+            Ok(m) => m,
+            Err(e) if missing(&e) => return Ok(false),
+            Err(e) => return Err(unavailable(e)),
+        };
+        let mut h = m.headers.clone();
+        let id = header(Some(&h), "Nats-Msg-Id").unwrap_or_default();
+        h.insert("Weir-Seq", seq.to_string().as_str());
+        h.insert("Weir-Id", id.as_str());
+        // A fresh message: the duplicate window must not swallow it.
+        h.insert("Nats-Msg-Id", format!("{id}-re-{}", now_ms()).as_str());
+        self.js
+            .publish_with_headers(format!("{}.re.{sub}.{id}", self.prefix), h, m.payload)
+            .await
+            .map_err(unavailable)?
+            .await
+            .map_err(unavailable)?;
+        Ok(true)
+    }
+
+    /// Streams through an ephemeral consumer; `f` sees each message until it says stop.
+    async fn scan(
+        &self,
+        stream: &Stream,
+        filter: String,
+        deliver: DeliverPolicy,
+        mut f: impl FnMut(&Message) -> bool,
+    ) -> Result<()> {
+        let c = stream
+            .create_consumer(pull::Config {
+                deliver_policy: deliver,
+                ack_policy: AckPolicy::None,
+                filter_subject: filter,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let name = c.cached_info().name.clone();
+        let result = async {
+            loop {
+                let mut batch = c
+                    .fetch()
+                    .max_messages(1000)
+                    .messages()
+                    .await
+                    .map_err(unavailable)?;
+                let mut got = 0;
+                while let Some(m) = batch.next().await {
+                    let m = m.map_err(unavailable)?;
+                    got += 1;
+                    if !f(&m) {
+                        return Ok(());
+                    }
+                }
+                if got == 0 {
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        let _ = stream.delete_consumer(&name).await;
+        result
+    }
+}
+
+impl Queue for NatsJetStream {
+    fn publish(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<i64>>> {
+        Box::pin(async move {
+            let now = now_ms().to_string();
+            let mut acks = Vec::with_capacity(events.len());
+            for e in &events {
+                let mut h = HeaderMap::new();
+                h.insert("Nats-Msg-Id", e.id.as_str());
+                h.insert("Weir-Topic", e.topic.as_str());
+                h.insert("Weir-Created", now.as_str());
+                if let Some(k) = &e.key {
+                    h.insert("Weir-Key", one_line(k).as_str());
+                }
+                let stored = serde_json::to_string(&e.headers)
+                    .map_err(|err| QueueError::Corrupt(err.to_string()))?;
+                h.insert("Weir-Headers", stored.as_str());
+                let subject = format!("{}.ev.{}.{}", self.prefix, e.topic, e.id);
+                acks.push(
+                    self.js
+                        .publish_with_headers(subject, h, e.body.clone())
+                        .await
+                        .map_err(unavailable)?,
+                );
+            }
+            let mut seqs = Vec::with_capacity(acks.len());
+            for a in acks {
+                seqs.push(a.await.map_err(unavailable)?.sequence as i64);
+            }
+            self.published.notify_waiters();
+            Ok(seqs)
+        })
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        name: &'a str,
+        topic: &'a str,
+        start: StartAt,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let durable = consumer_name(name);
+            for (consumer, filter, policy) in [
+                (
+                    durable.clone(),
+                    self.topic_filter(topic),
+                    match start {
+                        StartAt::Now => DeliverPolicy::New,
+                        StartAt::Beginning => DeliverPolicy::All,
+                    },
+                ),
+                (
+                    format!("{durable}_re"),
+                    self.replay_filter(name),
+                    DeliverPolicy::All,
+                ),
+            ] {
+                self.events
+                    .get_or_create_consumer(
+                        &consumer,
+                        pull::Config {
+                            durable_name: Some(consumer.clone()),
+                            deliver_policy: policy,
+                            ack_policy: AckPolicy::Explicit,
+                            ack_wait: DEFAULT_ACK_WAIT,
+                            filter_subject: filter,
+                            max_ack_pending: 100_000,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(unavailable)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn lease<'a>(
+        &'a self,
+        subscription: &'a str,
+        max: usize,
+        lease_for: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Leased>>> {
+        Box::pin(async move {
+            self.set_ack_wait(subscription, lease_for).await?;
+            let ordered = self.ordered(subscription).await?;
+            let now = now_ms();
+            let until = now + lease_for.as_millis() as i64;
+            let mut out = Vec::new();
+            // Held here: leases that ran out (handed out again), and events whose turn
+            // has come (ordered keys released meanwhile).
+            {
+                let open = self.open.lock();
+                let mut held = self.held.lock();
+                for ((sub, seq), h) in held.iter_mut() {
+                    if out.len() >= max || sub != subscription {
+                        continue;
+                    }
+                    let turn = !h.given
+                        && h.key.as_ref().is_some_and(|k| {
+                            open.get(&(sub.clone(), k.clone()))
+                                .and_then(|s| s.first().copied())
+                                == Some(*seq)
+                        });
+                    let expired = h.given && h.until <= now;
+                    if turn || expired {
+                        if expired {
+                            h.attempt += 1;
+                        }
+                        h.given = true;
+                        h.until = until;
+                        let m = &h.msg;
+                        out.push(Leased {
+                            event: event_of(
+                                &m.subject,
+                                *seq,
+                                m.headers.as_ref(),
+                                m.payload.clone(),
+                            )?,
+                            attempt: h.attempt,
+                        });
+                    }
+                }
+            }
+            for replay in [true, false] {
+                let room = max.saturating_sub(out.len());
+                if room == 0 {
+                    break;
+                }
+                for m in self.fetch(subscription, replay, room).await? {
+                    let info = m.info().map_err(unavailable)?;
+                    let (stream_seq, delivered) = (info.stream_sequence as i64, info.delivered);
+                    let event = event_of(
+                        &m.subject,
+                        stream_seq,
+                        m.headers.as_ref(),
+                        m.payload.clone(),
+                    )?;
+                    let seq = event.seq;
+                    self.retrying.lock().remove(&(subscription.to_owned(), seq));
+                    let key = if ordered { event.key.clone() } else { None };
+                    let mut give = true;
+                    if let Some(k) = &key {
+                        let mut open = self.open.lock();
+                        let set = open
+                            .entry((subscription.to_owned(), k.clone()))
+                            .or_default();
+                        set.insert(seq);
+                        give = set.first() == Some(&seq);
+                    }
+                    let attempt = delivered.max(1) as u32;
+                    self.held.lock().insert(
+                        (subscription.to_owned(), seq),
+                        Held {
+                            msg: m,
+                            key,
+                            given: give,
+                            until,
+                            attempt,
+                        },
+                    );
+                    if give {
+                        out.push(Leased { event, attempt });
+                    }
+                }
+            }
+            // Events held here keep their broker leases while they wait or are re-leased.
+            let waiting: Vec<Message> = self
+                .held
+                .lock()
+                .iter()
+                .filter(|((s, _), h)| s == subscription && (!h.given || h.attempt > 1))
+                .map(|(_, h)| h.msg.clone())
+                .collect();
+            for m in waiting {
+                let _ = m.ack_with(AckKind::Progress).await;
+            }
+            out.sort_by_key(|l| l.event.seq);
+            Ok(out)
+        })
+    }
+
+    fn ack<'a>(&'a self, subscription: &'a str, seq: i64) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if let Some(h) = self.take(subscription, seq) {
+                h.msg.double_ack().await.map_err(unavailable)?;
+                self.release(subscription, h.key.as_deref(), seq);
+            }
+            Ok(())
+        })
+    }
+
+    fn retry_at<'a>(
+        &'a self,
+        subscription: &'a str,
+        seq: i64,
+        at_ms: i64,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let msg = match self.take(subscription, seq) {
+                Some(h) => Some(h.msg),
+                None => self.retrying.lock().remove(&(subscription.to_owned(), seq)),
+            };
+            if let Some(m) = msg {
+                let delay = Duration::from_millis((at_ms - now_ms()).max(0) as u64);
+                m.double_ack_with(AckKind::Nak(Some(delay)))
+                    .await
+                    .map_err(unavailable)?;
+                // Still the first of its key: nothing after it goes meanwhile.
+                self.retrying
+                    .lock()
+                    .insert((subscription.to_owned(), seq), m);
+            }
+            Ok(())
+        })
+    }
+
+    fn dead<'a>(
+        &'a self,
+        subscription: &'a str,
+        seq: i64,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let Some(h) = self.take(subscription, seq) else {
+                return Ok(());
+            };
+            let attempts = h.attempt;
+            let event = event_of(&h.msg.subject, seq, h.msg.headers.as_ref(), Bytes::new())?;
+            let mut rec = HeaderMap::new();
+            rec.insert("Weir-Seq", seq.to_string().as_str());
+            rec.insert("Weir-Id", event.id.as_str());
+            rec.insert("Weir-Attempts", attempts.to_string().as_str());
+            self.js
+                .publish_with_headers(
+                    format!("{}.dead.{subscription}", self.prefix),
+                    rec,
+                    Bytes::from(reason.to_owned()),
+                )
+                .await
+                .map_err(unavailable)?
+                .await
+                .map_err(unavailable)?;
+            h.msg
+                .double_ack_with(AckKind::Term)
+                .await
+                .map_err(unavailable)?;
+            self.release(subscription, h.key.as_deref(), seq);
+            Ok(())
+        })
+    }
+
+    fn dead_letters<'a>(
+        &'a self,
+        subscription: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<DeadLetter>>> {
+        Box::pin(async move {
+            Ok(self
+                .dead_records(subscription, limit)
+                .await?
+                .into_iter()
+                .map(|(_, d)| d)
+                .collect())
+        })
+    }
+
+    fn replay_dead<'a>(
+        &'a self,
+        subscription: &'a str,
+        seq: Option<i64>,
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            self.consumer(subscription, false).await?;
+            let mut n = 0;
+            for (record, d) in self.dead_records(subscription, usize::MAX).await? {
+                if seq.is_some_and(|s| s != d.seq) {
+                    continue;
+                }
+                if self.replay_one(subscription, d.seq).await? {
+                    n += 1;
+                }
+                self.dead
+                    .delete_message(record)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            Ok(n)
+        })
+    }
+
+    fn replay_since<'a>(
+        &'a self,
+        subscription: &'a str,
+        since_ms: i64,
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let mut c = self.consumer(subscription, false).await?;
+            let info = c.info().await.map_err(unavailable)?;
+            let last = info.delivered.stream_sequence as i64;
+            let filter = info.config.filter_subject.clone();
+            let start =
+                time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(since_ms) * 1_000_000)
+                    .map_err(unavailable)?;
+            let mut due = Vec::new();
+            self.scan(
+                &self.events,
+                filter,
+                DeliverPolicy::ByStartTime { start_time: start },
+                |m| {
+                    let Ok(i) = m.info() else { return false };
+                    let seq = i.stream_sequence as i64;
+                    if seq > last {
+                        return false;
+                    }
+                    due.push(seq);
+                    true
+                },
+            )
+            .await?;
+            let mut n = 0;
+            for seq in due {
+                // Being delivered right now: not taken twice.
+                if self
+                    .held
+                    .lock()
+                    .contains_key(&(subscription.to_owned(), seq))
+                {
+                    continue;
+                }
+                if self.replay_one(subscription, seq).await? {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+    }
+
+    fn depth<'a>(&'a self, subscription: &'a str) -> BoxFuture<'a, Result<Depth>> {
+        Box::pin(async move {
+            let mut pending = 0u64;
+            let mut oldest: Option<i64> = None;
+            for replay in [false, true] {
+                let mut c = self.consumer(subscription, replay).await?;
+                let info = c.info().await.map_err(unavailable)?;
+                let owed = info.num_pending + info.num_ack_pending as u64;
+                pending += owed;
+                if owed > 0 {
+                    let filter = info.config.filter_subject.clone();
+                    if let Ok(m) = self
+                        .events
+                        .raw_message_builder()
+                        .sequence(info.ack_floor.stream_sequence + 1)
+                        .next_by_subject(filter)
+                        .send()
+                        .await
+                    {
+                        let t =
+                            header(Some(&m.headers), "Weir-Created").and_then(|s| s.parse().ok());
+                        oldest = match (oldest, t) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                    }
+                }
+            }
+            let subject = format!("{}.dead.{subscription}", self.prefix);
+            let dead = self
+                .dead
+                .info_with_subjects(&subject)
+                .await
+                .map_err(unavailable)?
+                .next()
+                .await
+                .transpose()
+                .map_err(unavailable)?
+                .map_or(0, |(_, n)| n as u64);
+            Ok(Depth {
+                pending,
+                oldest_ms: oldest,
+                dead,
+            })
+        })
+    }
+
+    fn read<'a>(
+        &'a self,
+        topic: &'a str,
+        after: i64,
+        max: usize,
+    ) -> BoxFuture<'a, Result<Vec<Event>>> {
+        Box::pin(async move {
+            let filter = self.topic_filter(topic);
+            let mut out = Vec::new();
+            let mut from = (after.max(0) + 1) as u64;
+            while out.len() < max {
+                match next_by_subject(&self.events, &filter, from).await {
+                    Ok(m) => {
+                        from = m.sequence + 1;
+                        out.push(event_of(
+                            &m.subject,
+                            m.sequence as i64,
+                            Some(&m.headers),
+                            m.payload,
+                        )?);
+                    }
+                    Err(e) if missing(&e) => break,
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn latest<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i64>> {
+        Box::pin(async move {
+            match self
+                .events
+                .get_last_raw_message_by_subject(&self.topic_filter(topic))
+                .await
+            {
+                Ok(m) => Ok(m.sequence as i64),
+                Err(e) if missing(&e) => Ok(0),
+                Err(e) => Err(unavailable(e)),
+            }
+        })
+    }
+
+    fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Event>>> {
+        Box::pin(async move {
+            if id.is_empty() || id.contains(['.', '*', '>', ' ']) {
+                return Ok(None);
+            }
+            let subject = format!("{}.ev.*.{id}", self.prefix);
+            match self.events.get_last_raw_message_by_subject(&subject).await {
+                Ok(m) => Ok(Some(event_of(
+                    &m.subject,
+                    m.sequence as i64,
+                    Some(&m.headers),
+                    m.payload,
+                )?)),
+                Err(e) if missing(&e) => Ok(None),
+                Err(e) => Err(unavailable(e)),
+            }
+        })
+    }
+
+    fn set_ordered<'a>(
+        &'a self,
+        subscription: &'a str,
+        ordered: bool,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.set_state("ordered", subscription, if ordered { "1" } else { "" }))
+    }
+
+    fn record<'a>(&'a self, subscription: &'a str, attempt: Attempt) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let json =
+                serde_json::to_vec(&attempt).map_err(|e| QueueError::Corrupt(e.to_string()))?;
+            self.js
+                .publish(
+                    format!("{}.att.{subscription}", self.prefix),
+                    Bytes::from(json),
+                )
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    fn attempts<'a>(
+        &'a self,
+        subscription: &'a str,
+        event_id: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Attempt>>> {
+        Box::pin(async move {
+            let mut all = Vec::new();
+            self.scan(
+                &self.attempts,
+                format!("{}.att.{subscription}", self.prefix),
+                DeliverPolicy::All,
+                |m| {
+                    if let Ok(a) = serde_json::from_slice::<Attempt>(&m.payload)
+                        && event_id.is_none_or(|id| a.event_id == id)
+                    {
+                        all.push(a);
+                    }
+                    true
+                },
+            )
+            .await?;
+            all.reverse();
+            all.truncate(limit);
+            Ok(all)
+        })
+    }
+
+    fn set_disabled<'a>(
+        &'a self,
+        subscription: &'a str,
+        reason: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.set_state("disabled", subscription, reason.unwrap_or("")))
+    }
+
+    fn disabled<'a>(&'a self, subscription: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(self.state_of("disabled", subscription))
+    }
+
+    fn published(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ =
+                tokio::time::timeout(Duration::from_millis(20), self.published.notified()).await;
+        })
+    }
+}

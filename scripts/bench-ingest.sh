@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Durable ingest into the embedded queue, against Weir's own plain-proxy throughput in the
-# same run. Starts an nginx upstream and Weir (release, one worker) with two routes on one
+# Durable ingest into the event queue (embedded, or WEIR_QUEUE: a redis:// or nats:// URL),
+# against Weir's own plain-proxy throughput in the same run. Starts an nginx upstream and Weir (release, one worker) with two routes on one
 # listener: /proxy/* to nginx, and /events/bench to a topic; then alternates wrk runs:
 # GET through the proxy, and POST of a small JSON event (each answered 202 only after the
 # fsynced group commit). Prints req/s per run, medians, and the ratio.
@@ -18,13 +18,14 @@ listen: { proxy: 127.0.0.1:$proxy }
 workers: 1
 access_log: off
 data_dir: $dir/data
+events: { backend: "${WEIR_QUEUE:-embedded}" }
 upstreams:
   backend: { targets: [ { address: "127.0.0.1:$up" } ] }
 topics:
-  bench: {}
+  bench$$: {}
 routes:
   - { name: proxy, upstream: backend, match: { paths: ["/proxy/*"] } }
-  - { name: ingest, topic: bench, match: { paths: ["/events/bench"] } }
+  - { name: ingest, topic: bench$$, match: { paths: ["/events/bench"] } }
 YAML
 cat > "$dir/post.lua" <<'LUA'
 wrk.method = "POST"

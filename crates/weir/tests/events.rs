@@ -627,6 +627,18 @@ async fn get_on_a_topic_route_streams_events_and_resumes_after_last_event_id() {
     }
     drop(conn);
 
+    // A Last-Event-ID that cannot be an event id is refused, not looked up.
+    let long = "x".repeat(500);
+    let mut conn = open_stream(
+        addr,
+        "/events/orders",
+        &format!("Last-Event-ID: {long}\r\n"),
+    )
+    .await;
+    let mut seen = String::new();
+    sse_until(&mut conn, &mut seen, |s| s.contains("\r\n\r\n")).await;
+    assert!(seen.starts_with("HTTP/1.1 400"), "{seen}");
+
     // Policies apply to streams as to publishing.
     let mut conn = open_stream(addr, "/events/keyed", "").await;
     let mut seen = String::new();

@@ -185,6 +185,8 @@ async fn events_are_published_inspected_and_replayed_through_the_admin_api_and_c
         json!({}),
         json!({ "seq": 1, "since": 0 }),
         json!({ "what": 1 }),
+        json!({ "since": -5 }),
+        json!({ "dead_letters": false }),
     ] {
         let r = api
             .send(
@@ -224,6 +226,9 @@ async fn events_are_published_inspected_and_replayed_through_the_admin_api_and_c
         .call(Method::GET, &format!("/api/v1/events/{cli_id}"))
         .await;
     assert_eq!(r.json()["body"], "{\"n\":2}");
+    // Names that could walk the API path are refused before any request.
+    let out = cli(&["dead-letters", "../../users"]);
+    assert_eq!(out.status.code(), Some(2));
     let out = cli(&["publish", "nothing", "--data", "x"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no topic"));

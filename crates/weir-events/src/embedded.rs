@@ -26,13 +26,8 @@ const WAITING: usize = 4_096;
 
 type Ack = oneshot::Sender<Result<Vec<i64>>>;
 
-/// What the acknowledgement writer commits in batches.
-enum Done {
-    /// A finished delivery; answered after the commit.
-    Ack(String, i64, oneshot::Sender<Result<()>>),
-    /// An attempt record; nobody waits for it.
-    Record(String, Attempt),
-}
+/// A finished delivery, answered after the commit that removes it.
+type Done = (String, i64, oneshot::Sender<Result<()>>);
 
 /// The embedded queue. Cheap to clone.
 #[derive(Clone)]
@@ -41,8 +36,13 @@ pub struct Embedded {
     writer: mpsc::Sender<(Vec<NewEvent>, Ack)>,
     /// Woken after every commit that published events.
     committed: std::sync::Arc<tokio::sync::Notify>,
-    /// Finished deliveries and attempt records, written in batches (see [`ack_loop`]).
+    /// Finished deliveries, removed in batches (see [`ack_loop`]).
     acks: mpsc::UnboundedSender<Done>,
+    /// Attempt records, written in batches to their own file (see [`record_loop`]).
+    records: mpsc::UnboundedSender<(String, Attempt)>,
+    /// `attempts.db`: records are telemetry, kept apart so their writes never hold up the
+    /// queue's fsynced commits.
+    attempts: SqlitePool,
     /// Tags the rows of one lease call, so the call reads back exactly its own.
     lease_ids: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
@@ -84,12 +84,6 @@ impl Embedded {
              lease_id INTEGER NOT NULL DEFAULT 0, \
              PRIMARY KEY (subscription, seq))",
             "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (subscription, state, due_ms)",
-            "CREATE TABLE IF NOT EXISTS attempts (subscription TEXT NOT NULL, seq INTEGER NOT NULL, \
-             event_id TEXT NOT NULL, attempt INTEGER NOT NULL, at_ms INTEGER NOT NULL, \
-             status INTEGER, latency_ms INTEGER NOT NULL, outcome TEXT NOT NULL, \
-             answer TEXT NOT NULL)",
-            "CREATE INDEX IF NOT EXISTS attempts_event ON attempts (subscription, event_id)",
-            "CREATE INDEX IF NOT EXISTS attempts_at ON attempts (subscription, at_ms)",
             "CREATE TABLE IF NOT EXISTS disabled (name TEXT PRIMARY KEY, reason TEXT NOT NULL, \
              at_ms INTEGER NOT NULL)",
             "CREATE TABLE IF NOT EXISTS ordered (name TEXT PRIMARY KEY)",
@@ -106,11 +100,44 @@ impl Embedded {
         ));
         let (acks, ack_rx) = mpsc::unbounded_channel();
         tokio::spawn(ack_loop(pool.clone(), ack_rx));
+        // Attempt records: WAL without an fsync per commit (a crash of the machine may lose
+        // the last records, never the queue's state).
+        let options = SqliteConnectOptions::from_str(&format!(
+            "sqlite://{}",
+            dir.join("attempts.db").display()
+        ))
+        .map_err(unavailable)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5));
+        let attempts = SqlitePoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(unavailable)?;
+        for ddl in [
+            "CREATE TABLE IF NOT EXISTS attempts (subscription TEXT NOT NULL, seq INTEGER NOT NULL, \
+             event_id TEXT NOT NULL, attempt INTEGER NOT NULL, at_ms INTEGER NOT NULL, \
+             status INTEGER, latency_ms INTEGER NOT NULL, outcome TEXT NOT NULL, \
+             answer TEXT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS attempts_event ON attempts (subscription, event_id)",
+        ] {
+            sqlx::query(ddl)
+                .execute(&attempts)
+                .await
+                .map_err(unavailable)?;
+        }
+        let (records, record_rx) = mpsc::unbounded_channel();
+        tokio::spawn(record_loop(attempts.clone(), record_rx));
         Ok(Self {
             pool,
             writer: tx,
             committed,
             acks,
+            records,
+            attempts,
             // Microseconds at open: later than any id an earlier run handed out.
             lease_ids: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(now_ms() * 1000)),
         })
@@ -154,10 +181,43 @@ async fn write_loop(
     }
 }
 
-/// Removes finished deliveries and stores attempt records in batches: one transaction (one
-/// fsync) for everything that arrived meanwhile; each ack is answered after the commit.
-/// Now and then, attempt records past their retention go too.
+/// Removes finished deliveries in batches: one transaction (one fsync) for every ack that
+/// arrived meanwhile; each ack is answered after the commit.
 async fn ack_loop(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Done>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let done = async {
+            let mut tx = pool.begin().await?;
+            for (sub, seq, _) in &batch {
+                sqlx::query("DELETE FROM deliveries WHERE subscription = ?1 AND seq = ?2")
+                    .bind(sub)
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        let msg = done.err().map(|e| e.to_string());
+        for (_, _, reply) in batch {
+            let _ = reply.send(match &msg {
+                None => Ok(()),
+                // The leases run out and the events are delivered again.
+                Some(m) => Err(QueueError::Unavailable(m.clone())),
+            });
+        }
+    }
+}
+
+/// Stores attempt records in batches (one transaction for all that arrived meanwhile);
+/// now and then drops those past their retention.
+async fn record_loop(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<(String, Attempt)>) {
     let mut pruned = tokio::time::Instant::now();
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -170,34 +230,23 @@ async fn ack_loop(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Done>) {
         let prune = pruned.elapsed() >= Duration::from_secs(600);
         let done = async {
             let mut tx = pool.begin().await?;
-            for op in &batch {
-                match op {
-                    Done::Ack(sub, seq, _) => {
-                        sqlx::query("DELETE FROM deliveries WHERE subscription = ?1 AND seq = ?2")
-                            .bind(sub)
-                            .bind(seq)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    Done::Record(sub, a) => {
-                        sqlx::query(
-                            "INSERT INTO attempts (subscription, seq, event_id, attempt, at_ms, \
+            for (sub, a) in &batch {
+                sqlx::query(
+                    "INSERT INTO attempts (subscription, seq, event_id, attempt, at_ms, \
                              status, latency_ms, outcome, answer) \
                              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                        )
-                        .bind(sub)
-                        .bind(a.seq)
-                        .bind(&a.event_id)
-                        .bind(i64::from(a.attempt))
-                        .bind(a.at_ms)
-                        .bind(a.status.map(i64::from))
-                        .bind(a.latency_ms as i64)
-                        .bind(&a.outcome)
-                        .bind(&a.answer)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
+                )
+                .bind(sub)
+                .bind(a.seq)
+                .bind(&a.event_id)
+                .bind(i64::from(a.attempt))
+                .bind(a.at_ms)
+                .bind(a.status.map(i64::from))
+                .bind(a.latency_ms as i64)
+                .bind(&a.outcome)
+                .bind(&a.answer)
+                .execute(&mut *tx)
+                .await?;
             }
             if prune {
                 sqlx::query("DELETE FROM attempts WHERE at_ms < ?1")
@@ -211,18 +260,8 @@ async fn ack_loop(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Done>) {
         if prune {
             pruned = tokio::time::Instant::now();
         }
-        let msg = done.err().map(|e| e.to_string());
-        if let Some(m) = &msg {
-            tracing::warn!(error = %m, "cannot store delivery acknowledgements and attempt records");
-        }
-        for op in batch {
-            if let Done::Ack(_, _, reply) = op {
-                let _ = reply.send(match &msg {
-                    None => Ok(()),
-                    // The leases run out and the events are delivered again.
-                    Some(m) => Err(QueueError::Unavailable(m.clone())),
-                });
-            }
+        if let Err(e) = done {
+            tracing::warn!(error = %e, lost = batch.len(), "cannot store delivery attempt records");
         }
     }
 }
@@ -549,7 +588,7 @@ impl Queue for Embedded {
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();
             self.acks
-                .send(Done::Ack(subscription.to_owned(), seq, tx))
+                .send((subscription.to_owned(), seq, tx))
                 .map_err(|_| QueueError::Unavailable("the queue has stopped".to_owned()))?;
             rx.await
                 .map_err(|_| QueueError::Unavailable("the queue has stopped".to_owned()))?
@@ -670,13 +709,16 @@ impl Queue for Embedded {
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
-        Box::pin(self.pool.close())
+        Box::pin(async move {
+            self.pool.close().await;
+            self.attempts.close().await;
+        })
     }
 
     fn record<'a>(&'a self, subscription: &'a str, attempt: Attempt) -> BoxFuture<'a, Result<()>> {
         let sent = self
-            .acks
-            .send(Done::Record(subscription.to_owned(), attempt))
+            .records
+            .send((subscription.to_owned(), attempt))
             .map_err(|_| QueueError::Unavailable("the queue has stopped".to_owned()));
         Box::pin(async move { sent })
     }
@@ -696,7 +738,7 @@ impl Queue for Embedded {
             .bind(subscription)
             .bind(event_id)
             .bind(limit as i64)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.attempts)
             .await
             .map_err(unavailable)?;
             rows.iter()

@@ -58,19 +58,7 @@ impl Embedded {
         std::fs::create_dir_all(dir).map_err(|e| {
             QueueError::Unavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
-        let file = dir.join("events.db");
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", file.display()))
-            .map_err(unavailable)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .map_err(unavailable)?;
+        let pool = sqlite(&dir.join("events.db"), SqliteSynchronous::Full, 4).await?;
         for ddl in [
             "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, \
              id TEXT NOT NULL UNIQUE, topic TEXT NOT NULL, key TEXT, headers TEXT NOT NULL, \
@@ -102,21 +90,7 @@ impl Embedded {
         tokio::spawn(ack_loop(pool.clone(), ack_rx));
         // Attempt records: WAL without an fsync per commit (a crash of the machine may lose
         // the last records, never the queue's state).
-        let options = SqliteConnectOptions::from_str(&format!(
-            "sqlite://{}",
-            dir.join("attempts.db").display()
-        ))
-        .map_err(unavailable)?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(5));
-        let attempts = SqlitePoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .map_err(unavailable)?;
+        let attempts = sqlite(&dir.join("attempts.db"), SqliteSynchronous::Normal, 2).await?;
         for ddl in [
             "CREATE TABLE IF NOT EXISTS attempts (subscription TEXT NOT NULL, seq INTEGER NOT NULL, \
              event_id TEXT NOT NULL, attempt INTEGER NOT NULL, at_ms INTEGER NOT NULL, \
@@ -142,6 +116,22 @@ impl Embedded {
             lease_ids: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(now_ms() * 1000)),
         })
     }
+}
+
+/// A pool on one SQLite file in WAL mode.
+async fn sqlite(file: &Path, sync: SqliteSynchronous, connections: u32) -> Result<SqlitePool> {
+    let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", file.display()))
+        .map_err(unavailable)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(sync)
+        .busy_timeout(Duration::from_secs(5));
+    SqlitePoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .map_err(unavailable)
 }
 
 /// The group-commit writer: every publish waiting goes into one transaction.

@@ -1,7 +1,7 @@
 //! No loss under failure: Weir killed with SIGKILL in the middle of ingest and delivery
-//! delivers every event it answered 202 once restarted; a Redis queue that goes away makes
-//! ingest answer 503 with Retry-After (nothing acknowledged and then lost), and ingest and
-//! delivery resume when it returns.
+//! delivers every event it answered 202 once restarted; a Redis or NATS queue that goes
+//! away makes ingest answer 503 with Retry-After (nothing acknowledged and then lost), and
+//! ingest and delivery resume when it returns.
 
 // Integration tests: a panic is a test failure, and bodies here are small and bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
@@ -138,96 +138,6 @@ subscriptions:
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_redis_queue_going_away_answers_503_and_resumes_without_loss() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let endpoint = MockUpstream::start(Behavior::Status(204)).await;
-    let dir = temp_dir("events-chaos-redis");
-    let aof = dir.join("redis");
-    std::fs::create_dir_all(&aof).unwrap();
-    let mut redis = OwnRedis::start_in(free_port(), Some(&aof)).await;
-    let cfg = weir_config::from_yaml(
-        &format!(
-            "listen: {{ proxy: \"127.0.0.1:0\" }}
-workers: 1
-access_log: off
-data_dir: {}
-events: {{ backend: \"redis://127.0.0.1:{}\" }}
-topics: {{ orders: {{}} }}
-routes: [ {{ name: input, topic: orders, match: {{ paths: [/events/orders] }} }} ]
-subscriptions:
-  - {{ name: billing, topic: orders, endpoint: \"http://{}/hook\", retry: {{ schedule: [100ms] }} }}
-",
-            dir.display(),
-            redis.port,
-            endpoint.address()
-        ),
-        "test",
-    )
-    .unwrap();
-    let node = weir::start(cfg, Default::default(), Default::default(), false)
-        .await
-        .unwrap();
-    let url = format!("http://{}/events/orders", node.running.proxy_addr);
-    let cl = HttpClient::new();
-    let publish = |n: usize| {
-        let (cl, url) = (cl.clone(), url.clone());
-        async move {
-            cl.request(
-                Method::POST,
-                &url,
-                &[("content-type", "application/json")],
-                Bytes::from(format!("{{\"n\":{n}}}")),
-            )
-            .await
-        }
-    };
-    let mut accepted = HashSet::new();
-    for n in 0..20 {
-        let r = publish(n).await;
-        assert_eq!(r.status, 202);
-        accepted.insert(r.json()["id"].as_str().unwrap().to_owned());
-    }
-    eventually("delivered through Redis", Duration::from_secs(10), || {
-        accepted.is_subset(&delivered_ids(&endpoint))
-    })
-    .await;
-
-    // The server goes away: ingest refuses with 503 and Retry-After, acknowledging nothing.
-    redis.stop();
-    for n in 0..5 {
-        let r = publish(100 + n).await;
-        assert_eq!(r.status, 503, "{}", r.text());
-        assert_eq!(r.json()["error"]["type"], "queue_unavailable");
-        assert!(r.headers.contains_key("retry-after"));
-    }
-
-    // It comes back with its append-only file: ingest and delivery resume.
-    let _redis = OwnRedis::start_in(redis.port, Some(&aof)).await;
-    let mut back = false;
-    for n in 0..50 {
-        let r = publish(200 + n).await;
-        if r.status == 202 {
-            accepted.insert(r.json()["id"].as_str().unwrap().to_owned());
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(back, "ingest resumes once Redis is back");
-    for n in 0..10 {
-        let r = publish(300 + n).await;
-        assert_eq!(r.status, 202);
-        accepted.insert(r.json()["id"].as_str().unwrap().to_owned());
-    }
-    eventually("delivery resumes", Duration::from_secs(10), || {
-        accepted.is_subset(&delivered_ids(&endpoint))
-    })
-    .await;
-    node.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
-}
-
 /// A NATS server with JetStream of this test's own, stopped and started at will.
 struct OwnNats {
     port: u16,
@@ -251,34 +161,57 @@ impl OwnNats {
             proc: Some(Proc(child)),
         }
     }
+}
+
+/// A broker of the test's own, keeping its data on disk, that goes away and comes back.
+enum Broker {
+    Redis(OwnRedis, std::path::PathBuf),
+    Nats(OwnNats),
+}
+
+impl Broker {
+    fn url(&self) -> String {
+        match self {
+            Self::Redis(r, _) => format!("redis://127.0.0.1:{}", r.port),
+            Self::Nats(n) => format!("nats://127.0.0.1:{}", n.port),
+        }
+    }
 
     fn stop(&mut self) {
-        self.proc = None;
+        match self {
+            Self::Redis(r, _) => r.stop(),
+            Self::Nats(n) => n.proc = None,
+        }
+    }
+
+    async fn start_again(&mut self) {
+        match self {
+            Self::Redis(r, aof) => *r = OwnRedis::start_in(r.port, Some(aof)).await,
+            Self::Nats(n) => *n = OwnNats::start(n.port, &n.dir).await,
+        }
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_nats_queue_going_away_answers_503_and_resumes_without_loss() {
+/// Ingest and delivery through `broker`; it goes away (ingest answers 503 with
+/// Retry-After, acknowledging nothing) and comes back (ingest and delivery resume, every
+/// acknowledged event delivered).
+async fn outage_and_recovery(mut broker: Broker, dir: &std::path::Path) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let endpoint = MockUpstream::start(Behavior::Status(204)).await;
-    let dir = temp_dir("events-chaos-nats");
-    let store = dir.join("nats");
-    std::fs::create_dir_all(&store).unwrap();
-    let mut nats = OwnNats::start(free_port(), &store).await;
     let cfg = weir_config::from_yaml(
         &format!(
             "listen: {{ proxy: \"127.0.0.1:0\" }}
 workers: 1
 access_log: off
 data_dir: {}
-events: {{ backend: \"nats://127.0.0.1:{}\" }}
+events: {{ backend: \"{}\" }}
 topics: {{ orders: {{}} }}
 routes: [ {{ name: input, topic: orders, match: {{ paths: [/events/orders] }} }} ]
 subscriptions:
   - {{ name: billing, topic: orders, endpoint: \"http://{}/hook\", retry: {{ schedule: [100ms] }} }}
 ",
             dir.display(),
-            nats.port,
+            broker.url(),
             endpoint.address()
         ),
         "test",
@@ -307,18 +240,22 @@ subscriptions:
         assert_eq!(r.status, 202, "{}", r.text());
         accepted.insert(r.json()["id"].as_str().unwrap().to_owned());
     }
-    eventually("delivered through NATS", Duration::from_secs(10), || {
-        accepted.is_subset(&delivered_ids(&endpoint))
-    })
+    eventually(
+        "delivered through the broker",
+        Duration::from_secs(10),
+        || accepted.is_subset(&delivered_ids(&endpoint)),
+    )
     .await;
 
-    nats.stop();
-    let r = publish(100).await;
-    assert_eq!(r.status, 503, "{}", r.text());
-    assert!(r.headers.contains_key("retry-after"));
+    broker.stop();
+    for n in 0..3 {
+        let r = publish(100 + n).await;
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.json()["error"]["type"], "queue_unavailable");
+        assert!(r.headers.contains_key("retry-after"));
+    }
 
-    // Back on its store directory: ingest and delivery resume.
-    let _nats = OwnNats::start(nats.port, &nats.dir).await;
+    broker.start_again().await;
     let mut back = false;
     for n in 0..100 {
         let r = publish(200 + n).await;
@@ -329,7 +266,7 @@ subscriptions:
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(back, "ingest resumes once NATS is back");
+    assert!(back, "ingest resumes once the broker is back");
     for n in 0..10 {
         let r = publish(300 + n).await;
         assert_eq!(r.status, 202);
@@ -340,5 +277,24 @@ subscriptions:
     })
     .await;
     node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_queue_going_away_answers_503_and_resumes_without_loss() {
+    let dir = temp_dir("events-chaos-redis");
+    let aof = dir.join("redis");
+    std::fs::create_dir_all(&aof).unwrap();
+    let redis = OwnRedis::start_in(free_port(), Some(&aof)).await;
+    outage_and_recovery(Broker::Redis(redis, aof), &dir).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nats_queue_going_away_answers_503_and_resumes_without_loss() {
+    let dir = temp_dir("events-chaos-nats");
+    let store = dir.join("nats");
+    std::fs::create_dir_all(&store).unwrap();
+    let nats = OwnNats::start(free_port(), &store).await;
+    outage_and_recovery(Broker::Nats(nats), &dir).await;
     let _ = std::fs::remove_dir_all(dir);
 }

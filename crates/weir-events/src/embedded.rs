@@ -832,6 +832,48 @@ impl Queue for Embedded {
         })
     }
 
+    fn trim<'a>(&'a self, topic: &'a str, before_ms: i64) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let mut gone = 0;
+            // Oldest first, a batch at a time, along the (topic, seq) index: only old
+            // events and one batch past them are read.
+            loop {
+                let rows = sqlx::query(
+                    "SELECT seq, created_ms FROM events WHERE topic = ?1 ORDER BY seq LIMIT 1000",
+                )
+                .bind(topic)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                let old: Vec<i64> = rows
+                    .iter()
+                    .take_while(|r| r.try_get::<i64, _>(1).is_ok_and(|c| c < before_ms))
+                    .filter_map(|r| r.try_get::<i64, _>(0).ok())
+                    .collect();
+                let Some(&last) = old.last() else { break };
+                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                for sql in [
+                    "DELETE FROM deliveries WHERE seq IN \
+                     (SELECT seq FROM events WHERE topic = ?1 AND seq <= ?2)",
+                    "DELETE FROM events WHERE topic = ?1 AND seq <= ?2",
+                ] {
+                    sqlx::query(sql)
+                        .bind(topic)
+                        .bind(last)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                }
+                tx.commit().await.map_err(unavailable)?;
+                gone += old.len() as u64;
+                if old.len() < rows.len() {
+                    break;
+                }
+            }
+            Ok(gone)
+        })
+    }
+
     fn latest<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i64>> {
         Box::pin(async move {
             sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM events WHERE topic = ?1")

@@ -188,6 +188,10 @@ pub trait Queue: Send + Sync + 'static {
         max: usize,
     ) -> BoxFuture<'a, Result<Vec<Event>>>;
 
+    /// Retention: drops the topic's events published before `before_ms`, with whatever
+    /// subscriptions still owed of them; how many events went.
+    fn trim<'a>(&'a self, topic: &'a str, before_ms: i64) -> BoxFuture<'a, Result<u64>>;
+
     /// The position of the topic's newest event (0 when it has none).
     fn latest<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i64>>;
 

@@ -838,6 +838,11 @@ impl Queue for NatsJetStream {
         })
     }
 
+    fn trim<'a>(&'a self, _topic: &'a str, _before_ms: i64) -> BoxFuture<'a, Result<u64>> {
+        // The stream's own max_age (the longest topic retention) drops old events.
+        Box::pin(async { Ok(0) })
+    }
+
     fn latest<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i64>> {
         Box::pin(async move {
             match self

@@ -243,6 +243,28 @@ end
 return {new + redis.call('ZCARD', owed), oldest, redis.call('ZCARD', dead)}
 ";
 
+/// ARGV: prefix, topic, before (ms). Drops up to 1000 of the topic's oldest events
+/// published before then (what subscriptions owed of them is dropped when next leased);
+/// answers how many.
+const TRIM: &str = r"
+local p, topic = ARGV[1], ARGV[2]
+local stream = p .. 't:' .. topic
+local old = redis.call('ZRANGEBYSCORE', p .. 'time:' .. topic, '-inf', '(' .. ARGV[3], 'LIMIT', 0, 1000)
+for _, s in ipairs(old) do
+  local e = redis.call('XRANGE', stream, s .. '-0', s .. '-0')
+  if #e > 0 then
+    local f = e[1][2]
+    for i = 1, #f, 2 do
+      if f[i] == 'id' then redis.call('HDEL', p .. 'ids', f[i + 1]) end
+    end
+    redis.call('XDEL', stream, s .. '-0')
+  end
+  redis.call('ZREM', p .. 'time:' .. topic, s)
+  redis.call('ZREM', p .. 'idx:' .. topic, s)
+end
+return #old
+";
+
 /// ARGV: prefix, id. Answers {seq, topic, key, headers, body, created} or nil.
 const GET: &str = r"
 local p = ARGV[1]
@@ -270,6 +292,7 @@ struct Scripts {
     replay_since: Script,
     depth: Script,
     get: Script,
+    trim: Script,
 }
 
 impl Scripts {
@@ -286,6 +309,7 @@ impl Scripts {
             replay_since: with(REPLAY_SINCE),
             depth: with(DEPTH),
             get: Script::new(GET),
+            trim: Script::new(TRIM),
         }
     }
 }
@@ -706,6 +730,25 @@ impl Queue for RedisStreams {
                     })
                 })
                 .collect()
+        })
+    }
+
+    fn trim<'a>(&'a self, topic: &'a str, before_ms: i64) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let mut gone = 0;
+            loop {
+                let n: i64 = self
+                    .run(
+                        &self.scripts.trim,
+                        None,
+                        &[topic.to_owned(), before_ms.to_string()],
+                    )
+                    .await?;
+                gone += n.max(0) as u64;
+                if n < 1000 {
+                    return Ok(gone);
+                }
+            }
         })
     }
 

@@ -278,6 +278,45 @@ async fn ordering(q: &dyn Queue, t: &str) {
     assert_eq!((d.pending, d.dead), (0, 1), "{d:?}");
 }
 
+/// Retention: events older than the cut go, with what subscriptions owed of them.
+async fn retention(q: &dyn Queue, t: &str) {
+    let (topic, sub) = (format!("kept-{t}"), format!("keeper-{t}"));
+    q.subscribe(&sub, &topic, StartAt::Beginning).await.unwrap();
+    let old = q
+        .publish((0..3).map(|n| event(&topic, &format!("old {n}"))).collect())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let cut = now_ms();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let new = q
+        .publish((0..2).map(|n| event(&topic, &format!("new {n}"))).collect())
+        .await
+        .unwrap();
+    let first = q.lease(&sub, 1, Duration::from_millis(1)).await.unwrap();
+    assert_eq!(first[0].event.seq, old[0]);
+    assert_eq!(q.trim(&topic, cut).await.unwrap(), 3);
+    let kept: Vec<i64> = q
+        .read(&topic, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(kept, new);
+    assert!(q.get(&first[0].event.id).await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let leased: Vec<i64> = q
+        .lease(&sub, 10, LEASE)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.event.seq)
+        .collect();
+    assert_eq!(leased, new, "only what is kept is delivered");
+    assert_eq!(q.trim(&topic, cut).await.unwrap(), 0);
+}
+
 /// `a` with the fields the test set checked.
 fn attempt_like(a: &Attempt, n: u32, id: &str, outcome: &str) -> Attempt {
     assert_eq!(
@@ -294,6 +333,7 @@ async fn the_embedded_queue_conforms() {
     let q = Embedded::open(&dir).await.unwrap();
     conformance(&q, "embedded").await;
     ordering(&q, "embedded").await;
+    retention(&q, "embedded").await;
     q.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -348,6 +388,27 @@ async fn the_nats_jetstream_queue_conforms() {
     q.delete_streams().await.unwrap();
 }
 
+/// NATS keeps events for the stream's max_age (the longest topic retention).
+#[tokio::test]
+async fn nats_drops_events_past_retention() {
+    let prefix = format!("wtret{}x{}", std::process::id(), now_ms());
+    let q = NatsJetStream::open("nats://127.0.0.1:4222", &prefix, Duration::from_secs(1))
+        .await
+        .unwrap();
+    q.publish(vec![event("short", "x")]).await.unwrap();
+    assert_eq!(q.read("short", 0, 10).await.unwrap().len(), 1);
+    let mut gone = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if q.read("short", 0, 10).await.unwrap().is_empty() {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "the event outlived the stream's max_age");
+    q.delete_streams().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_publishes_to_nats_are_kept_without_loss() {
     let q = Arc::new(nats_queue("group").await);
@@ -378,6 +439,7 @@ async fn the_redis_streams_queue_conforms() {
     let q = redis_queue("conf").await;
     conformance(&q, "redis").await;
     ordering(&q, "redis").await;
+    retention(&q, "redis").await;
     drop_redis_keys(q.prefix()).await;
 }
 

@@ -83,6 +83,33 @@ async fn follow_subscriptions(
     }
 }
 
+/// Drops events past their topic's retention: a minute after start, then every ten.
+async fn keep_retention(
+    gateway: Arc<Gateway>,
+    queue: Arc<dyn weir_events::Queue>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut wait = Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        wait = Duration::from_secs(600);
+        let topics = gateway.snapshot().config.topics.clone();
+        for (name, t) in &topics {
+            let before = weir_events::now_ms() - t.retention.get().as_millis() as i64;
+            match queue.trim(name, before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(topic = %name, events = n, "events past retention dropped"),
+                Err(e) => {
+                    tracing::warn!(topic = %name, error = %e, "cannot drop events past retention; will try again")
+                }
+            }
+        }
+    }
+}
+
 /// Opens the configured event queue: the embedded one under `data_dir`, or Redis Streams.
 async fn open_queue(config: &Config) -> Result<Arc<dyn weir_events::Queue>, String> {
     let mut backend = config.events.backend.clone();
@@ -230,6 +257,11 @@ pub async fn start(
             tokio::spawn(follow_subscriptions(
                 Arc::clone(&running.gateway),
                 Arc::clone(&sup),
+                running.stopping.clone(),
+            ));
+            tokio::spawn(keep_retention(
+                Arc::clone(&running.gateway),
+                Arc::clone(q),
                 running.stopping.clone(),
             ));
             Some(sup)

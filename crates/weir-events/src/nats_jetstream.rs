@@ -51,7 +51,15 @@ struct Held {
     /// gets the event handed out again; a crashed node's leases end with the ack wait).
     until: i64,
     attempt: u32,
+    /// Unix milliseconds of the last progress sent to the broker for it.
+    progressed: i64,
 }
+
+/// Held messages tell the broker they are still being worked on this often (well inside
+/// the shortest ack wait, which is never below [`DEFAULT_ACK_WAIT`]).
+const PROGRESS_EVERY_MS: i64 = 10_000;
+/// The replay consumer is asked this often (at once after a replay made here).
+const REPLAY_POLL_MS: i64 = 1_000;
 
 pub struct NatsJetStream {
     js: Context,
@@ -68,6 +76,8 @@ pub struct NatsJetStream {
     open: Mutex<HashMap<(String, String), BTreeSet<i64>>>,
     /// The ack wait each consumer was last set to.
     ack_waits: Mutex<HashMap<String, Duration>>,
+    /// When each subscription's replay consumer was last asked.
+    replay_polled: Mutex<HashMap<String, i64>>,
     published: tokio::sync::Notify,
     pub display: String,
 }
@@ -196,6 +206,7 @@ impl NatsJetStream {
             retrying: Mutex::new(HashMap::new()),
             open: Mutex::new(HashMap::new()),
             ack_waits: Mutex::new(HashMap::new()),
+            replay_polled: Mutex::new(HashMap::new()),
             published: tokio::sync::Notify::new(),
             display,
         })
@@ -548,10 +559,22 @@ impl Queue for NatsJetStream {
                     }
                 }
             }
+            let poll_replays = {
+                let mut polled = self.replay_polled.lock();
+                let last = polled.entry(subscription.to_owned()).or_insert(0);
+                let due = now - *last >= REPLAY_POLL_MS;
+                if due {
+                    *last = now;
+                }
+                due
+            };
             for replay in [true, false] {
                 let room = max.saturating_sub(out.len());
                 if room == 0 {
                     break;
+                }
+                if replay && !poll_replays {
+                    continue;
                 }
                 for m in self.fetch(subscription, replay, room).await? {
                     let info = m.info().map_err(unavailable)?;
@@ -583,6 +606,7 @@ impl Queue for NatsJetStream {
                             given: give,
                             until,
                             attempt,
+                            progressed: now,
                         },
                     );
                     if give {
@@ -594,9 +618,16 @@ impl Queue for NatsJetStream {
             let waiting: Vec<Message> = self
                 .held
                 .lock()
-                .iter()
-                .filter(|((s, _), h)| s == subscription && (!h.given || h.attempt > 1))
-                .map(|(_, h)| h.msg.clone())
+                .iter_mut()
+                .filter(|((s, _), h)| {
+                    s == subscription
+                        && (!h.given || h.attempt > 1)
+                        && now - h.progressed >= PROGRESS_EVERY_MS
+                })
+                .map(|(_, h)| {
+                    h.progressed = now;
+                    h.msg.clone()
+                })
                 .collect();
             for m in waiting {
                 let _ = m.ack_with(AckKind::Progress).await;
@@ -706,6 +737,7 @@ impl Queue for NatsJetStream {
                 if self.replay_one(subscription, d.seq).await? {
                     n += 1;
                 }
+                self.replay_polled.lock().remove(subscription);
                 self.dead
                     .delete_message(record)
                     .await
@@ -757,6 +789,7 @@ impl Queue for NatsJetStream {
                 if self.replay_one(subscription, seq).await? {
                     n += 1;
                 }
+                self.replay_polled.lock().remove(subscription);
             }
             Ok(n)
         })

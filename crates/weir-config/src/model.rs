@@ -152,6 +152,10 @@ pub struct SubscriptionConfig {
     /// Deadline of one attempt.
     #[serde(default = "default_delivery_timeout")]
     pub timeout: Duration,
+    /// How events go out: `binary` (the body as published, CloudEvents attributes as
+    /// `ce-*` headers) or `structured` (one `application/cloudevents+json` document).
+    #[serde(default = "default_ce_mode")]
+    pub cloudevents: String,
     /// Made through the admin API (not the file): its endpoint must be within
     /// `events.allowed_networks`.
     #[serde(skip)]
@@ -191,6 +195,10 @@ impl Default for RetryConfig {
             max_age: default_max_age(),
         }
     }
+}
+
+fn default_ce_mode() -> String {
+    "binary".to_owned()
 }
 
 fn default_schedule() -> Vec<Duration> {

@@ -908,3 +908,88 @@ async fn an_ordered_subscription_delivers_each_key_in_order_past_a_failing_head(
     node.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_structured_subscription_delivers_one_signed_cloudevents_document() {
+    use base64::Engine as _;
+    use http_body_util::BodyExt as _;
+    use std::sync::Arc;
+    type Seen = Vec<(http::HeaderMap, Bytes)>;
+    let seen: Arc<parking_lot::Mutex<Seen>> = Arc::default();
+    let endpoint = {
+        let seen = Arc::clone(&seen);
+        MockUpstream::start(Behavior::Custom(Arc::new(move |req| {
+            let seen = Arc::clone(&seen);
+            Box::pin(async move {
+                let (parts, body) = req.into_parts();
+                let body = body.collect().await.unwrap().to_bytes();
+                seen.lock().push((parts.headers, body));
+                let mut r = http::Response::new(weir_testkit::upstream::full(""));
+                *r.status_mut() = http::StatusCode::NO_CONTENT;
+                r
+            })
+        })))
+        .await
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = temp_dir("events-structured");
+    let secret = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let cfg = weir_config::from_yaml(
+        &format!(
+            "{}subscriptions:
+  - {{ name: ce, topic: orders, endpoint: \"http://{}/ce\", cloudevents: structured, signing_secret: \"whsec_{secret}\" }}
+",
+            yaml(&dir, "127.0.0.1:0"),
+            endpoint.address()
+        ),
+        "test",
+    )
+    .unwrap();
+    let node = weir::start(cfg, Default::default(), Default::default(), false)
+        .await
+        .unwrap();
+    let cl = HttpClient::new();
+    let r = cl
+        .request(
+            Method::POST,
+            &format!("http://{}/events/orders", node.running.proxy_addr),
+            &[
+                ("content-type", "application/json"),
+                ("ce-specversion", "1.0"),
+                ("ce-id", "order-7"),
+                ("ce-source", "/shop"),
+                ("ce-type", "order.created"),
+            ],
+            Bytes::from_static(b"{\"total\":12.5}"),
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    eventually("delivered", Duration::from_secs(10), || {
+        !seen.lock().is_empty()
+    })
+    .await;
+    let (headers, body) = seen.lock()[0].clone();
+    assert_eq!(headers["content-type"], "application/cloudevents+json");
+    assert!(!headers.contains_key("ce-type"), "no binary-mode headers");
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["id"], "order-7");
+    assert_eq!(doc["type"], "order.created");
+    assert_eq!(doc["source"], "/shop");
+    assert_eq!(doc["data"]["total"], 12.5);
+    // Signed over the exact document sent.
+    let id = headers["webhook-id"].to_str().unwrap();
+    let ts: i64 = headers["webhook-timestamp"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret)
+        .unwrap();
+    assert_eq!(
+        headers["webhook-signature"].to_str().unwrap(),
+        weir_events::delivery::sign(&[key], id, ts, &body)
+    );
+    node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

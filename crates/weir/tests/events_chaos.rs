@@ -298,3 +298,77 @@ async fn a_nats_queue_going_away_answers_503_and_resumes_without_loss() {
     outage_and_recovery(Broker::Nats(nats), &dir).await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Two nodes on one shared queue: events published on either are all delivered, each
+/// once, whichever node's worker leases them.
+async fn two_nodes_share(backend: &str, tag: &str) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let endpoint = MockUpstream::start(Behavior::Status(204)).await;
+    let topic = unique(tag);
+    let yaml = |dir: &std::path::Path| {
+        format!(
+            "listen: {{ proxy: \"127.0.0.1:0\" }}
+workers: 1
+access_log: off
+data_dir: {}
+events: {{ backend: \"{backend}\" }}
+topics: {{ {topic}: {{}} }}
+routes: [ {{ name: input, topic: {topic}, match: {{ paths: [/in] }} }} ]
+subscriptions:
+  - {{ name: {topic}-sub, topic: {topic}, endpoint: \"http://{}/hook\" }}
+",
+            dir.display(),
+            endpoint.address()
+        )
+    };
+    let (da, db) = (temp_dir(&format!("{tag}-a")), temp_dir(&format!("{tag}-b")));
+    let mut nodes = Vec::new();
+    for d in [&da, &db] {
+        let cfg = weir_config::from_yaml(&yaml(d), "test").unwrap();
+        nodes.push(
+            weir::start(cfg, Default::default(), Default::default(), false)
+                .await
+                .unwrap(),
+        );
+    }
+    let cl = HttpClient::new();
+    let mut accepted = HashSet::new();
+    for n in 0..200 {
+        let node = &nodes[n % 2];
+        let r = cl
+            .request(
+                Method::POST,
+                &format!("http://{}/in", node.running.proxy_addr),
+                &[("content-type", "application/json")],
+                Bytes::from(format!("{{\"n\":{n}}}")),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        accepted.insert(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    eventually("all delivered", Duration::from_secs(15), || {
+        accepted.is_subset(&delivered_ids(&endpoint))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        endpoint.recorded().len(),
+        200,
+        "each event once, though both nodes deliver"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+    let _ = std::fs::remove_dir_all(da);
+    let _ = std::fs::remove_dir_all(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_share_a_redis_queue() {
+    two_nodes_share("redis://127.0.0.1:6379", "shared-redis").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_share_a_nats_queue() {
+    two_nodes_share("nats://127.0.0.1:4222", "shared-nats").await;
+}

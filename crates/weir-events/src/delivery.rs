@@ -392,7 +392,8 @@ async fn run(
         };
         if leased.is_empty() {
             tokio::select! {
-                _ = queue.published() => {}
+                // Short: retries that fall due, and other nodes' publishes, are found by it.
+                _ = queue.published(Duration::from_millis(20)) => {}
                 _ = stop.changed() => return,
             }
             continue;

@@ -834,11 +834,10 @@ impl Queue for Embedded {
         })
     }
 
-    fn published(&self) -> BoxFuture<'_, ()> {
+    fn published(&self, max_wait: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             // The timeout also wakes workers for retries that fall due.
-            let _ =
-                tokio::time::timeout(Duration::from_millis(20), self.committed.notified()).await;
+            let _ = tokio::time::timeout(max_wait, self.committed.notified()).await;
         })
     }
 

@@ -234,10 +234,11 @@ pub trait Queue: Send + Sync + 'static {
         Box::pin(async {})
     }
 
-    /// Resolves when events may have been published since the call (or after a while
-    /// anyway): idle delivery workers wait on it instead of polling.
-    fn published(&self) -> BoxFuture<'_, ()> {
-        Box::pin(tokio::time::sleep(Duration::from_millis(20)))
+    /// Resolves when this node may have published events since the call, or after
+    /// `max_wait` anyway (which is how other nodes' publishes and due retries are found):
+    /// idle delivery workers and streams wait on it instead of polling.
+    fn published(&self, max_wait: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(tokio::time::sleep(max_wait))
     }
 }
 

@@ -972,10 +972,9 @@ impl Queue for NatsJetStream {
         Box::pin(self.state_of("disabled", subscription))
     }
 
-    fn published(&self) -> BoxFuture<'_, ()> {
+    fn published(&self, max_wait: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let _ =
-                tokio::time::timeout(Duration::from_millis(20), self.published.notified()).await;
+            let _ = tokio::time::timeout(max_wait, self.published.notified()).await;
         })
     }
 }

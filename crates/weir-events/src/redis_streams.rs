@@ -886,11 +886,10 @@ impl Queue for RedisStreams {
         })
     }
 
-    fn published(&self) -> BoxFuture<'_, ()> {
+    fn published(&self, max_wait: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             // Other nodes' publishes and retries that fall due are found by the timeout.
-            let _ =
-                tokio::time::timeout(Duration::from_millis(20), self.published.notified()).await;
+            let _ = tokio::time::timeout(max_wait, self.published.notified()).await;
         })
     }
 }

@@ -23,6 +23,8 @@ const BUFFER: usize = 64;
 const SLOW_CLIENT: Duration = Duration::from_secs(10);
 /// A comment line this often keeps idle connections (and proxies between) open.
 const KEEPALIVE: Duration = Duration::from_secs(15);
+/// How often an idle stream looks for events other nodes published.
+const IDLE_POLL: Duration = Duration::from_millis(250);
 /// Events read from the queue at a time.
 const BATCH: usize = 256;
 
@@ -154,7 +156,8 @@ async fn feed(queue: Arc<dyn Queue>, topic: String, mut after: i64, tx: mpsc::Se
                 }
             }
             tokio::select! {
-                _ = queue.published() => {}
+                // This node's publishes wake it at once; other nodes' show within IDLE_POLL.
+                _ = queue.published(IDLE_POLL) => {}
                 _ = tx.closed() => return,
             }
             continue;

@@ -1,0 +1,381 @@
+//! The NATS queue's parts below the trait: opening the streams, reading events back from
+//! stored messages, consumers and their ack waits, per-subscription state, dead-letter
+//! records, replay copies and scans through ephemeral consumers.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::message::Message;
+use async_nats::jetstream::stream::{self, Stream};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use parking_lot::Mutex;
+
+use super::{DEFAULT_ACK_WAIT, Held, NatsJetStream, consumer_name, unavailable};
+use crate::{ATTEMPT_RETENTION, ATTEMPTS_KEPT, DeadLetter, Event, QueueError, Result, now_ms};
+
+pub(super) fn header(h: Option<&HeaderMap>, name: &str) -> Option<String> {
+    h?.get(name).map(|v| v.as_str().to_owned())
+}
+
+pub(super) fn event_of(
+    subject: &str,
+    seq: i64,
+    headers: Option<&HeaderMap>,
+    payload: Bytes,
+) -> Result<Event> {
+    let id = header(headers, "Nats-Msg-Id")
+        .or_else(|| subject.rsplit('.').next().map(str::to_owned))
+        .unwrap_or_default();
+    let stored: Vec<(String, String)> = match header(headers, "Weir-Headers") {
+        Some(h) => serde_json::from_str(&h).map_err(|e| QueueError::Corrupt(e.to_string()))?,
+        None => Vec::new(),
+    };
+    Ok(Event {
+        seq: header(headers, "Weir-Seq")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(seq),
+        id: header(headers, "Weir-Id").unwrap_or(id),
+        topic: header(headers, "Weir-Topic").unwrap_or_default(),
+        key: header(headers, "Weir-Key"),
+        headers: stored,
+        body: payload,
+        created_ms: header(headers, "Weir-Created")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+    })
+}
+
+/// The first message at or after `from` on `subject`.
+pub(super) async fn next_by_subject(
+    stream: &Stream,
+    subject: &str,
+    from: u64,
+) -> std::result::Result<async_nats::jetstream::message::StreamMessage, impl std::fmt::Display> {
+    stream
+        .raw_message_builder()
+        .sequence(from)
+        .next_by_subject(subject)
+        .send()
+        .await
+}
+
+/// Whether an error says there is no such message or consumer.
+pub(super) fn missing(e: &impl std::fmt::Display) -> bool {
+    let s = e.to_string().to_ascii_lowercase();
+    s.contains("not found") || s.contains("no message found")
+}
+
+/// Header values may not hold line breaks.
+pub(super) fn one_line(s: &str) -> String {
+    s.replace(['\r', '\n'], " ")
+}
+
+impl NatsJetStream {
+    /// Connects to `url` (`nats://host:port`) and makes the streams if they are missing.
+    /// `retention` bounds how long events are kept.
+    pub async fn open(url: &str, prefix: &str, retention: Duration) -> Result<Self> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(2))
+            .retry_on_initial_connect()
+            .connect(url)
+            .await
+            .map_err(unavailable)?;
+        // Never the credentials a URL may hold.
+        let display = url.rsplit('@').next().unwrap_or(url).to_owned();
+        let js = jetstream::new(client);
+        let up = prefix.to_ascii_uppercase().replace(['.', '-'], "_");
+        let make = |name: String, subjects: Vec<String>, per_subject: i64, max_age: Duration| {
+            stream::Config {
+                name,
+                subjects,
+                storage: stream::StorageType::File,
+                max_messages_per_subject: per_subject,
+                max_age,
+                allow_direct: true,
+                ..Default::default()
+            }
+        };
+        let events = js
+            .get_or_create_stream(make(
+                format!("{up}_EVENTS"),
+                vec![format!("{prefix}.ev.>"), format!("{prefix}.re.>")],
+                -1,
+                retention,
+            ))
+            .await
+            .map_err(unavailable)?;
+        let dead = js
+            .get_or_create_stream(make(
+                format!("{up}_DEAD"),
+                vec![format!("{prefix}.dead.>")],
+                -1,
+                retention,
+            ))
+            .await
+            .map_err(unavailable)?;
+        let attempts = js
+            .get_or_create_stream(make(
+                format!("{up}_ATTEMPTS"),
+                vec![format!("{prefix}.att.>")],
+                ATTEMPTS_KEPT as i64,
+                ATTEMPT_RETENTION,
+            ))
+            .await
+            .map_err(unavailable)?;
+        let state = js
+            .get_or_create_stream(make(
+                format!("{up}_STATE"),
+                vec![format!("{prefix}.state.>")],
+                1,
+                Duration::ZERO,
+            ))
+            .await
+            .map_err(unavailable)?;
+        Ok(Self {
+            js,
+            prefix: prefix.to_owned(),
+            events,
+            dead,
+            attempts,
+            state,
+            held: Mutex::new(HashMap::new()),
+            retrying: Mutex::new(HashMap::new()),
+            open: Mutex::new(HashMap::new()),
+            ack_waits: Mutex::new(HashMap::new()),
+            replay_polled: Mutex::new(HashMap::new()),
+            published: tokio::sync::Notify::new(),
+            display,
+        })
+    }
+
+    /// Deletes the queue's streams and everything in them (decommissioning; tests).
+    pub async fn delete_streams(&self) -> Result<()> {
+        for s in [&self.events, &self.dead, &self.attempts, &self.state] {
+            let name = s.cached_info().config.name.clone();
+            self.js.delete_stream(&name).await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn topic_filter(&self, topic: &str) -> String {
+        format!("{}.ev.{topic}.*", self.prefix)
+    }
+
+    pub(super) fn replay_filter(&self, sub: &str) -> String {
+        format!("{}.re.{sub}.*", self.prefix)
+    }
+
+    pub(super) async fn consumer(&self, sub: &str, replay: bool) -> Result<PullConsumer> {
+        let name = format!("{}{}", consumer_name(sub), if replay { "_re" } else { "" });
+        self.events
+            .get_consumer::<pull::Config>(&name)
+            .await
+            .map_err(|e| {
+                if missing(&e) {
+                    QueueError::NoSubscription(sub.to_owned())
+                } else {
+                    unavailable(e)
+                }
+            })
+    }
+
+    /// Raises both consumers' ack wait to `lease` (never lowers it: shorter leases are
+    /// kept by this node itself).
+    pub(super) async fn set_ack_wait(&self, sub: &str, lease: Duration) -> Result<()> {
+        if self.ack_waits.lock().get(sub).is_some_and(|w| *w >= lease) {
+            return Ok(());
+        }
+        for replay in [false, true] {
+            let mut c = self.consumer(sub, replay).await?;
+            let info = c.info().await.map_err(unavailable)?;
+            let mut config = info.config.clone();
+            if config.ack_wait < lease {
+                config.ack_wait = lease;
+                // A durable created again with other settings is updated (server 2.9+).
+                self.events
+                    .create_consumer(pull::Config {
+                        durable_name: config.durable_name.clone(),
+                        deliver_policy: config.deliver_policy,
+                        ack_policy: config.ack_policy,
+                        ack_wait: lease,
+                        max_deliver: config.max_deliver,
+                        filter_subject: config.filter_subject.clone(),
+                        max_ack_pending: config.max_ack_pending,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        self.ack_waits
+            .lock()
+            .insert(sub.to_owned(), lease.max(DEFAULT_ACK_WAIT));
+        Ok(())
+    }
+
+    pub(super) async fn fetch(&self, sub: &str, replay: bool, max: usize) -> Result<Vec<Message>> {
+        let c = self.consumer(sub, replay).await?;
+        let mut batch = c
+            .fetch()
+            .max_messages(max)
+            .messages()
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        while let Some(m) = batch.next().await {
+            out.push(m.map_err(unavailable)?);
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn ordered(&self, sub: &str) -> Result<bool> {
+        Ok(self.state_of("ordered", sub).await?.as_deref() == Some("1"))
+    }
+
+    pub(super) async fn state_of(&self, kind: &str, sub: &str) -> Result<Option<String>> {
+        let subject = format!("{}.state.{kind}.{sub}", self.prefix);
+        match self.state.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => Ok(
+                Some(String::from_utf8_lossy(&m.payload).into_owned()).filter(|s| !s.is_empty())
+            ),
+            Err(e) if missing(&e) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    pub(super) async fn set_state(&self, kind: &str, sub: &str, value: &str) -> Result<()> {
+        let subject = format!("{}.state.{kind}.{sub}", self.prefix);
+        self.js
+            .publish(subject, Bytes::from(value.to_owned()))
+            .await
+            .map_err(unavailable)?
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// The leased message at `seq`, taken out of the held set.
+    pub(super) fn take(&self, sub: &str, seq: i64) -> Option<Held> {
+        self.held.lock().remove(&(sub.to_owned(), seq))
+    }
+
+    /// After `seq` of an ordered key is done: forget it (the next lease gives the next).
+    pub(super) fn release(&self, sub: &str, key: Option<&str>, seq: i64) {
+        if let Some(k) = key {
+            let mut open = self.open.lock();
+            let slot = (sub.to_owned(), k.to_owned());
+            if let Some(set) = open.get_mut(&slot) {
+                set.remove(&seq);
+                if set.is_empty() {
+                    open.remove(&slot);
+                }
+            }
+        }
+    }
+
+    /// Dead-letter records of a subscription: (record position, event position, id,
+    /// attempts, reason).
+    pub(super) async fn dead_records(
+        &self,
+        sub: &str,
+        limit: usize,
+    ) -> Result<Vec<(u64, DeadLetter)>> {
+        let subject = format!("{}.dead.{sub}", self.prefix);
+        let mut out = Vec::new();
+        let mut from = 1;
+        while out.len() < limit {
+            let m = match next_by_subject(&self.dead, &subject, from).await {
+                Ok(m) => m,
+                Err(e) if missing(&e) => break,
+                Err(e) => return Err(unavailable(e)),
+            };
+            from = m.sequence + 1;
+            let h = Some(&m.headers);
+            out.push((
+                m.sequence,
+                DeadLetter {
+                    seq: header(h, "Weir-Seq")
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0),
+                    id: header(h, "Weir-Id").unwrap_or_default(),
+                    attempts: header(h, "Weir-Attempts")
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0),
+                    reason: String::from_utf8_lossy(&m.payload).into_owned(),
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Publishes a copy of the event at `seq` for `sub`'s replay consumer.
+    pub(super) async fn replay_one(&self, sub: &str, seq: i64) -> Result<bool> {
+        let m = match self.events.get_raw_message(seq as u64).await {
+            Ok(m) => m,
+            Err(e) if missing(&e) => return Ok(false),
+            Err(e) => return Err(unavailable(e)),
+        };
+        let mut h = m.headers.clone();
+        let id = header(Some(&h), "Nats-Msg-Id").unwrap_or_default();
+        h.insert("Weir-Seq", seq.to_string().as_str());
+        h.insert("Weir-Id", id.as_str());
+        // A fresh message: the duplicate window must not swallow it.
+        h.insert("Nats-Msg-Id", format!("{id}-re-{}", now_ms()).as_str());
+        self.js
+            .publish_with_headers(format!("{}.re.{sub}.{id}", self.prefix), h, m.payload)
+            .await
+            .map_err(unavailable)?
+            .await
+            .map_err(unavailable)?;
+        Ok(true)
+    }
+
+    /// Streams through an ephemeral consumer; `f` sees each message until it says stop.
+    pub(super) async fn scan(
+        &self,
+        stream: &Stream,
+        filter: String,
+        deliver: DeliverPolicy,
+        mut f: impl FnMut(&Message) -> bool,
+    ) -> Result<()> {
+        let c = stream
+            .create_consumer(pull::Config {
+                deliver_policy: deliver,
+                ack_policy: AckPolicy::None,
+                filter_subject: filter,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let name = c.cached_info().name.clone();
+        let result = async {
+            loop {
+                let mut batch = c
+                    .fetch()
+                    .max_messages(1000)
+                    .messages()
+                    .await
+                    .map_err(unavailable)?;
+                let mut got = 0;
+                while let Some(m) = batch.next().await {
+                    let m = m.map_err(unavailable)?;
+                    got += 1;
+                    if !f(&m) {
+                        return Ok(());
+                    }
+                }
+                if got == 0 {
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        let _ = stream.delete_consumer(&name).await;
+        result
+    }
+}

@@ -1,0 +1,298 @@
+//! The Lua scripts of the Redis Streams queue: each queue operation is one atomic script
+//! (one round trip), so several nodes can share a queue.
+
+use redis::Script;
+
+/// ARGV: prefix, now, then (id, topic, key, headers, body) per event. A known id answers
+/// its first sequence number (publishing is idempotent by id).
+pub(super) const PUBLISH: &str = r"
+local p, now = ARGV[1], ARGV[2]
+local out = {}
+for i = 3, #ARGV, 5 do
+  local id, topic = ARGV[i], ARGV[i + 1]
+  local old = redis.call('HGET', p .. 'ids', id)
+  if old then
+    out[#out + 1] = tonumber(string.match(old, '^(%d+)'))
+  else
+    local seq = redis.call('INCR', p .. 'seq')
+    redis.call('XADD', p .. 't:' .. topic, seq .. '-0', 'id', id, 'k', ARGV[i + 2],
+      'h', ARGV[i + 3], 'b', ARGV[i + 4], 'c', now)
+    redis.call('ZADD', p .. 'idx:' .. topic, seq, seq)
+    redis.call('ZADD', p .. 'time:' .. topic, now, seq)
+    redis.call('HSET', p .. 'ids', id, seq .. ' ' .. topic)
+    out[#out + 1] = seq
+  end
+end
+return out
+";
+
+/// Shared by the scripts below: the subscription's keys, or an error if there is none.
+pub(super) const PRELUDE: &str = r"
+local p, sub = ARGV[1], ARGV[2]
+local topic = redis.call('HGET', p .. 's:' .. sub, 'topic')
+if not topic then return redis.error_reply('NOSUB no such subscription') end
+local stream = p .. 't:' .. topic
+local due, lease, owed = p .. 'due:' .. sub, p .. 'lease:' .. sub, p .. 'owed:' .. sub
+local att, dead, why = p .. 'att:' .. sub, p .. 'dead:' .. sub, p .. 'why:' .. sub
+local function entry(seq)
+  local e = redis.call('XRANGE', stream, seq .. '-0', seq .. '-0')
+  if #e == 0 then return nil end
+  return e[1][2]
+end
+local function field(f, name)
+  for i = 1, #f, 2 do if f[i] == name then return f[i + 1] end end
+  return ''
+end
+-- Per-key ordering: a sorted set per key of its open deliveries; only the first is due.
+local ordered = redis.call('HGET', p .. 's:' .. sub, 'ordered') == '1'
+local function kz(k) return p .. 'kz:' .. sub .. ':' .. k end
+local function keyof(seq)
+  local f = entry(seq)
+  if not f then return nil end
+  local k = field(f, 'k')
+  if string.sub(k, 1, 1) == '1' then return string.sub(k, 2) end
+  return nil
+end
+-- Whether seq may be delivered now (ordered: it is the first open one of its key); a
+-- later one is noted and waits.
+local function admit(seq, k)
+  if not ordered or not k then return true end
+  redis.call('ZADD', kz(k), seq, seq)
+  return redis.call('ZRANGE', kz(k), 0, 0)[1] == tostring(seq)
+end
+-- seq is done (delivered or dead): the next one of its key falls due.
+local function release(seq)
+  if not ordered then return end
+  local k = keyof(seq)
+  if not k then return end
+  redis.call('ZREM', kz(k), seq)
+  local nxt = redis.call('ZRANGE', kz(k), 0, 0)[1]
+  if nxt and not redis.call('ZSCORE', lease, nxt) then redis.call('ZADD', due, 0, nxt) end
+end
+local function last_delivered()
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local name, last
+    for i = 1, #g, 2 do
+      if g[i] == 'name' then name = g[i + 1] end
+      if g[i] == 'last-delivered-id' then last = g[i + 1] end
+    end
+    if name == sub then return last end
+  end
+  return '0-0'
+end
+";
+
+/// ARGV: prefix, subscription, now, lease until, max. Due retries and expired leases first,
+/// then new events through the group. Answers {seq, attempt, id, key, headers, body,
+/// created, topic} per event.
+pub(super) const LEASE: &str = r"
+local now, untl, max = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local out = {}
+local function give(seq, attempt)
+  local f = entry(seq)
+  if not f then
+    -- Trimmed by retention: nothing left to deliver.
+    redis.call('ZREM', lease, seq); redis.call('ZREM', due, seq); redis.call('ZREM', owed, seq)
+    redis.call('HDEL', att, seq)
+    return
+  end
+  out[#out + 1] = {tonumber(seq), attempt, field(f, 'id'), field(f, 'k'), field(f, 'h'),
+    field(f, 'b'), field(f, 'c'), topic}
+end
+local again = redis.call('ZRANGEBYSCORE', lease, '-inf', now, 'LIMIT', 0, max)
+if #again < max then
+  for _, s in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, max - #again)) do
+    again[#again + 1] = s
+  end
+end
+table.sort(again, function(a, b) return tonumber(a) < tonumber(b) end)
+for _, s in ipairs(again) do
+  redis.call('ZREM', due, s)
+  redis.call('ZADD', lease, untl, s)
+  give(s, redis.call('HINCRBY', att, s, 1))
+end
+local room = max - #again
+if room > 0 then
+  local got = redis.call('XREADGROUP', 'GROUP', sub, 'weir', 'COUNT', room, 'NOACK',
+    'STREAMS', stream, '>')
+  if got then
+    for _, e in ipairs(got[1][2]) do
+      local seq = string.match(e[1], '^(%d+)')
+      local f = e[2]
+      local k = field(f, 'k')
+      redis.call('ZADD', owed, seq, seq)
+      if admit(seq, string.sub(k, 1, 1) == '1' and string.sub(k, 2) or nil) then
+        redis.call('ZADD', lease, untl, seq)
+        redis.call('HSET', att, seq, 1)
+        out[#out + 1] = {tonumber(seq), 1, field(f, 'id'), k, field(f, 'h'),
+          field(f, 'b'), field(f, 'c'), topic}
+      else
+        redis.call('HSET', att, seq, 0)
+      end
+    end
+  end
+end
+return out
+";
+
+/// ARGV: prefix, subscription, seq.
+pub(super) const ACK: &str = r"
+local seq = ARGV[3]
+redis.call('ZREM', lease, seq); redis.call('ZREM', due, seq); redis.call('ZREM', owed, seq)
+redis.call('HDEL', att, seq)
+release(seq)
+return 1
+";
+
+/// ARGV: prefix, subscription, seq, due at.
+pub(super) const RETRY: &str = r"
+local seq = ARGV[3]
+if not redis.call('ZSCORE', owed, seq) then return 0 end
+redis.call('ZREM', lease, seq)
+redis.call('ZADD', due, ARGV[4], seq)
+return 1
+";
+
+/// ARGV: prefix, subscription, seq, reason.
+pub(super) const DEAD: &str = r"
+local seq = ARGV[3]
+if not redis.call('ZSCORE', owed, seq) then return 0 end
+redis.call('ZREM', lease, seq); redis.call('ZREM', due, seq); redis.call('ZREM', owed, seq)
+redis.call('ZADD', dead, seq, seq)
+redis.call('HSET', why, seq, ARGV[4])
+release(seq)
+return 1
+";
+
+/// ARGV: prefix, subscription, limit. Answers {seq, id, attempts, reason} per letter.
+pub(super) const DEAD_LETTERS: &str = r"
+local out = {}
+for _, s in ipairs(redis.call('ZRANGE', dead, 0, tonumber(ARGV[3]) - 1)) do
+  local f = entry(s)
+  out[#out + 1] = {tonumber(s), f and field(f, 'id') or '',
+    tonumber(redis.call('HGET', att, s) or '0'), redis.call('HGET', why, s) or ''}
+end
+return out
+";
+
+/// ARGV: prefix, subscription, now, seq or '' for all.
+pub(super) const REPLAY_DEAD: &str = r"
+local seqs
+if ARGV[4] == '' then seqs = redis.call('ZRANGE', dead, 0, -1)
+elseif redis.call('ZSCORE', dead, ARGV[4]) then seqs = {ARGV[4]}
+else seqs = {} end
+for _, s in ipairs(seqs) do
+  redis.call('ZREM', dead, s); redis.call('HDEL', why, s)
+  redis.call('HSET', att, s, 0)
+  redis.call('ZADD', owed, s, s)
+  if admit(s, ordered and keyof(s) or nil) then redis.call('ZADD', due, ARGV[3], s) end
+end
+return #seqs
+";
+
+/// ARGV: prefix, subscription, now, since. Events the group has already handed out get a
+/// fresh due delivery (same event id), except those leased right now.
+pub(super) const REPLAY_SINCE: &str = r"
+local last = tonumber(string.match(last_delivered(), '^(%d+)'))
+local n = 0
+for _, s in ipairs(redis.call('ZRANGEBYSCORE', p .. 'time:' .. topic, ARGV[4], '+inf')) do
+  if tonumber(s) <= last and not redis.call('ZSCORE', lease, s) then
+    redis.call('ZREM', dead, s); redis.call('HDEL', why, s)
+    if not redis.call('HEXISTS', att, s) then redis.call('HSET', att, s, 0) end
+    redis.call('ZADD', owed, s, s)
+    if admit(s, ordered and keyof(s) or nil) then redis.call('ZADD', due, ARGV[3], s) end
+    n = n + 1
+  end
+end
+return n
+";
+
+/// ARGV: prefix, subscription. Answers {pending, oldest created (0: none), dead}.
+pub(super) const DEPTH: &str = r"
+local last = last_delivered()
+local fresh = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 1)
+local new = redis.call('ZCOUNT', p .. 'idx:' .. topic,
+  '(' .. string.match(last, '^(%d+)'), '+inf')
+local oldest = 0
+local first = redis.call('ZRANGE', owed, 0, 0)
+if #first > 0 then
+  local f = entry(first[1])
+  if f then oldest = tonumber(field(f, 'c')) end
+end
+if #fresh > 0 then
+  local c = tonumber(field(fresh[1][2], 'c'))
+  if oldest == 0 or c < oldest then oldest = c end
+end
+return {new + redis.call('ZCARD', owed), oldest, redis.call('ZCARD', dead)}
+";
+
+/// ARGV: prefix, topic, before (ms). Drops up to 1000 of the topic's oldest events
+/// published before then (what subscriptions owed of them is dropped when next leased);
+/// answers how many.
+pub(super) const TRIM: &str = r"
+local p, topic = ARGV[1], ARGV[2]
+local stream = p .. 't:' .. topic
+local old = redis.call('ZRANGEBYSCORE', p .. 'time:' .. topic, '-inf', '(' .. ARGV[3], 'LIMIT', 0, 1000)
+for _, s in ipairs(old) do
+  local e = redis.call('XRANGE', stream, s .. '-0', s .. '-0')
+  if #e > 0 then
+    local f = e[1][2]
+    for i = 1, #f, 2 do
+      if f[i] == 'id' then redis.call('HDEL', p .. 'ids', f[i + 1]) end
+    end
+    redis.call('XDEL', stream, s .. '-0')
+  end
+  redis.call('ZREM', p .. 'time:' .. topic, s)
+  redis.call('ZREM', p .. 'idx:' .. topic, s)
+end
+return #old
+";
+
+/// ARGV: prefix, id. Answers {seq, topic, key, headers, body, created} or nil.
+pub(super) const GET: &str = r"
+local p = ARGV[1]
+local at = redis.call('HGET', p .. 'ids', ARGV[2])
+if not at then return nil end
+local seq, topic = string.match(at, '^(%d+) (.*)$')
+local e = redis.call('XRANGE', p .. 't:' .. topic, seq .. '-0', seq .. '-0')
+if #e == 0 then return nil end
+local f = e[1][2]
+local function field(name)
+  for i = 1, #f, 2 do if f[i] == name then return f[i + 1] end end
+  return ''
+end
+return {tonumber(seq), topic, field('k'), field('h'), field('b'), field('c')}
+";
+
+pub(super) struct Scripts {
+    pub(super) publish: Script,
+    pub(super) lease: Script,
+    pub(super) ack: Script,
+    pub(super) retry: Script,
+    pub(super) dead: Script,
+    pub(super) dead_letters: Script,
+    pub(super) replay_dead: Script,
+    pub(super) replay_since: Script,
+    pub(super) depth: Script,
+    pub(super) get: Script,
+    pub(super) trim: Script,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Self {
+        let with = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
+        Self {
+            publish: Script::new(PUBLISH),
+            lease: with(LEASE),
+            ack: with(ACK),
+            retry: with(RETRY),
+            dead: with(DEAD),
+            dead_letters: with(DEAD_LETTERS),
+            replay_dead: with(REPLAY_DEAD),
+            replay_since: with(REPLAY_SINCE),
+            depth: with(DEPTH),
+            get: Script::new(GET),
+            trim: Script::new(TRIM),
+        }
+    }
+}

@@ -369,3 +369,19 @@ pub async fn replay(target: &Target, subscription: &str, what: &Value) -> ExitCo
         }
     }
 }
+
+/// `weir events enable`.
+pub async fn enable(target: &Target, subscription: &str) -> ExitCode {
+    let path = format!("/api/v1/events/subscriptions/{subscription}/enable");
+    match target.call(Method::POST, &path, None).await {
+        Ok((StatusCode::NO_CONTENT, _)) => {
+            println!("enabled {subscription}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, v)) => report(status, &v),
+        Err(e) => {
+            eprintln!("weir: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

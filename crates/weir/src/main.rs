@@ -101,6 +101,12 @@ enum EventsCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Enable a subscription a `410 Gone` disabled; what waited is delivered.
+    Enable {
+        subscription: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Deliver again: one dead letter (--seq), all of them (--dead-letters), or every
     /// event since a Unix time (--since).
     Replay {
@@ -304,6 +310,12 @@ async fn events(cmd: EventsCommand) -> ExitCode {
                 path.push_str(&format!("?event_id={id}"));
             }
             weir::cli::show(&target(api), &path).await
+        }
+        EventsCommand::Enable { subscription, api } => {
+            if let Err(code) = name_ok("subscription", &subscription) {
+                return code;
+            }
+            weir::cli::enable(&target(api), &subscription).await
         }
         EventsCommand::Replay {
             subscription,

@@ -248,10 +248,19 @@ async fn events_are_published_inspected_and_replayed_through_the_admin_api_and_c
 
     // Enabled again: what waited is delivered.
     healed.store(true, Ordering::SeqCst);
-    let r = api
-        .call(Method::POST, "/api/v1/events/subscriptions/gone/enable")
-        .await;
-    assert_eq!(r.status, 204, "{}", r.text());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "events", "enable", "gone", "--url", &base, "--token", &api.token,
+        ])
+        .env_remove("WEIR_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "enabled gone");
     assert!(state(&api, "gone").await["disabled"].is_null());
     eventually("waiting events delivered", Duration::from_secs(10), || {
         hits("/gone") > sent

@@ -76,6 +76,15 @@ pub struct EventsConfig {
     /// the configuration file are trusted and may target any address.
     #[serde(default = "default_allowed_networks")]
     pub allowed_networks: Vec<String>,
+    /// What this deployment's names in a shared Redis or NATS start with (keys
+    /// `NAMESPACE:{ev}:…`; subjects `NAMESPACE.…`, streams `NAMESPACE_…`), so several
+    /// deployments can share one server.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+}
+
+fn default_namespace() -> String {
+    "weir".to_owned()
 }
 
 impl Default for EventsConfig {
@@ -83,6 +92,7 @@ impl Default for EventsConfig {
         Self {
             backend: default_backend(),
             allowed_networks: default_allowed_networks(),
+            namespace: default_namespace(),
         }
     }
 }

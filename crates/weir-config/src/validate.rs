@@ -52,6 +52,15 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
     if let Err(err) = crate::net::NetworkPolicy::parse(&config.events.allowed_networks) {
         e.push("events.allowed_networks", err);
     }
+    let ns = &config.events.namespace;
+    if ns.is_empty()
+        || ns.len() > 32
+        || !ns
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+    {
+        e.push("events.namespace", "1 to 32 letters, digits, '-' or '_'");
+    }
     let backend = config.events.backend.as_str();
     let known = backend == "embedded"
         || backend.starts_with("redis://")

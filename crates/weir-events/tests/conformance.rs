@@ -416,38 +416,20 @@ async fn concurrent_publishes_to_nats_are_kept_without_loss() {
     q.delete_streams().await.unwrap();
 }
 
-/// Deletes every key under the test queue's prefix.
-async fn drop_redis_keys(prefix: &str) {
-    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
-    let mut c = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        redis::cmd("DEL")
-            .arg(keys)
-            .query_async::<i64>(&mut c)
-            .await
-            .unwrap();
-    }
-}
-
 #[tokio::test]
 async fn the_redis_streams_queue_conforms() {
     let q = redis_queue("conf").await;
     conformance(&q, "redis").await;
     ordering(&q, "redis").await;
     retention(&q, "redis").await;
-    drop_redis_keys(q.prefix()).await;
+    q.delete_keys().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_publishes_to_redis_are_kept_without_loss() {
     let q = Arc::new(redis_queue("group").await);
     concurrent(Arc::clone(&q) as Arc<dyn Queue>).await;
-    drop_redis_keys(q.prefix()).await;
+    q.delete_keys().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

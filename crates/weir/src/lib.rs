@@ -126,7 +126,8 @@ async fn open_queue(config: &Config) -> Result<Arc<dyn weir_events::Queue>, Stri
         return Ok(Arc::new(q));
     }
     if backend.starts_with("redis://") || backend.starts_with("rediss://") {
-        let q = weir_events::RedisStreams::open(&backend, weir_events::redis_streams::DEFAULT_PREFIX)
+        let prefix = format!("{}:{{ev}}:", config.events.namespace);
+        let q = weir_events::RedisStreams::open(&backend, &prefix)
             .await
             .map_err(|e| format!("cannot reach the Redis event queue: {e}; check events.backend and that Redis is running"))?;
         return Ok(Arc::new(q));
@@ -141,7 +142,7 @@ async fn open_queue(config: &Config) -> Result<Arc<dyn weir_events::Queue>, Stri
             .unwrap_or(Duration::from_secs(7 * 86_400));
         let q = weir_events::NatsJetStream::open(
             &backend,
-            weir_events::nats_jetstream::DEFAULT_PREFIX,
+            &config.events.namespace,
             retention,
         )
         .await

@@ -305,13 +305,15 @@ async fn two_nodes_share(backend: &str, tag: &str) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let endpoint = MockUpstream::start(Behavior::Status(204)).await;
     let topic = unique(tag);
+    // A namespace of the test's own in the shared server, removed at the end.
+    let ns = format!("t{}", weir_events::now_ms() % 1_000_000_007);
     let yaml = |dir: &std::path::Path| {
         format!(
             "listen: {{ proxy: \"127.0.0.1:0\" }}
 workers: 1
 access_log: off
 data_dir: {}
-events: {{ backend: \"{backend}\" }}
+events: {{ backend: \"{backend}\", namespace: {ns} }}
 topics: {{ {topic}: {{}} }}
 routes: [ {{ name: input, topic: {topic}, match: {{ paths: [/in] }} }} ]
 subscriptions:
@@ -358,6 +360,21 @@ subscriptions:
     );
     for n in nodes {
         n.shutdown().await;
+    }
+    if backend.starts_with("nats:") {
+        weir_events::NatsJetStream::open(backend, &ns, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .delete_streams()
+            .await
+            .unwrap();
+    } else {
+        weir_events::RedisStreams::open(backend, &format!("{ns}:{{ev}}:"))
+            .await
+            .unwrap()
+            .delete_keys()
+            .await
+            .unwrap();
     }
     let _ = std::fs::remove_dir_all(da);
     let _ = std::fs::remove_dir_all(db);

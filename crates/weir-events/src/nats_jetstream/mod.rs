@@ -27,9 +27,6 @@ use crate::{
     Attempt, DeadLetter, Depth, Event, Leased, NewEvent, Queue, QueueError, Result, StartAt, now_ms,
 };
 
-/// Subjects and stream names start with this unless told otherwise.
-pub const DEFAULT_PREFIX: &str = "weir";
-
 /// How long an ack wait is until a lease sets it.
 const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(60);
 

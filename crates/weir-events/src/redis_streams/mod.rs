@@ -19,10 +19,6 @@ use crate::{
     QueueError, Result, StartAt, now_ms,
 };
 
-/// Keys share one hash tag, so a Redis Cluster keeps them on one shard (scripts touch
-/// several at once).
-pub const DEFAULT_PREFIX: &str = "weir:{ev}:";
-
 /// The Redis Streams queue. Durability is the server's: see ADR 0006 (AOF with
 /// `appendfsync always` for no loss on a crash of the server).
 pub struct RedisStreams {
@@ -62,6 +58,8 @@ fn key_of(k: Vec<u8>) -> Result<Option<String>> {
 
 impl RedisStreams {
     /// Connects to `url` (`redis://` or `rediss://`) and checks the server can hold a queue.
+    /// Every key starts with `prefix`; one with a hash tag (`weir:{ev}:`) keeps them all on
+    /// one shard of a Redis Cluster, as the scripts touch several at once.
     pub async fn open(url: &str, prefix: &str) -> Result<Self> {
         let client = redis::Client::open(url).map_err(|e| unavailable(&e))?;
         let display = client.get_connection_info().addr().to_string();
@@ -78,9 +76,35 @@ impl RedisStreams {
         Ok(q)
     }
 
-    /// The key prefix every key of this queue starts with.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
+    /// Deletes every key of this queue (decommissioning; tests).
+    pub async fn delete_keys(&self) -> Result<()> {
+        let mut c = self.conn().await?;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!(
+                    "{}*",
+                    self.prefix.replace('{', "\\{").replace('}', "\\}")
+                ))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut c)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            if !keys.is_empty() {
+                redis::cmd("DEL")
+                    .arg(keys)
+                    .query_async::<i64>(&mut c)
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
     }
 
     async fn warn_about_durability(&self, c: &mut MultiplexedConnection) {

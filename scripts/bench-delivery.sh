@@ -12,18 +12,7 @@ bin=${WEIR_BIN:-${CARGO_TARGET_DIR:-/var/tmp/weir-target}/release/weir}
 dir=$(mktemp -d "${TMPDIR:-/tmp}/weir-delivery.XXXXXX")
 . "$(dirname "$0")/bench-lib.sh"
 hook=$(port); proxy=$(port)
-cat > "$dir/weir.yaml" <<YAML
-listen: { proxy: 127.0.0.1:$proxy }
-workers: 1
-access_log: off
-data_dir: $dir/data
-topics:
-  bench: {}
-routes:
-  - { name: ingest, topic: bench, match: { paths: ["/events/bench"] } }
-subscriptions:
-  - { name: hook, topic: bench, endpoint: "http://127.0.0.1:$hook/hook", max_in_flight: $inflight }
-YAML
+delivery_config "$dir" "$proxy" "$hook" $inflight
 cat > "$dir/post.lua" <<'LUA'
 wrk.method = "POST"
 wrk.body = '{"type":"order.created","order":{"id":12345,"total":99.5}}'

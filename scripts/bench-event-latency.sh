@@ -12,18 +12,7 @@ bin=${WEIR_BIN:-${CARGO_TARGET_DIR:-/var/tmp/weir-target}/release/weir}
 dir=$(mktemp -d "${TMPDIR:-/tmp}/weir-latency.XXXXXX")
 . "$(dirname "$0")/bench-lib.sh"
 hook=$(port); proxy=$(port)
-cat > "$dir/weir.yaml" <<YAML
-listen: { proxy: 127.0.0.1:$proxy }
-workers: 1
-access_log: off
-data_dir: $dir/data
-topics:
-  bench: {}
-routes:
-  - { name: ingest, topic: bench, match: { paths: ["/events/bench"] } }
-subscriptions:
-  - { name: hook, topic: bench, endpoint: "http://127.0.0.1:$hook/hook", max_in_flight: 64 }
-YAML
+delivery_config "$dir" "$proxy" "$hook" 64
 WEIR_LOG=warn taskset -c 1 "$bin" serve --config "$dir/weir.yaml" > "$dir/weir.log" 2>&1 & weir=$!
 trap 'kill $weir 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
 taskset -c 0 python3 - "$proxy" "$hook" "$rate" "$secs" <<'PY'

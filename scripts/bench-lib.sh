@@ -1,5 +1,6 @@
-# Shared by the bench-*.sh scripts (sourced, not run): a free loopback port, and an nginx
-# on CPU 1 that answers 200 "ok" to every request, optionally logging each request's time.
+# Shared by the bench-*.sh scripts (sourced, not run): a free loopback port, an nginx on
+# CPU 1 that answers 200 "ok" to every request (optionally logging each request's time),
+# and the Weir configuration of the event benchmarks.
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -20,4 +21,21 @@ http { $access keepalive_requests 1000000;
 CONF
   taskset -c 1 "$nginx" -p "$dir" -e "$dir/ok-$port.err" -c "$dir/ok-$port.conf" &
   ngx=$!
+}
+
+# delivery_config DIR PROXY_PORT HOOK_PORT MAX_IN_FLIGHT: writes DIR/weir.yaml, one topic
+# route (/events/bench) and one subscription delivering to 127.0.0.1:HOOK_PORT/hook.
+delivery_config() {
+  cat > "$1/weir.yaml" <<YAML
+listen: { proxy: 127.0.0.1:$2 }
+workers: 1
+access_log: off
+data_dir: $1/data
+topics:
+  bench: {}
+routes:
+  - { name: ingest, topic: bench, match: { paths: ["/events/bench"] } }
+subscriptions:
+  - { name: hook, topic: bench, endpoint: "http://127.0.0.1:$3/hook", max_in_flight: $4 }
+YAML
 }

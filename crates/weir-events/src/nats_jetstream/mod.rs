@@ -59,6 +59,8 @@ struct Held {
 const PROGRESS_EVERY_MS: i64 = 10_000;
 /// The replay consumer is asked this often (at once after a replay made here).
 const REPLAY_POLL_MS: i64 = 1_000;
+/// How long a subscription's ordering flag read from the broker is trusted.
+const STATE_TTL_MS: i64 = 5_000;
 
 pub struct NatsJetStream {
     js: Context,
@@ -77,6 +79,9 @@ pub struct NatsJetStream {
     ack_waits: Mutex<HashMap<String, Duration>>,
     /// When each subscription's replay consumer was last asked.
     replay_polled: Mutex<HashMap<String, i64>>,
+    /// Each subscription's ordering flag and when it was read, so a lease asks the broker
+    /// at most every [`STATE_TTL_MS`].
+    ordered_seen: Mutex<HashMap<String, (bool, i64)>>,
     published: tokio::sync::Notify,
     pub display: String,
 }
@@ -559,7 +564,14 @@ impl Queue for NatsJetStream {
         subscription: &'a str,
         ordered: bool,
     ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.set_state("ordered", subscription, if ordered { "1" } else { "" }))
+        Box::pin(async move {
+            self.set_state("ordered", subscription, if ordered { "1" } else { "" })
+                .await?;
+            self.ordered_seen
+                .lock()
+                .insert(subscription.to_owned(), (ordered, now_ms()));
+            Ok(())
+        })
     }
 
     fn record<'a>(&'a self, subscription: &'a str, attempt: Attempt) -> BoxFuture<'a, Result<()>> {

@@ -147,6 +147,7 @@ impl NatsJetStream {
             open: Mutex::new(HashMap::new()),
             ack_waits: Mutex::new(HashMap::new()),
             replay_polled: Mutex::new(HashMap::new()),
+            ordered_seen: Mutex::new(HashMap::new()),
             published: tokio::sync::Notify::new(),
             display,
         })
@@ -232,8 +233,18 @@ impl NatsJetStream {
         Ok(out)
     }
 
+    /// Whether the subscription is ordered: read from the broker at most every few
+    /// seconds (another node may have changed it), not on every lease.
     pub(super) async fn ordered(&self, sub: &str) -> Result<bool> {
-        Ok(self.state_of("ordered", sub).await?.as_deref() == Some("1"))
+        let now = now_ms();
+        if let Some((on, at)) = self.ordered_seen.lock().get(sub)
+            && now - at < super::STATE_TTL_MS
+        {
+            return Ok(*on);
+        }
+        let on = self.state_of("ordered", sub).await?.as_deref() == Some("1");
+        self.ordered_seen.lock().insert(sub.to_owned(), (on, now));
+        Ok(on)
     }
 
     pub(super) async fn state_of(&self, kind: &str, sub: &str) -> Result<Option<String>> {

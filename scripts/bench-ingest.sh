@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Durable ingest into the event queue (embedded, or WEIR_QUEUE: a redis:// or nats:// URL),
+# Durable ingest into the event queue (embedded, or WEIR_QUEUE: a redis://, nats:// or amqp:// URL),
 # against Weir's own plain-proxy throughput in the same run. Starts an nginx upstream and Weir (release, one worker) with two routes on one
 # listener: /proxy/* to nginx, and /events/bench to a topic; then alternates wrk runs:
 # GET through the proxy, and POST of a small JSON event (each answered 202 only after the

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure the servers the test suite talks to are up on this machine, starting any that
-# is down (Redis, PostgreSQL, NATS with JetStream). Idempotent; prints what it did.
+# is down (Redis, PostgreSQL, NATS with JetStream, RabbitMQ). Idempotent; prints what it did.
 set -euo pipefail
 
 redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
@@ -49,4 +49,18 @@ else
         -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
     for _ in $(seq 100); do nats_up && break; sleep 0.1; done
     nats_up || { echo "services: nats did not come up; see /var/log/nats-server.log" >&2; exit 1; }
+fi
+
+rabbit_up() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && rabbitmqctl -q status >/dev/null 2>&1; }
+if ! command -v rabbitmq-server >/dev/null && [ ! -x /usr/sbin/rabbitmq-server ]; then
+    echo "services: rabbitmq-server is not installed; install it (Debian: apt-get install rabbitmq-server)" >&2
+    exit 1
+fi
+if rabbit_up; then
+    echo "services: rabbitmq on 127.0.0.1:5672 is up"
+else
+    echo "services: starting rabbitmq on 127.0.0.1:5672 (takes a few seconds)"
+    rabbitmq-server -detached
+    for _ in $(seq 300); do rabbit_up && break; sleep 0.2; done
+    rabbit_up || { echo "services: rabbitmq did not come up; see /var/log/rabbitmq/" >&2; exit 1; }
 fi

@@ -66,6 +66,8 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
         || backend.starts_with("redis://")
         || backend.starts_with("rediss://")
         || backend.starts_with("nats://")
+        || backend.starts_with("amqp://")
+        || backend.starts_with("amqps://")
         || backend.strip_prefix("env:").is_some_and(|n| {
             !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         });
@@ -73,7 +75,7 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
         e.push(
             "events.backend",
             format!(
-                "{backend:?}: give `embedded`, a `redis://`, `rediss://` or `nats://` URL, or `env:NAME` naming a variable that holds one (RabbitMQ is not in this version)"
+                "{backend:?}: give `embedded`, a `redis://`, `rediss://`, `nats://`, `amqp://` or `amqps://` URL, or `env:NAME` naming a variable that holds one"
             ),
         );
     }

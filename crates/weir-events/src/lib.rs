@@ -5,9 +5,11 @@
 
 pub mod delivery;
 mod embedded;
+mod held;
 mod id;
 pub mod inbound;
 pub mod nats_jetstream;
+pub mod rabbitmq;
 pub mod redis_streams;
 
 use std::time::Duration;
@@ -18,6 +20,7 @@ use futures_util::future::BoxFuture;
 pub use embedded::Embedded;
 pub use id::{event_id_for_key, new_event_id};
 pub use nats_jetstream::NatsJetStream;
+pub use rabbitmq::RabbitMq;
 pub use redis_streams::RedisStreams;
 
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +249,30 @@ pub trait Queue: Send + Sync + 'static {
 pub const ATTEMPT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Attempt records kept per subscription by backends that cap by count.
 pub const ATTEMPTS_KEPT: usize = 10_000;
+
+/// Attempt records read in the order they were written, kept when they are of
+/// `event_id` (or of any event), then the newest `limit` first: for backends whose records
+/// are a log.
+#[derive(Default)]
+pub(crate) struct AttemptLog {
+    all: Vec<Attempt>,
+}
+
+impl AttemptLog {
+    pub fn push(&mut self, record: &[u8], event_id: Option<&str>) {
+        if let Ok(a) = serde_json::from_slice::<Attempt>(record)
+            && event_id.is_none_or(|id| a.event_id == id)
+        {
+            self.all.push(a);
+        }
+    }
+
+    pub fn newest(mut self, limit: usize) -> Vec<Attempt> {
+        self.all.reverse();
+        self.all.truncate(limit);
+        self.all
+    }
+}
 
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use weir_events::{
-    Attempt, Embedded, NatsJetStream, NewEvent, Queue, RedisStreams, StartAt, new_event_id, now_ms,
+    Attempt, Embedded, NatsJetStream, NewEvent, Queue, RabbitMq, RedisStreams, StartAt,
+    new_event_id, now_ms,
 };
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
@@ -414,6 +415,40 @@ async fn concurrent_publishes_to_nats_are_kept_without_loss() {
     let q = Arc::new(nats_queue("group").await);
     concurrent(Arc::clone(&q) as Arc<dyn Queue>).await;
     q.delete_streams().await.unwrap();
+}
+
+/// A RabbitMQ queue with exchanges, queues and streams of its own.
+async fn rabbit_queue(tag: &str) -> RabbitMq {
+    let prefix = format!("wt{tag}{}x{}", std::process::id(), now_ms());
+    RabbitMq::open(
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        &prefix,
+        Duration::from_secs(3600),
+    )
+    .await
+    .expect("RabbitMQ on 127.0.0.1:5672 (scripts/services.sh starts it)")
+}
+
+#[tokio::test]
+async fn the_rabbitmq_queue_conforms() {
+    let q = rabbit_queue("conf").await;
+    conformance(&q, "rabbit").await;
+    ordering(&q, "rabbit").await;
+    let subs = [
+        "billing-rabbit",
+        "audit-rabbit",
+        "late-rabbit",
+        "fifo-rabbit",
+    ];
+    let topics = ["orders-rabbit", "other-rabbit", "keyed-rabbit"];
+    q.delete_all(&subs, &topics).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_publishes_to_rabbitmq_are_kept_without_loss() {
+    let q = Arc::new(rabbit_queue("conc").await);
+    concurrent(q.clone()).await;
+    q.delete_all(&["all"], &["g"]).await.unwrap();
 }
 
 #[tokio::test]

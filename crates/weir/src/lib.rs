@@ -110,7 +110,8 @@ async fn keep_retention(
     }
 }
 
-/// Opens the configured event queue: the embedded one under `data_dir`, or Redis Streams.
+/// Opens the configured event queue: the embedded one under `data_dir`, Redis Streams, NATS
+/// JetStream or RabbitMQ.
 async fn open_queue(config: &Config) -> Result<Arc<dyn weir_events::Queue>, String> {
     let mut backend = config.events.backend.clone();
     if let Some(name) = backend.strip_prefix("env:") {
@@ -133,25 +134,34 @@ async fn open_queue(config: &Config) -> Result<Arc<dyn weir_events::Queue>, Stri
         return Ok(Arc::new(q));
     }
     if backend.starts_with("nats://") {
-        // The stream keeps events as long as the longest-lived topic wants them.
-        let retention = config
-            .topics
-            .values()
-            .map(|t| t.retention.get())
-            .max()
-            .unwrap_or(Duration::from_secs(7 * 86_400));
         let q = weir_events::NatsJetStream::open(
             &backend,
             &config.events.namespace,
-            retention,
+            longest_retention(config),
         )
         .await
         .map_err(|e| format!("cannot reach NATS JetStream: {e}; check events.backend and that nats-server runs with -js"))?;
         return Ok(Arc::new(q));
     }
+    if backend.starts_with("amqp://") || backend.starts_with("amqps://") {
+        let q = weir_events::RabbitMq::open(&backend, &config.events.namespace, longest_retention(config))
+            .await
+            .map_err(|e| format!("cannot reach RabbitMQ: {e}; check events.backend (user, password, vhost) and that rabbitmq-server is running"))?;
+        return Ok(Arc::new(q));
+    }
     Err(format!(
-        "events.backend: {backend:?} is not a queue this version can open (embedded, redis:// or nats://)"
+        "events.backend: {backend:?} is not a queue this version can open (embedded, redis://, nats:// or amqp://)"
     ))
+}
+
+/// Broker-side logs keep events as long as the longest-lived topic wants them.
+fn longest_retention(config: &Config) -> Duration {
+    config
+        .topics
+        .values()
+        .map(|t| t.retention.get())
+        .max()
+        .unwrap_or(Duration::from_secs(7 * 86_400))
 }
 
 /// The data plane as the control plane sees it.

@@ -1,7 +1,7 @@
 //! No loss under failure: Weir killed with SIGKILL in the middle of ingest and delivery
-//! delivers every event it answered 202 once restarted; a Redis or NATS queue that goes
-//! away makes ingest answer 503 with Retry-After (nothing acknowledged and then lost), and
-//! ingest and delivery resume when it returns.
+//! delivers every event it answered 202 once restarted; a Redis, NATS or RabbitMQ queue
+//! that goes away makes ingest answer 503 with Retry-After (nothing acknowledged and then
+//! lost), and ingest and delivery resume when it returns.
 
 // Integration tests: a panic is a test failure, and bodies here are small and bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
@@ -163,10 +163,45 @@ impl OwnNats {
     }
 }
 
+/// The shared RabbitMQ seen through a TCP relay of the test's own: stopping the relay
+/// (its listener and every connection through it) is the broker going away for Weir.
+struct Relay {
+    port: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Relay {
+    async fn start(port: u16) -> Self {
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let task = tokio::spawn(async move {
+            // Dropped with the task: every relayed connection closes with it.
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                conns.spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect("127.0.0.1:5672").await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            task: Some(task),
+        }
+    }
+}
+
 /// A broker of the test's own, keeping its data on disk, that goes away and comes back.
 enum Broker {
     Redis(OwnRedis, std::path::PathBuf),
     Nats(OwnNats),
+    /// Through a relay, under a namespace of the test's own.
+    Rabbit(Relay, String),
 }
 
 impl Broker {
@@ -174,6 +209,14 @@ impl Broker {
         match self {
             Self::Redis(r, _) => format!("redis://127.0.0.1:{}", r.port),
             Self::Nats(n) => format!("nats://127.0.0.1:{}", n.port),
+            Self::Rabbit(r, _) => format!("amqp://guest:guest@127.0.0.1:{}/%2f", r.port),
+        }
+    }
+
+    fn namespace(&self) -> String {
+        match self {
+            Self::Rabbit(_, ns) => ns.clone(),
+            _ => "weir".to_owned(),
         }
     }
 
@@ -181,6 +224,11 @@ impl Broker {
         match self {
             Self::Redis(r, _) => r.stop(),
             Self::Nats(n) => n.proc = None,
+            Self::Rabbit(r, _) => {
+                if let Some(t) = r.task.take() {
+                    t.abort();
+                }
+            }
         }
     }
 
@@ -188,6 +236,7 @@ impl Broker {
         match self {
             Self::Redis(r, aof) => *r = OwnRedis::start_in(r.port, Some(aof)).await,
             Self::Nats(n) => *n = OwnNats::start(n.port, &n.dir).await,
+            Self::Rabbit(r, _) => *r = Relay::start(r.port).await,
         }
     }
 }
@@ -204,7 +253,7 @@ async fn outage_and_recovery(mut broker: Broker, dir: &std::path::Path) {
 workers: 1
 access_log: off
 data_dir: {}
-events: {{ backend: \"{}\" }}
+events: {{ backend: \"{}\", namespace: {} }}
 topics: {{ orders: {{}} }}
 routes: [ {{ name: input, topic: orders, match: {{ paths: [/events/orders] }} }} ]
 subscriptions:
@@ -212,6 +261,7 @@ subscriptions:
 ",
             dir.display(),
             broker.url(),
+            broker.namespace(),
             endpoint.address()
         ),
         "test",
@@ -361,7 +411,15 @@ subscriptions:
     for n in nodes {
         n.shutdown().await;
     }
-    if backend.starts_with("nats:") {
+    if backend.starts_with("amqp:") {
+        let sub = format!("{topic}-sub");
+        weir_events::RabbitMq::open(backend, &ns, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .delete_all(&[&sub], &[&topic])
+            .await
+            .unwrap();
+    } else if backend.starts_with("nats:") {
         weir_events::NatsJetStream::open(backend, &ns, Duration::from_secs(60))
             .await
             .unwrap()
@@ -383,6 +441,30 @@ subscriptions:
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_share_a_redis_queue() {
     two_nodes_share("redis://127.0.0.1:6379", "shared-redis").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rabbitmq_queue_going_away_answers_503_and_resumes_without_loss() {
+    let dir = temp_dir("events-chaos-rabbit");
+    let ns = format!("t{}", weir_events::now_ms() % 1_000_000_007);
+    let relay = Relay::start(free_port()).await;
+    outage_and_recovery(Broker::Rabbit(relay, ns.clone()), &dir).await;
+    weir_events::RabbitMq::open(
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        &ns,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+    .delete_all(&["billing"], &["orders"])
+    .await
+    .unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_share_a_rabbitmq_queue() {
+    two_nodes_share("amqp://guest:guest@127.0.0.1:5672/%2f", "shared-rabbit").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

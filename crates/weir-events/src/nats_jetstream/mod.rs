@@ -7,7 +7,7 @@
 //! Per-key ordering holds later events of a key in the node that leased them (keeping
 //! their leases alive) until the one before is done.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -21,6 +21,7 @@ use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 
 mod support;
+use crate::held::{Held, Holds};
 use support::{event_of, header, missing, next_by_subject, one_line};
 
 use crate::{
@@ -39,21 +40,6 @@ fn consumer_name(sub: &str) -> String {
     sub.replace('.', "_dot_")
 }
 
-/// A message leased to this node, by (subscription, position).
-struct Held {
-    msg: Message,
-    /// The ordering key, when the subscription is ordered and the event has one.
-    key: Option<String>,
-    /// Given to a delivery worker (false: waiting behind an earlier event of its key).
-    given: bool,
-    /// Unix milliseconds when this node's lease ends (a worker here that hangs past it
-    /// gets the event handed out again; a crashed node's leases end with the ack wait).
-    until: i64,
-    attempt: u32,
-    /// Unix milliseconds of the last progress sent to the broker for it.
-    progressed: i64,
-}
-
 /// Held messages tell the broker they are still being worked on this often (well inside
 /// the shortest ack wait, which is never below [`DEFAULT_ACK_WAIT`]).
 const PROGRESS_EVERY_MS: i64 = 10_000;
@@ -69,12 +55,10 @@ pub struct NatsJetStream {
     dead: Stream,
     attempts: Stream,
     state: Stream,
-    held: Mutex<HashMap<(String, i64), Held>>,
+    holds: Holds<Message>,
     /// Messages handed back with a delay (`Nak`), until they come again: a new retry time
     /// is a new `Nak`.
     retrying: Mutex<HashMap<(String, i64), Message>>,
-    /// Per ordered subscription and key: the positions open (leased or waiting), in order.
-    open: Mutex<HashMap<(String, String), BTreeSet<i64>>>,
     /// The ack wait each consumer was last set to.
     ack_waits: Mutex<HashMap<String, Duration>>,
     /// When each subscription's replay consumer was last asked.
@@ -173,42 +157,15 @@ impl Queue for NatsJetStream {
             let ordered = self.ordered(subscription).await?;
             let now = now_ms();
             let until = now + lease_for.as_millis() as i64;
-            let mut out = Vec::new();
             // Held here: leases that ran out (handed out again), and events whose turn
             // has come (ordered keys released meanwhile).
-            {
-                let open = self.open.lock();
-                let mut held = self.held.lock();
-                for ((sub, seq), h) in held.iter_mut() {
-                    if out.len() >= max || sub != subscription {
-                        continue;
-                    }
-                    let turn = !h.given
-                        && h.key.as_ref().is_some_and(|k| {
-                            open.get(&(sub.clone(), k.clone()))
-                                .and_then(|s| s.first().copied())
-                                == Some(*seq)
-                        });
-                    let expired = h.given && h.until <= now;
-                    if turn || expired {
-                        if expired {
-                            h.attempt += 1;
-                        }
-                        h.given = true;
-                        h.until = until;
-                        let m = &h.msg;
-                        out.push(Leased {
-                            event: event_of(
-                                &m.subject,
-                                *seq,
-                                m.headers.as_ref(),
-                                m.payload.clone(),
-                            )?,
-                            attempt: h.attempt,
-                        });
-                    }
-                }
-            }
+            let mut out = self.holds.due(subscription, max, now, until, |seq, h| {
+                let m = &h.msg;
+                Ok(Leased {
+                    event: event_of(&m.subject, seq, m.headers.as_ref(), m.payload.clone())?,
+                    attempt: h.attempt,
+                })
+            })?;
             let poll_replays = {
                 let mut polled = self.replay_polled.lock();
                 let last = polled.entry(subscription.to_owned()).or_insert(0);
@@ -238,25 +195,18 @@ impl Queue for NatsJetStream {
                     let seq = event.seq;
                     self.retrying.lock().remove(&(subscription.to_owned(), seq));
                     let key = if ordered { event.key.clone() } else { None };
-                    let mut give = true;
-                    if let Some(k) = &key {
-                        let mut open = self.open.lock();
-                        let set = open
-                            .entry((subscription.to_owned(), k.clone()))
-                            .or_default();
-                        set.insert(seq);
-                        give = set.first() == Some(&seq);
-                    }
                     let attempt = delivered.max(1) as u32;
-                    self.held.lock().insert(
-                        (subscription.to_owned(), seq),
+                    let give = self.holds.admit(
+                        subscription,
+                        seq,
                         Held {
                             msg: m,
                             key,
-                            given: give,
+                            given: false,
                             until,
                             attempt,
                             progressed: now,
+                            created_ms: event.created_ms,
                         },
                     );
                     if give {
@@ -265,21 +215,7 @@ impl Queue for NatsJetStream {
                 }
             }
             // Events held here keep their broker leases while they wait or are re-leased.
-            let waiting: Vec<Message> = self
-                .held
-                .lock()
-                .iter_mut()
-                .filter(|((s, _), h)| {
-                    s == subscription
-                        && (!h.given || h.attempt > 1)
-                        && now - h.progressed >= PROGRESS_EVERY_MS
-                })
-                .map(|(_, h)| {
-                    h.progressed = now;
-                    h.msg.clone()
-                })
-                .collect();
-            for m in waiting {
+            for m in self.holds.stale(subscription, now, PROGRESS_EVERY_MS) {
                 let _ = m.ack_with(AckKind::Progress).await;
             }
             out.sort_by_key(|l| l.event.seq);
@@ -289,9 +225,9 @@ impl Queue for NatsJetStream {
 
     fn ack<'a>(&'a self, subscription: &'a str, seq: i64) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            if let Some(h) = self.take(subscription, seq) {
+            if let Some(h) = self.holds.take(subscription, seq) {
                 h.msg.double_ack().await.map_err(unavailable)?;
-                self.release(subscription, h.key.as_deref(), seq);
+                self.holds.release(subscription, h.key.as_deref(), seq);
             }
             Ok(())
         })
@@ -304,7 +240,7 @@ impl Queue for NatsJetStream {
         at_ms: i64,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let msg = match self.take(subscription, seq) {
+            let msg = match self.holds.take(subscription, seq) {
                 Some(h) => Some(h.msg),
                 None => self.retrying.lock().remove(&(subscription.to_owned(), seq)),
             };
@@ -329,7 +265,7 @@ impl Queue for NatsJetStream {
         reason: &'a str,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let Some(h) = self.take(subscription, seq) else {
+            let Some(h) = self.holds.take(subscription, seq) else {
                 return Ok(());
             };
             let attempts = h.attempt;
@@ -352,7 +288,7 @@ impl Queue for NatsJetStream {
                 .double_ack_with(AckKind::Term)
                 .await
                 .map_err(unavailable)?;
-            self.release(subscription, h.key.as_deref(), seq);
+            self.holds.release(subscription, h.key.as_deref(), seq);
             Ok(())
         })
     }
@@ -429,11 +365,7 @@ impl Queue for NatsJetStream {
             let mut n = 0;
             for seq in due {
                 // Being delivered right now: not taken twice.
-                if self
-                    .held
-                    .lock()
-                    .contains_key(&(subscription.to_owned(), seq))
-                {
+                if self.holds.contains(subscription, seq) {
                     continue;
                 }
                 if self.replay_one(subscription, seq).await? {
@@ -596,24 +528,18 @@ impl Queue for NatsJetStream {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Attempt>>> {
         Box::pin(async move {
-            let mut all = Vec::new();
+            let mut log = crate::AttemptLog::default();
             self.scan(
                 &self.attempts,
                 format!("{}.att.{subscription}", self.prefix),
                 DeliverPolicy::All,
                 |m| {
-                    if let Ok(a) = serde_json::from_slice::<Attempt>(&m.payload)
-                        && event_id.is_none_or(|id| a.event_id == id)
-                    {
-                        all.push(a);
-                    }
+                    log.push(&m.payload, event_id);
                     true
                 },
             )
             .await?;
-            all.reverse();
-            all.truncate(limit);
-            Ok(all)
+            Ok(log.newest(limit))
         })
     }
 

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use parking_lot::Mutex;
 
-use super::{DEFAULT_ACK_WAIT, Held, NatsJetStream, consumer_name, unavailable};
+use super::{DEFAULT_ACK_WAIT, NatsJetStream, consumer_name, unavailable};
 use crate::{ATTEMPT_RETENTION, ATTEMPTS_KEPT, DeadLetter, Event, QueueError, Result, now_ms};
 
 pub(super) fn header(h: Option<&HeaderMap>, name: &str) -> Option<String> {
@@ -142,9 +142,8 @@ impl NatsJetStream {
             dead,
             attempts,
             state,
-            held: Mutex::new(HashMap::new()),
+            holds: crate::held::Holds::default(),
             retrying: Mutex::new(HashMap::new()),
-            open: Mutex::new(HashMap::new()),
             ack_waits: Mutex::new(HashMap::new()),
             replay_polled: Mutex::new(HashMap::new()),
             ordered_seen: Mutex::new(HashMap::new()),
@@ -270,26 +269,6 @@ impl NatsJetStream {
     }
 
     /// The leased message at `seq`, taken out of the held set.
-    pub(super) fn take(&self, sub: &str, seq: i64) -> Option<Held> {
-        self.held.lock().remove(&(sub.to_owned(), seq))
-    }
-
-    /// After `seq` of an ordered key is done: forget it (the next lease gives the next).
-    pub(super) fn release(&self, sub: &str, key: Option<&str>, seq: i64) {
-        if let Some(k) = key {
-            let mut open = self.open.lock();
-            let slot = (sub.to_owned(), k.to_owned());
-            if let Some(set) = open.get_mut(&slot) {
-                set.remove(&seq);
-                if set.is_empty() {
-                    open.remove(&slot);
-                }
-            }
-        }
-    }
-
-    /// Dead-letter records of a subscription: (record position, event position, id,
-    /// attempts, reason).
     pub(super) async fn dead_records(
         &self,
         sub: &str,

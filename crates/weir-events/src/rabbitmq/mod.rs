@@ -1,0 +1,402 @@
+//! The RabbitMQ queue (ADR 0008). Events go to a direct exchange under their topic; a
+//! stream per topic is the log (reads, replay-since, lookups) and a quorum queue per
+//! subscription its cursor, leased with `basic.get` (unacknowledged until delivered; a
+//! closed channel hands them back). Retries wait in a ladder of expiring queues; dead
+//! letters, attempt records and per-subscription state are streams read to their end.
+//! Positions are assigned by the publishing node: time, node id, counter.
+
+mod events;
+mod link;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use lapin::Acker;
+use lapin::protocol::AMQPSoftError;
+use lapin::types::AMQPValue;
+use parking_lot::Mutex;
+
+use crate::held::Holds;
+use crate::{DeadLetter, Event, QueueError, Result, now_ms};
+use events::{Clock, IdCache, event_of, props, seq_time_ms};
+use link::{Link, Names, durable, header_i64, header_str, ladder_level, soft, unavailable};
+
+/// A message this node leased: how to acknowledge it, and what it carries.
+struct Msg {
+    acker: Acker,
+    event: Event,
+}
+
+/// State records by (kind, subscription or topic): the last value of each.
+type StateMap = HashMap<(String, String), String>;
+
+/// A retry this node sent.
+#[derive(Clone, Copy)]
+struct Waiting {
+    due: i64,
+    attempt: u32,
+    created_ms: i64,
+    /// In the ladder (not yet back in the subscription queue).
+    laddered: bool,
+}
+
+/// How long a subscription's state (ordering, disabled) read from the broker is trusted.
+const STATE_TTL_MS: i64 = 5_000;
+/// How long a dead-letter count is trusted (this node's own dead letters and replays
+/// count at once).
+const DEAD_COUNT_TTL_MS: i64 = 30_000;
+/// A retrying head of an ordered key that has not come back this long after it was due
+/// went to another node: the key's later events here stop waiting for it.
+const HEAD_GRACE_MS: i64 = 60_000;
+/// Attempt records kept per subscription, in bytes of the stream.
+const ATTEMPT_BYTES: u64 = 64 * 1024 * 1024;
+
+pub struct RabbitMq {
+    url: String,
+    names: Names,
+    retention: Duration,
+    link: tokio::sync::Mutex<Option<Arc<Link>>>,
+    /// Connections opened (a reconnect forgets what the old one held).
+    connections: AtomicU64,
+    holds: Holds<Msg>,
+    clock: Mutex<Clock>,
+    ids: Mutex<IdCache>,
+    /// Topics whose stream this connection has declared.
+    topics: Mutex<HashSet<String>>,
+    /// Events waiting in the retry ladder, by (subscription, position): when due, the
+    /// attempt they come back as, when published.
+    retrying: Mutex<HashMap<(String, i64), Waiting>>,
+    /// Ladder copies replaced by a later retry (by subscription, position, due time):
+    /// dropped when they come back.
+    superseded: Mutex<HashSet<(String, i64, i64)>>,
+    /// Folded state records by (kind, subscription), and when they were read.
+    state: Mutex<(StateMap, i64)>,
+    /// Each subscription's dead-letter count and when it was counted (metrics ask every
+    /// few seconds; counting reads the whole dead-letter stream).
+    dead_counts: Mutex<HashMap<String, (u64, i64)>>,
+    /// Where recent reads stopped, by (topic, position): the stream offset after it.
+    offsets: Mutex<HashMap<(String, i64), u64>>,
+    published: tokio::sync::Notify,
+    pub display: String,
+}
+
+impl RabbitMq {
+    /// Connects (`amqp://` or `amqps://`) and declares what the queue needs under `prefix`;
+    /// topic logs keep events for `retention`.
+    pub async fn open(url: &str, prefix: &str, retention: Duration) -> Result<Self> {
+        let q = Self {
+            url: url.to_owned(),
+            names: Names {
+                prefix: prefix.to_owned(),
+            },
+            retention,
+            link: tokio::sync::Mutex::new(None),
+            connections: AtomicU64::new(0),
+            holds: Holds::default(),
+            clock: Mutex::new(Clock::default()),
+            ids: Mutex::new(IdCache::default()),
+            topics: Mutex::new(HashSet::new()),
+            retrying: Mutex::new(HashMap::new()),
+            superseded: Mutex::new(HashSet::new()),
+            state: Mutex::new((HashMap::new(), 0)),
+            dead_counts: Mutex::new(HashMap::new()),
+            offsets: Mutex::new(HashMap::new()),
+            published: tokio::sync::Notify::new(),
+            display: redact(url),
+        };
+        q.link().await?;
+        Ok(q)
+    }
+
+    /// The live connection, opened again when it was lost (what this node held went back
+    /// to the broker with it).
+    async fn link(&self) -> Result<Arc<Link>> {
+        let mut slot = self.link.lock().await;
+        if let Some(l) = slot.as_ref()
+            && l.healthy()
+        {
+            return Ok(Arc::clone(l));
+        }
+        let l = Arc::new(bounded(Link::open(&self.url, &self.names)).await?);
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        self.holds.forget_all();
+        self.topics.lock().clear();
+        *slot = Some(Arc::clone(&l));
+        Ok(l)
+    }
+
+    /// Removes everything this queue declared (tests, and an operator's clean-up).
+    pub async fn delete_all(&self, subscriptions: &[&str], topics: &[&str]) -> Result<()> {
+        let l = self.link().await?;
+        let ch = l.conn.create_channel().await.map_err(unavailable)?;
+        let mut queues: Vec<String> = vec![self.names.state()];
+        for s in subscriptions {
+            queues.extend([
+                self.names.sub(s),
+                self.names.dead(s),
+                self.names.attempts(s),
+            ]);
+        }
+        queues.extend(topics.iter().map(|t| self.names.log(t)));
+        queues.extend((0..link::LADDER_LEVELS).map(|k| self.names.ladder(k)));
+        for q in queues {
+            let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+        }
+        for k in 0..link::LADDER_LEVELS {
+            let _ = ch
+                .exchange_delete(self.names.ladder(k).as_str().into(), Default::default())
+                .await;
+        }
+        let _ = ch
+            .exchange_delete(self.names.exchange().as_str().into(), Default::default())
+            .await;
+        Ok(())
+    }
+
+    async fn ensure_topic(&self, l: &Link, topic: &str) -> Result<()> {
+        if self.topics.lock().contains(topic) {
+            return Ok(());
+        }
+        let log = self.names.log(topic);
+        let declared = l
+            .declare(&log, durable(), link::stream_args(self.retention, None))
+            .await;
+        if let Err(e) = declared {
+            // Declared before with other settings (the retention changed): use it as it
+            // is; a policy changes a stream's retention.
+            if soft(&e) != Some(AMQPSoftError::PRECONDITIONFAILED) {
+                return Err(unavailable(e));
+            }
+            tracing::warn!(stream = %log, "the topic's stream exists with other settings (retention); keeping them — set a RabbitMQ policy to change them");
+        }
+        l.bind(&log, &self.names.exchange(), topic).await?;
+        self.append_state(l, "topic", topic, topic).await?;
+        self.topics.lock().insert(topic.to_owned());
+        Ok(())
+    }
+
+    /// The channel `sub`'s leases and acknowledgements go through.
+    async fn lease_channel(&self, l: &Link, sub: &str) -> Result<lapin::Channel> {
+        if let Some(ch) = l.leases.lock().get(sub)
+            && ch.status().connected()
+        {
+            return Ok(ch.clone());
+        }
+        // The old channel closed: the broker took back what it had leased.
+        self.holds.forget(sub);
+        let ch = l.conn.create_channel().await.map_err(unavailable)?;
+        l.leases.lock().insert(sub.to_owned(), ch.clone());
+        Ok(ch)
+    }
+
+    /// Sends a copy of `e` to `sub` as attempt `attempt`, due at `due` (through the retry
+    /// ladder when that is later than now).
+    async fn send(&self, l: &Link, sub: &str, e: &Event, attempt: u32, due: i64) -> Result<()> {
+        let wait = due - now_ms();
+        let queue = self.names.sub(sub);
+        let p = props(e, attempt, due.max(0));
+        if wait <= 0 {
+            l.confirmed("", &queue, &e.body, p).await?;
+        } else {
+            let level = self.names.ladder(ladder_level(wait));
+            l.confirmed(&level, &queue, &e.body, p).await?;
+        }
+        if attempt > 1 {
+            let mut retrying = self.retrying.lock();
+            // Bounded: past it, a later retry of an event not held here sends a
+            // duplicate, and an ordered key may stop waiting for its retrying head.
+            if retrying.len() < 1_000_000 {
+                retrying.insert(
+                    (sub.to_owned(), e.seq),
+                    Waiting {
+                        due: due.max(0),
+                        attempt,
+                        created_ms: e.created_ms,
+                        laddered: wait > 0,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn next_seq(&self, node: u32) -> i64 {
+        self.clock.lock().next(now_ms(), node)
+    }
+
+    async fn append_state(&self, l: &Link, kind: &str, sub: &str, value: &str) -> Result<()> {
+        let p = lapin::BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_headers(link::args(&[
+                ("weir-kind", link::text(kind)),
+                ("weir-sub", link::text(sub)),
+            ]));
+        l.confirmed("", &self.names.state(), value.as_bytes(), p)
+            .await?;
+        let mut st = self.state.lock();
+        st.0.insert((kind.to_owned(), sub.to_owned()), value.to_owned());
+        Ok(())
+    }
+
+    /// Every state record folded (the last value of each kind and subscription), read
+    /// again when older than [`STATE_TTL_MS`].
+    async fn state_of(&self, kind: &str, sub: &str) -> Result<Option<String>> {
+        let fresh = now_ms() - self.state.lock().1 < STATE_TTL_MS;
+        if !fresh {
+            let l = self.link().await?;
+            let mut folded = HashMap::new();
+            // Read to where messages stop coming (no marker: the stream has no retention
+            // to drop markers with); a read cut short is corrected by the next one.
+            l.scan(
+                &self.names.state(),
+                link::text("first"),
+                false,
+                Duration::from_millis(100),
+                |d| {
+                    if let (Some(k), Some(s)) =
+                        (header_str(d, "weir-kind"), header_str(d, "weir-sub"))
+                    {
+                        folded.insert((k, s), String::from_utf8_lossy(&d.data).into_owned());
+                    }
+                    true
+                },
+            )
+            .await?;
+            *self.state.lock() = (folded, now_ms());
+        }
+        Ok(self
+            .state
+            .lock()
+            .0
+            .get(&(kind.to_owned(), sub.to_owned()))
+            .filter(|v| !v.is_empty())
+            .cloned())
+    }
+
+    /// The topic events of `sub` come from.
+    async fn topic_of(&self, sub: &str) -> Result<String> {
+        match self.state_of("topic-of", sub).await? {
+            Some(t) => Ok(t),
+            None => Err(QueueError::NoSubscription(sub.to_owned())),
+        }
+    }
+
+    /// The live dead letters of `sub`, oldest first, with their events.
+    async fn dead_records(&self, sub: &str) -> Result<Vec<(DeadLetter, Event)>> {
+        let l = self.link().await?;
+        let mut live: HashMap<i64, (usize, DeadLetter, Event)> = HashMap::new();
+        let mut n = 0usize;
+        let mut bad = None;
+        l.scan(
+            &self.names.dead(sub),
+            link::text("first"),
+            true,
+            Duration::ZERO,
+            |d| {
+                n += 1;
+                match header_str(d, "weir-kind").as_deref() {
+                    Some("replayed") => {
+                        if let Some(seq) = header_i64(d, "weir-seq") {
+                            live.remove(&seq);
+                        }
+                    }
+                    Some("dead") => match event_of(d) {
+                        Ok(e) => {
+                            let dl = DeadLetter {
+                                seq: e.seq,
+                                id: e.id.clone(),
+                                attempts: header_i64(d, "weir-attempts").unwrap_or(1) as u32,
+                                reason: header_str(d, "weir-reason").unwrap_or_default(),
+                            };
+                            live.insert(e.seq, (n, dl, e));
+                        }
+                        Err(e) => bad = Some(e),
+                    },
+                    _ => {}
+                }
+                true
+            },
+        )
+        .await?;
+        if let Some(e) = bad {
+            tracing::warn!(subscription = %sub, error = %e, "a dead-letter record could not be read; skipped");
+        }
+        let mut out: Vec<_> = live.into_values().collect();
+        out.sort_by_key(|(order, _, _)| *order);
+        Ok(out.into_iter().map(|(_, d, e)| (d, e)).collect())
+    }
+
+    /// The event at `seq` of `topic`, from its log.
+    async fn logged_event(&self, l: &Link, topic: &str, seq: i64) -> Result<Option<Event>> {
+        let start = (seq_time_ms(seq) - 5_000).max(0) / 1000;
+        let mut found = None;
+        l.scan(
+            &self.names.log(topic),
+            AMQPValue::Timestamp(start as u64),
+            false,
+            Duration::from_millis(200),
+            |d| match event_of(d) {
+                Ok(e) if e.seq == seq => {
+                    found = Some(e);
+                    false
+                }
+                Ok(e) => seq_time_ms(e.seq) <= seq_time_ms(seq) + 60_000,
+                Err(_) => true,
+            },
+        )
+        .await?;
+        Ok(found)
+    }
+
+    /// Events of `topic` published since `since_ms`, to the end of its log.
+    async fn log_since(&self, l: &Link, topic: &str, since_ms: i64) -> Result<Vec<Event>> {
+        let mut out = Vec::new();
+        l.scan(
+            &self.names.log(topic),
+            AMQPValue::Timestamp((since_ms.max(0) / 1000) as u64),
+            true,
+            Duration::ZERO,
+            |d| {
+                if let Ok(e) = event_of(d)
+                    && e.created_ms >= since_ms
+                {
+                    out.push(e);
+                }
+                true
+            },
+        )
+        .await?;
+        Ok(out)
+    }
+}
+
+/// How long one queue operation may wait on the broker. A connection that dies under
+/// a publish or an acknowledgement can leave its answer never coming: the operation
+/// fails instead (the caller answers 503 or tries again) and the next one reconnects.
+const OP_TIMEOUT: Duration = Duration::from_secs(35);
+
+async fn bounded<T>(op: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    match tokio::time::timeout(OP_TIMEOUT, op).await {
+        Ok(r) => r,
+        Err(_) => Err(QueueError::Unavailable(format!(
+            "RabbitMQ did not answer within {} s",
+            OP_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// The URL without its password, for logs and the admin API.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+mod queue;

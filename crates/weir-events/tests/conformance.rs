@@ -444,6 +444,41 @@ async fn the_rabbitmq_queue_conforms() {
     q.delete_all(&subs, &topics).await.unwrap();
 }
 
+/// RabbitMQ retries wait in expiring queues and come back through the subscription
+/// queue: not before their time, with their attempt, however many levels they pass.
+#[tokio::test]
+async fn rabbitmq_retries_come_back_at_their_time() {
+    let q = rabbit_queue("ladder").await;
+    q.subscribe("s", "t", StartAt::Beginning).await.unwrap();
+    q.publish(vec![event("t", "a"), event("t", "b")])
+        .await
+        .unwrap();
+    let got = q.lease("s", 10, LEASE).await.unwrap();
+    assert_eq!(got.len(), 2);
+    let start = now_ms();
+    // 600 ms: three passes through the 250 ms level; 2.3 s: the 2 s level, then 250 ms.
+    q.retry_at("s", got[0].event.seq, start + 600)
+        .await
+        .unwrap();
+    q.retry_at("s", got[1].event.seq, start + 2_300)
+        .await
+        .unwrap();
+    assert_eq!(q.depth("s").await.unwrap().pending, 2);
+    let mut back = Vec::new();
+    while back.len() < 2 && now_ms() - start < 10_000 {
+        for l in q.lease("s", 10, LEASE).await.unwrap() {
+            back.push((l.event.body.clone(), l.attempt, now_ms() - start));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(back.len(), 2, "{back:?}");
+    assert_eq!((back[0].0.as_ref(), back[0].1), (&b"a"[..], 2));
+    assert_eq!((back[1].0.as_ref(), back[1].1), (&b"b"[..], 2));
+    assert!(back[0].2 >= 600 && back[0].2 < 2_000, "{back:?}");
+    assert!(back[1].2 >= 2_300 && back[1].2 < 4_500, "{back:?}");
+    q.delete_all(&["s"], &["t"]).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_publishes_to_rabbitmq_are_kept_without_loss() {
     let q = Arc::new(rabbit_queue("conc").await);

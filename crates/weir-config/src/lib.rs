@@ -2,12 +2,14 @@
 //! overrides, and whole-config validation that reports every error with its path.
 //! Compilation into runtime objects happens in the crates that own them.
 
+pub mod ai;
 mod load;
 mod model;
 pub mod net;
 mod policy;
 mod units;
 mod validate;
+mod validate_ai;
 mod validate_policy;
 
 pub use load::{LoadError, apply_env, from_yaml, load_file};

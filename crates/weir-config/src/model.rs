@@ -59,6 +59,9 @@ pub struct Config {
     /// replaces the default).
     #[serde(default)]
     pub policy_defaults: Vec<PolicyConfig>,
+    /// LLM providers and the models `ai` routes serve.
+    #[serde(default)]
+    pub ai: crate::ai::AiConfig,
 }
 
 /// The event queue.
@@ -625,6 +628,10 @@ pub struct RouteConfig {
     /// before anything is published, and deduplicated on the sender's delivery id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inbound: Option<InboundConfig>,
+    /// Serve the AI gateway's APIs (OpenAI- and Anthropic-compatible) from the models
+    /// under `ai`, or a prompt template as an API of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai: Option<crate::ai::AiRouteConfig>,
     /// Higher wins before any other precedence rule.
     #[serde(default)]
     pub priority: i32,

@@ -52,6 +52,7 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
     if let Err(err) = crate::net::NetworkPolicy::parse(&config.events.allowed_networks) {
         e.push("events.allowed_networks", err);
     }
+    crate::validate_ai::validate(&config.ai, &mut e);
     let ns = &config.events.namespace;
     if ns.is_empty()
         || ns.len() > 32
@@ -461,6 +462,10 @@ fn validate_route(config: &Config, route: &RouteConfig, at: &str, e: &mut Errors
     if let Some(inbound) = &route.inbound {
         validate_inbound(route, inbound, at, e);
     }
+    if let Some(ai) = &route.ai {
+        crate::validate_ai::route(config, route, ai, at, e);
+        return;
+    }
     match (&route.topic, route.upstream.is_empty()) {
         (Some(_), false) => e.push(
             format!("{at}.topic"),
@@ -477,7 +482,7 @@ fn validate_route(config: &Config, route: &RouteConfig, at: &str, e: &mut Errors
                 );
             }
         }
-        (None, true) => e.push(format!("{at}.upstream"), "required (or a topic)"),
+        (None, true) => e.push(format!("{at}.upstream"), "required (or a topic, or ai)"),
         (None, false) => {
             if !config.upstreams.contains_key(&route.upstream) {
                 let hint =

@@ -272,7 +272,7 @@ fn accepted(ids: &[String], batch: bool) -> Response<ProxyBody> {
     rsp
 }
 
-async fn read_body(mut body: Incoming, limit: u64) -> Result<Bytes, GatewayError> {
+pub(crate) async fn read_body(mut body: Incoming, limit: u64) -> Result<Bytes, GatewayError> {
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame

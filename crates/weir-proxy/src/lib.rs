@@ -2,6 +2,7 @@
 //! compiled snapshot and its reload path. Errors become responses in `error_response` only.
 
 pub mod admin;
+mod ai;
 pub mod app;
 mod body;
 mod builtin;

@@ -358,6 +358,14 @@ pub async fn handle(
             route.policies.on_response(rsp.headers_mut(), &pctx);
             return finish(rsp, &route, start, None, None, log, &mut pctx);
         }
+        UpstreamKind::Ai => {
+            let consumer = pctx.consumer.as_ref().map(|c| &*c.name);
+            let mut rsp = Box::pin(crate::ai::answer(&route, &parts, body, consumer)).await;
+            rsp.headers_mut()
+                .insert(&X_REQUEST_ID, request_id.header_value().clone());
+            route.policies.on_response(rsp.headers_mut(), &pctx);
+            return finish(rsp, &route, start, None, None, log, &mut pctx);
+        }
         UpstreamKind::Builtin(b) => {
             let mut rsp = Box::pin(builtin::serve(
                 *b,

@@ -26,6 +26,9 @@ pub struct Snapshot {
     pub access_log: AccessLog,
     /// Metrics for requests that matched no route.
     pub unmatched: Arc<RouteMetrics>,
+    /// The AI gateway's client, health and records, kept across reloads once an AI route
+    /// needed them.
+    pub ai_plane: Option<Arc<weir_ai::AiPlane>>,
 }
 
 /// A compiled route: what the pipeline needs after the router picked it.
@@ -45,6 +48,8 @@ pub struct Route {
     pub calls: Option<weir_telemetry::calls::CallSink>,
     /// For a topic route: where its requests are published.
     pub topic: Option<TopicTarget>,
+    /// For an AI route: its models and providers.
+    pub ai: Option<Arc<weir_ai::AiRoute>>,
 }
 
 /// A topic route's target.
@@ -102,9 +107,34 @@ impl Snapshot {
             })
         });
         let max_body_size = config.limits.max_body_size.0;
+        let ai_plane = match previous.and_then(|p| p.ai_plane.clone()) {
+            Some(p) => Some(p),
+            None if config.routes.iter().any(|r| r.ai.is_some()) => Some(Arc::new(
+                weir_ai::AiPlane::new().map_err(|e| vec![format!("ai: {e}")])?,
+            )),
+            None => None,
+        };
+        let catalog = match &ai_plane {
+            Some(_) => Some(Arc::new(
+                weir_ai::Catalog::compile(&config.ai, &|n| std::env::var(n).ok())
+                    .map_err(|e| vec![e])?,
+            )),
+            None => None,
+        };
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
+            let ai = match (&r.ai, &ai_plane, &catalog) {
+                (Some(a), Some(plane), Some(catalog)) => Some(Arc::new(weir_ai::AiRoute {
+                    name: r.name.clone(),
+                    catalog: Arc::clone(catalog),
+                    plane: Arc::clone(plane),
+                    default_model: a.model.clone(),
+                    template: a.prompt_template.clone(),
+                })),
+                _ => None,
+            };
             let (upstream, topic) = match &r.topic {
+                _ if ai.is_some() => (weir_upstream::Upstream::ai(&r.name), None),
                 Some(name) => {
                     let Some(queue) = queue else {
                         return Err(vec![format!(
@@ -193,6 +223,7 @@ impl Snapshot {
                 policies,
                 calls: calls.cloned(),
                 topic,
+                ai,
             }));
         }
         if !policy_errors.is_empty() {
@@ -230,6 +261,7 @@ impl Snapshot {
                 max_body_size,
                 access_log,
                 unmatched,
+                ai_plane,
             },
             fresh,
         ))

@@ -7,9 +7,11 @@
 
 pub mod certs;
 pub mod client;
+pub mod fake_llm;
 pub mod upstream;
 
 pub use client::{HttpClient, Reply, raw_request};
+pub use fake_llm::FakeOpenAi;
 pub use upstream::{Behavior, MockUpstream, Recorded};
 
 /// Allocates a free loopback port (bind to 0, read it, release it).

@@ -23,7 +23,7 @@ use weir_core::UpstreamFailure;
 
 pub use balance::hash_of;
 pub use body::{BodySource, BodyStats, BodyTooLarge, BoxError, RequestBody};
-pub use connector::{AddressFilter, ConnectError, Connector, client_tls_config};
+pub use connector::{AddressFilter, ConnectError, Connector, TlsSettings, client_tls_config};
 pub use endpoint::{Endpoint, InFlight};
 pub use fetch::{Answer, Poster, fetch};
 
@@ -39,6 +39,8 @@ pub enum UpstreamKind {
     Builtin(Builtin),
     /// Not a network target: requests become events on this topic (the proxy publishes).
     Topic(Arc<str>),
+    /// An AI route: its providers (under `ai`) are its upstreams.
+    Ai,
 }
 
 /// The network side of an upstream: endpoints, balancer, per-worker pooled clients.
@@ -97,6 +99,14 @@ impl Upstream {
             name: format!("topic:{topic}").into(),
             config: UpstreamConfig::default(),
             kind: UpstreamKind::Topic(topic.into()),
+        })
+    }
+
+    pub fn ai(route: &str) -> Arc<Self> {
+        Arc::new(Self {
+            name: format!("ai:{route}").into(),
+            config: UpstreamConfig::default(),
+            kind: UpstreamKind::Ai,
         })
     }
 

@@ -25,7 +25,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "weir-upstream",
             "weir-policy",
             "weir-events",
+            "weir-ai",
         ],
+    ),
+    (
+        "weir-ai",
+        &["weir-config", "weir-policy", "weir-upstream"],
     ),
     (
         "weir-policy",

@@ -322,7 +322,7 @@ subscriptions:
         assert_eq!(r.status, 202);
         accepted.insert(r.json()["id"].as_str().unwrap().to_owned());
     }
-    eventually("delivery resumes", Duration::from_secs(15), || {
+    eventually("delivery resumes", Duration::from_secs(40), || {
         accepted.is_subset(&delivered_ids(&endpoint))
     })
     .await;

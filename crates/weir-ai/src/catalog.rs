@@ -1,0 +1,197 @@
+//! The AI configuration compiled for serving: providers with their keys read and their
+//! URLs parsed, model names with their targets, prices. Built with each snapshot; the
+//! health of keys and targets lives in [`crate::Health`], which outlives reloads.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use weir_config::ai::{AiConfig, ProviderKind};
+
+use crate::usage::Prices;
+
+/// One provider, ready to call.
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Up to the API version, without a trailing `/`.
+    pub base: String,
+    /// Each key as the header value it is sent in (marked sensitive: never logged).
+    pub keys: Vec<HeaderValue>,
+    pub api_version: Option<String>,
+    pub timeout: Duration,
+    pub cooldown: Duration,
+}
+
+impl Provider {
+    /// The URL of an endpoint (`chat/completions`, `embeddings`) for `model`.
+    pub fn url(&self, endpoint: &str, model: &str) -> String {
+        match self.kind {
+            ProviderKind::AzureOpenai => format!(
+                "{}/deployments/{model}/{endpoint}?api-version={}",
+                self.base,
+                self.api_version.as_deref().unwrap_or_default()
+            ),
+            _ => format!("{}/{endpoint}", self.base),
+        }
+    }
+
+    /// The header a key goes in, and its value.
+    pub fn auth(&self, key: &HeaderValue) -> Option<(http::HeaderName, HeaderValue)> {
+        match self.kind {
+            ProviderKind::AzureOpenai => {
+                Some((http::HeaderName::from_static("api-key"), key.clone()))
+            }
+            ProviderKind::Anthropic => {
+                Some((http::HeaderName::from_static("x-api-key"), key.clone()))
+            }
+            ProviderKind::Gemini => {
+                Some((http::HeaderName::from_static("x-goog-api-key"), key.clone()))
+            }
+            _ => {
+                let mut v = HeaderValue::from_bytes(&[b"Bearer ", key.as_bytes()].concat()).ok()?;
+                v.set_sensitive(true);
+                Some((http::header::AUTHORIZATION, v))
+            }
+        }
+    }
+
+    /// Speaks OpenAI's API (requests and answers pass through with the model swapped).
+    pub fn openai_family(&self) -> bool {
+        matches!(
+            self.kind,
+            ProviderKind::Openai
+                | ProviderKind::AzureOpenai
+                | ProviderKind::Mistral
+                | ProviderKind::OpenaiCompatible
+        )
+    }
+}
+
+/// A `provider/model` target of a model name.
+#[derive(Clone)]
+pub struct Target {
+    pub provider: Arc<Provider>,
+    /// The model name sent to the provider.
+    pub model: String,
+    /// `provider/model`, as prices, records and health know it.
+    pub label: String,
+    pub weight: Option<u32>,
+}
+
+pub struct Model {
+    pub name: String,
+    pub targets: Vec<Target>,
+}
+
+pub struct Catalog {
+    pub models: Vec<Model>,
+    by_name: HashMap<String, usize>,
+    pub prices: Prices,
+}
+
+impl Catalog {
+    /// Compiles `ai`, reading keys through `env`; errors name the place.
+    pub fn compile(ai: &AiConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let mut providers = HashMap::new();
+        for (name, p) in &ai.providers {
+            let base = p
+                .base_url
+                .as_deref()
+                .or(p.kind.default_base_url())
+                .ok_or_else(|| format!("ai.providers.{name}.base_url: required"))?
+                .trim_end_matches('/')
+                .to_owned();
+            let mut keys = Vec::new();
+            for (i, k) in p.api_keys.iter().enumerate() {
+                let secret = weir_policy::resolve_secret(k, env)
+                    .map_err(|e| format!("ai.providers.{name}.api_keys[{i}]: {e}"))?;
+                let mut v = HeaderValue::from_str(secret.trim()).map_err(|_| {
+                    format!("ai.providers.{name}.api_keys[{i}]: not usable in a header")
+                })?;
+                v.set_sensitive(true);
+                keys.push(v);
+            }
+            providers.insert(
+                name.clone(),
+                Arc::new(Provider {
+                    name: name.clone(),
+                    kind: p.kind,
+                    base,
+                    keys,
+                    api_version: p.api_version.clone(),
+                    timeout: p.timeout.get(),
+                    cooldown: p.cooldown.get(),
+                }),
+            );
+        }
+        let mut models = Vec::new();
+        let mut by_name = HashMap::new();
+        for (i, m) in ai.models.iter().enumerate() {
+            let mut targets = Vec::new();
+            for (j, t) in m.targets.iter().enumerate() {
+                let label = t.target().to_owned();
+                let (p, model) = label
+                    .split_once('/')
+                    .ok_or_else(|| format!("ai.models[{i}].targets[{j}]: give provider/model"))?;
+                let provider = providers
+                    .get(p)
+                    .ok_or_else(|| format!("ai.models[{i}].targets[{j}]: no provider {p:?}"))?;
+                if !provider.openai_family() {
+                    return Err(format!(
+                        "ai.models[{i}].targets[{j}]: {p:?} is a {:?} provider, which this version does not call yet; use an OpenAI-compatible kind (openai, azure_openai, mistral, openai_compatible)",
+                        provider.kind
+                    ));
+                }
+                targets.push(Target {
+                    provider: Arc::clone(provider),
+                    model: model.to_owned(),
+                    label: label.clone(),
+                    weight: t.weight(),
+                });
+            }
+            by_name.insert(m.name.clone(), models.len());
+            models.push(Model {
+                name: m.name.clone(),
+                targets,
+            });
+        }
+        Ok(Self {
+            models,
+            by_name,
+            prices: Prices::with_overrides(&ai.prices),
+        })
+    }
+
+    pub fn model(&self, name: &str) -> Option<&Model> {
+        self.by_name.get(name).map(|&i| &self.models[i])
+    }
+}
+
+impl Model {
+    /// The targets in the order to try them: by weight (a weighted draw for the first,
+    /// then the next draws among the rest) or as written.
+    pub fn plan(&self) -> Vec<&Target> {
+        let mut rest: Vec<&Target> = self.targets.iter().collect();
+        if rest.iter().all(|t| t.weight.is_none()) {
+            return rest;
+        }
+        let mut out = Vec::with_capacity(rest.len());
+        while !rest.is_empty() {
+            let total: u64 = rest.iter().map(|t| u64::from(t.weight.unwrap_or(1))).sum();
+            let mut pick = fastrand::u64(0..total.max(1));
+            let mut idx = 0;
+            for (i, t) in rest.iter().enumerate() {
+                let w = u64::from(t.weight.unwrap_or(1));
+                if pick < w {
+                    idx = i;
+                    break;
+                }
+                pick -= w;
+            }
+            out.push(rest.remove(idx));
+        }
+        out
+    }
+}

@@ -1,0 +1,35 @@
+//! Weir's AI gateway: LLM providers behind one OpenAI-compatible API. Routes with `ai:`
+//! hand their requests here ([`serve::answer`]); the configuration compiles into a
+//! [`catalog::Catalog`] per snapshot, while the [`AiPlane`] (provider client, key and
+//! target health, call records) lives as long as the gateway.
+
+pub mod catalog;
+pub mod client;
+mod errors;
+pub mod health;
+pub mod record;
+pub mod serve;
+pub mod sse;
+pub mod template;
+pub mod usage;
+
+pub use catalog::Catalog;
+pub use serve::{AiBody, AiResponse, AiRoute, answer};
+
+/// What outlives reloads: the client to providers, which keys and targets cool down, and
+/// where call records go.
+pub struct AiPlane {
+    pub client: client::ProviderClient,
+    pub health: health::Health,
+    pub recorder: record::Recorder,
+}
+
+impl AiPlane {
+    pub fn new() -> Result<Self, String> {
+        Ok(Self {
+            client: client::ProviderClient::new()?,
+            health: health::Health::default(),
+            recorder: record::Recorder::start(),
+        })
+    }
+}

@@ -1,0 +1,98 @@
+//! Where call records go, off the request path: a bounded queue to a task that counts
+//! them into metrics and keeps the recent ones for the analytics API.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use crate::usage::CallRecord;
+
+/// Records kept in memory for reading back.
+const KEPT: usize = 10_000;
+/// Records waiting for the task; past it they are counted as dropped, never waited on.
+const QUEUED: usize = 65_536;
+
+pub struct Recorder {
+    tx: mpsc::Sender<CallRecord>,
+    recent: Arc<Mutex<VecDeque<CallRecord>>>,
+}
+
+impl Recorder {
+    /// Starts the thread that takes records (its own: the gateway's worker runtimes
+    /// never wait on it).
+    pub fn start() -> Self {
+        let (tx, mut rx) = mpsc::channel::<CallRecord>(QUEUED);
+        let recent = Arc::new(Mutex::new(VecDeque::with_capacity(1024)));
+        let keep = Arc::clone(&recent);
+        let spawned = std::thread::Builder::new()
+            .name("weir-ai-records".into())
+            .spawn(move || {
+                let mut batch = Vec::with_capacity(256);
+                while let Some(first) = rx.blocking_recv() {
+                    batch.push(first);
+                    while batch.len() < 256 {
+                        match rx.try_recv() {
+                            Ok(r) => batch.push(r),
+                            Err(_) => break,
+                        }
+                    }
+                    for r in &batch {
+                        count(r);
+                    }
+                    let mut k = keep.lock();
+                    for r in batch.drain(..) {
+                        if k.len() >= KEPT {
+                            k.pop_front();
+                        }
+                        k.push_back(r);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the AI call-record thread; records are counted as dropped");
+        }
+        Self { tx, recent }
+    }
+
+    pub fn record(&self, r: CallRecord) {
+        if self.tx.try_send(r).is_err() {
+            metrics::counter!("weir_ai_records_dropped_total").increment(1);
+        }
+    }
+
+    /// The newest records first.
+    pub fn recent(&self, limit: usize) -> Vec<CallRecord> {
+        self.recent
+            .lock()
+            .iter()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+}
+
+fn count(r: &CallRecord) {
+    let labels = [
+        ("model", r.model.clone()),
+        ("target", r.target.clone()),
+        ("status", r.status.to_string()),
+    ];
+    metrics::counter!("weir_ai_requests_total", &labels).increment(1);
+    let tokens = |kind: &'static str, n: u64| {
+        metrics::counter!("weir_ai_tokens_total", "model" => r.model.clone(), "target" => r.target.clone(), "kind" => kind)
+            .increment(n);
+    };
+    tokens("input", r.usage.input);
+    tokens("output", r.usage.output);
+    metrics::counter!("weir_ai_cost_microusd_total", "model" => r.model.clone(), "target" => r.target.clone())
+        .increment((r.cost_usd * 1e6).round() as u64);
+    if r.fallbacks > 0 {
+        metrics::counter!("weir_ai_fallbacks_total", "model" => r.model.clone())
+            .increment(u64::from(r.fallbacks));
+    }
+    metrics::histogram!("weir_ai_ttft_seconds", "model" => r.model.clone())
+        .record(r.ttft_ms as f64 / 1000.0);
+}

@@ -1,0 +1,163 @@
+//! Tokens and what they cost: reading usage from OpenAI-shaped answers and stream
+//! chunks, the price table (defaults for common models, overridden by `ai.prices`), and
+//! the per-call record every AI request leaves.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use weir_config::ai::PriceConfig;
+
+/// Tokens of one call, as the provider counted them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// Input tokens, cached ones included.
+    pub input: u64,
+    /// Of the input, read from the provider's prompt cache.
+    pub cached_input: u64,
+    pub output: u64,
+}
+
+impl Usage {
+    /// From an OpenAI-shaped `usage` object (chat completions and embeddings).
+    pub fn from_openai(u: &serde_json::Value) -> Option<Self> {
+        let n = |v: &serde_json::Value| v.as_u64();
+        let input = n(&u["prompt_tokens"])?;
+        Some(Self {
+            input,
+            cached_input: n(&u["prompt_tokens_details"]["cached_tokens"]).unwrap_or(0),
+            output: n(&u["completion_tokens"]).unwrap_or(0),
+        })
+    }
+}
+
+/// USD per million tokens by `provider/model`.
+pub struct Prices {
+    table: HashMap<String, PriceConfig>,
+}
+
+/// Shipped prices (USD per million tokens) for common models; `ai.prices` overrides and
+/// extends them.
+const DEFAULT_PRICES: &[(&str, f64, f64, f64)] = &[
+    ("gpt-4.1", 2.0, 8.0, 0.5),
+    ("gpt-4.1-mini", 0.4, 1.6, 0.1),
+    ("gpt-4.1-nano", 0.1, 0.4, 0.025),
+    ("gpt-4o", 2.5, 10.0, 1.25),
+    ("gpt-4o-mini", 0.15, 0.6, 0.075),
+    ("o3", 2.0, 8.0, 0.5),
+    ("o4-mini", 1.1, 4.4, 0.275),
+    ("text-embedding-3-small", 0.02, 0.0, 0.02),
+    ("text-embedding-3-large", 0.13, 0.0, 0.13),
+    ("claude-sonnet-4-5", 3.0, 15.0, 0.3),
+    ("claude-opus-4-1", 15.0, 75.0, 1.5),
+    ("claude-haiku-4-5", 1.0, 5.0, 0.1),
+    ("gemini-2.5-pro", 1.25, 10.0, 0.31),
+    ("gemini-2.5-flash", 0.3, 2.5, 0.075),
+    ("mistral-large-latest", 2.0, 6.0, 2.0),
+    ("mistral-small-latest", 0.1, 0.3, 0.1),
+    ("mistral-embed", 0.1, 0.0, 0.1),
+];
+
+impl Prices {
+    pub fn with_overrides(overrides: &BTreeMap<String, PriceConfig>) -> Self {
+        let table = overrides.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        Self { table }
+    }
+
+    /// The price of `model` at `provider`: configured for `provider/model`, else the
+    /// shipped price of the model name; none for models nobody priced (self-hosted).
+    pub fn of(&self, label: &str) -> Option<PriceConfig> {
+        if let Some(p) = self.table.get(label) {
+            return Some(*p);
+        }
+        let model = label.split_once('/').map_or(label, |(_, m)| m);
+        DEFAULT_PRICES
+            .iter()
+            .find(|(m, ..)| *m == model)
+            .map(|&(_, input, output, cached)| PriceConfig {
+                input,
+                output,
+                cached_input: Some(cached),
+            })
+    }
+
+    /// USD for `usage` of `label` (0 when unpriced).
+    pub fn cost(&self, label: &str, usage: &Usage) -> f64 {
+        let Some(p) = self.of(label) else { return 0.0 };
+        let cached = usage.cached_input.min(usage.input);
+        let fresh = usage.input - cached;
+        (fresh as f64 * p.input
+            + cached as f64 * p.cached_input.unwrap_or(p.input)
+            + usage.output as f64 * p.output)
+            / 1_000_000.0
+    }
+}
+
+/// What one AI call did, for analytics and the access log.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallRecord {
+    pub route: String,
+    pub consumer: Option<String>,
+    /// The model name the client asked for.
+    pub model: String,
+    /// `provider/model` that answered (or was tried last).
+    pub target: String,
+    pub status: u16,
+    pub usage: Usage,
+    /// True when the provider gave no usage and the figures are an estimate.
+    pub estimated: bool,
+    pub cost_usd: f64,
+    pub latency_ms: u64,
+    /// Until the first byte of the answer (for a stream, the first chunk).
+    pub ttft_ms: u64,
+    pub stream: bool,
+    /// Targets tried before the one that answered.
+    pub fallbacks: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn costs_use_configured_then_shipped_prices() {
+        let mut o = BTreeMap::new();
+        o.insert(
+            "openai/gpt-4.1".to_owned(),
+            PriceConfig {
+                input: 3.0,
+                output: 9.0,
+                cached_input: None,
+            },
+        );
+        let p = Prices::with_overrides(&o);
+        let u = Usage {
+            input: 1_000_000,
+            cached_input: 500_000,
+            output: 100_000,
+        };
+        assert!((p.cost("openai/gpt-4.1", &u) - (3.0 + 0.9)).abs() < 1e-9);
+        // The shipped price of the model at another provider name: cached input cheaper.
+        let c = p.cost("azure/gpt-4.1", &u);
+        assert!((c - (1.0 + 0.25 + 0.8)).abs() < 1e-9, "{c}");
+        assert_eq!(p.cost("local/llama3.1", &u), 0.0);
+    }
+
+    #[test]
+    fn usage_is_read_from_openai_shapes() {
+        let v: serde_json::Value = serde_json::from_str(
+            r#"{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":4}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            Usage::from_openai(&v),
+            Some(Usage {
+                input: 10,
+                cached_input: 4,
+                output: 5
+            })
+        );
+        let emb: serde_json::Value =
+            serde_json::from_str(r#"{"prompt_tokens":7,"total_tokens":7}"#).unwrap();
+        assert_eq!(Usage::from_openai(&emb).unwrap().input, 7);
+    }
+}

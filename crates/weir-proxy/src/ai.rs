@@ -1,0 +1,39 @@
+//! AI routes in the request lifecycle: the body is read within the route's limit and
+//! handed to the AI gateway (`weir-ai`), whose answer — whole, or a stream passed on as it
+//! comes — becomes the response.
+
+use http::{Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::ProxyBody;
+use crate::error_response;
+use crate::snapshot::Route;
+
+pub(crate) async fn answer(
+    route: &Route,
+    parts: &http::request::Parts,
+    body: Incoming,
+    consumer: Option<&str>,
+) -> Response<ProxyBody> {
+    let Some(ai) = &route.ai else {
+        return error_response::render(&weir_core::GatewayError::Internal, "");
+    };
+    let bytes = match crate::ingest::read_body(body, route.max_body_size).await {
+        Ok(b) => b,
+        Err(e) => return error_response::render(&e, ""),
+    };
+    let out = weir_ai::answer(ai, &parts.method, parts.uri.path(), bytes, consumer).await;
+    let mut rsp = Response::new(match out.body {
+        weir_ai::AiBody::Full(b) => ProxyBody::full(b),
+        weir_ai::AiBody::Stream(rx) => ProxyBody::channel(rx),
+    });
+    *rsp.status_mut() = out.status;
+    *rsp.headers_mut() = out.headers;
+    if rsp.status() == StatusCode::OK && rsp.headers().is_empty() {
+        rsp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+    }
+    rsp
+}

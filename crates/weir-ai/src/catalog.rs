@@ -138,9 +138,9 @@ impl Catalog {
                 let provider = providers
                     .get(p)
                     .ok_or_else(|| format!("ai.models[{i}].targets[{j}]: no provider {p:?}"))?;
-                if !provider.openai_family() {
+                if provider.kind == ProviderKind::Gemini {
                     return Err(format!(
-                        "ai.models[{i}].targets[{j}]: {p:?} is a {:?} provider, which this version does not call yet; use an OpenAI-compatible kind (openai, azure_openai, mistral, openai_compatible)",
+                        "ai.models[{i}].targets[{j}]: {p:?} is a {:?} provider, which this version does not call yet; use openai, azure_openai, anthropic, mistral or openai_compatible",
                         provider.kind
                     ));
                 }

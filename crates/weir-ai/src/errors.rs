@@ -24,3 +24,20 @@ pub fn model_not_found(model: &str) -> AiResponse {
         }}),
     )
 }
+
+/// An error in the shape of the API the client called.
+pub fn for_client(anthropic: bool, status: StatusCode, message: &str) -> AiResponse {
+    if anthropic {
+        AiResponse::json(
+            status,
+            &json!({"type": "error", "error": {"type": crate::translate::anthropic_error_type(status.as_u16()), "message": message}}),
+        )
+    } else {
+        let kind = if status.is_server_error() {
+            "api_error"
+        } else {
+            "invalid_request_error"
+        };
+        openai(status, kind, message)
+    }
+}

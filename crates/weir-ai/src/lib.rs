@@ -10,7 +10,10 @@ pub mod health;
 pub mod record;
 pub mod serve;
 pub mod sse;
+mod tap;
 pub mod template;
+pub mod translate;
+pub mod translate_stream;
 pub mod usage;
 
 pub use catalog::Catalog;
@@ -32,4 +35,11 @@ impl AiPlane {
             recorder: record::Recorder::start(),
         })
     }
+}
+
+/// Unix seconds now (the `created` of answers Weir writes).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -16,9 +16,11 @@ use tokio::sync::mpsc;
 
 use crate::catalog::{Catalog, Model, Target};
 use crate::health::key_slot;
-use crate::sse::Splitter;
+use crate::tap;
+use crate::translate_stream::{AnthropicToOpenAi, OpenAiToAnthropic};
 use crate::usage::{CallRecord, Usage};
 use crate::{AiPlane, errors};
+use weir_config::ai::ProviderKind;
 
 /// An AI route, compiled.
 pub struct AiRoute {
@@ -57,7 +59,7 @@ impl AiResponse {
 
 /// Which API a request is for.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Api {
+pub(crate) enum Api {
     Chat,
     Embeddings,
 }
@@ -71,11 +73,20 @@ impl Api {
     }
 }
 
+/// What the client sent, when it spoke Anthropic's Messages API: its body (passed to
+/// Anthropic providers as it is, the model swapped) and version headers.
+pub(crate) struct AnthropicIn {
+    pub body: Value,
+    pub version: Option<HeaderValue>,
+    pub beta: Option<HeaderValue>,
+}
+
 /// Answers one request of an AI route; `consumer` is who the route's auth found.
 pub async fn answer(
     route: &AiRoute,
     method: &Method,
     path: &str,
+    headers: &HeaderMap,
     body: Bytes,
     consumer: Option<&str>,
 ) -> AiResponse {
@@ -89,7 +100,8 @@ pub async fn answer(
         }
         return crate::template::answer(route, t, body, consumer).await;
     }
-    let api = if path.ends_with("/chat/completions") {
+    let messages_api = path.ends_with("/messages");
+    let api = if path.ends_with("/chat/completions") || messages_api {
         Api::Chat
     } else if path.ends_with("/embeddings") {
         Api::Embeddings
@@ -99,25 +111,36 @@ pub async fn answer(
         return errors::openai(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
-            "this route serves /v1/chat/completions, /v1/embeddings and /v1/models",
+            "this route serves /v1/chat/completions, /v1/messages, /v1/embeddings and /v1/models",
         );
     };
     if method != Method::POST {
-        return errors::openai(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "invalid_request_error",
-            "use POST",
-        );
+        return errors::for_client(messages_api, StatusCode::METHOD_NOT_ALLOWED, "use POST");
     }
-    let mut request: Value = match serde_json::from_slice(&body) {
+    let sent: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
         _ => {
-            return errors::openai(
+            return errors::for_client(
+                messages_api,
                 StatusCode::BAD_REQUEST,
-                "invalid_request_error",
                 "the body must be a JSON object",
             );
         }
+    };
+    let (mut request, anthropic) = if messages_api {
+        match crate::translate::anthropic_request_to_openai(&sent) {
+            Ok(o) => (
+                o,
+                Some(AnthropicIn {
+                    body: sent,
+                    version: headers.get("anthropic-version").cloned(),
+                    beta: headers.get("anthropic-beta").cloned(),
+                }),
+            ),
+            Err(e) => return errors::for_client(true, StatusCode::BAD_REQUEST, &e),
+        }
+    } else {
+        (sent, None)
     };
     let asked = match request["model"]
         .as_str()
@@ -126,18 +149,26 @@ pub async fn answer(
     {
         Some(m) => m,
         None => {
-            return errors::openai(
+            return errors::for_client(
+                messages_api,
                 StatusCode::BAD_REQUEST,
-                "invalid_request_error",
                 "name a model in \"model\" (GET /v1/models lists them)",
             );
         }
     };
     let Some(model) = route.catalog.model(&asked) else {
+        if messages_api {
+            return errors::for_client(
+                true,
+                StatusCode::NOT_FOUND,
+                &format!("model: {asked} is not served here; GET /v1/models lists the models"),
+            );
+        }
         return errors::model_not_found(&asked);
     };
     let stream = api == Api::Chat && request["stream"].as_bool() == Some(true);
-    let wants_usage = request["stream_options"]["include_usage"].as_bool() == Some(true);
+    let wants_usage =
+        anthropic.is_some() || request["stream_options"]["include_usage"].as_bool() == Some(true);
     if stream {
         // Usage is counted on every stream: asked for upstream, passed on only when the
         // client asked for it too.
@@ -149,6 +180,7 @@ pub async fn answer(
         api,
         stream,
         wants_usage,
+        anthropic,
         consumer: consumer.map(str::to_owned),
         started: Instant::now(),
     };
@@ -168,6 +200,7 @@ pub(crate) async fn chat_once(
         api: Api::Chat,
         stream: false,
         wants_usage: false,
+        anthropic: None,
         consumer: consumer.map(str::to_owned),
         started: Instant::now(),
     }
@@ -187,19 +220,24 @@ fn models(catalog: &Catalog) -> AiResponse {
 
 /// One call through the targets of a model.
 pub(crate) struct Call<'a> {
-    route: &'a AiRoute,
-    model: &'a Model,
-    api: Api,
-    stream: bool,
-    wants_usage: bool,
-    consumer: Option<String>,
-    started: Instant,
+    pub(crate) route: &'a AiRoute,
+    pub(crate) model: &'a Model,
+    pub(crate) api: Api,
+    pub(crate) stream: bool,
+    /// The client asked for usage on its stream (Anthropic clients always get it).
+    pub(crate) wants_usage: bool,
+    /// Set when the client called `/v1/messages`.
+    pub(crate) anthropic: Option<AnthropicIn>,
+    pub(crate) consumer: Option<String>,
+    pub(crate) started: Instant,
 }
 
 /// What a failed attempt leaves for the client if nothing else answers.
 struct Failure {
     status: StatusCode,
     body: Option<Bytes>,
+    /// The body is an Anthropic error (else OpenAI's).
+    anthropic_shape: bool,
 }
 
 /// How a provider's answer counts.
@@ -236,10 +274,21 @@ impl Call<'_> {
         ready.extend(cooling);
         let mut last: Option<Failure> = None;
         for (n, target) in ready.iter().enumerate() {
-            let mut body = request.clone();
-            body["model"] = Value::String(target.model.clone());
-            let bytes = Bytes::from(body.to_string());
-            match self.try_target(target, bytes, n as u32).await {
+            let body = match self.provider_body(target, &request) {
+                Ok(b) => b,
+                Err(Skip::Unsupported(why)) => {
+                    tracing::debug!(target = %target.label, why, "target skipped");
+                    continue;
+                }
+                Err(Skip::Refused(why)) => {
+                    return errors::for_client(
+                        self.anthropic.is_some(),
+                        StatusCode::BAD_REQUEST,
+                        &why,
+                    );
+                }
+            };
+            match self.try_target(target, body, n as u32).await {
                 Ok(rsp) => return rsp,
                 Err(f) => last = Some(f),
             }
@@ -247,38 +296,73 @@ impl Call<'_> {
         let f = last.unwrap_or(Failure {
             status: StatusCode::SERVICE_UNAVAILABLE,
             body: None,
+            anthropic_shape: false,
         });
+        let fallbacks = (ready.len() as u32).saturating_sub(1);
+        let label = self.model.targets.first().map_or("", |t| &t.label);
         self.record(
-            self.model.targets.first().map_or("", |t| &t.label),
+            label,
             f.status.as_u16(),
             Usage::default(),
             true,
             0,
-            (ready.len() as u32).saturating_sub(1),
+            fallbacks,
         );
         match f.body {
-            Some(b) => {
-                let mut headers = HeaderMap::new();
-                headers.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                AiResponse {
-                    status: f.status,
-                    headers,
-                    body: AiBody::Full(b),
-                }
-            }
-            None => errors::openai(
+            Some(b) => self.provider_error(f.status, b, f.anthropic_shape),
+            None => errors::for_client(
+                self.anthropic.is_some(),
                 if f.status.is_server_error() {
                     f.status
                 } else {
                     StatusCode::BAD_GATEWAY
                 },
-                "api_error",
                 "no provider of this model answered; try again shortly",
             ),
         }
+    }
+
+    /// The body `target`'s provider gets: the client's own when it speaks the same API
+    /// (the model swapped), a translation otherwise.
+    fn provider_body(&self, target: &Target, request: &Value) -> Result<Bytes, Skip> {
+        let p = &target.provider;
+        if p.kind == ProviderKind::Anthropic {
+            if self.api == Api::Embeddings {
+                return Err(Skip::Unsupported("Anthropic has no embeddings API"));
+            }
+            let mut body = match &self.anthropic {
+                Some(a) => a.body.clone(),
+                None => crate::translate::openai_request_to_anthropic(request, &target.model)
+                    .map_err(Skip::Refused)?,
+            };
+            body["model"] = Value::String(target.model.clone());
+            return Ok(Bytes::from(body.to_string()));
+        }
+        let mut body = request.clone();
+        body["model"] = Value::String(target.model.clone());
+        Ok(Bytes::from(body.to_string()))
+    }
+
+    /// A provider's error as the client's API shapes errors (status kept).
+    fn provider_error(&self, status: StatusCode, body: Bytes, anthropic_shape: bool) -> AiResponse {
+        let client_anthropic = self.anthropic.is_some();
+        if client_anthropic == anthropic_shape {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return AiResponse {
+                status,
+                headers,
+                body: AiBody::Full(body),
+            };
+        }
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let message = v["error"]["message"]
+            .as_str()
+            .unwrap_or("the provider refused the request");
+        errors::for_client(client_anthropic, status, message)
     }
 
     /// Tries each key of one target; the answer, or why the next target should be tried.
@@ -290,6 +374,7 @@ impl Call<'_> {
     ) -> Result<AiResponse, Failure> {
         let plane = &self.route.plane;
         let p = &target.provider;
+        let to_anthropic = p.kind == ProviderKind::Anthropic;
         let keys: Vec<Option<(usize, &HeaderValue)>> = if p.keys.is_empty() {
             vec![None]
         } else {
@@ -300,11 +385,17 @@ impl Call<'_> {
             order.sort_by_key(|&i| plane.health.cooling(&key_slot(&p.name, i)));
             order.into_iter().map(|i| Some((i, &p.keys[i]))).collect()
         };
-        let url = p.url(self.api.endpoint(), &target.model);
-        let mut last = Failure {
-            status: StatusCode::BAD_GATEWAY,
-            body: None,
+        let endpoint = match (to_anthropic, self.api) {
+            (true, _) => "messages",
+            (false, api) => api.endpoint(),
         };
+        let url = p.url(endpoint, &target.model);
+        let failure = |status| Failure {
+            status,
+            body: None,
+            anthropic_shape: to_anthropic,
+        };
+        let mut last = failure(StatusCode::BAD_GATEWAY);
         for key in keys {
             let mut req = Request::post(url.as_str())
                 .header(header::CONTENT_TYPE, "application/json")
@@ -321,30 +412,30 @@ impl Call<'_> {
             {
                 req = req.header(name, value);
             }
+            if to_anthropic {
+                let a = self.anthropic.as_ref();
+                let version = a
+                    .and_then(|a| a.version.clone())
+                    .unwrap_or(HeaderValue::from_static(ANTHROPIC_VERSION));
+                req = req.header("anthropic-version", version);
+                if let Some(beta) = a.and_then(|a| a.beta.clone()) {
+                    req = req.header("anthropic-beta", beta);
+                }
+            }
             let Ok(req) = req.body(Full::new(body.clone())) else {
-                return Err(Failure {
-                    status: StatusCode::BAD_GATEWAY,
-                    body: None,
-                });
+                return Err(failure(StatusCode::BAD_GATEWAY));
             };
-            let sent = tokio::time::timeout(p.timeout, plane.client.send(req)).await;
-            let rsp = match sent {
+            let rsp = match tokio::time::timeout(p.timeout, plane.client.send(req)).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
                     tracing::warn!(target = %target.label, error = %e, "provider unreachable; trying the next target");
                     plane.health.cool_down(&target.label, p.cooldown);
-                    return Err(Failure {
-                        status: StatusCode::BAD_GATEWAY,
-                        body: None,
-                    });
+                    return Err(failure(StatusCode::BAD_GATEWAY));
                 }
                 Err(_) => {
                     tracing::warn!(target = %target.label, timeout = ?p.timeout, "provider did not answer in time; trying the next target");
                     plane.health.cool_down(&target.label, p.cooldown);
-                    return Err(Failure {
-                        status: StatusCode::GATEWAY_TIMEOUT,
-                        body: None,
-                    });
+                    return Err(failure(StatusCode::GATEWAY_TIMEOUT));
                 }
             };
             let status = rsp.status();
@@ -354,8 +445,7 @@ impl Call<'_> {
                     return Ok(self.success(target, rsp, fallbacks).await);
                 }
                 Verdict::Final => {
-                    let (parts, b) = rsp.into_parts();
-                    let bytes = read_capped(b).await.unwrap_or_default();
+                    let bytes = read_capped(rsp.into_body()).await.unwrap_or_default();
                     self.record(
                         &target.label,
                         status.as_u16(),
@@ -364,15 +454,7 @@ impl Call<'_> {
                         0,
                         fallbacks,
                     );
-                    let mut headers = HeaderMap::new();
-                    if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
-                        headers.insert(header::CONTENT_TYPE, ct.clone());
-                    }
-                    return Ok(AiResponse {
-                        status,
-                        headers,
-                        body: AiBody::Full(bytes),
-                    });
+                    return Ok(self.provider_error(status, bytes, to_anthropic));
                 }
                 v => {
                     let wait = retry_after(rsp.headers()).unwrap_or(p.cooldown);
@@ -380,6 +462,7 @@ impl Call<'_> {
                     last = Failure {
                         status,
                         body: bytes,
+                        anthropic_shape: to_anthropic,
                     };
                     match (v, key) {
                         (Verdict::NextKey, Some((i, _))) => {
@@ -405,12 +488,15 @@ impl Call<'_> {
         fallbacks: u32,
     ) -> AiResponse {
         let ttft = self.started.elapsed();
+        let from_anthropic = target.provider.kind == ProviderKind::Anthropic;
+        let to_anthropic = self.anthropic.is_some();
         let (parts, body) = rsp.into_parts();
         let mut headers = HeaderMap::new();
-        if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
-            headers.insert(header::CONTENT_TYPE, ct.clone());
-        }
         if !self.stream {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             let bytes = match read_capped(body).await {
                 Ok(b) => b,
                 Err(e) => {
@@ -422,16 +508,19 @@ impl Call<'_> {
                         ms(ttft),
                         fallbacks,
                     );
-                    return errors::openai(
+                    return errors::for_client(
+                        to_anthropic,
                         StatusCode::BAD_GATEWAY,
-                        "api_error",
                         &format!("the provider's answer broke off: {e}"),
                     );
                 }
             };
-            let usage = serde_json::from_slice::<Value>(&bytes)
-                .ok()
-                .and_then(|v| Usage::from_openai(&v["usage"]));
+            let v = serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null);
+            let usage = if from_anthropic {
+                Usage::from_anthropic(&v["usage"])
+            } else {
+                Usage::from_openai(&v["usage"])
+            };
             self.record(
                 &target.label,
                 parts.status.as_u16(),
@@ -440,23 +529,52 @@ impl Call<'_> {
                 ms(ttft),
                 fallbacks,
             );
+            let out = match (from_anthropic, to_anthropic) {
+                (true, true) | (false, false) => bytes,
+                (true, false) => Bytes::from(
+                    crate::translate::anthropic_response_to_openai(&v, &self.model.name)
+                        .to_string(),
+                ),
+                (false, true) => {
+                    match crate::translate::openai_response_to_anthropic(&v, &self.model.name) {
+                        Ok(a) => Bytes::from(a.to_string()),
+                        Err(e) => return errors::for_client(true, StatusCode::BAD_GATEWAY, &e),
+                    }
+                }
+            };
             return AiResponse {
                 status: parts.status,
                 headers,
-                body: AiBody::Full(bytes),
+                body: AiBody::Full(out),
             };
         }
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         let (tx, rx) = mpsc::channel(64);
-        let tap = StreamTap {
+        let mode = match (from_anthropic, to_anthropic) {
+            (false, false) => tap::Mode::OpenAi {
+                wants_usage: self.wants_usage,
+            },
+            (true, true) => tap::Mode::Anthropic,
+            (false, true) => {
+                tap::Mode::ToAnthropic(Box::new(OpenAiToAnthropic::new(&self.model.name)))
+            }
+            (true, false) => tap::Mode::ToOpenAi(Box::new(AnthropicToOpenAi::new(
+                &self.model.name,
+                self.wants_usage,
+            ))),
+        };
+        let t = tap::StreamTap {
             record: self.record_base(&target.label, parts.status.as_u16(), fallbacks),
             plane: Arc::clone(&self.route.plane),
-            prices_label: target.label.clone(),
             catalog: Arc::clone(&self.route.catalog),
-            wants_usage: self.wants_usage,
+            mode,
             started: self.started,
         };
-        tokio::spawn(tap.run(body, tx));
+        tokio::spawn(t.run(body, tx));
         AiResponse {
             status: parts.status,
             headers,
@@ -500,73 +618,18 @@ impl Call<'_> {
     }
 }
 
-/// Passes a provider's stream on event by event, reading usage as it goes by.
-struct StreamTap {
-    record: CallRecord,
-    plane: Arc<AiPlane>,
-    prices_label: String,
-    catalog: Arc<Catalog>,
-    wants_usage: bool,
-    started: Instant,
+/// Why a target is not tried for this request.
+enum Skip {
+    /// The provider cannot serve this API (the next target may).
+    Unsupported(&'static str),
+    /// The request cannot be put to this provider: the client's to fix.
+    Refused(String),
 }
 
-impl StreamTap {
-    async fn run(mut self, mut body: Incoming, tx: mpsc::Sender<Bytes>) {
-        let mut split = Splitter::default();
-        let mut usage = None;
-        let mut first = None;
-        'read: while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else {
-                self.record.status = 502;
-                break;
-            };
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            let events = match split.push(&data) {
-                Ok(e) => e,
-                Err(_) => {
-                    self.record.status = 502;
-                    break;
-                }
-            };
-            for ev in events {
-                if ev.data != "[DONE]"
-                    && let Ok(v) = serde_json::from_str::<Value>(&ev.data)
-                    && let Some(u) = Usage::from_openai(&v["usage"])
-                {
-                    usage = Some(u);
-                    // The usage-only chunk the client did not ask for stays here.
-                    if !self.wants_usage && v["choices"].as_array().is_none_or(Vec::is_empty) {
-                        continue;
-                    }
-                }
-                if first.is_none() {
-                    first = Some(self.started.elapsed());
-                }
-                if tx.send(ev.raw).await.is_err() {
-                    // The client left: dropping the provider's stream stops the generation.
-                    self.record.status = 499;
-                    break 'read;
-                }
-            }
-        }
-        if let Some(rest) = split.finish() {
-            let _ = tx.send(rest.raw).await;
-        }
-        self.record.usage = usage.unwrap_or_default();
-        self.record.estimated = usage.is_none();
-        self.record.cost_usd = self
-            .catalog
-            .prices
-            .cost(&self.prices_label, &self.record.usage);
-        self.record.ttft_ms = first.map_or(0, ms);
-        self.record.latency_ms = ms(self.started.elapsed());
-        self.plane.recorder.record(self.record);
-    }
-}
+/// The `anthropic-version` sent when the client gave none (it called the OpenAI API).
+const ANTHROPIC_VERSION: &str = "2023-06-01";
 
-fn ms(d: Duration) -> u64 {
+pub(crate) fn ms(d: Duration) -> u64 {
     d.as_millis().min(u128::from(u64::MAX)) as u64
 }
 

@@ -30,6 +30,23 @@ impl Usage {
     }
 }
 
+impl Usage {
+    /// From an Anthropic `usage` object: its `input_tokens` leave out cache reads and
+    /// writes, which are input too.
+    pub fn from_anthropic(u: &serde_json::Value) -> Option<Self> {
+        let n = |k: &str| u[k].as_u64().unwrap_or(0);
+        if u.get("input_tokens").is_none() && u.get("output_tokens").is_none() {
+            return None;
+        }
+        let cached = n("cache_read_input_tokens");
+        Some(Self {
+            input: n("input_tokens") + cached + n("cache_creation_input_tokens"),
+            cached_input: cached,
+            output: n("output_tokens"),
+        })
+    }
+}
+
 /// USD per million tokens by `provider/model`.
 pub struct Prices {
     table: HashMap<String, PriceConfig>,

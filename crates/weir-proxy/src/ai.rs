@@ -22,7 +22,15 @@ pub(crate) async fn answer(
         Ok(b) => b,
         Err(e) => return error_response::render(&e, ""),
     };
-    let out = weir_ai::answer(ai, &parts.method, parts.uri.path(), bytes, consumer).await;
+    let out = weir_ai::answer(
+        ai,
+        &parts.method,
+        parts.uri.path(),
+        &parts.headers,
+        bytes,
+        consumer,
+    )
+    .await;
     let mut rsp = Response::new(match out.body {
         weir_ai::AiBody::Full(b) => ProxyBody::full(b),
         weir_ai::AiBody::Stream(rx) => ProxyBody::channel(rx),

@@ -23,26 +23,53 @@ pub struct LlmCall {
     pub body: Value,
 }
 
-pub struct FakeOpenAi {
+/// A fake provider: a real HTTP server answering in one provider's wire format.
+pub struct FakeProvider {
     pub server: MockUpstream,
     pub calls: Arc<Mutex<Vec<LlmCall>>>,
-    /// 0: answer; otherwise fail every call with this status (429 adds `Retry-After: 1`).
+    /// 0: answer; otherwise fail every call with this status, in the provider's error
+    /// shape (429 adds `Retry-After: 1`).
     pub fail_with: Arc<AtomicU16>,
 }
+
+/// The fake of OpenAI's API.
+pub type FakeOpenAi = FakeProvider;
+
+/// How a fake answers a recorded call, given the status it was told to fail with.
+pub type Respond = fn(&LlmCall, u16) -> Response<Body>;
 
 /// What the fake's completions say.
 pub const FAKE_TEXT: &str = "Hello from the fake model.";
 /// Its token counts: input, output.
 pub const FAKE_USAGE: (u64, u64) = (11, 7);
 
-impl FakeOpenAi {
-    pub async fn start() -> Self {
+impl FakeProvider {
+    /// A fake of OpenAI's API.
+    pub async fn openai() -> Self {
+        Self::start_with(openai_respond).await
+    }
+
+    pub async fn start_with(respond: Respond) -> Self {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let fail_with = Arc::new(AtomicU16::new(0));
         let (c, f) = (Arc::clone(&calls), Arc::clone(&fail_with));
         let handler: crate::upstream::Handler = Arc::new(move |req: Request<Incoming>| {
             let (c, f) = (Arc::clone(&c), Arc::clone(&f));
-            Box::pin(async move { handle(req, &c, &f).await })
+            Box::pin(async move {
+                let (parts, body) = req.into_parts();
+                let bytes = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let call = LlmCall {
+                    path: parts.uri.path().to_owned(),
+                    headers: parts.headers,
+                    body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                };
+                c.lock().push(call.clone());
+                respond(&call, f.load(Ordering::SeqCst))
+            })
         });
         Self {
             server: MockUpstream::start(Behavior::Custom(handler)).await,
@@ -75,25 +102,8 @@ fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
     r
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    calls: &Mutex<Vec<LlmCall>>,
-    fail: &AtomicU16,
-) -> Response<Body> {
-    let (parts, body) = req.into_parts();
-    let bytes = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let path = parts.uri.path().to_owned();
-    calls.lock().push(LlmCall {
-        path: path.clone(),
-        headers: parts.headers.clone(),
-        body: body.clone(),
-    });
-    let status = fail.load(Ordering::SeqCst);
+fn openai_respond(call: &LlmCall, status: u16) -> Response<Body> {
+    let (body, path) = (&call.body, &call.path);
     if status != 0 {
         let (kind, code) = match status {
             429 => ("requests", "rate_limit_exceeded"),
@@ -188,7 +198,12 @@ async fn handle(
         ));
     }
     events.push("data: [DONE]\n\n".to_owned());
-    // Chunks a few milliseconds apart, as a model streams.
+    sse_response(events)
+}
+
+/// A `text/event-stream` answer sending `events` a few milliseconds apart, as a model
+/// streams.
+pub(crate) fn sse_response(events: Vec<String>) -> Response<Body> {
     let stream = futures_util::stream::unfold(events.into_iter(), |mut it| async move {
         let e = it.next()?;
         tokio::time::sleep(Duration::from_millis(2)).await;

@@ -7,10 +7,12 @@
 
 pub mod certs;
 pub mod client;
+pub mod fake_anthropic;
 pub mod fake_llm;
 pub mod upstream;
 
 pub use client::{HttpClient, Reply, raw_request};
+pub use fake_anthropic::FakeAnthropic;
 pub use fake_llm::FakeOpenAi;
 pub use upstream::{Behavior, MockUpstream, Recorded};
 

@@ -52,7 +52,7 @@ async fn post(r: &weir_proxy::app::Running, path: &str, body: Value) -> weir_tes
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_embeddings_and_models_reach_the_provider_with_its_key_and_model() {
-    let (primary, backup) = (FakeOpenAi::start().await, FakeOpenAi::start().await);
+    let (primary, backup) = (FakeOpenAi::openai().await, FakeOpenAi::openai().await);
     let r = gateway(&config(&primary, &backup, ""));
 
     let chat = post(
@@ -120,7 +120,7 @@ async fn chat_embeddings_and_models_reach_the_provider_with_its_key_and_model() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_pass_chunk_by_chunk_and_usage_is_counted_but_only_shown_when_asked() {
-    let (primary, backup) = (FakeOpenAi::start().await, FakeOpenAi::start().await);
+    let (primary, backup) = (FakeOpenAi::openai().await, FakeOpenAi::openai().await);
     let r = gateway(&config(&primary, &backup, ""));
     for asked in [false, true] {
         let mut body = json!({"model": "smart", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
@@ -131,19 +131,7 @@ async fn streams_pass_chunk_by_chunk_and_usage_is_counted_but_only_shown_when_as
         assert_eq!(rsp.status, 200);
         assert_eq!(rsp.headers["content-type"], "text/event-stream");
         let text = rsp.text();
-        let datas: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("data: "))
-            .collect();
-        assert_eq!(*datas.last().unwrap(), "[DONE]");
-        let chunks: Vec<Value> = datas[..datas.len() - 1]
-            .iter()
-            .map(|d| serde_json::from_str(d).unwrap())
-            .collect();
-        let said: String = chunks
-            .iter()
-            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-            .collect();
+        let (chunks, said) = common::ai::openai_stream(&text);
         assert_eq!(said, FAKE_TEXT);
         let usage_chunks = chunks
             .iter()
@@ -161,7 +149,7 @@ async fn streams_pass_chunk_by_chunk_and_usage_is_counted_but_only_shown_when_as
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_targets_and_keys_fall_back_and_cool_down() {
-    let (primary, backup) = (FakeOpenAi::start().await, FakeOpenAi::start().await);
+    let (primary, backup) = (FakeOpenAi::openai().await, FakeOpenAi::openai().await);
     let r = gateway(&config(&primary, &backup, ""));
     let ask = || {
         post(
@@ -199,7 +187,7 @@ async fn failing_targets_and_keys_fall_back_and_cool_down() {
     backup.fail(0);
     r.shutdown().await;
 
-    let (primary, backup) = (FakeOpenAi::start().await, FakeOpenAi::start().await);
+    let (primary, backup) = (FakeOpenAi::openai().await, FakeOpenAi::openai().await);
     let r = gateway(&config(&primary, &backup, ""));
     primary.fail(400);
     let rsp = post(
@@ -231,7 +219,7 @@ async fn failing_targets_and_keys_fall_back_and_cool_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connection_falls_back_and_a_template_route_answers_json() {
-    let (mut primary, backup) = (FakeOpenAi::start().await, FakeOpenAi::start().await);
+    let (mut primary, backup) = (FakeOpenAi::openai().await, FakeOpenAi::openai().await);
     let r = gateway(&config(&primary, &backup, ""));
     primary.server.stop();
     let rsp = post(

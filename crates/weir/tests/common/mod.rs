@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod admin;
+pub mod ai;
 pub mod events;
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,21 @@
+//! Reading AI answers in tests: an OpenAI stream's chunks and the text they carry.
+
+use serde_json::Value;
+
+/// The chunks of an OpenAI SSE stream, checking it ends with `[DONE]`; and their text.
+pub fn openai_stream(text: &str) -> (Vec<Value>, String) {
+    let datas: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(datas.last().copied(), Some("[DONE]"), "{text}");
+    let chunks: Vec<Value> = datas[..datas.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let said = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    (chunks, said)
+}

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod client;
 mod errors;
 pub mod health;
+pub mod limits;
 pub mod record;
 pub mod serve;
 pub mod sse;
@@ -17,7 +18,7 @@ pub mod translate_stream;
 pub mod usage;
 
 pub use catalog::Catalog;
-pub use serve::{AiBody, AiResponse, AiRoute, answer};
+pub use serve::{AiBody, AiResponse, AiRoute, Caller, answer};
 
 /// What outlives reloads: the client to providers, which keys and targets cool down, and
 /// where call records go.
@@ -25,6 +26,8 @@ pub struct AiPlane {
     pub client: client::ProviderClient,
     pub health: health::Health,
     pub recorder: record::Recorder,
+    /// `ai_limits` counters kept in this node's memory.
+    pub memory: std::sync::Arc<limits::Memory>,
 }
 
 impl AiPlane {
@@ -33,6 +36,7 @@ impl AiPlane {
             client: client::ProviderClient::new()?,
             health: health::Health::default(),
             recorder: record::Recorder::start(),
+            memory: std::sync::Arc::default(),
         })
     }
 }

@@ -22,6 +22,9 @@ use crate::usage::{CallRecord, Usage};
 use crate::{AiPlane, errors};
 use weir_config::ai::ProviderKind;
 
+/// Who is calling: the consumer's name and groups (from the route's auth policy).
+pub type Caller<'a> = Option<(&'a str, &'a [String])>;
+
 /// An AI route, compiled.
 pub struct AiRoute {
     pub name: String,
@@ -29,6 +32,8 @@ pub struct AiRoute {
     pub plane: Arc<AiPlane>,
     pub default_model: Option<String>,
     pub template: Option<String>,
+    /// The route's `ai_limits`, when it has them.
+    pub limits: Option<Arc<crate::limits::Limits>>,
 }
 
 pub enum AiBody {
@@ -88,7 +93,7 @@ pub async fn answer(
     path: &str,
     headers: &HeaderMap,
     body: Bytes,
-    consumer: Option<&str>,
+    consumer: Caller<'_>,
 ) -> AiResponse {
     if let Some(t) = &route.template {
         if method != Method::POST {
@@ -174,6 +179,10 @@ pub async fn answer(
         // client asked for it too.
         request["stream_options"]["include_usage"] = Value::Bool(true);
     }
+    let admission = match admit(route, model, &request, consumer).await {
+        Ok(a) => a,
+        Err(refused) => return refused.for_client(anthropic.is_some()),
+    };
     let call = Call {
         route,
         model,
@@ -181,10 +190,75 @@ pub async fn answer(
         stream,
         wants_usage,
         anthropic,
-        consumer: consumer.map(str::to_owned),
+        consumer: consumer.map(|(n, _)| n.to_owned()),
         started: Instant::now(),
+        admission: parking_lot::Mutex::new(admission),
     };
     call.run(request).await
+}
+
+/// A call the route's limits refused.
+struct Refused(crate::limits::Refusal);
+
+impl Refused {
+    fn for_client(&self, anthropic: bool) -> AiResponse {
+        let status = if self.0 == crate::limits::Refusal::StoreDown {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        let mut rsp = if anthropic {
+            errors::for_client(true, status, self.0.message())
+        } else {
+            AiResponse::json(
+                status,
+                &serde_json::json!({"error": {"message": self.0.message(), "type": "rate_limit_error", "param": null, "code": self.0.code()}}),
+            )
+        };
+        let after = crate::limits::Limits::retry_after(self.0);
+        rsp.headers
+            .insert(header::RETRY_AFTER, HeaderValue::from(after));
+        rsp
+    }
+}
+
+/// Checks the route's limits for this call, reserving its largest likely cost: the
+/// prompt (about four bytes a token) plus its output cap, at the dearest of the model's
+/// targets.
+async fn admit(
+    route: &AiRoute,
+    model: &Model,
+    request: &Value,
+    consumer: Caller<'_>,
+) -> Result<Option<crate::limits::Admission>, Refused> {
+    let Some(limits) = &route.limits else {
+        return Ok(None);
+    };
+    let input =
+        (request["messages"].to_string().len() + request["input"].to_string().len()) as u64 / 4;
+    let output = request["max_completion_tokens"]
+        .as_u64()
+        .or(request["max_tokens"].as_u64())
+        .unwrap_or(limits.default_max_tokens);
+    let estimate = model
+        .targets
+        .iter()
+        .map(|t| {
+            route.catalog.prices.cost(
+                &t.label,
+                &Usage {
+                    input,
+                    cached_input: 0,
+                    output,
+                },
+            )
+        })
+        .fold(0.0, f64::max);
+    limits
+        .admit(consumer, estimate)
+        .await
+        .map(Some)
+        .map_err(Refused)
 }
 
 /// A non-streamed chat call of `model` (for prompt templates).
@@ -192,8 +266,12 @@ pub(crate) async fn chat_once(
     route: &AiRoute,
     model: &Model,
     request: Value,
-    consumer: Option<&str>,
+    consumer: Caller<'_>,
 ) -> AiResponse {
+    let admission = match admit(route, model, &request, consumer).await {
+        Ok(a) => a,
+        Err(refused) => return refused.for_client(false),
+    };
     Call {
         route,
         model,
@@ -201,8 +279,9 @@ pub(crate) async fn chat_once(
         stream: false,
         wants_usage: false,
         anthropic: None,
-        consumer: consumer.map(str::to_owned),
+        consumer: consumer.map(|(n, _)| n.to_owned()),
         started: Instant::now(),
+        admission: parking_lot::Mutex::new(admission),
     }
     .run(request)
     .await
@@ -230,6 +309,8 @@ pub(crate) struct Call<'a> {
     pub(crate) anthropic: Option<AnthropicIn>,
     pub(crate) consumer: Option<String>,
     pub(crate) started: Instant,
+    /// What the route's limits reserved for the call, settled when it is recorded.
+    pub(crate) admission: parking_lot::Mutex<Option<crate::limits::Admission>>,
 }
 
 /// What a failed attempt leaves for the client if nothing else answers.
@@ -573,6 +654,7 @@ impl Call<'_> {
             catalog: Arc::clone(&self.route.catalog),
             mode,
             started: self.started,
+            admission: self.admission.lock().take(),
         };
         tokio::spawn(t.run(body, tx));
         AiResponse {
@@ -614,6 +696,9 @@ impl Call<'_> {
         r.cost_usd = self.route.catalog.prices.cost(label, &usage);
         r.latency_ms = ms(self.started.elapsed());
         r.ttft_ms = ttft_ms;
+        if let Some(a) = self.admission.lock().take() {
+            a.settle(usage.input + usage.output, r.cost_usd);
+        }
         self.route.plane.recorder.record(r);
     }
 }

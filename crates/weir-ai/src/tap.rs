@@ -36,6 +36,8 @@ pub struct StreamTap {
     pub catalog: Arc<Catalog>,
     pub mode: Mode,
     pub started: Instant,
+    /// What the route's limits reserved for the call.
+    pub admission: Option<crate::limits::Admission>,
 }
 
 impl StreamTap {
@@ -154,6 +156,12 @@ impl StreamTap {
             .cost(&self.record.target, &self.record.usage);
         self.record.ttft_ms = first.map_or(0, ms);
         self.record.latency_ms = ms(self.started.elapsed());
+        if let Some(a) = self.admission.take() {
+            a.settle(
+                self.record.usage.input + self.record.usage.output,
+                self.record.cost_usd,
+            );
+        }
         self.plane.recorder.record(self.record);
     }
 }

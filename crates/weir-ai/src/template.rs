@@ -36,7 +36,7 @@ pub(crate) async fn answer(
     route: &AiRoute,
     template: &str,
     body: Bytes,
-    consumer: Option<&str>,
+    consumer: crate::serve::Caller<'_>,
 ) -> AiResponse {
     let vars = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(m)) => m,

@@ -56,6 +56,9 @@ pub enum PolicyConfig {
     BasicAuth(BasicAuthConfig),
     Jwt(JwtConfig),
     Cache(CacheConfig),
+    /// AI routes: requests and tokens per minute and a monthly USD budget, per consumer
+    /// (or per group, or for the whole route), shared by nodes through Redis.
+    AiLimits(AiLimitsConfig),
 }
 
 impl PolicyConfig {
@@ -73,6 +76,7 @@ impl PolicyConfig {
             Self::BasicAuth(_) => "basic_auth",
             Self::Jwt(_) => "jwt",
             Self::Cache(_) => "cache",
+            Self::AiLimits(_) => "ai_limits",
         }
     }
 }
@@ -255,6 +259,42 @@ fn default_store_timeout() -> Duration {
 
 fn default_rl_key() -> String {
     "consumer".to_owned()
+}
+
+/// Limits on an AI route's use, counted per `per`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AiLimitsConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u64>,
+    /// Input and output tokens together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
+    /// Spend per calendar month (UTC), at the configured prices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_usd_per_month: Option<f64>,
+    /// `consumer` (default), `group` (each of the consumer's groups has the limits), or
+    /// `route` (everyone together).
+    #[serde(default = "default_ai_per")]
+    pub per: String,
+    /// `memory` (this node) or `redis://…`: shared by every node naming it.
+    #[serde(default = "default_rl_store")]
+    pub store: String,
+    /// The output tokens a request without `max_tokens` is assumed to use when its cost is
+    /// reserved against the budget.
+    #[serde(default = "default_reserve_tokens")]
+    pub default_max_tokens: u64,
+}
+
+// Budgets are finite (validation refuses NaN), so equality is an equivalence.
+impl Eq for AiLimitsConfig {}
+
+fn default_ai_per() -> String {
+    "consumer".to_owned()
+}
+
+fn default_reserve_tokens() -> u64 {
+    4096
 }
 
 fn default_rl_store() -> String {

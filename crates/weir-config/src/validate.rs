@@ -466,6 +466,7 @@ fn validate_route(config: &Config, route: &RouteConfig, at: &str, e: &mut Errors
         crate::validate_ai::route(config, route, ai, at, e);
         return;
     }
+    crate::validate_ai::non_ai_route(route, at, e);
     match (&route.topic, route.upstream.is_empty()) {
         (Some(_), false) => e.push(
             format!("{at}.topic"),

@@ -122,6 +122,21 @@ fn check_target(ai: &AiConfig, target: &str, at: &str, e: &mut Errors) {
     }
 }
 
+/// `ai_limits` counts tokens and spend: only AI routes have them.
+pub(crate) fn non_ai_route(route: &RouteConfig, at: &str, e: &mut Errors) {
+    if route.ai.is_none()
+        && route
+            .policies
+            .iter()
+            .any(|p| matches!(p, crate::policy::PolicyConfig::AiLimits(_)))
+    {
+        e.push(
+            format!("{at}.policies"),
+            "ai_limits is for ai routes (use rate_limit on other routes)",
+        );
+    }
+}
+
 pub(crate) fn route(
     config: &Config,
     route: &RouteConfig,

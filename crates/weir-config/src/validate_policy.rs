@@ -298,6 +298,30 @@ pub(crate) fn validate_policy(p: &PolicyConfig, at: &str, e: &mut Errors) {
             }
             check_store(e, &format!("{at}.{kind}"), &r.store, r.store_timeout);
         }
+        PolicyConfig::AiLimits(l) => {
+            let at = format!("{at}.{kind}");
+            if l.requests_per_minute == Some(0) || l.tokens_per_minute == Some(0) {
+                e.push(
+                    &at,
+                    "a limit of 0 refuses everything; leave it out for no limit",
+                );
+            }
+            if l.budget_usd_per_month
+                .is_some_and(|b| !b.is_finite() || b <= 0.0)
+            {
+                e.push(
+                    format!("{at}.budget_usd_per_month"),
+                    "must be greater than 0",
+                );
+            }
+            if !["consumer", "group", "route"].contains(&l.per.as_str()) {
+                e.push(format!("{at}.per"), "consumer, group or route");
+            }
+            if l.default_max_tokens == 0 {
+                e.push(format!("{at}.default_max_tokens"), "must be at least 1");
+            }
+            check_store(e, &at, &l.store, crate::Duration::from_millis(100));
+        }
         PolicyConfig::Cache(c) => {
             if c.ttl.get().is_zero() {
                 e.push(format!("{at}.{kind}.ttl"), "must be greater than 0");

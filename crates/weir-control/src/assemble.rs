@@ -196,6 +196,7 @@ pub fn redact(cfg: &mut Config) {
             }
             PolicyConfig::RateLimit(r) => r.store = redact_url(&r.store),
             PolicyConfig::Cache(c) => c.store = redact_url(&c.store),
+            PolicyConfig::AiLimits(l) => l.store = redact_url(&l.store),
             _ => {}
         }
     }

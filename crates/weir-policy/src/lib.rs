@@ -38,6 +38,7 @@ use jwt::Jwt;
 use limits::{Concurrency, RateLimit};
 pub use limits::{Permit, RateInfo};
 use rules::{Acl, Cors, HeaderOps, IpRule, KeyAuth, StaticReply};
+pub use store::{RedisStore, StoreError};
 
 /// Per-request state the policies share.
 #[derive(Debug)]
@@ -161,6 +162,7 @@ impl PolicyChain {
             PolicyConfig::RequestSize(_) => 8,
             PolicyConfig::Headers(_) => 9,
             PolicyConfig::Cache(_) => 10,
+            PolicyConfig::AiLimits(_) => 11,
         };
         all.sort_by_key(|p| rank(p));
         let mut chain = PolicyChain::default();
@@ -209,6 +211,8 @@ impl PolicyChain {
                         .push(RequestPolicy::Concurrency(Concurrency::compile(c, scope)));
                 }
                 PolicyConfig::Cache(c) => chain.cache = Some(Cache::compile(c, scope)?),
+                // Enforced by the AI gateway, which knows tokens and prices.
+                PolicyConfig::AiLimits(_) => {}
                 PolicyConfig::RequestSize(c) => {
                     chain.max_body_size =
                         Some(chain.max_body_size.map_or(c.max.0, |m| m.min(c.max.0)));

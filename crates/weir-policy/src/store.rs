@@ -182,6 +182,32 @@ impl RedisStore {
         out
     }
 
+    /// Runs a Lua script on this thread's connection.
+    pub async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        keys: &[String],
+        args: &[i64],
+        timeout: Duration,
+        what: &'static str,
+    ) -> Result<T, StoreError> {
+        let out = async {
+            let mut conn = self.conn(timeout).await?;
+            let mut call = script.prepare_invoke();
+            for k in keys {
+                call.key(k);
+            }
+            for a in args {
+                call.arg(*a);
+            }
+            let answer = tokio::time::timeout(timeout, call.invoke_async::<T>(&mut conn)).await;
+            self.settle(answer)
+        }
+        .await;
+        self.note(&out, what);
+        out
+    }
+
     /// Runs one command on this thread's connection.
     pub async fn query<T: redis::FromRedisValue>(
         &self,

@@ -13,7 +13,7 @@ pub(crate) async fn answer(
     route: &Route,
     parts: &http::request::Parts,
     body: Incoming,
-    consumer: Option<&str>,
+    consumer: Option<&weir_policy::Consumer>,
 ) -> Response<ProxyBody> {
     let Some(ai) = &route.ai else {
         return error_response::render(&weir_core::GatewayError::Internal, "");
@@ -28,7 +28,7 @@ pub(crate) async fn answer(
         parts.uri.path(),
         &parts.headers,
         bytes,
-        consumer,
+        consumer.map(|c| (&*c.name, c.groups.as_slice())),
     )
     .await;
     let mut rsp = Response::new(match out.body {

@@ -359,7 +359,7 @@ pub async fn handle(
             return finish(rsp, &route, start, None, None, log, &mut pctx);
         }
         UpstreamKind::Ai => {
-            let consumer = pctx.consumer.as_ref().map(|c| &*c.name);
+            let consumer = pctx.consumer.as_deref();
             let mut rsp = Box::pin(crate::ai::answer(&route, &parts, body, consumer)).await;
             rsp.headers_mut()
                 .insert(&X_REQUEST_ID, request_id.header_value().clone());

@@ -124,13 +124,29 @@ impl Snapshot {
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
             let ai = match (&r.ai, &ai_plane, &catalog) {
-                (Some(a), Some(plane), Some(catalog)) => Some(Arc::new(weir_ai::AiRoute {
-                    name: r.name.clone(),
-                    catalog: Arc::clone(catalog),
-                    plane: Arc::clone(plane),
-                    default_model: a.model.clone(),
-                    template: a.prompt_template.clone(),
-                })),
+                (Some(a), Some(plane), Some(catalog)) => {
+                    // The route's own ai_limits, else the defaults'.
+                    let limits = r
+                        .policies
+                        .iter()
+                        .chain(config.policy_defaults.iter())
+                        .find_map(|p| match p {
+                            weir_config::PolicyConfig::AiLimits(l) => Some(l),
+                            _ => None,
+                        })
+                        .map(|l| weir_ai::limits::Limits::compile(l, &r.name, &plane.memory))
+                        .transpose()
+                        .map_err(|e| vec![format!("route {:?}: ai_limits: {e}", r.name)])?
+                        .map(Arc::new);
+                    Some(Arc::new(weir_ai::AiRoute {
+                        name: r.name.clone(),
+                        catalog: Arc::clone(catalog),
+                        plane: Arc::clone(plane),
+                        default_model: a.model.clone(),
+                        template: a.prompt_template.clone(),
+                        limits,
+                    }))
+                }
                 _ => None,
             };
             let (upstream, topic) = match &r.topic {

@@ -138,12 +138,6 @@ impl Catalog {
                 let provider = providers
                     .get(p)
                     .ok_or_else(|| format!("ai.models[{i}].targets[{j}]: no provider {p:?}"))?;
-                if provider.kind == ProviderKind::Gemini {
-                    return Err(format!(
-                        "ai.models[{i}].targets[{j}]: {p:?} is a {:?} provider, which this version does not call yet; use openai, azure_openai, anthropic, mistral or openai_compatible",
-                        provider.kind
-                    ));
-                }
                 targets.push(Target {
                     provider: Arc::clone(provider),
                     model: model.to_owned(),

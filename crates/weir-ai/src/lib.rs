@@ -3,9 +3,11 @@
 //! [`catalog::Catalog`] per snapshot, while the [`AiPlane`] (provider client, key and
 //! target health, call records) lives as long as the gateway.
 
+mod call;
 pub mod catalog;
 pub mod client;
 mod errors;
+pub mod gemini;
 pub mod health;
 pub mod limits;
 pub mod record;

@@ -12,8 +12,9 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::AiPlane;
+use crate::call::ms;
 use crate::catalog::Catalog;
-use crate::serve::ms;
+use crate::gemini::GeminiToOpenAi;
 use crate::sse::Splitter;
 use crate::translate_stream::{AnthropicToOpenAi, OpenAiToAnthropic};
 use crate::usage::{CallRecord, Usage};
@@ -28,6 +29,8 @@ pub enum Mode {
     Anthropic,
     ToAnthropic(Box<OpenAiToAnthropic>),
     ToOpenAi(Box<AnthropicToOpenAi>),
+    /// Gemini's chunks become OpenAI's, and those Anthropic's when the client speaks it.
+    FromGemini(Box<GeminiToOpenAi>, Option<Box<OpenAiToAnthropic>>),
 }
 
 pub struct StreamTap {
@@ -90,6 +93,13 @@ impl StreamTap {
                 }
                 out
             }
+            Mode::FromGemini(g, then) => {
+                let chunks = g.push(data);
+                if g.usage.is_some() {
+                    *usage = g.usage;
+                }
+                relay(chunks, then)
+            }
         }
     }
 
@@ -99,6 +109,11 @@ impl StreamTap {
         match &mut self.mode {
             Mode::ToAnthropic(t) => t.finish(&mut out),
             Mode::ToOpenAi(t) => t.finish(&mut out),
+            Mode::FromGemini(g, then) => {
+                let mut chunks = Vec::new();
+                g.finish(&mut chunks);
+                out = relay(chunks, then);
+            }
             _ => {}
         }
         out
@@ -164,4 +179,17 @@ impl StreamTap {
         }
         self.plane.recorder.record(self.record);
     }
+}
+
+/// OpenAI chunks as they are, or through `then` into Anthropic events.
+fn relay(chunks: Vec<Bytes>, then: &mut Option<Box<OpenAiToAnthropic>>) -> Vec<Bytes> {
+    let Some(t) = then else { return chunks };
+    let mut out = Vec::new();
+    for c in chunks {
+        let text = String::from_utf8_lossy(&c);
+        if let Some(data) = text.trim_end().strip_prefix("data: ") {
+            out.extend(t.push(data));
+        }
+    }
+    out
 }

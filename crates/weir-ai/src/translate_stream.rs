@@ -26,6 +26,20 @@ enum Block {
     Tool,
 }
 
+/// The end of an OpenAI stream Weir writes: the usage chunk (when the client asked for
+/// usage), then `[DONE]`.
+pub fn openai_tail(id: &str, created: u64, model: &str, usage: Option<&Usage>) -> Vec<Bytes> {
+    let mut out = Vec::with_capacity(2);
+    if let Some(u) = usage {
+        out.push(openai_event(
+            &json!({"id": id, "object": "chat.completion.chunk", "created": created,
+            "model": model, "choices": [], "usage": openai_usage(u)}),
+        ));
+    }
+    out.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    out
+}
+
 /// OpenAI chunks → Anthropic events.
 pub struct OpenAiToAnthropic {
     model: String,
@@ -262,13 +276,8 @@ impl AnthropicToOpenAi {
             return;
         }
         self.finished = true;
-        if self.wants_usage {
-            out.push(openai_event(
-                &json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model, "choices": [], "usage": openai_usage(&self.usage)}),
-            ));
-        }
-        out.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        let usage = self.wants_usage.then_some(&self.usage);
+        out.extend(openai_tail(&self.id, self.created, &self.model, usage));
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod certs;
 pub mod client;
 pub mod fake_anthropic;
+pub mod fake_gemini;
 pub mod fake_llm;
 pub mod upstream;
 

@@ -9,9 +9,7 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::*;
-use http::Method;
 use serde_json::{Value, json};
 use weir_testkit::FakeOpenAi;
 use weir_testkit::fake_llm::{FAKE_TEXT, FAKE_USAGE};
@@ -37,17 +35,7 @@ routes:
 }
 
 async fn post(r: &weir_proxy::app::Running, path: &str, body: Value) -> weir_testkit::Reply {
-    HttpClient::new()
-        .request(
-            Method::POST,
-            &url(r, path),
-            &[
-                ("content-type", "application/json"),
-                ("authorization", "Bearer client-key"),
-            ],
-            Bytes::from(body.to_string()),
-        )
-        .await
+    common::ai::post_json(r, path, &[("authorization", "Bearer client-key")], &body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

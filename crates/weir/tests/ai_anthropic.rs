@@ -8,9 +8,7 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::*;
-use http::Method;
 use serde_json::{Value, json};
 use weir_testkit::fake_anthropic::{CLAUDE_TEXT, CLAUDE_USAGE};
 use weir_testkit::fake_llm::FAKE_TEXT;
@@ -40,16 +38,7 @@ async fn post(
     headers: &[(&str, &str)],
     body: Value,
 ) -> weir_testkit::Reply {
-    let mut h = vec![("content-type", "application/json")];
-    h.extend_from_slice(headers);
-    HttpClient::new()
-        .request(
-            Method::POST,
-            &url(r, path),
-            &h,
-            Bytes::from(body.to_string()),
-        )
-        .await
+    common::ai::post_json(r, path, headers, &body).await
 }
 
 /// The `data:` payloads of an SSE body with their event names.

@@ -1,7 +1,8 @@
 """The official OpenAI and Anthropic Python clients as real clients of Weir.
 
 Usage: official_clients.py BASE_URL KEY. Weir serves model "gpt" from an OpenAI-compatible
-provider and "claude" from an Anthropic one (both fakes); every check runs against both.
+provider, "claude" from an Anthropic one and "gemini" from a Gemini one (all fakes); every
+check runs against each.
 Exits non-zero with the first failed check.
 """
 import json
@@ -15,7 +16,7 @@ oa = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)
 an = anthropic.Anthropic(base_url=base, api_key=key, max_retries=0)
 weather = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
 
-for model in ["gpt", "claude"]:
+for model in ["gpt", "claude", "gemini"]:
     chat = oa.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
     assert chat.choices[0].message.content, chat
     assert chat.usage.prompt_tokens > 0 and chat.usage.completion_tokens > 0, chat.usage
@@ -62,7 +63,7 @@ for model in ["gpt", "claude"]:
 emb = oa.embeddings.create(model="embed", input=["a", "b"])
 assert len(emb.data) == 2 and len(emb.data[0].embedding) == 3, emb
 models = [m.id for m in oa.models.list()]
-assert models == ["gpt", "claude", "embed"], models
+assert models == ["gpt", "claude", "gemini", "embed"], models
 try:
     oa.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     raise AssertionError("an unknown model must fail")

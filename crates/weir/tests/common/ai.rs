@@ -1,4 +1,5 @@
-//! Reading AI answers in tests: an OpenAI stream's chunks and the text they carry.
+//! AI tests' helpers: POSTing JSON with headers, and reading an OpenAI stream's chunks
+//! and the text they carry.
 
 use serde_json::Value;
 
@@ -18,4 +19,23 @@ pub fn openai_stream(text: &str) -> (Vec<Value>, String) {
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
     (chunks, said)
+}
+
+/// POSTs `body` as JSON to `path` of `r` with `headers`.
+pub async fn post_json(
+    r: &weir_proxy::app::Running,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> weir_testkit::Reply {
+    let mut h = vec![("content-type", "application/json")];
+    h.extend_from_slice(headers);
+    weir_testkit::HttpClient::new()
+        .request(
+            http::Method::POST,
+            &format!("http://{}{path}", r.proxy_addr),
+            &h,
+            bytes::Bytes::from(body.to_string()),
+        )
+        .await
 }

@@ -1,0 +1,539 @@
+//! One call through the targets of a model: the body each provider gets (the client's
+//! own, or a translation), each key of a target in turn, what a status means (next key,
+//! next target, or the client's answer), cooldowns, and the answer or stream that goes
+//! back, recorded and settled against the route's limits.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use weir_config::ai::ProviderKind;
+
+use crate::catalog::{Model, Target};
+use crate::errors;
+use crate::health::key_slot;
+use crate::serve::{AiBody, AiResponse, AiRoute, AnthropicIn, Api};
+use crate::tap;
+use crate::translate_stream::{AnthropicToOpenAi, OpenAiToAnthropic};
+use crate::usage::{CallRecord, Usage};
+
+/// One call through the targets of a model.
+pub(crate) struct Call<'a> {
+    pub(crate) route: &'a AiRoute,
+    pub(crate) model: &'a Model,
+    pub(crate) api: Api,
+    pub(crate) stream: bool,
+    /// The client asked for usage on its stream (Anthropic clients always get it).
+    pub(crate) wants_usage: bool,
+    /// Set when the client called `/v1/messages`.
+    pub(crate) anthropic: Option<AnthropicIn>,
+    pub(crate) consumer: Option<String>,
+    pub(crate) started: Instant,
+    /// What the route's limits reserved for the call, settled when it is recorded.
+    pub(crate) admission: parking_lot::Mutex<Option<crate::limits::Admission>>,
+    /// The size of the prompt or input, for estimates where a provider counts no tokens.
+    pub(crate) prompt_bytes: usize,
+}
+
+/// What a failed attempt leaves for the client if nothing else answers.
+struct Failure {
+    status: StatusCode,
+    body: Option<Bytes>,
+    /// The API whose error shape the body has.
+    shape: Wire,
+}
+
+/// The API a provider speaks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Wire {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+impl Wire {
+    fn of(kind: ProviderKind) -> Self {
+        match kind {
+            ProviderKind::Anthropic => Self::Anthropic,
+            ProviderKind::Gemini => Self::Gemini,
+            _ => Self::OpenAi,
+        }
+    }
+}
+
+/// How a provider's answer counts.
+enum Verdict {
+    Ok,
+    /// This key is out (rate limited, refused): the next key of the same target.
+    NextKey,
+    /// The target is out (overloaded, down): the next target.
+    NextTarget,
+    /// The request itself is wrong: the client gets the answer.
+    Final,
+}
+
+fn verdict(status: StatusCode) -> Verdict {
+    match status.as_u16() {
+        200..=299 => Verdict::Ok,
+        429 | 401 | 403 => Verdict::NextKey,
+        408 | 500..=599 => Verdict::NextTarget,
+        _ => Verdict::Final,
+    }
+}
+
+/// Answers up to this size are read whole (larger ones fail the call).
+const MAX_ANSWER: usize = 64 * 1024 * 1024;
+
+impl Call<'_> {
+    pub(crate) async fn run(self, request: Value) -> AiResponse {
+        let plane = &self.route.plane;
+        let plan = self.model.plan();
+        // Targets sitting out a cooldown go last, so they are still tried when all are.
+        let (mut ready, cooling): (Vec<&Target>, Vec<&Target>) = plan
+            .into_iter()
+            .partition(|t| !plane.health.cooling(&t.label));
+        ready.extend(cooling);
+        let mut last: Option<Failure> = None;
+        for (n, target) in ready.iter().enumerate() {
+            let body = match self.provider_body(target, &request) {
+                Ok(b) => b,
+                Err(Skip::Unsupported(why)) => {
+                    tracing::debug!(target = %target.label, why, "target skipped");
+                    continue;
+                }
+                Err(Skip::Refused(why)) => {
+                    return errors::for_client(
+                        self.anthropic.is_some(),
+                        StatusCode::BAD_REQUEST,
+                        &why,
+                    );
+                }
+            };
+            match self.try_target(target, body, n as u32).await {
+                Ok(rsp) => return rsp,
+                Err(f) => last = Some(f),
+            }
+        }
+        let f = last.unwrap_or(Failure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: None,
+            shape: Wire::OpenAi,
+        });
+        let fallbacks = (ready.len() as u32).saturating_sub(1);
+        let label = self.model.targets.first().map_or("", |t| &t.label);
+        self.record(
+            label,
+            f.status.as_u16(),
+            Usage::default(),
+            true,
+            0,
+            fallbacks,
+        );
+        match f.body {
+            Some(b) => self.provider_error(f.status, b, f.shape),
+            None => errors::for_client(
+                self.anthropic.is_some(),
+                if f.status.is_server_error() {
+                    f.status
+                } else {
+                    StatusCode::BAD_GATEWAY
+                },
+                "no provider of this model answered; try again shortly",
+            ),
+        }
+    }
+
+    /// The body `target`'s provider gets: the client's own when it speaks the same API
+    /// (the model swapped), a translation otherwise.
+    fn provider_body(&self, target: &Target, request: &Value) -> Result<Bytes, Skip> {
+        let p = &target.provider;
+        if p.kind == ProviderKind::Gemini {
+            let body = match self.api {
+                Api::Chat => crate::gemini::request_from_openai(request),
+                Api::Embeddings => crate::gemini::embed_request(request, &target.model),
+            }
+            .map_err(Skip::Refused)?;
+            return Ok(Bytes::from(body.to_string()));
+        }
+        if p.kind == ProviderKind::Anthropic {
+            if self.api == Api::Embeddings {
+                return Err(Skip::Unsupported("Anthropic has no embeddings API"));
+            }
+            let mut body = match &self.anthropic {
+                Some(a) => a.body.clone(),
+                None => crate::translate::openai_request_to_anthropic(request, &target.model)
+                    .map_err(Skip::Refused)?,
+            };
+            body["model"] = Value::String(target.model.clone());
+            return Ok(Bytes::from(body.to_string()));
+        }
+        let mut body = request.clone();
+        body["model"] = Value::String(target.model.clone());
+        Ok(Bytes::from(body.to_string()))
+    }
+
+    /// A provider's error as the client's API shapes errors (status kept).
+    fn provider_error(&self, status: StatusCode, body: Bytes, shape: Wire) -> AiResponse {
+        let client_anthropic = self.anthropic.is_some();
+        let client = if client_anthropic {
+            Wire::Anthropic
+        } else {
+            Wire::OpenAi
+        };
+        if client == shape {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return AiResponse {
+                status,
+                headers,
+                body: AiBody::Full(body),
+            };
+        }
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let message = v["error"]["message"]
+            .as_str()
+            .unwrap_or("the provider refused the request");
+        errors::for_client(client_anthropic, status, message)
+    }
+
+    /// Tries each key of one target; the answer, or why the next target should be tried.
+    async fn try_target(
+        &self,
+        target: &Target,
+        body: Bytes,
+        fallbacks: u32,
+    ) -> Result<AiResponse, Failure> {
+        let plane = &self.route.plane;
+        let p = &target.provider;
+        let wire = Wire::of(p.kind);
+        let to_anthropic = wire == Wire::Anthropic;
+        let keys: Vec<Option<(usize, &HeaderValue)>> = if p.keys.is_empty() {
+            vec![None]
+        } else {
+            let start = fastrand::usize(0..p.keys.len());
+            let mut order: Vec<usize> = (0..p.keys.len())
+                .map(|i| (start + i) % p.keys.len())
+                .collect();
+            order.sort_by_key(|&i| plane.health.cooling(&key_slot(&p.name, i)));
+            order.into_iter().map(|i| Some((i, &p.keys[i]))).collect()
+        };
+        let url = match (wire, self.api) {
+            (Wire::Anthropic, _) => p.url("messages", &target.model),
+            (Wire::Gemini, Api::Embeddings) => {
+                format!("{}/models/{}:batchEmbedContents", p.base, target.model)
+            }
+            (Wire::Gemini, Api::Chat) if self.stream => {
+                format!(
+                    "{}/models/{}:streamGenerateContent?alt=sse",
+                    p.base, target.model
+                )
+            }
+            (Wire::Gemini, Api::Chat) => {
+                format!("{}/models/{}:generateContent", p.base, target.model)
+            }
+            (Wire::OpenAi, api) => p.url(api.endpoint(), &target.model),
+        };
+        let failure = |status| Failure {
+            status,
+            body: None,
+            shape: wire,
+        };
+        let mut last = failure(StatusCode::BAD_GATEWAY);
+        for key in keys {
+            let mut req = Request::post(url.as_str())
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(
+                    header::ACCEPT,
+                    if self.stream {
+                        "text/event-stream"
+                    } else {
+                        "application/json"
+                    },
+                );
+            if let Some((_, k)) = key
+                && let Some((name, value)) = p.auth(k)
+            {
+                req = req.header(name, value);
+            }
+            if to_anthropic {
+                let a = self.anthropic.as_ref();
+                let version = a
+                    .and_then(|a| a.version.clone())
+                    .unwrap_or(HeaderValue::from_static(ANTHROPIC_VERSION));
+                req = req.header("anthropic-version", version);
+                if let Some(beta) = a.and_then(|a| a.beta.clone()) {
+                    req = req.header("anthropic-beta", beta);
+                }
+            }
+            let Ok(req) = req.body(Full::new(body.clone())) else {
+                return Err(failure(StatusCode::BAD_GATEWAY));
+            };
+            let rsp = match tokio::time::timeout(p.timeout, plane.client.send(req)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::warn!(target = %target.label, error = %e, "provider unreachable; trying the next target");
+                    plane.health.cool_down(&target.label, p.cooldown);
+                    return Err(failure(StatusCode::BAD_GATEWAY));
+                }
+                Err(_) => {
+                    tracing::warn!(target = %target.label, timeout = ?p.timeout, "provider did not answer in time; trying the next target");
+                    plane.health.cool_down(&target.label, p.cooldown);
+                    return Err(failure(StatusCode::GATEWAY_TIMEOUT));
+                }
+            };
+            let status = rsp.status();
+            match verdict(status) {
+                Verdict::Ok => {
+                    plane.health.recover(&target.label);
+                    return Ok(self.success(target, rsp, fallbacks).await);
+                }
+                Verdict::Final => {
+                    let bytes = read_capped(rsp.into_body()).await.unwrap_or_default();
+                    self.record(
+                        &target.label,
+                        status.as_u16(),
+                        Usage::default(),
+                        false,
+                        0,
+                        fallbacks,
+                    );
+                    return Ok(self.provider_error(status, bytes, wire));
+                }
+                v => {
+                    let wait = retry_after(rsp.headers()).unwrap_or(p.cooldown);
+                    let bytes = read_capped(rsp.into_body()).await.ok();
+                    last = Failure {
+                        status,
+                        body: bytes,
+                        shape: wire,
+                    };
+                    match (v, key) {
+                        (Verdict::NextKey, Some((i, _))) => {
+                            tracing::warn!(target = %target.label, key = i, status = status.as_u16(), "provider key refused or rate limited; it cools down");
+                            plane.health.cool_down(&key_slot(&p.name, i), wait);
+                        }
+                        _ => {
+                            tracing::warn!(target = %target.label, status = status.as_u16(), "provider failed; trying the next target");
+                            plane.health.cool_down(&target.label, wait);
+                            return Err(last);
+                        }
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn success(
+        &self,
+        target: &Target,
+        rsp: http::Response<Incoming>,
+        fallbacks: u32,
+    ) -> AiResponse {
+        let ttft = self.started.elapsed();
+        let from = Wire::of(target.provider.kind);
+        let to_anthropic = self.anthropic.is_some();
+        let (parts, body) = rsp.into_parts();
+        let mut headers = HeaderMap::new();
+        if !self.stream {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            let bytes = match read_capped(body).await {
+                Ok(b) => b,
+                Err(e) => {
+                    self.record(
+                        &target.label,
+                        502,
+                        Usage::default(),
+                        true,
+                        ms(ttft),
+                        fallbacks,
+                    );
+                    return errors::for_client(
+                        to_anthropic,
+                        StatusCode::BAD_GATEWAY,
+                        &format!("the provider's answer broke off: {e}"),
+                    );
+                }
+            };
+            let mut v = serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null);
+            let mut usage = match from {
+                Wire::Anthropic => Usage::from_anthropic(&v["usage"]),
+                Wire::OpenAi => Usage::from_openai(&v["usage"]),
+                Wire::Gemini => crate::gemini::usage(&v["usageMetadata"]),
+            };
+            // Gemini answers become OpenAI's first; from there, Anthropic's if need be.
+            let mut from = from;
+            if from == Wire::Gemini {
+                v = match self.api {
+                    Api::Chat => crate::gemini::response_to_openai(&v, &self.model.name),
+                    Api::Embeddings => {
+                        let (o, u) =
+                            crate::gemini::embed_response(&v, &self.model.name, self.prompt_bytes);
+                        usage = Some(u);
+                        o
+                    }
+                };
+                from = Wire::OpenAi;
+            }
+            self.record(
+                &target.label,
+                parts.status.as_u16(),
+                usage.unwrap_or_default(),
+                usage.is_none(),
+                ms(ttft),
+                fallbacks,
+            );
+            let out = match (from == Wire::Anthropic, to_anthropic) {
+                (false, false) if target.provider.kind == ProviderKind::Gemini => {
+                    Bytes::from(v.to_string())
+                }
+                (true, true) | (false, false) => bytes,
+                (true, false) => Bytes::from(
+                    crate::translate::anthropic_response_to_openai(&v, &self.model.name)
+                        .to_string(),
+                ),
+                (false, true) => {
+                    match crate::translate::openai_response_to_anthropic(&v, &self.model.name) {
+                        Ok(a) => Bytes::from(a.to_string()),
+                        Err(e) => return errors::for_client(true, StatusCode::BAD_GATEWAY, &e),
+                    }
+                }
+            };
+            return AiResponse {
+                status: parts.status,
+                headers,
+                body: AiBody::Full(out),
+            };
+        }
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        let (tx, rx) = mpsc::channel(64);
+        let mode = match (from, to_anthropic) {
+            (Wire::Gemini, to_anthropic) => tap::Mode::FromGemini(
+                Box::new(crate::gemini::GeminiToOpenAi::new(
+                    &self.model.name,
+                    self.wants_usage,
+                )),
+                to_anthropic.then(|| Box::new(OpenAiToAnthropic::new(&self.model.name))),
+            ),
+            (Wire::OpenAi, false) => tap::Mode::OpenAi {
+                wants_usage: self.wants_usage,
+            },
+            (Wire::Anthropic, true) => tap::Mode::Anthropic,
+            (Wire::OpenAi, true) => {
+                tap::Mode::ToAnthropic(Box::new(OpenAiToAnthropic::new(&self.model.name)))
+            }
+            (Wire::Anthropic, false) => tap::Mode::ToOpenAi(Box::new(AnthropicToOpenAi::new(
+                &self.model.name,
+                self.wants_usage,
+            ))),
+        };
+        let t = tap::StreamTap {
+            record: self.record_base(&target.label, parts.status.as_u16(), fallbacks),
+            plane: Arc::clone(&self.route.plane),
+            catalog: Arc::clone(&self.route.catalog),
+            mode,
+            started: self.started,
+            admission: self.admission.lock().take(),
+        };
+        tokio::spawn(t.run(body, tx));
+        AiResponse {
+            status: parts.status,
+            headers,
+            body: AiBody::Stream(rx),
+        }
+    }
+
+    fn record_base(&self, label: &str, status: u16, fallbacks: u32) -> CallRecord {
+        CallRecord {
+            route: self.route.name.clone(),
+            consumer: self.consumer.clone(),
+            model: self.model.name.clone(),
+            target: label.to_owned(),
+            status,
+            usage: Usage::default(),
+            estimated: true,
+            cost_usd: 0.0,
+            latency_ms: 0,
+            ttft_ms: 0,
+            stream: self.stream,
+            fallbacks,
+        }
+    }
+
+    fn record(
+        &self,
+        label: &str,
+        status: u16,
+        usage: Usage,
+        estimated: bool,
+        ttft_ms: u64,
+        fallbacks: u32,
+    ) {
+        let mut r = self.record_base(label, status, fallbacks);
+        r.usage = usage;
+        r.estimated = estimated;
+        r.cost_usd = self.route.catalog.prices.cost(label, &usage);
+        r.latency_ms = ms(self.started.elapsed());
+        r.ttft_ms = ttft_ms;
+        if let Some(a) = self.admission.lock().take() {
+            a.settle(usage.input + usage.output, r.cost_usd);
+        }
+        self.route.plane.recorder.record(r);
+    }
+}
+
+/// Why a target is not tried for this request.
+enum Skip {
+    /// The provider cannot serve this API (the next target may).
+    Unsupported(&'static str),
+    /// The request cannot be put to this provider: the client's to fix.
+    Refused(String),
+}
+
+/// The `anthropic-version` sent when the client gave none (it called the OpenAI API).
+const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+pub(crate) fn ms(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+pub(crate) async fn read_capped(mut body: Incoming) -> Result<Bytes, String> {
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Ok(d) = frame.into_data() {
+            if out.len() + d.len() > MAX_ANSWER {
+                return Err("the answer is larger than 64 MiB".to_owned());
+            }
+            out.extend_from_slice(&d);
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// `Retry-After` in seconds (capped at 10 minutes).
+fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    let s: u64 = h
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(s.min(600)))
+}

@@ -15,8 +15,16 @@ use crate::catalog::{Catalog, Model};
 use crate::usage::Usage;
 use crate::{AiPlane, errors};
 
-/// Who is calling: the consumer's name and groups (from the route's auth policy).
-pub type Caller<'a> = Option<(&'a str, &'a [String])>;
+/// Who is calling, as the route's auth policy found them (with the credential's model
+/// scope).
+pub type Caller<'a> = Option<&'a weir_policy::Consumer>;
+
+/// Whether `caller`'s key may use `model`.
+fn allowed(caller: Caller<'_>, model: &str) -> bool {
+    caller
+        .and_then(|c| c.models.as_ref())
+        .is_none_or(|m| m.iter().any(|x| x == model))
+}
 
 /// An AI route, compiled.
 pub struct AiRoute {
@@ -104,7 +112,7 @@ pub async fn answer(
     } else if path.ends_with("/embeddings") {
         Api::Embeddings
     } else if path.ends_with("/models") {
-        return models(&route.catalog);
+        return models(&route.catalog, consumer);
     } else {
         return errors::openai(
             StatusCode::NOT_FOUND,
@@ -154,6 +162,15 @@ pub async fn answer(
             );
         }
     };
+    if !allowed(consumer, &asked) {
+        return errors::for_client(
+            messages_api,
+            StatusCode::FORBIDDEN,
+            &format!(
+                "this key may not use the model {asked:?}; GET /v1/models lists the ones it may"
+            ),
+        );
+    }
     let Some(model) = route.catalog.model(&asked) else {
         if messages_api {
             return errors::for_client(
@@ -183,7 +200,7 @@ pub async fn answer(
         stream,
         wants_usage,
         anthropic,
-        consumer: consumer.map(|(n, _)| n.to_owned()),
+        consumer: consumer.map(|c| c.name.to_string()),
         started: Instant::now(),
         admission: parking_lot::Mutex::new(admission),
         prompt_bytes: request["messages"].to_string().len() + request["input"].to_string().len(),
@@ -249,7 +266,7 @@ async fn admit(
         })
         .fold(0.0, f64::max);
     limits
-        .admit(consumer, estimate)
+        .admit(consumer.map(|c| (&*c.name, c.groups.as_slice())), estimate)
         .await
         .map(Some)
         .map_err(Refused)
@@ -273,7 +290,7 @@ pub(crate) async fn chat_once(
         stream: false,
         wants_usage: false,
         anthropic: None,
-        consumer: consumer.map(|(n, _)| n.to_owned()),
+        consumer: consumer.map(|c| c.name.to_string()),
         started: Instant::now(),
         admission: parking_lot::Mutex::new(admission),
         prompt_bytes: request["messages"].to_string().len(),
@@ -283,10 +300,11 @@ pub(crate) async fn chat_once(
 }
 
 /// `GET /v1/models`: the model names clients may ask for.
-fn models(catalog: &Catalog) -> AiResponse {
+fn models(catalog: &Catalog, caller: Caller<'_>) -> AiResponse {
     let data: Vec<Value> = catalog
         .models
         .iter()
+        .filter(|m| allowed(caller, &m.name))
         .map(|m| json!({"id": m.name, "object": "model", "created": 0, "owned_by": "weir"}))
         .collect();
     AiResponse::json(StatusCode::OK, &json!({"object": "list", "data": data}))

@@ -65,6 +65,16 @@ pub(crate) async fn answer(
             "the route names no model",
         );
     };
+    if consumer
+        .and_then(|c| c.models.as_ref())
+        .is_some_and(|m| !m.iter().any(|x| x == name))
+    {
+        return errors::openai(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            &format!("this key may not use the model {name:?}"),
+        );
+    }
     let Some(model) = route.catalog.model(name) else {
         return errors::model_not_found(name);
     };

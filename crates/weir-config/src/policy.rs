@@ -30,6 +30,9 @@ pub enum CredentialConfig {
         key: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key_sha256: Option<String>,
+        /// On AI routes: the model names this key may use (all when empty).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        models: Vec<String>,
     },
     /// HTTP Basic: a user name and an argon2 PHC hash (`weir hash-password` makes one).
     Basic {

@@ -61,7 +61,20 @@ pub(crate) fn validate_consumers(config: &Config, e: &mut Errors) {
                         );
                     }
                 }
-                CredentialConfig::Key { key, key_sha256 } => match (key, key_sha256) {
+                CredentialConfig::Key {
+                    key,
+                    key_sha256,
+                    models,
+                } => match (key, key_sha256) {
+                    _ if models
+                        .iter()
+                        .any(|m| !config.ai.models.iter().any(|x| &x.name == m)) =>
+                    {
+                        e.push(
+                            format!("{at}.credentials[{k}].models"),
+                            "names a model that is not under ai.models",
+                        );
+                    }
                     (Some(key), None) => {
                         if let Err(msg) = check_secret_ref(key) {
                             e.push(format!("{at}.credentials[{k}].key"), msg);

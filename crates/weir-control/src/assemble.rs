@@ -132,7 +132,9 @@ pub fn shown(kind: &str, mut body: Value) -> Value {
 /// `file:` references stay (they name where the node reads the key).
 fn hash_keys(c: &mut ConsumerConfig) {
     for cred in &mut c.credentials {
-        if let CredentialConfig::Key { key, key_sha256 } = cred
+        if let CredentialConfig::Key {
+            key, key_sha256, ..
+        } = cred
             && let Some(k) = key
             && !k.starts_with("env:")
             && !k.starts_with("file:")

@@ -19,6 +19,8 @@ pub struct Consumer {
     pub groups_header: Option<HeaderValue>,
     /// The rate-limit key of this consumer (`c:NAME`), made once.
     pub rate_key: Box<str>,
+    /// The AI models the credential used may call (any when none).
+    pub models: Option<Arc<[String]>>,
 }
 
 /// Every consumer, and the key digests that identify them.
@@ -58,6 +60,7 @@ impl Consumers {
                 name_header,
                 groups_header,
                 rate_key: format!("c:{}", c.name).into_boxed_str(),
+                models: None,
             });
             for (k, cred) in c.credentials.iter().enumerate() {
                 match cred {
@@ -77,7 +80,11 @@ impl Consumers {
                             errors.push(format!("consumers[{i}].credentials[{k}]: {e}"));
                         }
                     }
-                    CredentialConfig::Key { key, key_sha256 } => {
+                    CredentialConfig::Key {
+                        key,
+                        key_sha256,
+                        models,
+                    } => {
                         let found = match (key, key_sha256) {
                             (Some(key), _) => match resolve_secret(key, env) {
                                 Ok(secret) if secret.len() >= 16 => Ok(digest(secret.as_bytes())),
@@ -90,10 +97,21 @@ impl Consumers {
                         };
                         match found {
                             Ok(digest) => {
-                                if by_key
-                                    .insert(digest, (Arc::clone(&consumer), digest))
-                                    .is_some()
-                                {
+                                // A key scoped to models is the same consumer carrying
+                                // its scope.
+                                let holder = if models.is_empty() {
+                                    Arc::clone(&consumer)
+                                } else {
+                                    Arc::new(Consumer {
+                                        name: Arc::clone(&consumer.name),
+                                        groups: consumer.groups.clone(),
+                                        name_header: consumer.name_header.clone(),
+                                        groups_header: consumer.groups_header.clone(),
+                                        rate_key: consumer.rate_key.clone(),
+                                        models: Some(models.as_slice().into()),
+                                    })
+                                };
+                                if by_key.insert(digest, (holder, digest)).is_some() {
                                     errors.push(format!("consumers[{i}].credentials[{k}].key: the same key is given to another consumer"));
                                 }
                             }
@@ -206,6 +224,7 @@ mod tests {
             .collect();
         let mut c = c;
         c[0].credentials[0] = weir_config::CredentialConfig::Key {
+            models: Vec::new(),
             key: None,
             key_sha256: Some(hex.to_uppercase()),
         };

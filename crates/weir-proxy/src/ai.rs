@@ -28,7 +28,7 @@ pub(crate) async fn answer(
         parts.uri.path(),
         &parts.headers,
         bytes,
-        consumer.map(|c| (&*c.name, c.groups.as_slice())),
+        consumer,
     )
     .await;
     let mut rsp = Response::new(match out.body {

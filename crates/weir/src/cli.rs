@@ -385,3 +385,30 @@ pub async fn enable(target: &Target, subscription: &str) -> ExitCode {
         }
     }
 }
+
+/// `weir keys issue`: asks the admin API to issue a key; prints it.
+pub async fn issue_key(target: &Target, consumer: &str, models: &[String]) -> ExitCode {
+    let mut body = serde_json::json!({ "type": "key" });
+    if !models.is_empty() {
+        body["models"] = serde_json::json!(models);
+    }
+    let path = format!("/api/v1/consumers/{consumer}/credentials");
+    match target.call(Method::POST, &path, Some(&body)).await {
+        Ok((StatusCode::CREATED, v)) => match v["issued_key"].as_str() {
+            Some(key) => {
+                println!("{key}");
+                eprintln!("issued to {consumer}; this is the only time it is shown");
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("weir: the admin API added a credential but returned no key");
+                ExitCode::FAILURE
+            }
+        },
+        Ok((status, v)) => report(status, &v),
+        Err(e) => {
+            eprintln!("weir: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

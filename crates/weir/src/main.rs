@@ -53,6 +53,23 @@ enum Command {
     /// Publish events and look after subscriptions through the admin API.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Issue API keys (virtual keys for AI routes) to consumers through the admin API.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Issue a new key to a consumer and print it (shown this once; Weir keeps only its
+    /// digest). With --models, the key may use only those AI models.
+    Issue {
+        consumer: String,
+        /// Model names, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -218,6 +235,17 @@ fn main() -> ExitCode {
             }
         }),
         Command::Events(cmd) => block_on(events(cmd)),
+        Command::Keys(KeysCommand::Issue {
+            consumer,
+            models,
+            api,
+        }) => {
+            if let Err(code) = name_ok("consumer", &consumer) {
+                return code;
+            }
+            let target = weir::cli::Target::resolve(api.url, api.token, api.config.as_deref());
+            block_on(async move { weir::cli::issue_key(&target, &consumer, &models).await })
+        }
         Command::Admin(AdminCommand::CreateUser {
             config,
             username,

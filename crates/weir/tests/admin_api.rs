@@ -426,11 +426,10 @@ async fn hashed_keys_written_through_the_api_authenticate() {
             .starts_with("$argon2id$")
     );
     assert!(!list.text().contains("acme-rotated-key-0002"));
-    let key = |k: &'static str| {
-        let cl = cl.clone();
-        let url = url.clone();
+    let key = |k: &str| {
+        let (cl, url, k) = (cl.clone(), url.clone(), k.to_owned());
         async move {
-            cl.request(Method::GET, &url, &[("x-api-key", k)], Bytes::new())
+            cl.request(Method::GET, &url, &[("x-api-key", &k)], Bytes::new())
                 .await
                 .status
                 .as_u16()
@@ -453,6 +452,15 @@ async fn hashed_keys_written_through_the_api_authenticate() {
             .status,
         404
     );
+    // A basic credential without its user name is refused; a key without a key is issued.
+    let r = api
+        .send(
+            Method::POST,
+            "/api/v1/consumers/acme/credentials",
+            json!({ "type": "basic", "password": "long-enough-password-1" }),
+        )
+        .await;
+    assert_eq!(r.status, 400);
     let r = api
         .send(
             Method::POST,
@@ -460,7 +468,9 @@ async fn hashed_keys_written_through_the_api_authenticate() {
             json!({ "type": "key" }),
         )
         .await;
-    assert_eq!(r.status, 400);
+    assert_eq!(r.status, 201);
+    let issued = r.json()["issued_key"].as_str().unwrap().to_owned();
+    assert_eq!(key(&issued).await, 200, "the issued key authenticates");
     node.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -86,12 +86,7 @@ async fn chat_embeddings_and_models_reach_the_provider_with_its_key_and_model() 
     assert_eq!(primary.calls().last().unwrap().body["model"], "embed-model");
 
     let models = HttpClient::new().get(&url(&r, "/v1/models")).await;
-    let ids: Vec<String> = models.json()["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids = common::ai::model_ids(&models);
     assert_eq!(ids, ["smart", "embed"]);
 
     let unknown = post(

@@ -414,8 +414,11 @@ pub struct NewCredential {
     /// `key`, `basic` or `jwt`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// `key`: the API key (stored as its SHA-256), or `env:NAME` / `file:PATH`.
+    /// `key`: the API key (stored as its SHA-256), or `env:NAME` / `file:PATH`; left
+    /// out, Weir issues one and answers it once, as `issued_key`.
     pub key: Option<String>,
+    /// `key`: the AI models the key may use (any when left out).
+    pub models: Option<Vec<String>>,
     /// `basic`: the user name and password (stored as an argon2 hash).
     pub username: Option<String>,
     pub password: Option<String>,
@@ -465,7 +468,7 @@ pub async fn list_credentials(
     params(("name" = String, Path, description = "The consumer"),
            ("If-Match" = Option<String>, Header, description = "The consumer's ETag")),
     request_body = NewCredential,
-    responses((status = 201, description = "Added and applied; the consumer's new state", body = Object),
+    responses((status = 201, description = "Added and applied; the consumer's new state (with `issued_key`, shown this once, when Weir issued the key)", body = Object),
               (status = 400, description = "Malformed, or it would make the configuration invalid (a key another consumer has)", body = ErrorBody),
               (status = 401, description = "Not logged in", body = ErrorBody),
               (status = 403, description = "Needs the editor role", body = ErrorBody),
@@ -490,8 +493,23 @@ pub async fn add_credential(
             ApiError::BadRequest(format!("{field}: required for a {} credential", req.kind))
         })
     };
+    let mut issued = None;
     let credential = match req.kind.as_str() {
-        "key" => serde_json::json!({ "type": "key", "key": need(req.key.clone(), "key")? }),
+        "key" => {
+            let key = match req.key.clone().filter(|k| !k.is_empty()) {
+                Some(k) => k,
+                None => {
+                    let k = auth::new_secret("sk-weir-")?;
+                    issued = Some(k.clone());
+                    k
+                }
+            };
+            let mut c = serde_json::json!({ "type": "key", "key": key });
+            if let Some(m) = req.models.clone().filter(|m| !m.is_empty()) {
+                c["models"] = serde_json::json!(m);
+            }
+            c
+        }
         "basic" => {
             let password = need(req.password.clone(), "password")?;
             auth::check_password(&password)?;
@@ -514,7 +532,20 @@ pub async fn add_credential(
     }
     let body = assemble::prepare("consumers", &name, body).map_err(ApiError::Invalid)?;
     let obj = put_one(&ctl, &who, "consumers", name, body, false, Some(expected)).await?;
-    Ok(written(StatusCode::CREATED, obj))
+    match (issued, obj) {
+        // The issued key is shown this once; only its digest is kept.
+        (Some(key), Some(o)) => {
+            let mut shown = assemble::shown(&o.kind, o.body);
+            shown["issued_key"] = serde_json::Value::String(key);
+            Ok((
+                StatusCode::CREATED,
+                [(header::ETAG, etag(o.revision))],
+                Json(shown),
+            )
+                .into_response())
+        }
+        (_, obj) => Ok(written(StatusCode::CREATED, obj)),
+    }
 }
 
 #[utoipa::path(delete, path = "/api/v1/consumers/{name}/credentials/{index}", tag = "consumers",

@@ -28,14 +28,34 @@ pub async fn post_json(
     headers: &[(&str, &str)],
     body: &Value,
 ) -> weir_testkit::Reply {
+    post_json_to(r.proxy_addr, path, headers, body).await
+}
+
+/// POSTs `body` as JSON to `path` at `addr` with `headers`.
+pub async fn post_json_to(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> weir_testkit::Reply {
     let mut h = vec![("content-type", "application/json")];
     h.extend_from_slice(headers);
     weir_testkit::HttpClient::new()
         .request(
             http::Method::POST,
-            &format!("http://{}{path}", r.proxy_addr),
+            &format!("http://{addr}{path}"),
             &h,
             bytes::Bytes::from(body.to_string()),
         )
         .await
+}
+
+/// The model ids of a `GET /v1/models` answer.
+pub fn model_ids(r: &weir_testkit::Reply) -> Vec<String> {
+    r.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
 }

@@ -3,6 +3,7 @@
 //! [`catalog::Catalog`] per snapshot, while the [`AiPlane`] (provider client, key and
 //! target health, call records) lives as long as the gateway.
 
+pub mod cache;
 mod call;
 pub mod catalog;
 pub mod client;
@@ -10,6 +11,7 @@ mod errors;
 pub mod gemini;
 pub mod health;
 pub mod limits;
+pub mod mask;
 pub mod record;
 pub mod serve;
 pub mod sse;
@@ -30,6 +32,29 @@ pub struct AiPlane {
     pub recorder: record::Recorder,
     /// `ai_limits` counters kept in this node's memory.
     pub memory: std::sync::Arc<limits::Memory>,
+    /// Each route's answer cache, by route name (a reload keeps them).
+    pub caches:
+        parking_lot::Mutex<std::collections::HashMap<String, std::sync::Arc<cache::AiCache>>>,
+}
+
+impl AiPlane {
+    /// The cache of `route`, made anew when its settings changed.
+    pub fn cache_for(
+        &self,
+        route: &str,
+        ttl: std::time::Duration,
+        max: usize,
+    ) -> std::sync::Arc<cache::AiCache> {
+        let mut caches = self.caches.lock();
+        match caches.get(route) {
+            Some(c) if c.settings() == (ttl, max) => std::sync::Arc::clone(c),
+            _ => {
+                let c = std::sync::Arc::new(cache::AiCache::new(ttl, max));
+                caches.insert(route.to_owned(), std::sync::Arc::clone(&c));
+                c
+            }
+        }
+    }
 }
 
 impl AiPlane {
@@ -39,6 +64,7 @@ impl AiPlane {
             health: health::Health::default(),
             recorder: record::Recorder::start(),
             memory: std::sync::Arc::default(),
+            caches: parking_lot::Mutex::default(),
         })
     }
 }

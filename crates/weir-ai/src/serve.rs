@@ -35,6 +35,9 @@ pub struct AiRoute {
     pub template: Option<String>,
     /// The route's `ai_limits`, when it has them.
     pub limits: Option<Arc<crate::limits::Limits>>,
+    pub cache: Option<Arc<crate::cache::AiCache>>,
+    pub mask: Option<crate::mask::Mask>,
+    pub log_bodies: bool,
 }
 
 pub enum AiBody {
@@ -123,7 +126,7 @@ pub async fn answer(
     if method != Method::POST {
         return errors::for_client(messages_api, StatusCode::METHOD_NOT_ALLOWED, "use POST");
     }
-    let sent: Value = match serde_json::from_slice(&body) {
+    let mut sent: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
         _ => {
             return errors::for_client(
@@ -133,6 +136,37 @@ pub async fn answer(
             );
         }
     };
+    // Personal data is masked before anything is translated, cached or sent.
+    if let Some(m) = &route.mask {
+        if messages_api {
+            m.anthropic(&mut sent);
+        } else {
+            m.request(&mut sent);
+        }
+    }
+    let cache_key = route
+        .cache
+        .as_ref()
+        .filter(|_| sent["stream"].as_bool() != Some(true))
+        .map(|_| {
+            let who = consumer.map_or("-", |c| &*c.name);
+            let api_name = if messages_api {
+                "messages"
+            } else {
+                api.endpoint()
+            };
+            crate::cache::AiCache::key(who, api_name, &sent)
+        });
+    if let (Some(c), Some(k)) = (&route.cache, &cache_key)
+        && let Some(hit) = c.get(k)
+    {
+        let mut rsp = AiResponse::json(StatusCode::OK, &Value::Null);
+        rsp.body = AiBody::Full(hit);
+        rsp.headers
+            .insert("x-weir-cache", HeaderValue::from_static("hit"));
+        return rsp;
+    }
+    let logged = route.log_bodies.then(|| sent.clone());
     let (mut request, anthropic) = if messages_api {
         match crate::translate::anthropic_request_to_openai(&sent) {
             Ok(o) => (
@@ -205,7 +239,21 @@ pub async fn answer(
         admission: parking_lot::Mutex::new(admission),
         prompt_bytes: request["messages"].to_string().len() + request["input"].to_string().len(),
     };
-    call.run(request).await
+    let mut rsp = call.run(request).await;
+    if let AiBody::Full(b) = &rsp.body
+        && rsp.status == StatusCode::OK
+    {
+        if let (Some(c), Some(k)) = (&route.cache, cache_key) {
+            c.put(k, b.clone());
+            rsp.headers
+                .insert("x-weir-cache", HeaderValue::from_static("miss"));
+        }
+        // Only when the route opted in: prompts and completions are not logged otherwise.
+        if let Some(prompt) = logged {
+            tracing::info!(route = %route.name, model = %asked, prompt = %prompt, completion = %String::from_utf8_lossy(b), "AI call");
+        }
+    }
+    rsp
 }
 
 /// A call the route's limits refused.

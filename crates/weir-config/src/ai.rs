@@ -149,7 +149,33 @@ pub struct AiRouteConfig {
     /// the variable's value. The route answers `{"output": …}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_template: Option<String>,
-    /// Write prompts and completions to the access log (off: they are never logged).
+    /// Log prompts and completions of whole (not streamed) calls at info level (off: they
+    /// are never logged).
     #[serde(default)]
     pub log_bodies: bool,
+    /// Answer repeated identical requests (same caller, API and body) from memory;
+    /// streamed calls are never cached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<AiCacheConfig>,
+    /// Replace these in prompts before they leave: `email`, `phone`, `card`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mask: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AiCacheConfig {
+    #[serde(default = "default_cache_ttl")]
+    pub ttl: Duration,
+    /// Answers kept (the oldest go first).
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: usize,
+}
+
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_cache_entries() -> usize {
+    10_000
 }

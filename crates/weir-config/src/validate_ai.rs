@@ -164,6 +164,19 @@ pub(crate) fn route(
             format!("no model named {m:?}{hint} under ai.models"),
         );
     }
+    for (i, m) in ai.mask.iter().enumerate() {
+        if !["email", "phone", "card"].contains(&m.as_str()) {
+            e.push(format!("{at}.ai.mask[{i}]"), "email, phone or card");
+        }
+    }
+    if let Some(c) = &ai.cache
+        && (c.ttl.get().is_zero() || c.max_entries == 0)
+    {
+        e.push(
+            format!("{at}.ai.cache"),
+            "ttl and max_entries must be greater than 0",
+        );
+    }
     if let Some(t) = &ai.prompt_template {
         if ai.model.is_none() {
             e.push(

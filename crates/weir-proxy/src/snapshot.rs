@@ -145,6 +145,12 @@ impl Snapshot {
                         default_model: a.model.clone(),
                         template: a.prompt_template.clone(),
                         limits,
+                        cache: a
+                            .cache
+                            .as_ref()
+                            .map(|c| plane.cache_for(&r.name, c.ttl.get(), c.max_entries)),
+                        mask: weir_ai::mask::Mask::from_names(&a.mask),
+                        log_bodies: a.log_bodies,
                     }))
                 }
                 _ => None,

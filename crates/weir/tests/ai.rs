@@ -231,3 +231,50 @@ async fn a_refused_connection_falls_back_and_a_template_route_answers_json() {
     );
     r.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_may_cache_whole_answers_and_mask_personal_data() {
+    let llm = FakeOpenAi::openai().await;
+    let r = gateway(&format!(
+        r#"ai:
+  providers:
+    compat: {{ kind: openai_compatible, base_url: "{}" }}
+  models:
+    - {{ name: smart, targets: [compat/m] }}
+routes:
+  - {{ name: llm, match: {{ paths: [/v1/*] }}, ai: {{ cache: {{ ttl: 60s }}, mask: [email, card] }} }}
+"#,
+        llm.base_url()
+    ));
+    let ask = r#"{"model":"smart","messages":[{"role":"user","content":"mail me at jane@example.com, card 4111 1111 1111 1111"}]}"#;
+    let first = post(
+        &r,
+        "/v1/chat/completions",
+        serde_json::from_str(ask).unwrap(),
+    )
+    .await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.headers["x-weir-cache"], "miss");
+    let sent = llm.calls()[0].body["messages"][0]["content"].clone();
+    assert_eq!(
+        sent, "mail me at [EMAIL], card [CARD]",
+        "masked before it left"
+    );
+    // The same request, its keys in another order: answered from the cache.
+    let again = post(&r, "/v1/chat/completions", json!({"messages": [{"content": "mail me at jane@example.com, card 4111 1111 1111 1111", "role": "user"}], "model": "smart"})).await;
+    assert_eq!(again.headers["x-weir-cache"], "hit");
+    assert_eq!(again.body, first.body);
+    assert_eq!(llm.calls().len(), 1);
+    // Streams and other requests go to the provider.
+    let mut stream: Value = serde_json::from_str(ask).unwrap();
+    stream["stream"] = json!(true);
+    post(&r, "/v1/chat/completions", stream).await;
+    post(
+        &r,
+        "/v1/chat/completions",
+        json!({"model": "smart", "messages": [{"role": "user", "content": "other"}]}),
+    )
+    .await;
+    assert_eq!(llm.calls().len(), 3);
+    r.shutdown().await;
+}

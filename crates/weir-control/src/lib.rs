@@ -4,6 +4,7 @@
 //! compiles it into a snapshot. In database mode the store is the truth and every change
 //! goes store → validate → compile → swap; in file mode the file is, and the API reads.
 
+pub mod ai;
 mod api;
 mod assemble;
 mod auth;
@@ -62,6 +63,7 @@ pub struct Control {
     pub(crate) session_ttl: Duration,
     /// The node's event plane, when it has a queue.
     pub(crate) events: std::sync::OnceLock<Arc<dyn events::Events>>,
+    pub(crate) ai: std::sync::OnceLock<Arc<dyn ai::AiCalls>>,
 }
 
 impl Control {
@@ -78,10 +80,16 @@ impl Control {
             logins: auth::LoginGuard::default(),
             session_ttl: Duration::from_secs(12 * 3600),
             events: std::sync::OnceLock::new(),
+            ai: std::sync::OnceLock::new(),
         })
     }
 
     /// Gives the admin API the node's event plane (once).
+    /// Where the admin API reads AI call records from.
+    pub fn set_ai(&self, ai: Arc<dyn ai::AiCalls>) {
+        let _ = self.ai.set(ai);
+    }
+
     pub fn set_events(&self, events: Arc<dyn events::Events>) {
         let _ = self.events.set(events);
     }

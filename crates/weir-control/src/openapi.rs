@@ -22,7 +22,7 @@ use crate::api;
         api::list_tokens, api::create_token, api::delete_token,
         api::list_credentials, api::add_credential, api::delete_credential,
         api::publish_event, api::get_event, api::list_subscriptions, api::dead_letters,
-        api::attempts, api::replay, api::enable,
+        api::attempts, api::replay, api::enable, api::ai_calls, api::ai_usage,
     ),
     modifiers(&Security),
     security(("bearer" = []), ("session" = [])),

@@ -297,6 +297,7 @@ pub async fn start(
     };
     let plane: Arc<dyn Plane> = Arc::new(GatewayPlane(Arc::clone(&running.gateway)));
     let control = Control::new(store, mode, config.clone(), plane);
+    control.set_ai(Arc::new(NodeAi(Arc::clone(&running.gateway))));
     if let (Some(queue), Some(deliveries)) = (&queue, &deliveries) {
         control.set_events(Arc::new(events::NodeEvents {
             queue: Arc::clone(queue),
@@ -409,5 +410,24 @@ async fn write_calls(
         if stopping {
             return;
         }
+    }
+}
+
+/// The node's AI call records as the admin API reads them (from whichever snapshot's AI
+/// plane is live: it outlives reloads).
+struct NodeAi(Arc<Gateway>);
+
+impl weir_control::ai::AiCalls for NodeAi {
+    fn recent(&self, limit: usize) -> Vec<serde_json::Value> {
+        let snap = self.0.snapshot();
+        let Some(plane) = &snap.ai_plane else {
+            return Vec::new();
+        };
+        plane
+            .recorder
+            .recent(limit)
+            .iter()
+            .filter_map(|r| serde_json::to_value(r).ok())
+            .collect()
     }
 }

@@ -1,6 +1,7 @@
 //! Virtual keys for the AI gateway: issued to a consumer by `weir keys issue` (the real
 //! binary) and by the admin API, shown once and kept only as digests, each optionally
-//! scoped to models — a scoped key calls only its models and lists only them.
+//! scoped to models — a scoped key calls only its models and lists only them; every call's
+//! record (consumer, model, target, tokens, cost, latency) read back through the admin API.
 
 // Integration tests: a panic is a test failure, and bodies here are small and bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
@@ -124,6 +125,49 @@ routes:
         llm.calls().len(),
         2,
         "refused calls never reach the provider"
+    );
+
+    // Every call left a record, read back through the admin API (written off the request
+    // path, so they may take a moment).
+    let mut calls = serde_json::Value::Null;
+    for _ in 0..100 {
+        calls = api
+            .call(Method::GET, "/api/v1/ai/calls?limit=10")
+            .await
+            .json();
+        if calls.as_array().is_some_and(|c| c.len() >= 2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let newest = &calls[0];
+    assert_eq!(
+        (newest["consumer"].as_str(), newest["model"].as_str()),
+        (Some("acme"), Some("big"))
+    );
+    assert_eq!(newest["target"], "compat/gpt-5");
+    assert_eq!(newest["status"], 200);
+    assert_eq!(
+        newest["usage"]["input"],
+        weir_testkit::fake_llm::FAKE_USAGE.0
+    );
+    assert!(newest["latency_ms"].is_u64() && newest["ttft_ms"].is_u64());
+    let usage = api.call(Method::GET, "/api/v1/ai/usage").await.json();
+    let gpt = usage
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["model"] == "gpt")
+        .unwrap();
+    assert_eq!(
+        (gpt["consumer"].as_str(), gpt["requests"].as_u64()),
+        (Some("acme"), Some(1))
+    );
+    assert_eq!(
+        api.call(Method::GET, "/api/v1/ai/calls?limit=0")
+            .await
+            .status,
+        400
     );
     node.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);

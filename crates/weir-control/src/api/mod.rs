@@ -4,11 +4,13 @@
 //! through [`Control::commit`](crate::Control): validated as a whole, committed, applied.
 
 mod accounts;
+mod ai;
 mod events;
 mod history;
 mod objects;
 
 pub use accounts::*;
+pub use ai::*;
 pub use events::*;
 pub use history::*;
 pub use objects::*;
@@ -68,6 +70,8 @@ pub fn router(control: Arc<Control>) -> axum::Router {
         )
         .route("/api/v1/topics/{topic}/events", post(publish_event))
         .route("/api/v1/events/subscriptions", get(list_subscriptions))
+        .route("/api/v1/ai/calls", get(ai_calls))
+        .route("/api/v1/ai/usage", get(ai_usage))
         .route("/api/v1/events/{id}", get(get_event))
         .route(
             "/api/v1/events/subscriptions/{name}/dead-letters",

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The AI gateway's added latency: a fake OpenAI-compatible provider (nginx answering a
+# fixed chat completion with usage) called directly and through Weir (release, one worker)
+# with key auth, ai_limits (tokens per minute and a budget, in memory) and usage records
+# on, at a fixed RATE (open loop), rounds alternating; prints p50/p90/p99/p99.9 of each and
+# the differences, and Weir's RSS before and after.
+#   scripts/bench-ai.sh [RATE=1000] [SECONDS=10] [ROUNDS=3]
+# Needs nginx, curl, python3; CPU 0 runs the load generator, CPU 1 the servers.
+set -euo pipefail
+rate=${1:-1000}; secs=${2:-10}; rounds=${3:-3}
+target=${CARGO_TARGET_DIR:-/var/tmp/weir-target}
+bin=${WEIR_BIN:-$target/release/weir}
+load=$target/release/examples/ai_load
+[ -x "$bin" ] || { echo "bench-ai: $bin not found; cargo build --release -p weir" >&2; exit 2; }
+[ -x "$load" ] || { echo "bench-ai: $load not found; cargo build --release -p weir --example ai_load" >&2; exit 2; }
+dir=$(mktemp -d "${TMPDIR:-/tmp}/weir-ai-bench.XXXXXX")
+. "$(dirname "$0")/bench-lib.sh"
+up=$(port); proxy=$(port)
+nginx=$(command -v nginx || echo /usr/sbin/nginx)
+mkdir -p "$dir/tmp"
+cat > "$dir/llm.conf" <<CONF
+worker_processes 1; daemon off; pid $dir/llm.pid; error_log $dir/llm.err warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  client_body_temp_path $dir/tmp/b; proxy_temp_path $dir/tmp/p; fastcgi_temp_path $dir/tmp/f;
+  uwsgi_temp_path $dir/tmp/u; scgi_temp_path $dir/tmp/s;
+  server { listen 127.0.0.1:$up; default_type application/json;
+    location / { return 200 '{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how are you?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}'; } } }
+CONF
+taskset -c 1 "$nginx" -p "$dir" -e "$dir/llm.err" -c "$dir/llm.conf" & ngx=$!
+cat > "$dir/weir.yaml" <<YAML
+listen: { proxy: 127.0.0.1:$proxy }
+workers: 1
+access_log: off
+consumers:
+  - { name: bench, credentials: [ { type: key, key: "bench-key-000000000000" } ] }
+ai:
+  providers:
+    fake: { kind: openai_compatible, base_url: "http://127.0.0.1:$up/v1" }
+  models:
+    - { name: bench, targets: [fake/bench] }
+  prices:
+    fake/bench: { input: 1.0, output: 2.0 }
+routes:
+  - name: llm
+    match: { paths: ["/v1/*"] }
+    ai: {}
+    policies: [ { key_auth: {} }, { ai_limits: { tokens_per_minute: 1000000000, budget_usd_per_month: 1000000 } } ]
+YAML
+WEIR_LOG=warn taskset -c 1 "$bin" serve --config "$dir/weir.yaml" > "$dir/weir.log" 2>&1 & weir=$!
+trap 'kill $weir $ngx 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$proxy/v1/models" -H "x-api-key: bench-key-000000000000" >/dev/null && break; sleep 0.1; done
+rss() { awk '/VmRSS/ {print $2}' "/proc/$weir/status"; }
+before=$(rss)
+taskset -c 0 "$load" "$rate" "$secs" "$rounds" \
+  "direct=http://127.0.0.1:$up/v1/chat/completions" \
+  "weir=http://127.0.0.1:$proxy/v1/chat/completions|bench-key-000000000000" | tee "$dir/out.tsv"
+after=$(rss)
+python3 - "$dir/out.tsv" "$before" "$after" <<'PY'
+import sys
+rows = {l.split("\t")[0]: l.split("\t") for l in open(sys.argv[1]) if not l.startswith("target")}
+d, w = rows["direct"], rows["weir"]
+for i, name in [(3, "p50"), (4, "p90"), (5, "p99"), (6, "p99.9")]:
+    print(f"added {name}: {float(w[i]) - float(d[i]):.3f} ms")
+print(f"weir RSS: {int(sys.argv[2]) / 1024:.1f} MiB before, {int(sys.argv[3]) / 1024:.1f} MiB after")
+PY

@@ -19,6 +19,8 @@ use crate::upstream::{Behavior, Body, MockUpstream, full};
 #[derive(Debug, Clone)]
 pub struct LlmCall {
     pub path: String,
+    /// The query string, without `?`.
+    pub query: String,
     pub headers: http::HeaderMap,
     pub body: Value,
 }
@@ -64,6 +66,7 @@ impl FakeProvider {
                     .unwrap_or_default();
                 let call = LlmCall {
                     path: parts.uri.path().to_owned(),
+                    query: parts.uri.query().unwrap_or_default().to_owned(),
                     headers: parts.headers,
                     body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
                 };

@@ -278,3 +278,35 @@ routes:
     assert_eq!(llm.calls().len(), 3);
     r.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_openai_gets_its_deployment_path_version_and_key_header() {
+    let azure = FakeOpenAi::openai().await;
+    let r = gateway(&format!(
+        r#"ai:
+  providers:
+    azure: {{ kind: azure_openai, base_url: "http://{}/openai", api_version: "2024-10-21", api_keys: ["azure-key-aaaaaaaaaaaa"] }}
+  models:
+    - {{ name: smart, targets: [azure/gpt-4o-prod] }}
+routes:
+  - {{ name: llm, match: {{ paths: [/v1/*] }}, ai: {{}} }}
+"#,
+        azure.server.address()
+    ));
+    let rsp = post(
+        &r,
+        "/v1/chat/completions",
+        json!({"model": "smart", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    let sent = &azure.calls()[0];
+    assert_eq!(
+        sent.path,
+        "/openai/deployments/gpt-4o-prod/chat/completions"
+    );
+    assert_eq!(sent.query, "api-version=2024-10-21");
+    assert_eq!(sent.headers["api-key"], "azure-key-aaaaaaaaaaaa");
+    assert!(sent.headers.get("authorization").is_none());
+    r.shutdown().await;
+}

@@ -5,6 +5,8 @@
 # on, at a fixed RATE (open loop), rounds alternating; prints p50/p90/p99/p99.9 of each and
 # the differences, and Weir's RSS before and after.
 #   scripts/bench-ai.sh [RATE=1000] [SECONDS=10] [ROUNDS=3]
+# With SOAK_MINUTES=N, then N more minutes through Weir alone at RATE, Weir's RSS printed
+# each minute (memory should stay flat).
 # Needs nginx, curl, python3; CPU 0 runs the load generator, CPU 1 the servers.
 set -euo pipefail
 rate=${1:-1000}; secs=${2:-10}; rounds=${3:-3}
@@ -64,3 +66,15 @@ for i, name in [(3, "p50"), (4, "p90"), (5, "p99"), (6, "p99.9")]:
     print(f"added {name}: {float(w[i]) - float(d[i]):.3f} ms")
 print(f"weir RSS: {int(sys.argv[2]) / 1024:.1f} MiB before, {int(sys.argv[3]) / 1024:.1f} MiB after")
 PY
+
+if [ -n "${SOAK_MINUTES:-}" ]; then
+  echo "soak: $SOAK_MINUTES min at $rate/s through Weir; RSS each minute (MiB):"
+  taskset -c 0 "$load" "$rate" $((SOAK_MINUTES * 60)) 1 \
+    "weir=http://127.0.0.1:$proxy/v1/chat/completions|bench-key-000000000000" > "$dir/soak.tsv" 2>/dev/null & soak=$!
+  for m in $(seq "$SOAK_MINUTES"); do
+    sleep 60
+    echo "  minute $m: $(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$weir/status")"
+  done
+  wait $soak
+  tail -1 "$dir/soak.tsv" | awk -F'\t' '{print "soak: " $2 " requests, " $3 " errors, p50 " $4 " ms, p99 " $6 " ms"}'
+fi

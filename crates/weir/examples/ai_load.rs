@@ -103,8 +103,8 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-/// Sends `rate` requests a second for `secs` seconds on a fixed schedule; the latency of
-/// each (microseconds, measured from when it was due) and the errors.
+/// Sends `rate` requests a second for `secs` seconds on a fixed schedule (not waiting for
+/// answers); the latency of each (microseconds from its send) and the errors.
 async fn run(
     client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     t: &Target,
@@ -127,6 +127,9 @@ async fn run(
             .body(Full::new(Bytes::from_static(BODY.as_bytes())))
             .unwrap();
         let (client, lat, errs) = (client.clone(), Arc::clone(&lat), Arc::clone(&errs));
+        // Timed from the send: the timer's millisecond granularity would otherwise add up
+        // to a millisecond of the generator's own lateness to every sample.
+        let sent = Instant::now();
         tasks.push(tokio::spawn(async move {
             let ok = match client.request(req).await {
                 Ok(rsp) => {
@@ -135,8 +138,7 @@ async fn run(
                 }
                 Err(_) => false,
             };
-            // From when the request was due: a late send counts against the server too.
-            let us = due.elapsed().as_micros() as u64;
+            let us = sent.elapsed().as_micros() as u64;
             if ok {
                 lat.lock().push(us);
             } else {

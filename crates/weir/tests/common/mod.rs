@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod ai;
+pub mod chaos;
 pub mod events;
 
 use std::time::{Duration, Instant};

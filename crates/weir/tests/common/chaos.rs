@@ -1,0 +1,307 @@
+//! Broker chaos for the event tests: brokers of a test's own that go away and come back
+//! (a Redis, a nats-server, or the shared RabbitMQ behind a relay the test cuts), the
+//! outage-and-recovery scenario, and two nodes sharing one queue.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+
+use super::*;
+
+/// Webhook ids the endpoint has received.
+pub fn delivered_ids(endpoint: &MockUpstream) -> HashSet<String> {
+    endpoint
+        .recorded()
+        .into_iter()
+        .filter_map(|r| {
+            r.headers
+                .get("webhook-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// A NATS server with JetStream of this test's own, stopped and started at will.
+pub struct OwnNats {
+    port: u16,
+    dir: std::path::PathBuf,
+    proc: Option<Proc>,
+}
+
+impl OwnNats {
+    pub async fn start(port: u16, dir: &std::path::Path) -> Self {
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server is installed (scripts/services.sh names the package)");
+        wait_port(port).await;
+        Self {
+            port,
+            dir: dir.to_owned(),
+            proc: Some(Proc(child)),
+        }
+    }
+}
+
+/// The shared RabbitMQ seen through a TCP relay of the test's own: stopping the relay
+/// (its listener and every connection through it) is the broker going away for Weir.
+pub struct Relay {
+    port: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Relay {
+    pub async fn start(port: u16) -> Self {
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let task = tokio::spawn(async move {
+            // Dropped with the task: every relayed connection closes with it.
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                conns.spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect("127.0.0.1:5672").await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            task: Some(task),
+        }
+    }
+}
+
+/// A broker of the test's own, keeping its data on disk, that goes away and comes back.
+pub enum Broker {
+    Redis(OwnRedis, std::path::PathBuf),
+    Nats(OwnNats),
+    /// Through a relay, under a namespace of the test's own.
+    Rabbit(Relay, String),
+}
+
+impl Broker {
+    fn url(&self) -> String {
+        match self {
+            Self::Redis(r, _) => format!("redis://127.0.0.1:{}", r.port),
+            Self::Nats(n) => format!("nats://127.0.0.1:{}", n.port),
+            Self::Rabbit(r, _) => format!("amqp://guest:guest@127.0.0.1:{}/%2f", r.port),
+        }
+    }
+
+    fn namespace(&self) -> String {
+        match self {
+            Self::Rabbit(_, ns) => ns.clone(),
+            _ => "weir".to_owned(),
+        }
+    }
+
+    fn stop(&mut self) {
+        match self {
+            Self::Redis(r, _) => r.stop(),
+            Self::Nats(n) => n.proc = None,
+            Self::Rabbit(r, _) => {
+                if let Some(t) = r.task.take() {
+                    t.abort();
+                }
+            }
+        }
+    }
+
+    async fn start_again(&mut self) {
+        match self {
+            Self::Redis(r, aof) => *r = OwnRedis::start_in(r.port, Some(aof)).await,
+            Self::Nats(n) => *n = OwnNats::start(n.port, &n.dir).await,
+            Self::Rabbit(r, _) => *r = Relay::start(r.port).await,
+        }
+    }
+}
+
+/// Ingest and delivery through `broker`; it goes away (ingest answers 503 with
+/// Retry-After, acknowledging nothing) and comes back (ingest and delivery resume, every
+/// acknowledged event delivered).
+pub async fn outage_and_recovery(mut broker: Broker, dir: &std::path::Path) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let endpoint = MockUpstream::start(Behavior::Status(204)).await;
+    let cfg = weir_config::from_yaml(
+        &format!(
+            "listen: {{ proxy: \"127.0.0.1:0\" }}
+workers: 1
+access_log: off
+data_dir: {}
+events: {{ backend: \"{}\", namespace: {} }}
+topics: {{ orders: {{}} }}
+routes: [ {{ name: input, topic: orders, match: {{ paths: [/events/orders] }} }} ]
+subscriptions:
+  - {{ name: billing, topic: orders, endpoint: \"http://{}/hook\", retry: {{ schedule: [100ms] }} }}
+",
+            dir.display(),
+            broker.url(),
+            broker.namespace(),
+            endpoint.address()
+        ),
+        "test",
+    )
+    .unwrap();
+    let node = weir::start(cfg, Default::default(), Default::default(), false)
+        .await
+        .unwrap();
+    let url = format!("http://{}/events/orders", node.running.proxy_addr);
+    let cl = HttpClient::new();
+    let publish = |n: usize| {
+        let (cl, url) = (cl.clone(), url.clone());
+        async move {
+            cl.request(
+                Method::POST,
+                &url,
+                &[("content-type", "application/json")],
+                Bytes::from(format!("{{\"n\":{n}}}")),
+            )
+            .await
+        }
+    };
+    let mut accepted = HashSet::new();
+    for n in 0..20 {
+        let r = publish(n).await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        accepted.insert(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    eventually(
+        "delivered through the broker",
+        Duration::from_secs(10),
+        || accepted.is_subset(&delivered_ids(&endpoint)),
+    )
+    .await;
+
+    broker.stop();
+    for n in 0..3 {
+        let r = publish(100 + n).await;
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.json()["error"]["type"], "queue_unavailable");
+        assert!(r.headers.contains_key("retry-after"));
+    }
+
+    broker.start_again().await;
+    let mut back = false;
+    for n in 0..100 {
+        let r = publish(200 + n).await;
+        if r.status == 202 {
+            accepted.insert(r.json()["id"].as_str().unwrap().to_owned());
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "ingest resumes once the broker is back");
+    for n in 0..10 {
+        let r = publish(300 + n).await;
+        assert_eq!(r.status, 202);
+        accepted.insert(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    eventually("delivery resumes", Duration::from_secs(15), || {
+        accepted.is_subset(&delivered_ids(&endpoint))
+    })
+    .await;
+    node.shutdown().await;
+}
+
+/// Two nodes on one shared queue: events published on either are all delivered, each
+/// once, whichever node's worker leases them.
+pub async fn two_nodes_share(backend: &str, tag: &str) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let endpoint = MockUpstream::start(Behavior::Status(204)).await;
+    let topic = unique(tag);
+    // A namespace of the test's own in the shared server, removed at the end.
+    let ns = format!("t{}", weir_events::now_ms() % 1_000_000_007);
+    let yaml = |dir: &std::path::Path| {
+        format!(
+            "listen: {{ proxy: \"127.0.0.1:0\" }}
+workers: 1
+access_log: off
+data_dir: {}
+events: {{ backend: \"{backend}\", namespace: {ns} }}
+topics: {{ {topic}: {{}} }}
+routes: [ {{ name: input, topic: {topic}, match: {{ paths: [/in] }} }} ]
+subscriptions:
+  - {{ name: {topic}-sub, topic: {topic}, endpoint: \"http://{}/hook\" }}
+",
+            dir.display(),
+            endpoint.address()
+        )
+    };
+    let (da, db) = (temp_dir(&format!("{tag}-a")), temp_dir(&format!("{tag}-b")));
+    let mut nodes = Vec::new();
+    for d in [&da, &db] {
+        let cfg = weir_config::from_yaml(&yaml(d), "test").unwrap();
+        nodes.push(
+            weir::start(cfg, Default::default(), Default::default(), false)
+                .await
+                .unwrap(),
+        );
+    }
+    let cl = HttpClient::new();
+    let mut accepted = HashSet::new();
+    for n in 0..200 {
+        let node = &nodes[n % 2];
+        let r = cl
+            .request(
+                Method::POST,
+                &format!("http://{}/in", node.running.proxy_addr),
+                &[("content-type", "application/json")],
+                Bytes::from(format!("{{\"n\":{n}}}")),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        accepted.insert(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    eventually("all delivered", Duration::from_secs(15), || {
+        accepted.is_subset(&delivered_ids(&endpoint))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        endpoint.recorded().len(),
+        200,
+        "each event once, though both nodes deliver"
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+    if backend.starts_with("amqp:") {
+        let sub = format!("{topic}-sub");
+        weir_events::RabbitMq::open(backend, &ns, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .delete_all(&[&sub], &[&topic])
+            .await
+            .unwrap();
+    } else if backend.starts_with("nats:") {
+        weir_events::NatsJetStream::open(backend, &ns, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .delete_streams()
+            .await
+            .unwrap();
+    } else {
+        weir_events::RedisStreams::open(backend, &format!("{ns}:{{ev}}:"))
+            .await
+            .unwrap()
+            .delete_keys()
+            .await
+            .unwrap();
+    }
+    let _ = std::fs::remove_dir_all(da);
+    let _ = std::fs::remove_dir_all(db);
+}

@@ -1,0 +1,37 @@
+//! No loss with RabbitMQ: the broker cut off from Weir (a relay the test stops) makes
+//! ingest answer 503 with Retry-After and nothing acknowledged is lost; two nodes share one
+//! queue. Apart from the other chaos tests so their outages do not overlap.
+
+// Integration tests: a panic is a test failure, and bodies here are small and bounded.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::chaos::*;
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rabbitmq_queue_going_away_answers_503_and_resumes_without_loss() {
+    let dir = temp_dir("events-chaos-rabbit");
+    let ns = format!("t{}", weir_events::now_ms() % 1_000_000_007);
+    let relay = Relay::start(free_port()).await;
+    outage_and_recovery(Broker::Rabbit(relay, ns.clone()), &dir).await;
+    weir_events::RabbitMq::open(
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        &ns,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+    .delete_all(&["billing"], &["orders"])
+    .await
+    .unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_share_a_rabbitmq_queue() {
+    two_nodes_share("amqp://guest:guest@127.0.0.1:5672/%2f", "shared-rabbit").await;
+}

@@ -174,6 +174,9 @@ impl Call<'_> {
         }
         let mut body = request.clone();
         body["model"] = Value::String(target.model.clone());
+        if p.kind == ProviderKind::Mistral {
+            crate::translate::to_mistral(&mut body);
+        }
         Ok(Bytes::from(body.to_string()))
     }
 
@@ -386,10 +389,13 @@ impl Call<'_> {
                 };
                 from = Wire::OpenAi;
             }
+            let counted = usage.unwrap_or_else(|| {
+                Usage::estimate(self.prompt_bytes, crate::usage::generated_bytes(&v))
+            });
             self.record(
                 &target.label,
                 parts.status.as_u16(),
-                usage.unwrap_or_default(),
+                counted,
                 usage.is_none(),
                 ms(ttft),
                 fallbacks,
@@ -449,6 +455,7 @@ impl Call<'_> {
             mode,
             started: self.started,
             admission: self.admission.lock().take(),
+            prompt_bytes: self.prompt_bytes,
         };
         tokio::spawn(t.run(body, tx));
         AiResponse {

@@ -41,6 +41,8 @@ pub struct StreamTap {
     pub started: Instant,
     /// What the route's limits reserved for the call.
     pub admission: Option<crate::limits::Admission>,
+    /// The prompt's size, for an estimate when the stream ends without usage.
+    pub prompt_bytes: usize,
 }
 
 impl StreamTap {
@@ -124,6 +126,7 @@ impl StreamTap {
         let mut usage = None;
         let mut first = None;
         let mut gone = false;
+        let mut generated = 0usize;
         'read: while let Some(frame) = body.frame().await {
             let Ok(frame) = frame else {
                 self.record.status = 502;
@@ -137,6 +140,9 @@ impl StreamTap {
                 break;
             };
             for ev in events {
+                if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                    generated += crate::usage::generated_bytes(&v);
+                }
                 for out in self.convert(ev.raw, &ev.data, &mut usage) {
                     if first.is_none() {
                         first = Some(self.started.elapsed());
@@ -163,7 +169,9 @@ impl StreamTap {
                 }
             }
         }
-        self.record.usage = usage.unwrap_or_default();
+        // A stream cut short (or a server that counts nothing) is estimated, so limits
+        // and budgets still see it.
+        self.record.usage = usage.unwrap_or_else(|| Usage::estimate(self.prompt_bytes, generated));
         self.record.estimated = usage.is_none();
         self.record.cost_usd = self
             .catalog

@@ -127,6 +127,37 @@ fn copy(from: &Value, key: &str, to: &mut Value, as_key: &str) {
     }
 }
 
+/// Mistral's dialect of OpenAI's API: tool-call ids of exactly nine letters and digits
+/// (ids from another provider earlier in a conversation are mapped, the same id to the
+/// same one, so calls and results still pair), and `random_seed` for `seed`.
+pub fn to_mistral(body: &mut Value) {
+    fn nine(id: &str) -> String {
+        if id.len() == 9 && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return id.to_owned();
+        }
+        use sha2::{Digest, Sha256};
+        const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        Sha256::digest(id.as_bytes())
+            .iter()
+            .take(9)
+            .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+            .collect()
+    }
+    for m in body["messages"].as_array_mut().into_iter().flatten() {
+        if let Some(id) = m["tool_call_id"].as_str() {
+            m["tool_call_id"] = Value::String(nine(id));
+        }
+        for c in m["tool_calls"].as_array_mut().into_iter().flatten() {
+            if let Some(id) = c["id"].as_str() {
+                c["id"] = Value::String(nine(id));
+            }
+        }
+    }
+    if let Some(seed) = body.as_object_mut().and_then(|o| o.remove("seed")) {
+        body["random_seed"] = seed;
+    }
+}
+
 /// An OpenAI chat request as an Anthropic Messages request for `model`.
 pub fn openai_request_to_anthropic(o: &Value, model: &str) -> Result<Value, String> {
     if o["n"].as_u64().is_some_and(|n| n > 1) {
@@ -428,6 +459,34 @@ mod tests {
         assert_eq!(user[2]["source"]["data"], "AAAA");
         assert_eq!(back["tool_choice"], json!({"type": "any"}));
         assert_eq!(back["max_tokens"], 100);
+    }
+
+    #[test]
+    fn mistral_gets_nine_character_tool_ids_that_still_pair() {
+        let mut o = json!({"seed": 7, "messages": [
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "toolu_01ABCdef", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "toolu_01ABCdef", "content": "x"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "Ab3De6Gh9", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]});
+        to_mistral(&mut o);
+        let id = o["messages"][0]["tool_calls"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(id.len(), 9);
+        assert!(id.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_eq!(
+            o["messages"][1]["tool_call_id"],
+            id.as_str(),
+            "the result still pairs with its call"
+        );
+        assert_eq!(
+            o["messages"][2]["tool_calls"][0]["id"], "Ab3De6Gh9",
+            "Mistral's own ids are kept"
+        );
+        assert_eq!(
+            (o["random_seed"].clone(), o.get("seed").is_none()),
+            (json!(7), true)
+        );
     }
 
     #[test]

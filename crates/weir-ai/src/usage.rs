@@ -47,6 +47,55 @@ impl Usage {
     }
 }
 
+impl Usage {
+    /// An estimate for a call the provider gave no usage for (a stream cut short, a
+    /// server that counts nothing): about four bytes a token.
+    pub fn estimate(prompt_bytes: usize, output_bytes: usize) -> Self {
+        Self {
+            input: (prompt_bytes as u64).div_ceil(4),
+            cached_input: 0,
+            output: (output_bytes as u64).div_ceil(4),
+        }
+    }
+}
+
+/// The bytes of generated text in one stream event or answer, whichever API it is in:
+/// OpenAI's content and tool arguments, Anthropic's text and partial JSON, Gemini's parts.
+pub fn generated_bytes(v: &serde_json::Value) -> usize {
+    let len = |v: &serde_json::Value| v.as_str().map_or(0, str::len);
+    let mut n = 0;
+    for c in v["choices"].as_array().into_iter().flatten() {
+        for m in [&c["delta"], &c["message"]] {
+            n += len(&m["content"]);
+            for t in m["tool_calls"].as_array().into_iter().flatten() {
+                n += len(&t["function"]["arguments"]);
+            }
+        }
+    }
+    n += len(&v["delta"]["text"]) + len(&v["delta"]["partial_json"]);
+    for b in v["content"].as_array().into_iter().flatten() {
+        n += len(&b["text"])
+            + if b["input"].is_null() {
+                0
+            } else {
+                b["input"].to_string().len()
+            };
+    }
+    for p in v["candidates"][0]["content"]["parts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        n += len(&p["text"])
+            + if p["functionCall"].is_null() {
+                0
+            } else {
+                p["functionCall"]["args"].to_string().len()
+            };
+    }
+    n
+}
+
 /// USD per million tokens by `provider/model`.
 pub struct Prices {
     table: HashMap<String, PriceConfig>,
@@ -157,6 +206,30 @@ mod tests {
         let c = p.cost("azure/gpt-4.1", &u);
         assert!((c - (1.0 + 0.25 + 0.8)).abs() < 1e-9, "{c}");
         assert_eq!(p.cost("local/llama3.1", &u), 0.0);
+    }
+
+    #[test]
+    fn calls_without_usage_are_estimated_from_what_was_generated() {
+        let j = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
+        let openai = j(
+            r#"{"choices":[{"delta":{"content":"Hello","tool_calls":[{"function":{"arguments":"{}"}}]}}]}"#,
+        );
+        let anthropic =
+            j(r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"Hi!"}}"#);
+        let gemini = j(r#"{"candidates":[{"content":{"parts":[{"text":"abcd"}]}}]}"#);
+        let whole = j(r#"{"choices":[{"message":{"content":"12345678"}}]}"#);
+        assert_eq!(
+            [&openai, &anthropic, &gemini, &whole].map(generated_bytes),
+            [7, 3, 4, 8]
+        );
+        assert_eq!(
+            Usage::estimate(41, 8),
+            Usage {
+                input: 11,
+                cached_input: 0,
+                output: 2
+            }
+        );
     }
 
     #[test]

@@ -218,7 +218,7 @@ impl Call<'_> {
         let p = &target.provider;
         let wire = Wire::of(p.kind);
         let to_anthropic = wire == Wire::Anthropic;
-        let keys: Vec<Option<(usize, &HeaderValue)>> = if p.keys.is_empty() {
+        let keys: Vec<Option<(usize, &(http::HeaderName, HeaderValue))>> = if p.keys.is_empty() {
             vec![None]
         } else {
             let start = fastrand::usize(0..p.keys.len());
@@ -261,9 +261,7 @@ impl Call<'_> {
                         "application/json"
                     },
                 );
-            if let Some((_, k)) = key
-                && let Some((name, value)) = p.auth(k)
-            {
+            if let Some((_, (name, value))) = key {
                 req = req.header(name, value);
             }
             if to_anthropic {

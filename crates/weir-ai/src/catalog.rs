@@ -17,8 +17,8 @@ pub struct Provider {
     pub kind: ProviderKind,
     /// Up to the API version, without a trailing `/`.
     pub base: String,
-    /// Each key as the header value it is sent in (marked sensitive: never logged).
-    pub keys: Vec<HeaderValue>,
+    /// Each key as the header it is sent in (values marked sensitive: never logged).
+    pub keys: Vec<(http::HeaderName, HeaderValue)>,
     pub api_version: Option<String>,
     pub timeout: Duration,
     pub cooldown: Duration,
@@ -37,35 +37,20 @@ impl Provider {
         }
     }
 
-    /// The header a key goes in, and its value.
-    pub fn auth(&self, key: &HeaderValue) -> Option<(http::HeaderName, HeaderValue)> {
-        match self.kind {
-            ProviderKind::AzureOpenai => {
-                Some((http::HeaderName::from_static("api-key"), key.clone()))
-            }
-            ProviderKind::Anthropic => {
-                Some((http::HeaderName::from_static("x-api-key"), key.clone()))
-            }
-            ProviderKind::Gemini => {
-                Some((http::HeaderName::from_static("x-goog-api-key"), key.clone()))
-            }
-            _ => {
-                let mut v = HeaderValue::from_bytes(&[b"Bearer ", key.as_bytes()].concat()).ok()?;
-                v.set_sensitive(true);
-                Some((http::header::AUTHORIZATION, v))
-            }
-        }
-    }
-
-    /// Speaks OpenAI's API (requests and answers pass through with the model swapped).
-    pub fn openai_family(&self) -> bool {
-        matches!(
-            self.kind,
-            ProviderKind::Openai
-                | ProviderKind::AzureOpenai
-                | ProviderKind::Mistral
-                | ProviderKind::OpenaiCompatible
-        )
+    /// The header a key goes in, and its value (made once, when the catalog compiles).
+    fn auth_header(kind: ProviderKind, key: &str) -> Option<(http::HeaderName, HeaderValue)> {
+        let (name, value) = match kind {
+            ProviderKind::AzureOpenai => (http::HeaderName::from_static("api-key"), key.to_owned()),
+            ProviderKind::Anthropic => (http::HeaderName::from_static("x-api-key"), key.to_owned()),
+            ProviderKind::Gemini => (
+                http::HeaderName::from_static("x-goog-api-key"),
+                key.to_owned(),
+            ),
+            _ => (http::header::AUTHORIZATION, format!("Bearer {key}")),
+        };
+        let mut v = HeaderValue::from_str(&value).ok()?;
+        v.set_sensitive(true);
+        Some((name, v))
     }
 }
 
@@ -107,11 +92,10 @@ impl Catalog {
             for (i, k) in p.api_keys.iter().enumerate() {
                 let secret = weir_policy::resolve_secret(k, env)
                     .map_err(|e| format!("ai.providers.{name}.api_keys[{i}]: {e}"))?;
-                let mut v = HeaderValue::from_str(secret.trim()).map_err(|_| {
+                let header = Provider::auth_header(p.kind, secret.trim()).ok_or_else(|| {
                     format!("ai.providers.{name}.api_keys[{i}]: not usable in a header")
                 })?;
-                v.set_sensitive(true);
-                keys.push(v);
+                keys.push(header);
             }
             providers.insert(
                 name.clone(),

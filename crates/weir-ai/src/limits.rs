@@ -73,16 +73,6 @@ pub struct Memory {
     counts: Mutex<HashMap<String, (i64, Instant)>>,
 }
 
-impl Memory {
-    fn get(&self, k: &str, now: Instant) -> i64 {
-        self.counts
-            .lock()
-            .get(k)
-            .filter(|(_, until)| *until > now)
-            .map_or(0, |(v, _)| *v)
-    }
-}
-
 const STORE_TIMEOUT: Duration = Duration::from_millis(250);
 /// Minute counters outlive their minute a little; the month's spend lasts 32 days.
 const MINUTE_TTL: i64 = 120;
@@ -314,13 +304,6 @@ fn month_of(unix: u64) -> u32 {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     (year * 100 + month) as u32
-}
-
-impl Memory {
-    /// A counter's value (tests and the admin API).
-    pub fn value(&self, key: &str) -> i64 {
-        self.get(key, Instant::now())
-    }
 }
 
 #[cfg(test)]

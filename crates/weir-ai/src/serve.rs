@@ -223,7 +223,8 @@ pub async fn answer(
         // client asked for it too.
         request["stream_options"]["include_usage"] = Value::Bool(true);
     }
-    let admission = match admit(route, model, &request, consumer).await {
+    let prompt_bytes = prompt_size(&request);
+    let admission = match admit(route, model, &request, prompt_bytes, consumer).await {
         Ok(a) => a,
         Err(refused) => return refused.for_client(anthropic.is_some()),
     };
@@ -237,7 +238,7 @@ pub async fn answer(
         consumer: consumer.map(|c| c.name.to_string()),
         started: Instant::now(),
         admission: parking_lot::Mutex::new(admission),
-        prompt_bytes: request["messages"].to_string().len() + request["input"].to_string().len(),
+        prompt_bytes,
     };
     let mut rsp = call.run(request).await;
     if let AiBody::Full(b) = &rsp.body
@@ -281,6 +282,12 @@ impl Refused {
     }
 }
 
+/// The size of a request's prompt as sent (messages and embedding input), measured once
+/// for the limits' estimate and for calls a provider counts no tokens of.
+fn prompt_size(request: &Value) -> usize {
+    request["messages"].to_string().len() + request["input"].to_string().len()
+}
+
 /// Checks the route's limits for this call, reserving its largest likely cost: the
 /// prompt (about four bytes a token) plus its output cap, at the dearest of the model's
 /// targets.
@@ -288,13 +295,13 @@ async fn admit(
     route: &AiRoute,
     model: &Model,
     request: &Value,
+    prompt_bytes: usize,
     consumer: Caller<'_>,
 ) -> Result<Option<crate::limits::Admission>, Refused> {
     let Some(limits) = &route.limits else {
         return Ok(None);
     };
-    let input =
-        (request["messages"].to_string().len() + request["input"].to_string().len()) as u64 / 4;
+    let input = prompt_bytes as u64 / 4;
     let output = request["max_completion_tokens"]
         .as_u64()
         .or(request["max_tokens"].as_u64())
@@ -327,7 +334,8 @@ pub(crate) async fn chat_once(
     request: Value,
     consumer: Caller<'_>,
 ) -> AiResponse {
-    let admission = match admit(route, model, &request, consumer).await {
+    let prompt_bytes = prompt_size(&request);
+    let admission = match admit(route, model, &request, prompt_bytes, consumer).await {
         Ok(a) => a,
         Err(refused) => return refused.for_client(false),
     };
@@ -341,7 +349,7 @@ pub(crate) async fn chat_once(
         consumer: consumer.map(|c| c.name.to_string()),
         started: Instant::now(),
         admission: parking_lot::Mutex::new(admission),
-        prompt_bytes: request["messages"].to_string().len(),
+        prompt_bytes,
     }
     .run(request)
     .await

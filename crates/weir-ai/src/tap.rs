@@ -46,12 +46,18 @@ pub struct StreamTap {
 }
 
 impl StreamTap {
-    /// What the client gets for one provider event, and the usage it carried.
-    fn convert(&mut self, raw: Bytes, data: &str, usage: &mut Option<Usage>) -> Vec<Bytes> {
+    /// What the client gets for one provider event (`parsed`: its data as JSON, read once
+    /// by the caller), and the usage it carried.
+    fn convert(
+        &mut self,
+        raw: Bytes,
+        data: &str,
+        parsed: Option<&Value>,
+        usage: &mut Option<Usage>,
+    ) -> Vec<Bytes> {
         match &mut self.mode {
             Mode::OpenAi { wants_usage } => {
-                if data != "[DONE]"
-                    && let Ok(v) = serde_json::from_str::<Value>(data)
+                if let Some(v) = parsed
                     && let Some(u) = Usage::from_openai(&v["usage"])
                 {
                     *usage = Some(u);
@@ -63,7 +69,7 @@ impl StreamTap {
                 vec![raw]
             }
             Mode::Anthropic => {
-                if let Ok(v) = serde_json::from_str::<Value>(data) {
+                if let Some(v) = parsed {
                     let u = usage.get_or_insert_with(Usage::default);
                     match v["type"].as_str() {
                         Some("message_start") => {
@@ -140,10 +146,11 @@ impl StreamTap {
                 break;
             };
             for ev in events {
-                if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
-                    generated += crate::usage::generated_bytes(&v);
+                let parsed = serde_json::from_str::<Value>(&ev.data).ok();
+                if let Some(v) = &parsed {
+                    generated += crate::usage::generated_bytes(v);
                 }
-                for out in self.convert(ev.raw, &ev.data, &mut usage) {
+                for out in self.convert(ev.raw, &ev.data, parsed.as_ref(), &mut usage) {
                     if first.is_none() {
                         first = Some(self.started.elapsed());
                     }
@@ -160,7 +167,8 @@ impl StreamTap {
         if !gone {
             let mut tail = Vec::new();
             if let Some(rest) = split.finish() {
-                tail = self.convert(rest.raw, &rest.data, &mut usage);
+                let parsed = serde_json::from_str::<Value>(&rest.data).ok();
+                tail = self.convert(rest.raw, &rest.data, parsed.as_ref(), &mut usage);
             }
             tail.extend(self.finish());
             for out in tail {

@@ -2,7 +2,7 @@
 //! handed to the AI gateway (`weir-ai`), whose answer — whole, or a stream passed on as it
 //! comes — becomes the response.
 
-use http::{Response, StatusCode};
+use http::Response;
 use hyper::body::Incoming;
 
 use crate::body::ProxyBody;
@@ -37,11 +37,5 @@ pub(crate) async fn answer(
     });
     *rsp.status_mut() = out.status;
     *rsp.headers_mut() = out.headers;
-    if rsp.status() == StatusCode::OK && rsp.headers().is_empty() {
-        rsp.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-    }
     rsp
 }

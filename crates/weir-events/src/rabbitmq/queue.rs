@@ -452,7 +452,7 @@ impl Queue for RabbitMq {
     ) -> BoxFuture<'a, Result<Vec<Event>>> {
         Box::pin(bounded(async move {
             let l = self.link().await?;
-            if l.count(&self.names.log(topic)).await.is_err() {
+            if !self.has_log(&l, topic).await {
                 return Ok(Vec::new());
             }
             let known = self.offsets.lock().get(&(topic.to_owned(), after)).copied();
@@ -504,7 +504,7 @@ impl Queue for RabbitMq {
     fn latest<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i64>> {
         Box::pin(bounded(async move {
             let l = self.link().await?;
-            if l.count(&self.names.log(topic)).await.is_err() {
+            if !self.has_log(&l, topic).await {
                 return Ok(0);
             }
             // The last chunk holds the newest event, unless it holds only a marker (a
@@ -669,6 +669,12 @@ impl Queue for RabbitMq {
 }
 
 impl RabbitMq {
+    /// Whether `topic` has a log: known when this connection declared it, else asked (a
+    /// stream client's poll costs no broker round trip once the topic is known).
+    async fn has_log(&self, l: &super::link::Link, topic: &str) -> bool {
+        self.topics.lock().contains(topic) || l.count(&self.names.log(topic)).await.is_ok()
+    }
+
     async fn ordered(&self, sub: &str) -> Result<bool> {
         Ok(self.state_of("ordered", sub).await?.is_some())
     }

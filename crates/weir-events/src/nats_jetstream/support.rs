@@ -17,6 +17,13 @@ use parking_lot::Mutex;
 use super::{DEFAULT_ACK_WAIT, NatsJetStream, consumer_name, unavailable};
 use crate::{ATTEMPT_RETENTION, ATTEMPTS_KEPT, DeadLetter, Event, QueueError, Result, now_ms};
 
+/// Longest a pull waits for the server's answer. Pulls are `no_wait` (the server answers
+/// at once with what there is); no `expires` is set, as the server then holds a pull that
+/// found fewer messages than asked for until it expires.
+const FETCH_BOUND: Duration = Duration::from_secs(2);
+/// The same for each batch of a scan (up to a thousand messages).
+const SCAN_BOUND: Duration = Duration::from_secs(10);
+
 pub(super) fn header(h: Option<&HeaderMap>, name: &str) -> Option<String> {
     h?.get(name).map(|v| v.as_str().to_owned())
 }
@@ -217,16 +224,20 @@ impl NatsJetStream {
         Ok(())
     }
 
+    /// Pulls what is there now. Bounded: a pull request whose answer died with the server
+    /// (killed while it was in flight) is never answered, and without a bound the worker
+    /// would wait on it for ever after the server came back. Messages cut off by the bound
+    /// stay unacknowledged and come again after their ack wait.
     pub(super) async fn fetch(&self, sub: &str, replay: bool, max: usize) -> Result<Vec<Message>> {
+        let deadline = tokio::time::Instant::now() + FETCH_BOUND;
         let c = self.consumer(sub, replay).await?;
-        let mut batch = c
-            .fetch()
-            .max_messages(max)
-            .messages()
+        let pull = c.fetch().max_messages(max).messages();
+        let mut batch = tokio::time::timeout_at(deadline, pull)
             .await
+            .map_err(|_| unavailable("the pull request was not answered in time"))?
             .map_err(unavailable)?;
         let mut out = Vec::new();
-        while let Some(m) = batch.next().await {
+        while let Ok(Some(m)) = tokio::time::timeout_at(deadline, batch.next()).await {
             out.push(m.map_err(unavailable)?);
         }
         Ok(out)
@@ -344,15 +355,20 @@ impl NatsJetStream {
             .map_err(unavailable)?;
         let name = c.cached_info().name.clone();
         let result = async {
+            // Each batch bounded like `fetch`; a scan cut short is an error, not an answer.
+            let late = || unavailable("the scan was not answered in time");
             loop {
-                let mut batch = c
-                    .fetch()
-                    .max_messages(1000)
-                    .messages()
+                let deadline = tokio::time::Instant::now() + SCAN_BOUND;
+                let pull = c.fetch().max_messages(1000).messages();
+                let mut batch = tokio::time::timeout_at(deadline, pull)
                     .await
+                    .map_err(|_| late())?
                     .map_err(unavailable)?;
                 let mut got = 0;
-                while let Some(m) = batch.next().await {
+                while let Some(m) = tokio::time::timeout_at(deadline, batch.next())
+                    .await
+                    .map_err(|_| late())?
+                {
                     let m = m.map_err(unavailable)?;
                     got += 1;
                     if !f(&m) {

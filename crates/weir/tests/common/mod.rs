@@ -103,9 +103,10 @@ impl Drop for Proc {
 pub async fn wait_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
+        // A connection to itself (the kernel picked the port being dialled as the local
+        // one: TCP simultaneous open) is not a listener.
+        if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+            && s.local_addr().ok() != s.peer_addr().ok()
         {
             return;
         }

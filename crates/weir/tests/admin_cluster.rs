@@ -46,8 +46,10 @@ async fn two_nodes_on_one_postgres_share_every_change_within_a_second() {
     let up = MockUpstream::start(Behavior::Named("shared".into())).await;
     let url = fresh_postgres().await;
     let store = format!("store: \"{url}\"\n");
-    let (a, base_a) = node(&store, first_admin()).await;
-    let (b, base_b) = node(&store, first_admin()).await;
+    // Each node keeps its own files (the embedded event queue) in a directory of its own.
+    let own = |tag: &str| format!("{store}data_dir: {}\n", temp_dir(tag).display());
+    let (a, base_a) = node(&own("cluster-a"), first_admin()).await;
+    let (b, base_b) = node(&own("cluster-b"), first_admin()).await;
     let api_a = api_as(&base_a, "admin", PASSWORD).await;
     let api_b = api_as(&base_b, "admin", PASSWORD).await;
     api_a
@@ -197,8 +199,10 @@ async fn stopping_postgres_leaves_both_nodes_serving_and_the_api_says_why() {
     let up = MockUpstream::start(Behavior::Named("still".into())).await;
     let pg = OwnPostgres::start();
     let store = format!("store: \"{}\"\n", pg.url());
-    let (a, base_a) = node(&store, first_admin()).await;
-    let (b, base_b) = node(&store, first_admin()).await;
+    // Each node keeps its own files (the embedded event queue) in a directory of its own.
+    let own = |tag: &str| format!("{store}data_dir: {}\n", temp_dir(tag).display());
+    let (a, base_a) = node(&own("cluster-a"), first_admin()).await;
+    let (b, base_b) = node(&own("cluster-b"), first_admin()).await;
     let api_a = api_as(&base_a, "admin", PASSWORD).await;
     api_a
         .send(

@@ -7,6 +7,8 @@
 #   scripts/bench-ai.sh [RATE=1000] [SECONDS=10] [ROUNDS=3]
 # With SOAK_MINUTES=N, then N more minutes through Weir alone at RATE, Weir's RSS printed
 # each minute (memory should stay flat).
+# With AI_STREAM=1 the calls are streams (the fake provider answers OpenAI's SSE framing:
+# chunks, a usage chunk, [DONE]) and the times are to the first piece of the answer (TTFT).
 # Needs nginx, curl, python3; CPU 0 runs the load generator, CPU 1 the servers.
 set -euo pipefail
 rate=${1:-1000}; secs=${2:-10}; rounds=${3:-3}
@@ -18,6 +20,9 @@ load=$target/release/examples/ai_load
 dir=$(mktemp -d "${TMPDIR:-/tmp}/weir-ai-bench.XXXXXX")
 . "$(dirname "$0")/bench-lib.sh"
 up=$(port); proxy=$(port)
+# Whole answers under /v1, streams under /sse: the provider's base_url picks one.
+base=/v1; [ "${AI_STREAM:-}" = 1 ] && base=/sse
+export AI_STREAM
 nginx=$(command -v nginx || echo /usr/sbin/nginx)
 mkdir -p "$dir/tmp"
 cat > "$dir/llm.conf" <<CONF
@@ -27,7 +32,9 @@ http { access_log off; keepalive_requests 1000000;
   client_body_temp_path $dir/tmp/b; proxy_temp_path $dir/tmp/p; fastcgi_temp_path $dir/tmp/f;
   uwsgi_temp_path $dir/tmp/u; scgi_temp_path $dir/tmp/s;
   server { listen 127.0.0.1:$up; default_type application/json;
-    location / { return 200 '{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how are you?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}'; } } }
+    location / { return 200 '{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how are you?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}'; }
+    location /sse/ { default_type text/event-stream;
+      return 200 'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench","choices":[{"index":0,"delta":{"role":"assistant","content":"Hello"},"finish_reason":null}]}\n\ndata: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench","choices":[{"index":0,"delta":{"content":" there, how are you?"},"finish_reason":null}]}\n\ndata: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}\n\ndata: [DONE]\n\n'; } } }
 CONF
 taskset -c 1 "$nginx" -p "$dir" -e "$dir/llm.err" -c "$dir/llm.conf" & ngx=$!
 cat > "$dir/weir.yaml" <<YAML
@@ -38,7 +45,7 @@ consumers:
   - { name: bench, credentials: [ { type: key, key: "bench-key-000000000000" } ] }
 ai:
   providers:
-    fake: { kind: openai_compatible, base_url: "http://127.0.0.1:$up/v1" }
+    fake: { kind: openai_compatible, base_url: "http://127.0.0.1:$up$base" }
   models:
     - { name: bench, targets: [fake/bench] }
   prices:
@@ -55,7 +62,7 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$proxy/v1/models" -H "x-api-k
 rss() { awk '/VmRSS/ {print $2}' "/proc/$weir/status"; }
 before=$(rss)
 taskset -c 0 "$load" "$rate" "$secs" "$rounds" \
-  "direct=http://127.0.0.1:$up/v1/chat/completions" \
+  "direct=http://127.0.0.1:$up$base/chat/completions" \
   "weir=http://127.0.0.1:$proxy/v1/chat/completions|bench-key-000000000000" | tee "$dir/out.tsv"
 after=$(rss)
 python3 - "$dir/out.tsv" "$before" "$after" <<'PY'

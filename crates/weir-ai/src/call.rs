@@ -33,6 +33,8 @@ pub(crate) struct Call<'a> {
     /// Set when the client called `/v1/messages`.
     pub(crate) anthropic: Option<AnthropicIn>,
     pub(crate) consumer: Option<String>,
+    /// The name of the API key the caller used.
+    pub(crate) key: Option<String>,
     pub(crate) started: Instant,
     /// What the route's limits reserved for the call, settled when it is recorded.
     pub(crate) admission: parking_lot::Mutex<Option<crate::limits::Admission>>,
@@ -99,20 +101,31 @@ impl Call<'_> {
             .partition(|t| !plane.health.cooling(&t.label));
         ready.extend(cooling);
         let mut last: Option<Failure> = None;
+        // Gemini takes images only inline: URLs are downloaded once, when a Gemini target
+        // is first tried (other providers get the URLs as they are).
+        let mut inlined: Option<Option<Value>> = None;
         for (n, target) in ready.iter().enumerate() {
-            let body = match self.provider_body(target, &request) {
+            let request = if target.provider.kind == ProviderKind::Gemini && self.api == Api::Chat {
+                if inlined.is_none() {
+                    match self.route.catalog.images.inline(&request).await {
+                        Ok(v) => inlined = Some(v),
+                        Err(why) => return self.refuse(&why),
+                    }
+                }
+                inlined
+                    .as_ref()
+                    .and_then(Option::as_ref)
+                    .unwrap_or(&request)
+            } else {
+                &request
+            };
+            let body = match self.provider_body(target, request) {
                 Ok(b) => b,
                 Err(Skip::Unsupported(why)) => {
                     tracing::debug!(target = %target.label, why, "target skipped");
                     continue;
                 }
-                Err(Skip::Refused(why)) => {
-                    return errors::for_client(
-                        self.anthropic.is_some(),
-                        StatusCode::BAD_REQUEST,
-                        &why,
-                    );
-                }
+                Err(Skip::Refused(why)) => return self.refuse(&why),
             };
             match self.try_target(target, body, n as u32).await {
                 Ok(rsp) => return rsp,
@@ -463,10 +476,21 @@ impl Call<'_> {
         }
     }
 
+    /// A `400` for a request no provider is called with: its reservation against the
+    /// limits is released (nothing was spent).
+    fn refuse(&self, why: &str) -> AiResponse {
+        if let Some(a) = self.admission.lock().take() {
+            a.settle(0, 0.0);
+        }
+        errors::for_client(self.anthropic.is_some(), StatusCode::BAD_REQUEST, why)
+    }
+
     fn record_base(&self, label: &str, status: u16, fallbacks: u32) -> CallRecord {
         CallRecord {
+            at_ms: crate::unix_now_ms(),
             route: self.route.name.clone(),
             consumer: self.consumer.clone(),
+            key: self.key.clone(),
             model: self.model.name.clone(),
             target: label.to_owned(),
             status,

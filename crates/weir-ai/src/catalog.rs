@@ -74,6 +74,8 @@ pub struct Catalog {
     pub models: Vec<Model>,
     by_name: HashMap<String, usize>,
     pub prices: Prices,
+    /// Downloads image URLs for providers that take images only inline.
+    pub images: crate::images::ImageFetch,
 }
 
 impl Catalog {
@@ -139,6 +141,7 @@ impl Catalog {
             models,
             by_name,
             prices: Prices::with_overrides(&ai.prices),
+            images: crate::images::ImageFetch::compile(&ai.images)?,
         })
     }
 

@@ -10,6 +10,7 @@ pub mod client;
 mod errors;
 pub mod gemini;
 pub mod health;
+pub mod images;
 pub mod limits;
 pub mod mask;
 pub mod record;
@@ -58,15 +59,23 @@ impl AiPlane {
 }
 
 impl AiPlane {
-    pub fn new() -> Result<Self, String> {
+    /// `sink` takes every call record for the store (analytics), when it is on.
+    pub fn new(sink: Option<record::RecordSink>) -> Result<Self, String> {
         Ok(Self {
             client: client::ProviderClient::new()?,
             health: health::Health::default(),
-            recorder: record::Recorder::start(),
+            recorder: record::Recorder::start(sink),
             memory: std::sync::Arc::default(),
             caches: parking_lot::Mutex::default(),
         })
     }
+}
+
+/// Unix milliseconds now (when a call record was made).
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Unix seconds now (the `created` of answers Weir writes).

@@ -45,6 +45,14 @@ impl Refusal {
     }
 }
 
+/// Who a call counts against: the consumer, the key it used (if any) and its groups.
+#[derive(Debug, Clone, Copy)]
+pub struct Who<'a> {
+    pub consumer: &'a str,
+    pub key: Option<&'a str>,
+    pub groups: &'a [String],
+}
+
 /// A call let through: what it reserved where, to settle when it is done.
 pub struct Admission {
     keys: Vec<[String; 3]>,
@@ -132,16 +140,26 @@ impl Limits {
 
     /// The counters of each scope the call counts against: requests and tokens of this
     /// minute, spend of this month.
-    fn keys(&self, consumer: Option<(&str, &[String])>) -> Vec<[String; 3]> {
+    fn keys(&self, who: Option<Who<'_>>) -> Vec<[String; 3]> {
         let now = crate::unix_now();
         let minute = now / 60;
         let month = month_of(now);
-        let scopes: Vec<String> = match (self.per.as_str(), consumer) {
+        let scopes: Vec<String> = match (self.per.as_str(), who) {
             ("route", _) => vec!["all".to_owned()],
-            ("group", Some((_, groups))) if !groups.is_empty() => {
-                groups.iter().map(|g| format!("g:{g}")).collect()
+            ("group", Some(w)) if !w.groups.is_empty() => {
+                w.groups.iter().map(|g| format!("g:{g}")).collect()
             }
-            (_, Some((name, _))) => vec![format!("c:{name}")],
+            (
+                "key",
+                Some(Who {
+                    consumer,
+                    key: Some(key),
+                    ..
+                }),
+            ) => {
+                vec![format!("k:{consumer}/{key}")]
+            }
+            (_, Some(w)) => vec![format!("c:{}", w.consumer)],
             (_, None) => vec!["anonymous".to_owned()],
         };
         scopes
@@ -160,10 +178,10 @@ impl Limits {
     /// Reserves `estimate_usd` for a call, or says what refuses it.
     pub async fn admit(
         self: &Arc<Self>,
-        consumer: Option<(&str, &[String])>,
+        who: Option<Who<'_>>,
         estimate_usd: f64,
     ) -> Result<Admission, Refusal> {
-        let keys = self.keys(consumer);
+        let keys = self.keys(who);
         let est = if self.budget_micro.is_some() {
             micro(estimate_usd).max(0)
         } else {
@@ -327,7 +345,11 @@ mod tests {
     #[tokio::test]
     async fn budgets_reserve_then_settle_and_minute_limits_count() {
         let l = limits(r#"{"budget_usd_per_month": 1.0, "requests_per_minute": 3}"#);
-        let me = Some(("acme", &[][..]));
+        let me = Some(Who {
+            consumer: "acme",
+            key: None,
+            groups: &[],
+        });
         let a = l.admit(me, 0.6).await.unwrap();
         // The reservation holds the budget while the call runs.
         assert_eq!(l.admit(me, 0.6).await.err(), Some(Refusal::Budget));
@@ -342,7 +364,41 @@ mod tests {
             Some(Refusal::Requests),
             "three requests this minute"
         );
-        let other = l.admit(Some(("beta", &[][..])), 0.5).await;
+        let other = l
+            .admit(
+                Some(Who {
+                    consumer: "beta",
+                    key: None,
+                    groups: &[],
+                }),
+                0.5,
+            )
+            .await;
         assert!(other.is_ok(), "another consumer has its own counters");
+    }
+
+    #[tokio::test]
+    async fn per_key_limits_count_each_key_and_keyless_callers_per_consumer() {
+        let l = limits(r#"{"requests_per_minute": 1, "per": "key"}"#);
+        let with = |key| {
+            Some(Who {
+                consumer: "acme",
+                key,
+                groups: &[],
+            })
+        };
+        l.admit(with(Some("ci")), 0.0).await.unwrap().settle(0, 0.0);
+        assert_eq!(
+            l.admit(with(Some("ci")), 0.0).await.err(),
+            Some(Refusal::Requests)
+        );
+        // Another key of the same consumer, and the consumer without a key (JWT), each
+        // have their own minute.
+        assert!(l.admit(with(Some("laptop")), 0.0).await.is_ok());
+        assert!(l.admit(with(None), 0.0).await.is_ok());
+        assert_eq!(
+            l.admit(with(None), 0.0).await.err(),
+            Some(Refusal::Requests)
+        );
     }
 }

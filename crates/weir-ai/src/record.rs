@@ -1,5 +1,6 @@
-//! Where call records go, off the request path: a bounded queue to a task that counts
-//! them into metrics and keeps the recent ones for the analytics API.
+//! Where call records go, off the request path: a bounded queue to a thread that counts
+//! them into metrics, keeps the recent ones for the admin API and hands them on to the
+//! node's store writer (analytics), when there is one.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -14,6 +15,24 @@ const KEPT: usize = 10_000;
 /// Records waiting for the task; past it they are counted as dropped, never waited on.
 const QUEUED: usize = 65_536;
 
+/// Where the node's store writer takes records from (batches, once a second).
+#[derive(Clone)]
+pub struct RecordSink(std::sync::mpsc::SyncSender<CallRecord>);
+
+impl std::fmt::Debug for RecordSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecordSink")
+    }
+}
+
+impl RecordSink {
+    /// A sink holding up to `capacity` records, and the receiver the writer drains.
+    pub fn new(capacity: usize) -> (Self, std::sync::mpsc::Receiver<CallRecord>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+        (Self(tx), rx)
+    }
+}
+
 pub struct Recorder {
     tx: mpsc::Sender<CallRecord>,
     recent: Arc<Mutex<VecDeque<CallRecord>>>,
@@ -22,7 +41,7 @@ pub struct Recorder {
 impl Recorder {
     /// Starts the thread that takes records (its own: the gateway's worker runtimes
     /// never wait on it).
-    pub fn start() -> Self {
+    pub fn start(sink: Option<RecordSink>) -> Self {
         let (tx, mut rx) = mpsc::channel::<CallRecord>(QUEUED);
         let recent = Arc::new(Mutex::new(VecDeque::with_capacity(1024)));
         let keep = Arc::clone(&recent);
@@ -40,6 +59,13 @@ impl Recorder {
                     }
                     for r in &batch {
                         count(r);
+                        // A writer that fell behind (the store away) loses records, counted;
+                        // this thread never waits on it.
+                        if let Some(s) = &sink
+                            && s.0.try_send(r.clone()).is_err()
+                        {
+                            metrics::counter!("weir_ai_records_dropped_total").increment(1);
+                        }
                     }
                     let mut k = keep.lock();
                     for r in batch.drain(..) {

@@ -236,6 +236,7 @@ pub async fn answer(
         wants_usage,
         anthropic,
         consumer: consumer.map(|c| c.name.to_string()),
+        key: consumer.and_then(|c| c.key.as_deref().map(str::to_owned)),
         started: Instant::now(),
         admission: parking_lot::Mutex::new(admission),
         prompt_bytes,
@@ -321,7 +322,14 @@ async fn admit(
         })
         .fold(0.0, f64::max);
     limits
-        .admit(consumer.map(|c| (&*c.name, c.groups.as_slice())), estimate)
+        .admit(
+            consumer.map(|c| crate::limits::Who {
+                consumer: &c.name,
+                key: c.key.as_deref(),
+                groups: &c.groups,
+            }),
+            estimate,
+        )
         .await
         .map(Some)
         .map_err(Refused)
@@ -347,6 +355,7 @@ pub(crate) async fn chat_once(
         wants_usage: false,
         anthropic: None,
         consumer: consumer.map(|c| c.name.to_string()),
+        key: consumer.and_then(|c| c.key.as_deref().map(str::to_owned)),
         started: Instant::now(),
         admission: parking_lot::Mutex::new(admission),
         prompt_bytes,

@@ -161,8 +161,12 @@ impl Prices {
 /// What one AI call did, for analytics and the access log.
 #[derive(Debug, Clone, Serialize)]
 pub struct CallRecord {
+    /// Unix milliseconds when the call finished.
+    pub at_ms: i64,
     pub route: String,
     pub consumer: Option<String>,
+    /// The name of the API key used (see the key credential's `name`).
+    pub key: Option<String>,
     /// The model name the client asked for.
     pub model: String,
     /// `provider/model` that answered (or was tried last).

@@ -20,6 +20,47 @@ pub struct AiConfig {
     /// USD per million tokens by `provider/model`, over the defaults Weir ships.
     #[serde(default)]
     pub prices: BTreeMap<String, PriceConfig>,
+    /// Image URLs in prompts, for providers that take images only inline (Gemini).
+    #[serde(default)]
+    pub images: ImageFetchConfig,
+}
+
+/// Where Weir may download an image a prompt gives by URL, and how much: the SSRF guard.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageFetchConfig {
+    /// `public` (outside loopback, private, link-local and other internal ranges) and
+    /// CIDR blocks; the address actually dialled is checked, redirects are not followed.
+    #[serde(default = "default_image_networks")]
+    pub allowed_networks: Vec<String>,
+    /// Largest image downloaded.
+    #[serde(default = "default_image_size")]
+    pub max_size: crate::ByteSize,
+    /// For the whole download of one image.
+    #[serde(default = "default_image_timeout")]
+    pub timeout: Duration,
+}
+
+impl Default for ImageFetchConfig {
+    fn default() -> Self {
+        Self {
+            allowed_networks: default_image_networks(),
+            max_size: default_image_size(),
+            timeout: default_image_timeout(),
+        }
+    }
+}
+
+fn default_image_networks() -> Vec<String> {
+    vec!["public".to_owned()]
+}
+
+fn default_image_size() -> crate::ByteSize {
+    crate::ByteSize(20 * 1024 * 1024)
+}
+
+fn default_image_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]

@@ -33,6 +33,10 @@ pub enum CredentialConfig {
         /// On AI routes: the model names this key may use (all when empty).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         models: Vec<String>,
+        /// What records and `ai_limits` (`per: key`) call this key; without one, the
+        /// first twelve hex digits of its SHA-256 (`sha256:…`). Never the key itself.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
     },
     /// HTTP Basic: a user name and an argon2 PHC hash (`weir hash-password` makes one).
     Basic {
@@ -276,8 +280,9 @@ pub struct AiLimitsConfig {
     /// Spend per calendar month (UTC), at the configured prices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_usd_per_month: Option<f64>,
-    /// `consumer` (default), `group` (each of the consumer's groups has the limits), or
-    /// `route` (everyone together).
+    /// `consumer` (default), `key` (each API key of a consumer on its own; callers
+    /// without a key, as with JWT, count per consumer), `group` (each of the consumer's
+    /// groups has the limits), or `route` (everyone together).
     #[serde(default = "default_ai_per")]
     pub per: String,
     /// `memory` (this node) or `redis://…`: shared by every node naming it.

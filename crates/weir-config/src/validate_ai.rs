@@ -95,6 +95,15 @@ pub(crate) fn validate(ai: &AiConfig, e: &mut Errors) {
             e.push(&at, "prices are USD per million tokens, 0 or more");
         }
     }
+    if let Err(msg) = crate::net::NetworkPolicy::parse(&ai.images.allowed_networks) {
+        e.push("ai.images.allowed_networks", msg);
+    }
+    if ai.images.max_size.0 == 0 {
+        e.push("ai.images.max_size", "must be greater than 0");
+    }
+    if ai.images.timeout.get().is_zero() {
+        e.push("ai.images.timeout", "must be greater than 0");
+    }
 }
 
 fn check_target(ai: &AiConfig, target: &str, at: &str, e: &mut Errors) {

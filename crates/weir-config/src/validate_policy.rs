@@ -65,7 +65,24 @@ pub(crate) fn validate_consumers(config: &Config, e: &mut Errors) {
                     key,
                     key_sha256,
                     models,
+                    name,
                 } => match (key, key_sha256) {
+                    _ if name.as_deref().is_some_and(|n| !key_name_ok(n)) => {
+                        e.push(
+                            format!("{at}.credentials[{k}].name"),
+                            "1 to 64 letters, digits, '.', '_' or '-'",
+                        );
+                    }
+                    _ if name.is_some()
+                        && c.credentials[..k].iter().any(|o| {
+                            matches!(o, CredentialConfig::Key { name: other, .. } if other == name)
+                        }) =>
+                    {
+                        e.push(
+                            format!("{at}.credentials[{k}].name"),
+                            "another key of this consumer has this name",
+                        );
+                    }
                     _ if models
                         .iter()
                         .any(|m| !config.ai.models.iter().any(|x| &x.name == m)) =>
@@ -327,8 +344,8 @@ pub(crate) fn validate_policy(p: &PolicyConfig, at: &str, e: &mut Errors) {
                     "must be greater than 0",
                 );
             }
-            if !["consumer", "group", "route"].contains(&l.per.as_str()) {
-                e.push(format!("{at}.per"), "consumer, group or route");
+            if !["consumer", "key", "group", "route"].contains(&l.per.as_str()) {
+                e.push(format!("{at}.per"), "consumer, key, group or route");
             }
             if l.default_max_tokens == 0 {
                 e.push(format!("{at}.default_max_tokens"), "must be at least 1");
@@ -444,6 +461,13 @@ fn check_store(e: &mut Errors, at: &str, store: &str, timeout: crate::Duration) 
     if t.is_zero() || t > std::time::Duration::from_secs(10) {
         e.push(format!("{at}.store_timeout"), "must be between 1ms and 10s");
     }
+}
+
+/// A key's name: shown in records and used in limit keys, so short and plain.
+fn key_name_ok(n: &str) -> bool {
+    (1..=64).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ pub struct Consumer {
     pub rate_key: Box<str>,
     /// The AI models the credential used may call (any when none).
     pub models: Option<Arc<[String]>>,
+    /// The API key the caller used, by its name (or `sha256:` and the first twelve hex
+    /// digits of its digest): what call records and per-key limits see.
+    pub key: Option<Arc<str>>,
 }
 
 /// Every consumer, and the key digests that identify them.
@@ -61,6 +64,7 @@ impl Consumers {
                 groups_header,
                 rate_key: format!("c:{}", c.name).into_boxed_str(),
                 models: None,
+                key: None,
             });
             for (k, cred) in c.credentials.iter().enumerate() {
                 match cred {
@@ -84,6 +88,7 @@ impl Consumers {
                         key,
                         key_sha256,
                         models,
+                        name,
                     } => {
                         let found = match (key, key_sha256) {
                             (Some(key), _) => match resolve_secret(key, env) {
@@ -97,20 +102,27 @@ impl Consumers {
                         };
                         match found {
                             Ok(digest) => {
-                                // A key scoped to models is the same consumer carrying
-                                // its scope.
-                                let holder = if models.is_empty() {
-                                    Arc::clone(&consumer)
-                                } else {
-                                    Arc::new(Consumer {
-                                        name: Arc::clone(&consumer.name),
-                                        groups: consumer.groups.clone(),
-                                        name_header: consumer.name_header.clone(),
-                                        groups_header: consumer.groups_header.clone(),
-                                        rate_key: consumer.rate_key.clone(),
-                                        models: Some(models.as_slice().into()),
-                                    })
+                                // Each key is the same consumer carrying the key's name
+                                // and its scope of models.
+                                let key_name = match name {
+                                    Some(n) => n.clone(),
+                                    None => {
+                                        let hex: String = digest[..6]
+                                            .iter()
+                                            .map(|b| format!("{b:02x}"))
+                                            .collect();
+                                        format!("sha256:{hex}")
+                                    }
                                 };
+                                let holder = Arc::new(Consumer {
+                                    name: Arc::clone(&consumer.name),
+                                    groups: consumer.groups.clone(),
+                                    name_header: consumer.name_header.clone(),
+                                    groups_header: consumer.groups_header.clone(),
+                                    rate_key: consumer.rate_key.clone(),
+                                    models: (!models.is_empty()).then(|| models.as_slice().into()),
+                                    key: Some(key_name.into()),
+                                });
                                 if by_key.insert(digest, (holder, digest)).is_some() {
                                     errors.push(format!("consumers[{i}].credentials[{k}].key: the same key is given to another consumer"));
                                 }
@@ -225,12 +237,35 @@ mod tests {
         let mut c = c;
         c[0].credentials[0] = weir_config::CredentialConfig::Key {
             models: Vec::new(),
+            name: None,
             key: None,
             key_sha256: Some(hex.to_uppercase()),
         };
         let all = Consumers::compile(&c, &|_| None).unwrap();
         assert_eq!(&*all.by_key(b"acme-secret-key-0001").unwrap().name, "acme");
         assert!(all.by_key(b"acme-secret-key-0002").is_none());
+    }
+
+    #[test]
+    fn each_key_is_known_by_its_name_or_a_digest_prefix() {
+        let c = cfg(
+            "consumers:\n  - { name: acme, credentials: [ { type: key, key: \"acme-secret-key-0001\", name: ci-bot }, { type: key, key: \"acme-secret-key-0002\" } ] }\n",
+        );
+        let all = Consumers::compile(&c, &|_| None).unwrap();
+        let named = all.by_key(b"acme-secret-key-0001").unwrap();
+        assert_eq!(
+            (&*named.name, named.key.as_deref()),
+            ("acme", Some("ci-bot"))
+        );
+        let hex: String = digest(b"acme-secret-key-0002")[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let unnamed = all.by_key(b"acme-secret-key-0002").unwrap();
+        assert_eq!(
+            unnamed.key.as_deref(),
+            Some(format!("sha256:{hex}").as_str())
+        );
     }
 
     #[test]

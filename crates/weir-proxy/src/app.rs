@@ -39,6 +39,8 @@ pub struct ReloadSources {
     pub sighup: bool,
     /// Where finished calls are recorded for analytics (off when absent).
     pub calls: Option<weir_telemetry::calls::CallSink>,
+    /// Where AI call records go for analytics (off when absent).
+    pub ai_calls: Option<weir_ai::record::RecordSink>,
     /// The event queue topic routes publish to (topic routes are refused without one).
     pub queue: Option<Arc<dyn weir_events::Queue>>,
 }
@@ -87,7 +89,10 @@ pub fn start(config: Config, sources: ReloadSources) -> Result<Running, StartErr
     let gateway = Gateway::new(
         config,
         workers,
-        sources.calls.clone(),
+        crate::gateway::Recording {
+            calls: sources.calls.clone(),
+            ai: sources.ai_calls.clone(),
+        },
         sources.queue.clone(),
     )
     .map_err(StartError::Config)?;

@@ -12,6 +12,14 @@ use weir_config::Config;
 use crate::snapshot::Snapshot;
 use crate::tls::CertResolver;
 
+/// Where finished calls are recorded for analytics: every request, and AI calls with
+/// their tokens and cost (each off when absent).
+#[derive(Clone, Default, Debug)]
+pub struct Recording {
+    pub calls: Option<weir_telemetry::calls::CallSink>,
+    pub ai: Option<weir_ai::record::RecordSink>,
+}
+
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     /// Serializes reloads so two changes never compile against the same predecessor.
@@ -20,7 +28,7 @@ pub struct Gateway {
     workers: usize,
     tls: Option<Arc<CertResolver>>,
     /// Where routes record finished calls (analytics), when it is on.
-    calls: Option<weir_telemetry::calls::CallSink>,
+    recording: Recording,
     /// The event queue topic routes publish to.
     queue: Option<Arc<dyn weir_events::Queue>>,
     /// The version of every snapshot published, for tasks that follow the configuration
@@ -36,7 +44,7 @@ impl Gateway {
     pub fn new(
         config: Config,
         workers: usize,
-        calls: Option<weir_telemetry::calls::CallSink>,
+        recording: Recording,
         queue: Option<Arc<dyn weir_events::Queue>>,
     ) -> Result<Arc<Self>, Vec<String>> {
         let tls = match &config.listen.tls {
@@ -49,7 +57,7 @@ impl Gateway {
             1,
             None,
             workers,
-            calls.as_ref(),
+            &recording,
             queue.as_ref(),
             &closing.subscribe(),
         )?;
@@ -61,7 +69,7 @@ impl Gateway {
             version: AtomicU64::new(1),
             workers,
             tls,
-            calls,
+            recording,
             queue,
             changes: tokio::sync::watch::Sender::new(1),
             closing,
@@ -116,7 +124,7 @@ impl Gateway {
             0,
             Some(&current),
             self.workers,
-            None,
+            &Recording::default(),
             self.queue.as_ref(),
             &self.closing.subscribe(),
         )
@@ -172,7 +180,7 @@ impl Gateway {
             version,
             Some(&current),
             self.workers,
-            self.calls.as_ref(),
+            &self.recording,
             self.queue.as_ref(),
             &self.closing.subscribe(),
         )

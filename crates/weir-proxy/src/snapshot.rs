@@ -80,7 +80,7 @@ impl Snapshot {
         version: u64,
         previous: Option<&Snapshot>,
         workers: usize,
-        calls: Option<&weir_telemetry::calls::CallSink>,
+        recording: &crate::gateway::Recording,
         queue: Option<&Arc<dyn weir_events::Queue>>,
         closing: &tokio::sync::watch::Receiver<bool>,
     ) -> Result<(Snapshot, Vec<Arc<Upstream>>), Vec<String>> {
@@ -110,7 +110,8 @@ impl Snapshot {
         let ai_plane = match previous.and_then(|p| p.ai_plane.clone()) {
             Some(p) => Some(p),
             None if config.routes.iter().any(|r| r.ai.is_some()) => Some(Arc::new(
-                weir_ai::AiPlane::new().map_err(|e| vec![format!("ai: {e}")])?,
+                weir_ai::AiPlane::new(recording.ai.clone())
+                    .map_err(|e| vec![format!("ai: {e}")])?,
             )),
             None => None,
         };
@@ -243,7 +244,7 @@ impl Snapshot {
                     .map_or(route_limit, |p| p.min(route_limit)),
                 metrics,
                 policies,
-                calls: calls.cloned(),
+                calls: recording.calls.clone(),
                 topic,
                 ai,
             }));

@@ -24,19 +24,24 @@ impl Store {
     pub async fn insert_calls(&self, rows: &[CallRow]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for chunk in rows.chunks(CALLS_PER_INSERT) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Any>::new(
-                "INSERT INTO weir_calls (at_ms, route, consumer, upstream, status, latency_us, bytes_out) ",
+            // Placeholders written out: sqlx's `Any` query builder writes `?`, which
+            // Postgres refuses.
+            let sql = format!(
+                "INSERT INTO weir_calls (at_ms, route, consumer, upstream, status, latency_us, bytes_out) VALUES {}",
+                crate::ai_calls::value_groups(chunk.len(), 7)
             );
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(r.at_ms)
-                    .push_bind(r.route.clone())
-                    .push_bind(r.consumer.clone())
-                    .push_bind(r.upstream.clone())
-                    .push_bind(r.status)
-                    .push_bind(r.latency_us)
-                    .push_bind(r.bytes_out);
-            });
-            q.build().execute(&mut *tx).await?;
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(r.at_ms)
+                    .bind(r.route.clone())
+                    .bind(r.consumer.clone())
+                    .bind(r.upstream.clone())
+                    .bind(r.status)
+                    .bind(r.latency_us)
+                    .bind(r.bytes_out);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -68,12 +73,20 @@ impl Store {
             .collect()
     }
 
-    /// Drops call records older than `before_ms`; returns how many.
+    /// Drops call records, requests' and AI calls', older than `before_ms`; returns how
+    /// many.
     pub async fn prune_calls(&self, before_ms: i64) -> Result<u64> {
-        Ok(sqlx::query("DELETE FROM weir_calls WHERE at_ms < $1")
-            .bind(before_ms)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        let mut n = 0;
+        for sql in [
+            "DELETE FROM weir_calls WHERE at_ms < $1",
+            "DELETE FROM weir_ai_calls WHERE at_ms < $1",
+        ] {
+            n += sqlx::query(sql)
+                .bind(before_ms)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(n)
     }
 }

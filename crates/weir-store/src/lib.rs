@@ -6,8 +6,10 @@
 //! reads here (it gets compiled snapshots).
 
 mod accounts;
+mod ai_calls;
 mod calls;
 
+pub use ai_calls::{AI_DIMENSIONS, AiCallFilter, AiCallRow, AiUsage};
 pub use calls::CallRow;
 
 use std::path::Path;
@@ -264,6 +266,14 @@ impl Store {
              latency_us BIGINT NOT NULL, bytes_out BIGINT NOT NULL)"
                 .to_owned(),
             "CREATE INDEX IF NOT EXISTS weir_calls_at ON weir_calls (at_ms)".to_owned(),
+            "CREATE TABLE IF NOT EXISTS weir_ai_calls (at_ms BIGINT NOT NULL, route TEXT NOT NULL, \
+             consumer TEXT, api_key TEXT, model TEXT NOT NULL, target TEXT NOT NULL, \
+             status BIGINT NOT NULL, input_tokens BIGINT NOT NULL, cached_tokens BIGINT NOT NULL, \
+             output_tokens BIGINT NOT NULL, estimated BIGINT NOT NULL, \
+             cost_micro_usd BIGINT NOT NULL, latency_ms BIGINT NOT NULL, ttft_ms BIGINT NOT NULL, \
+             stream BIGINT NOT NULL, fallbacks BIGINT NOT NULL)"
+                .to_owned(),
+            "CREATE INDEX IF NOT EXISTS weir_ai_calls_at ON weir_ai_calls (at_ms)".to_owned(),
         ];
         for s in statements {
             // Fixed statements: only the id column's type differs by backend.

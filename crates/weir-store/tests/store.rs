@@ -53,6 +53,7 @@ fn put(kind: &str, name: &str, body: serde_json::Value) -> Change {
 }
 
 async fn conformance(store: &Store) {
+    ai_call_records(store).await;
     assert_eq!(store.version().await.unwrap(), 0);
     let (v1, written) = store
         .write(
@@ -213,6 +214,106 @@ async fn conformance(store: &Store) {
         store.token_by_digest("digest-1").await.unwrap().is_none(),
         "tokens go with the user"
     );
+}
+
+/// AI call records: batches written, read newest first with filters, summed by any
+/// dimensions in the database, pruned by age.
+async fn ai_call_records(store: &Store) {
+    use weir_store::{AiCallFilter, AiCallRow};
+    let row =
+        |at_ms, consumer: Option<&str>, key: Option<&str>, model: &str, status, cost| AiCallRow {
+            at_ms,
+            route: "llm".into(),
+            consumer: consumer.map(str::to_owned),
+            key: key.map(str::to_owned),
+            model: model.into(),
+            target: format!("openai/{model}"),
+            status,
+            input_tokens: 10,
+            cached_tokens: 2,
+            output_tokens: 5,
+            estimated: status != 200,
+            cost_micro_usd: cost,
+            latency_ms: 100,
+            ttft_ms: at_ms % 7,
+            stream: at_ms % 2 == 0,
+            fallbacks: 1,
+        };
+    let rows = vec![
+        row(1_000, Some("acme"), Some("ci"), "smart", 200, 1_500),
+        row(2_000, Some("acme"), Some("laptop"), "smart", 200, 2_500),
+        row(3_000, Some("acme"), Some("ci"), "cheap", 429, 0),
+        row(4_000, None, None, "cheap", 200, 7),
+    ];
+    store.insert_ai_calls(&rows).await.unwrap();
+    let all = AiCallFilter {
+        from_ms: 0,
+        to_ms: 10_000,
+        ..Default::default()
+    };
+    let back = store.ai_calls(&all, 100).await.unwrap();
+    assert_eq!(
+        back,
+        rows.iter().rev().cloned().collect::<Vec<_>>(),
+        "newest first, every field kept"
+    );
+    let ci = AiCallFilter {
+        key: Some("ci".into()),
+        ..all.clone()
+    };
+    assert_eq!(store.ai_calls(&ci, 100).await.unwrap().len(), 2);
+    assert_eq!(store.ai_calls(&all, 1).await.unwrap()[0].at_ms, 4_000);
+    let by = store.ai_usage(&all, &["consumer", "model"]).await.unwrap();
+    let acme_smart = by
+        .iter()
+        .find(|u| u.group == [Some("acme".to_owned()), Some("smart".to_owned())])
+        .unwrap();
+    assert_eq!(
+        (
+            acme_smart.requests,
+            acme_smart.errors,
+            acme_smart.input_tokens,
+            acme_smart.output_tokens,
+            acme_smart.cost_micro_usd
+        ),
+        (2, 0, 20, 10, 4_000)
+    );
+    assert_eq!(by.len(), 3);
+    assert_eq!(by[0].cost_micro_usd, 4_000, "largest spend first");
+    assert!(
+        by.iter()
+            .any(|u| u.group == [None, Some("cheap".to_owned())])
+    );
+    let total = store.ai_usage(&ci, &[]).await.unwrap();
+    assert_eq!((total[0].requests, total[0].errors), (2, 1));
+    assert!((total[0].avg_latency_ms - 100.0).abs() < 1e-9);
+    assert!(
+        store
+            .ai_usage(&all, &["secret; DROP TABLE x"])
+            .await
+            .is_err()
+    );
+    assert_eq!(store.prune_calls(2_500).await.unwrap(), 2);
+    assert_eq!(store.ai_calls(&all, 100).await.unwrap().len(), 2);
+    store.prune_calls(i64::MAX).await.unwrap();
+
+    // Every request's record too (analytics), in batches larger than one statement.
+    let calls: Vec<weir_store::CallRow> = (0..1_200)
+        .map(|i| weir_store::CallRow {
+            at_ms: i,
+            route: "r".into(),
+            consumer: (i % 2 == 0).then(|| "acme".to_owned()),
+            upstream: "u".into(),
+            status: 200,
+            latency_us: i,
+            bytes_out: 1,
+        })
+        .collect();
+    store.insert_calls(&calls).await.unwrap();
+    let back = store.calls(0, 2_000, 10_000).await.unwrap();
+    assert_eq!(back.len(), 1_200);
+    assert_eq!((back[7].consumer.as_deref(), back[8].latency_us), (None, 8));
+    assert_eq!(store.prune_calls(i64::MAX).await.unwrap(), 1_200);
 }
 
 #[tokio::test]

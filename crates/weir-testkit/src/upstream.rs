@@ -38,6 +38,11 @@ pub enum Behavior {
     Named(String),
     /// A fixed status with a small body.
     Status(u16),
+    /// 200 with this content type and body (a document, an image).
+    Fixed {
+        content_type: &'static str,
+        body: &'static [u8],
+    },
     /// Waits, then answers 200.
     Delay(Duration),
     /// Server-sent events: `count` events, `gap` apart.
@@ -233,6 +238,14 @@ async fn answer(
         Behavior::Status(s) => {
             let mut r = Response::new(full(format!("status {s}")));
             *r.status_mut() = StatusCode::from_u16(s).unwrap_or(StatusCode::OK);
+            r
+        }
+        Behavior::Fixed { content_type, body } => {
+            let mut r = Response::new(full(Bytes::from_static(body)));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(content_type),
+            );
             r
         }
         Behavior::Delay(d) => {

@@ -1,6 +1,8 @@
-//! One-shot HTTP GETs for documents Weir reads for itself (JWKS key sets): a fresh
-//! connection per fetch, TLS verified against the web roots, one deadline for the whole
-//! exchange and a cap on the body. Never touches the request path's pools.
+//! One-shot HTTP GETs for documents Weir reads for itself (JWKS key sets, images in AI
+//! prompts): a fresh connection per fetch, TLS verified against the web roots, one
+//! deadline for the whole exchange, a cap on the body, optionally only to addresses a
+//! filter allows (the SSRF guard), redirects never followed. Never touches the request
+//! path's pools.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -22,13 +24,44 @@ fn web_tls() -> Result<Arc<rustls::ClientConfig>, String> {
 /// GETs `url` (http or https) and returns the body of a `200` answer of at most
 /// `max_bytes`. Errors are one line, fit for a log, and never carry the body.
 pub async fn fetch(url: &str, timeout: Duration, max_bytes: usize) -> Result<Bytes, String> {
-    match tokio::time::timeout(timeout, fetch_inner(url, timeout, max_bytes)).await {
+    let how = Fetch {
+        timeout,
+        max_bytes,
+        accept: "application/json",
+        allow: None,
+    };
+    fetch_with(url, &how).await.map(|f| f.body)
+}
+
+/// How one GET is made.
+#[derive(Clone)]
+pub struct Fetch {
+    pub timeout: Duration,
+    pub max_bytes: usize,
+    /// The `Accept` header sent.
+    pub accept: &'static str,
+    /// Only resolved addresses this accepts are dialled.
+    pub allow: Option<crate::connector::AddressFilter>,
+}
+
+/// A `200` answer's body and its content type.
+#[derive(Debug)]
+pub struct Fetched {
+    pub content_type: Option<String>,
+    pub body: Bytes,
+}
+
+/// GETs `url` as `how` says. Errors are one line, fit for a log or a client, and never
+/// carry the body.
+pub async fn fetch_with(url: &str, how: &Fetch) -> Result<Fetched, String> {
+    match tokio::time::timeout(how.timeout, fetch_inner(url, how)).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no complete answer within {timeout:?}")),
+        Err(_) => Err(format!("no complete answer within {:?}", how.timeout)),
     }
 }
 
-async fn fetch_inner(url: &str, timeout: Duration, max_bytes: usize) -> Result<Bytes, String> {
+async fn fetch_inner(url: &str, how: &Fetch) -> Result<Fetched, String> {
+    let (timeout, max_bytes) = (how.timeout, how.max_bytes);
     let uri: Uri = url.parse().map_err(|_| "not a valid URL".to_owned())?;
     let tls = match uri.scheme_str() {
         Some("https") => Some(TlsSettings {
@@ -49,10 +82,11 @@ async fn fetch_inner(url: &str, timeout: Duration, max_bytes: usize) -> Result<B
     let target: Uri = format!("http://{}:{port}/", host_for_uri(host))
         .parse()
         .map_err(|_| "the URL names no usable host".to_owned())?;
-    let conn = Connector::new(timeout, tls)
-        .call(target)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut connector = Connector::new(timeout, tls);
+    if let Some(a) = &how.allow {
+        connector = connector.with_filter(Arc::clone(a));
+    }
+    let conn = connector.call(target).await.map_err(|e| e.to_string())?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(conn)
         .await
         .map_err(|e| format!("HTTP handshake failed: {e}"))?;
@@ -62,7 +96,7 @@ async fn fetch_inner(url: &str, timeout: Duration, max_bytes: usize) -> Result<B
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let req = Request::get(path)
         .header(header::HOST, authority)
-        .header(header::ACCEPT, "application/json")
+        .header(header::ACCEPT, how.accept)
         .header(
             header::USER_AGENT,
             concat!("weir/", env!("CARGO_PKG_VERSION")),
@@ -76,6 +110,11 @@ async fn fetch_inner(url: &str, timeout: Duration, max_bytes: usize) -> Result<B
     if rsp.status() != StatusCode::OK {
         return Err(format!("answered {}", rsp.status()));
     }
+    let content_type = rsp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let mut body = rsp.into_body();
     let mut out = BytesMut::new();
     while let Some(frame) = body.frame().await {
@@ -87,7 +126,10 @@ async fn fetch_inner(url: &str, timeout: Duration, max_bytes: usize) -> Result<B
             out.extend_from_slice(&data);
         }
     }
-    Ok(out.freeze())
+    Ok(Fetched {
+        content_type,
+        body: out.freeze(),
+    })
 }
 
 /// IPv6 literals keep their brackets in a URI.

@@ -25,7 +25,7 @@ pub use balance::hash_of;
 pub use body::{BodySource, BodyStats, BodyTooLarge, BoxError, RequestBody};
 pub use connector::{AddressFilter, ConnectError, Connector, TlsSettings, client_tls_config};
 pub use endpoint::{Endpoint, InFlight};
-pub use fetch::{Answer, Poster, fetch};
+pub use fetch::{Answer, Fetch, Fetched, Poster, fetch, fetch_with};
 
 /// Compiled upstream. Cloning the `Arc` is how routes share it.
 pub struct Upstream {

@@ -5,6 +5,8 @@
 //!   cargo run --release -p weir --example ai_load -- RATE SECONDS ROUNDS NAME=URL[|KEY] ...
 //!
 //! Rounds alternate between the targets so the machine's noise falls on all of them.
+//! With `AI_STREAM=1` the requests ask for a stream and the time measured is to the first
+//! piece of the answer's body (time to first token), not to its end.
 
 // A benchmark tool: a failed setup is a failed run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
@@ -19,6 +21,7 @@ use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
 
 const BODY: &str = r#"{"model":"bench","max_tokens":16,"messages":[{"role":"user","content":"Say hello in five words."}]}"#;
+const STREAM_BODY: &str = r#"{"model":"bench","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"Say hello in five words."}]}"#;
 
 struct Target {
     name: String,
@@ -113,6 +116,8 @@ async fn run(
 ) -> (Vec<u64>, u64) {
     let lat = Arc::new(Mutex::new(Vec::with_capacity((rate * secs) as usize)));
     let errs = Arc::new(Mutex::new(0u64));
+    let stream = std::env::var("AI_STREAM").is_ok_and(|v| v == "1");
+    let body = if stream { STREAM_BODY } else { BODY };
     let start = Instant::now();
     let gap = Duration::from_nanos(1_000_000_000 / rate);
     let mut tasks = Vec::with_capacity((rate * secs) as usize);
@@ -124,21 +129,40 @@ async fn run(
             req = req.header("authorization", format!("Bearer {k}"));
         }
         let req = req
-            .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
             .unwrap();
         let (client, lat, errs) = (client.clone(), Arc::clone(&lat), Arc::clone(&errs));
         // Timed from the send: the timer's millisecond granularity would otherwise add up
         // to a millisecond of the generator's own lateness to every sample.
         let sent = Instant::now();
         tasks.push(tokio::spawn(async move {
+            let mut us = 0;
             let ok = match client.request(req).await {
                 Ok(rsp) => {
                     let status = rsp.status();
-                    rsp.into_body().collect().await.is_ok() && status.is_success()
+                    let mut body = rsp.into_body();
+                    let mut whole = true;
+                    while let Some(frame) = body.frame().await {
+                        match frame {
+                            Ok(f) => {
+                                if stream && us == 0 && f.data_ref().is_some_and(|d| !d.is_empty())
+                                {
+                                    us = sent.elapsed().as_micros() as u64;
+                                }
+                            }
+                            Err(_) => {
+                                whole = false;
+                                break;
+                            }
+                        }
+                    }
+                    whole && status.is_success()
                 }
                 Err(_) => false,
             };
-            let us = sent.elapsed().as_micros() as u64;
+            if !stream || us == 0 {
+                us = sent.elapsed().as_micros() as u64;
+            }
             if ok {
                 lat.lock().push(us);
             } else {

@@ -387,10 +387,18 @@ pub async fn enable(target: &Target, subscription: &str) -> ExitCode {
 }
 
 /// `weir keys issue`: asks the admin API to issue a key; prints it.
-pub async fn issue_key(target: &Target, consumer: &str, models: &[String]) -> ExitCode {
+pub async fn issue_key(
+    target: &Target,
+    consumer: &str,
+    models: &[String],
+    name: Option<&str>,
+) -> ExitCode {
     let mut body = serde_json::json!({ "type": "key" });
     if !models.is_empty() {
         body["models"] = serde_json::json!(models);
+    }
+    if let Some(n) = name {
+        body["name"] = serde_json::json!(n);
     }
     let path = format!("/api/v1/consumers/{consumer}/credentials");
     match target.call(Method::POST, &path, Some(&body)).await {

@@ -228,7 +228,9 @@ pub async fn start(
         (Some(_), Mode::Database) if config.analytics.enabled => {
             let (sink, rx) = weir_telemetry::calls::CallSink::new(CALL_QUEUE);
             sources.calls = Some(sink);
-            Some(rx)
+            let (ai_sink, ai_rx) = weir_ai::record::RecordSink::new(CALL_QUEUE);
+            sources.ai_calls = Some(ai_sink);
+            Some((rx, ai_rx))
         }
         _ => None,
     };
@@ -358,17 +360,24 @@ async fn sweep_sessions(store: weir_store::Store, mut stop: tokio::sync::watch::
 /// Call records waiting to be written; beyond this they are dropped and counted.
 const CALL_QUEUE: usize = 65_536;
 
-/// Drains call records into the store once a second, in one transaction per batch, and
-/// drops records older than the retention every ten minutes.
+type CallReceivers = (
+    std::sync::mpsc::Receiver<weir_telemetry::calls::CallRecord>,
+    std::sync::mpsc::Receiver<weir_ai::usage::CallRecord>,
+);
+
+/// Drains call records (every request's, and AI calls') into the store once a second, in
+/// one transaction per batch, and drops records older than the retention every ten
+/// minutes.
 async fn write_calls(
     store: weir_store::Store,
-    rx: std::sync::mpsc::Receiver<weir_telemetry::calls::CallRecord>,
+    (rx, ai_rx): CallReceivers,
     retention: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut prune = tokio::time::interval(Duration::from_secs(600));
     let mut pending: Vec<weir_store::CallRow> = Vec::new();
+    let mut ai_pending: Vec<weir_store::AiCallRow> = Vec::new();
     loop {
         let stopping = tokio::select! {
             _ = tick.tick() => false,
@@ -381,35 +390,79 @@ async fn write_calls(
             }
             _ = stop.changed() => true,
         };
-        while let Ok(r) = rx.try_recv() {
-            pending.push(weir_store::CallRow {
-                at_ms: r.at_ms,
-                route: r.route.to_string(),
-                consumer: r.consumer.map(|c| c.to_string()),
-                upstream: r.upstream.to_string(),
-                status: i64::from(r.status),
-                latency_us: r.latency_us as i64,
-                bytes_out: r.bytes_out as i64,
-            });
-            if pending.len() >= CALL_QUEUE {
-                break;
-            }
-        }
-        if !pending.is_empty() {
-            match store.insert_calls(&pending).await {
-                Ok(()) => pending.clear(),
-                Err(e) => {
-                    // Kept for the next try while the store is away, within the same bound.
-                    tracing::debug!(error = %e, records = pending.len(), "cannot store call records yet");
-                    if pending.len() >= CALL_QUEUE {
-                        pending.clear();
-                    }
-                }
-            }
-        }
+        take(&ai_rx, &mut ai_pending, ai_row);
+        flush(&mut ai_pending, async |rows| {
+            store.insert_ai_calls(rows).await
+        })
+        .await;
+        take(&rx, &mut pending, call_row);
+        flush(&mut pending, async |rows| store.insert_calls(rows).await).await;
         if stopping {
             return;
         }
+    }
+}
+
+/// Takes what waits in `rx`, within the bound.
+fn take<R, T>(rx: &std::sync::mpsc::Receiver<R>, pending: &mut Vec<T>, row: fn(R) -> T) {
+    while pending.len() < CALL_QUEUE
+        && let Ok(r) = rx.try_recv()
+    {
+        pending.push(row(r));
+    }
+}
+
+/// Writes `pending` with `insert`; while the store is away the rows wait for the next
+/// try, within the same bound.
+async fn flush<T>(
+    pending: &mut Vec<T>,
+    insert: impl AsyncFnOnce(&[T]) -> Result<(), weir_store::StoreError>,
+) {
+    if pending.is_empty() {
+        return;
+    }
+    match insert(pending).await {
+        Ok(()) => pending.clear(),
+        Err(e) => {
+            tracing::debug!(error = %e, records = pending.len(), "cannot store call records yet");
+            if pending.len() >= CALL_QUEUE {
+                pending.clear();
+            }
+        }
+    }
+}
+
+fn call_row(r: weir_telemetry::calls::CallRecord) -> weir_store::CallRow {
+    weir_store::CallRow {
+        at_ms: r.at_ms,
+        route: r.route.to_string(),
+        consumer: r.consumer.map(|c| c.to_string()),
+        upstream: r.upstream.to_string(),
+        status: i64::from(r.status),
+        latency_us: r.latency_us as i64,
+        bytes_out: r.bytes_out as i64,
+    }
+}
+
+fn ai_row(r: weir_ai::usage::CallRecord) -> weir_store::AiCallRow {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    weir_store::AiCallRow {
+        at_ms: r.at_ms,
+        route: r.route,
+        consumer: r.consumer,
+        key: r.key,
+        model: r.model,
+        target: r.target,
+        status: i64::from(r.status),
+        input_tokens: n(r.usage.input),
+        cached_tokens: n(r.usage.cached_input),
+        output_tokens: n(r.usage.output),
+        estimated: r.estimated,
+        cost_micro_usd: (r.cost_usd * 1e6).round() as i64,
+        latency_ms: n(r.latency_ms),
+        ttft_ms: n(r.ttft_ms),
+        stream: r.stream,
+        fallbacks: i64::from(r.fallbacks),
     }
 }
 
@@ -418,7 +471,7 @@ async fn write_calls(
 struct NodeAi(Arc<Gateway>);
 
 impl weir_control::ai::AiCalls for NodeAi {
-    fn recent(&self, limit: usize) -> Vec<serde_json::Value> {
+    fn recent(&self, limit: usize) -> Vec<weir_store::AiCallRow> {
         let snap = self.0.snapshot();
         let Some(plane) = &snap.ai_plane else {
             return Vec::new();
@@ -426,8 +479,8 @@ impl weir_control::ai::AiCalls for NodeAi {
         plane
             .recorder
             .recent(limit)
-            .iter()
-            .filter_map(|r| serde_json::to_value(r).ok())
+            .into_iter()
+            .map(ai_row)
             .collect()
     }
 }

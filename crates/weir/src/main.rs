@@ -67,6 +67,9 @@ enum KeysCommand {
         /// Model names, comma-separated.
         #[arg(long, value_delimiter = ',')]
         models: Vec<String>,
+        /// What call records and per-key limits call the key (letters, digits, . _ -).
+        #[arg(long)]
+        name: Option<String>,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -238,13 +241,16 @@ fn main() -> ExitCode {
         Command::Keys(KeysCommand::Issue {
             consumer,
             models,
+            name,
             api,
         }) => {
             if let Err(code) = name_ok("consumer", &consumer) {
                 return code;
             }
             let target = weir::cli::Target::resolve(api.url, api.token, api.config.as_deref());
-            block_on(async move { weir::cli::issue_key(&target, &consumer, &models).await })
+            block_on(async move {
+                weir::cli::issue_key(&target, &consumer, &models, name.as_deref()).await
+            })
         }
         Command::Admin(AdminCommand::CreateUser {
             config,
@@ -505,6 +511,7 @@ async fn run(config: Config, origin: String, path: Option<PathBuf>, watch: bool)
         watch_every: None,
         sighup: true,
         calls: None,
+        ai_calls: None,
         queue: None,
     };
     let quickstart = origin == "built-in quick start";

@@ -132,3 +132,72 @@ routes:
     );
     r.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_urls_reach_gemini_inline_only_through_the_ssrf_guard() {
+    use base64::Engine as _;
+    let gemini = FakeProvider::gemini().await;
+    // An image a prompt links to.
+    let image = weir_testkit::MockUpstream::start(weir_testkit::Behavior::Fixed {
+        content_type: "image/png",
+        body: b"\x89PNG\r\n\x1a\nfake-image",
+    })
+    .await;
+    let url = format!("http://{}/cat.png", image.address());
+    let config = |images: &str| {
+        format!(
+            r#"ai:
+  providers:
+    google: {{ kind: gemini, base_url: "{}", api_keys: ["gemini-key-aaaaaaaaaaaa"] }}
+  models:
+    - {{ name: flash, targets: [google/gemini-2.5-flash] }}
+  prices:
+    google/gemini-2.5-flash: {{ input: 1000, output: 1000 }}
+{images}routes:
+  - {{ name: llm, match: {{ paths: ["/v1/*"] }}, ai: {{}}, policies: [ {{ ai_limits: {{ budget_usd_per_month: 0.1, per: route }} }} ] }}
+"#,
+            gemini.gemini_base_url()
+        )
+    };
+    let openai = json!({"model": "flash", "max_tokens": 20, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": url}}]}]});
+
+    // By default only public addresses may be fetched: a link to this machine is refused
+    // before Gemini is called, and the refused calls spend nothing (each reserves about
+    // $0.07 of the $0.10 budget, so a leaked reservation would make the next one a 429).
+    let r = gateway(&config(""));
+    for _ in 0..3 {
+        let rsp = post(&r, "/v1/chat/completions", openai.clone()).await;
+        assert_eq!(rsp.status, 400, "{}", rsp.text());
+        let msg = rsp.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(
+            msg.starts_with("messages[0].content[1].image_url: cannot download the image")
+                && msg.contains("outside the allowed networks"),
+            "{msg}"
+        );
+    }
+    assert!(gemini.calls().is_empty());
+    r.shutdown().await;
+
+    // Allowed: the image goes to Gemini inline, from the OpenAI and the Anthropic API.
+    let r = gateway(&config(
+        "  images: { allowed_networks: [127.0.0.0/8], max_size: 1MB }\n",
+    ));
+    let rsp = post(&r, "/v1/chat/completions", openai).await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    let inline = json!({"inlineData": {"mimeType": "image/png",
+        "data": base64::engine::general_purpose::STANDARD.encode(b"\x89PNG\r\n\x1a\nfake-image")}});
+    assert_eq!(gemini.calls()[0].body["contents"][0]["parts"][1], inline);
+    let rsp = post(
+        &r,
+        "/v1/messages",
+        json!({"model": "flash", "max_tokens": 20, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image", "source": {"type": "url", "url": url}}]}]}),
+    )
+    .await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    assert_eq!(gemini.calls()[1].body["contents"][0]["parts"][1], inline);
+    r.shutdown().await;
+}

@@ -1,7 +1,8 @@
 //! Virtual keys for the AI gateway: issued to a consumer by `weir keys issue` (the real
 //! binary) and by the admin API, shown once and kept only as digests, each optionally
 //! scoped to models — a scoped key calls only its models and lists only them; every call's
-//! record (consumer, model, target, tokens, cost, latency) read back through the admin API.
+//! record (consumer, key, model, target, tokens, cost, latency) written to the store in
+//! batches and read back through the admin API, also after a restart.
 
 // Integration tests: a panic is a test failure, and bodies here are small and bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
@@ -38,7 +39,9 @@ routes:
     let (b, t) = (base.clone(), api.token.clone());
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["keys", "issue", "acme", "--models", "gpt"])
+            .args([
+                "keys", "issue", "acme", "--models", "gpt", "--name", "ci-bot",
+            ])
             .env("WEIR_API_URL", &b)
             .env("WEIR_API_TOKEN", &t)
             .env_remove("WEIR_CONFIG")
@@ -127,24 +130,20 @@ routes:
         "refused calls never reach the provider"
     );
 
-    // Every call left a record, read back through the admin API (written off the request
-    // path, so they may take a moment).
-    let mut calls = serde_json::Value::Null;
-    for _ in 0..100 {
-        calls = api
-            .call(Method::GET, "/api/v1/ai/calls?limit=10")
-            .await
-            .json();
-        if calls.as_array().is_some_and(|c| c.len() >= 2) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    // Every call left a record in the store, read back through the admin API (written
+    // off the request path in batches once a second, so they may take a moment).
+    let calls = read_calls(&api, 2).await;
     let newest = &calls[0];
     assert_eq!(
         (newest["consumer"].as_str(), newest["model"].as_str()),
         (Some("acme"), Some("big"))
     );
+    let unnamed = newest["key"].as_str().unwrap();
+    assert!(
+        unnamed.starts_with("sha256:") && unnamed.len() == 19 && !open.contains(&unnamed[7..]),
+        "an unnamed key is known by a digest prefix, never by itself: {unnamed}"
+    );
+    assert_eq!(calls[1]["key"], "ci-bot");
     assert_eq!(newest["target"], "compat/gpt-5");
     assert_eq!(newest["status"], 200);
     assert_eq!(
@@ -152,8 +151,10 @@ routes:
         weir_testkit::fake_llm::FAKE_USAGE.0
     );
     assert!(newest["latency_ms"].is_u64() && newest["ttft_ms"].is_u64());
+    assert!(newest["at_ms"].as_i64().unwrap() > 1_700_000_000_000);
     let usage = api.call(Method::GET, "/api/v1/ai/usage").await.json();
-    let gpt = usage
+    assert_eq!(usage["source"], "store");
+    let gpt = usage["rows"]
         .as_array()
         .unwrap()
         .iter()
@@ -163,6 +164,22 @@ routes:
         (gpt["consumer"].as_str(), gpt["requests"].as_u64()),
         (Some("acme"), Some(1))
     );
+    let by_key = api
+        .call(Method::GET, "/api/v1/ai/usage?by=key&consumer=acme")
+        .await
+        .json();
+    assert_eq!(by_key["rows"].as_array().unwrap().len(), 2, "{by_key}");
+    let one = api
+        .call(Method::GET, "/api/v1/ai/calls?key=ci-bot")
+        .await
+        .json();
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    assert_eq!(
+        api.call(Method::GET, "/api/v1/ai/usage?by=prompt")
+            .await
+            .status,
+        400
+    );
     assert_eq!(
         api.call(Method::GET, "/api/v1/ai/calls?limit=0")
             .await
@@ -170,5 +187,31 @@ routes:
         400
     );
     node.shutdown().await;
+
+    // The records are the store's: a restarted node reads them back.
+    let (again, base) =
+        common::admin::node(&format!("{}{ai}", sqlite_store(&dir)), first_admin()).await;
+    let api = api_as(&base, "admin", PASSWORD).await;
+    assert_eq!(read_calls(&api, 2).await.len(), 2);
+    again.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Polls the AI call records until there are at least `n`.
+async fn read_calls(api: &common::admin::Api, n: usize) -> Vec<serde_json::Value> {
+    let mut calls = Vec::new();
+    for _ in 0..250 {
+        calls = api
+            .call(Method::GET, "/api/v1/ai/calls?limit=10")
+            .await
+            .json()
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if calls.len() >= n {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    calls
 }

@@ -109,6 +109,55 @@ async fn limits_refuse_with_429_in_the_callers_shape() {
     r.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_key_limits_give_each_key_of_a_consumer_its_own_allowance() {
+    let llm = FakeOpenAi::openai().await;
+    let yaml = config(&llm, "acme", "{ requests_per_minute: 2, per: key }").replace(
+        r#"credentials: [ { type: key, key: "acme-key-0000000" } ]"#,
+        r#"credentials: [ { type: key, key: "acme-key-0000000", name: ci }, { type: key, key: "acme-key-laptop1" } ]"#,
+    );
+    assert!(yaml.contains("name: ci"));
+    let r = gateway(&yaml);
+    let call = |key: &'static str| {
+        let addr = r.proxy_addr;
+        async move {
+            HttpClient::new()
+                .request(
+                    Method::POST,
+                    &format!("http://{addr}/v1/chat/completions"),
+                    &[
+                        ("content-type", "application/json"),
+                        ("authorization", &format!("Bearer {key}")),
+                    ],
+                    Bytes::from(
+                        json!({"model": "gpt", "messages": [{"role": "user", "content": "hi"}]})
+                            .to_string(),
+                    ),
+                )
+                .await
+                .status
+        }
+    };
+    let ci: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(call("acme-key-0000000").await.as_u16());
+        }
+        v
+    };
+    assert_eq!(
+        ci,
+        [200, 200, 429],
+        "the named key has two requests a minute"
+    );
+    assert_eq!(
+        call("acme-key-laptop1").await,
+        200,
+        "the consumer's other key has its own two"
+    );
+    r.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_on_one_redis_never_pass_the_budget_by_more_than_one_call() {
     let llm = FakeOpenAi::openai().await;

@@ -44,6 +44,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "weir-store",
             "weir-control",
             "weir-events",
+            "weir-ai",
         ],
     ),
     ("weir-store", &["weir-core", "weir-config"]),

@@ -198,6 +198,7 @@ async fn a_watched_file_reloads_on_change_and_ignores_a_broken_edit() {
             watch_every: Some(Duration::from_millis(50)),
             sighup: false,
             calls: None,
+            ai_calls: None,
             queue: None,
         },
     )

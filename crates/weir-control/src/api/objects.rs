@@ -419,6 +419,9 @@ pub struct NewCredential {
     pub key: Option<String>,
     /// `key`: the AI models the key may use (any when left out).
     pub models: Option<Vec<String>>,
+    /// `key`: what call records and per-key limits call it (letters, digits, `.`, `_`,
+    /// `-`); left out, `sha256:` and the first twelve hex digits of its digest.
+    pub name: Option<String>,
     /// `basic`: the user name and password (stored as an argon2 hash).
     pub username: Option<String>,
     pub password: Option<String>,
@@ -507,6 +510,9 @@ pub async fn add_credential(
             let mut c = serde_json::json!({ "type": "key", "key": key });
             if let Some(m) = req.models.clone().filter(|m| !m.is_empty()) {
                 c["models"] = serde_json::json!(m);
+            }
+            if let Some(n) = req.name.clone() {
+                c["name"] = serde_json::json!(n);
             }
             c
         }

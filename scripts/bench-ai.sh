@@ -9,6 +9,8 @@
 # each minute (memory should stay flat).
 # With AI_STREAM=1 the calls are streams (the fake provider answers OpenAI's SSE framing:
 # chunks, a usage chunk, [DONE]) and the times are to the first piece of the answer (TTFT).
+# With AI_STORE=1 Weir runs in database mode (SQLite) with analytics on: every call record
+# is also written to the store, in batches once a second.
 # Needs nginx, curl, python3; CPU 0 runs the load generator, CPU 1 the servers.
 set -euo pipefail
 rate=${1:-1000}; secs=${2:-10}; rounds=${3:-3}
@@ -19,7 +21,7 @@ load=$target/release/examples/ai_load
 [ -x "$load" ] || { echo "bench-ai: $load not found; cargo build --release -p weir --example ai_load" >&2; exit 2; }
 dir=$(mktemp -d "${TMPDIR:-/tmp}/weir-ai-bench.XXXXXX")
 . "$(dirname "$0")/bench-lib.sh"
-up=$(port); proxy=$(port)
+up=$(port); proxy=$(port); admin=$(port)
 # Whole answers under /v1, streams under /sse: the provider's base_url picks one.
 base=/v1; [ "${AI_STREAM:-}" = 1 ] && base=/sse
 export AI_STREAM
@@ -37,8 +39,14 @@ http { access_log off; keepalive_requests 1000000;
       return 200 'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench","choices":[{"index":0,"delta":{"role":"assistant","content":"Hello"},"finish_reason":null}]}\n\ndata: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench","choices":[{"index":0,"delta":{"content":" there, how are you?"},"finish_reason":null}]}\n\ndata: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}\n\ndata: [DONE]\n\n'; } } }
 CONF
 taskset -c 1 "$nginx" -p "$dir" -e "$dir/llm.err" -c "$dir/llm.conf" & ngx=$!
+store_lines=""
+[ "${AI_STORE:-}" = 1 ] && store_lines="store: sqlite://weir.db
+data_dir: $dir/data"
+listen="{ proxy: 127.0.0.1:$proxy }"
+[ "${AI_STORE:-}" = 1 ] && listen="{ proxy: 127.0.0.1:$proxy, admin: 127.0.0.1:$admin }"
 cat > "$dir/weir.yaml" <<YAML
-listen: { proxy: 127.0.0.1:$proxy }
+$store_lines
+listen: $listen
 workers: 1
 access_log: off
 consumers:
@@ -65,6 +73,10 @@ taskset -c 0 "$load" "$rate" "$secs" "$rounds" \
   "direct=http://127.0.0.1:$up$base/chat/completions" \
   "weir=http://127.0.0.1:$proxy/v1/chat/completions|bench-key-000000000000" | tee "$dir/out.tsv"
 after=$(rss)
+if [ "${AI_STORE:-}" = 1 ]; then
+  sleep 2
+  echo "AI call records in the store: $(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from weir_ai_calls').fetchone()[0])" "$dir/data/weir.db")"
+fi
 python3 - "$dir/out.tsv" "$before" "$after" <<'PY'
 import sys
 rows = {l.split("\t")[0]: l.split("\t") for l in open(sys.argv[1]) if not l.startswith("target")}

@@ -59,11 +59,12 @@ pub struct AiUsage {
     pub avg_ttft_ms: f64,
 }
 
-/// Rows per INSERT statement (16 values each, well under both databases' limits).
-const ROWS_PER_INSERT: usize = 500;
+/// Rows per INSERT statement.
+const ROWS_PER_INSERT: usize = 1000;
 
 const COLUMNS: &str = "at_ms, route, consumer, api_key, model, target, status, input_tokens, \
-     cached_tokens, output_tokens, estimated, cost_micro_usd, latency_ms, ttft_ms, stream, fallbacks";
+     cached_tokens, output_tokens, estimated, cost_micro_usd, latency_ms, ttft_ms, stream, \
+     fallbacks";
 
 fn column(dimension: &str) -> Option<&'static str> {
     Some(match dimension {
@@ -115,47 +116,47 @@ fn bind_all<'q>(
     q
 }
 
-/// `( $1, $2, …), (…)`: `rows` groups of `width` numbered placeholders.
-pub(crate) fn value_groups(rows: usize, width: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let cols: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
-            format!("({})", cols.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 impl Store {
     /// Writes a batch of AI call records in one transaction.
     pub async fn insert_ai_calls(&self, rows: &[AiCallRow]) -> Result<()> {
+        use crate::calls::Kind::{Int, Text};
+        let cols: Vec<(&str, crate::calls::Kind)> = COLUMNS
+            .split(", ")
+            .map(|c| {
+                let text = matches!(c, "route" | "consumer" | "api_key" | "model" | "target");
+                (c, if text { Text } else { Int })
+            })
+            .collect();
+        let sql = crate::calls::bulk_insert(self.backend, "weir_ai_calls", &cols);
         let mut tx = self.pool.begin().await?;
         for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let sql = format!(
-                "INSERT INTO weir_ai_calls ({COLUMNS}) VALUES {}",
-                value_groups(chunk.len(), 16)
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for r in chunk {
-                q = q
-                    .bind(r.at_ms)
-                    .bind(r.route.clone())
-                    .bind(r.consumer.clone())
-                    .bind(r.key.clone())
-                    .bind(r.model.clone())
-                    .bind(r.target.clone())
-                    .bind(r.status)
-                    .bind(r.input_tokens)
-                    .bind(r.cached_tokens)
-                    .bind(r.output_tokens)
-                    .bind(i64::from(r.estimated))
-                    .bind(r.cost_micro_usd)
-                    .bind(r.latency_ms)
-                    .bind(r.ttft_ms)
-                    .bind(i64::from(r.stream))
-                    .bind(r.fallbacks);
-            }
-            q.execute(&mut *tx).await?;
+            let json: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|r| {
+                    serde_json::json!([
+                        r.at_ms,
+                        r.route,
+                        r.consumer,
+                        r.key,
+                        r.model,
+                        r.target,
+                        r.status,
+                        r.input_tokens,
+                        r.cached_tokens,
+                        r.output_tokens,
+                        i64::from(r.estimated),
+                        r.cost_micro_usd,
+                        r.latency_ms,
+                        r.ttft_ms,
+                        i64::from(r.stream),
+                        r.fallbacks
+                    ])
+                })
+                .collect();
+            sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(serde_json::Value::Array(json).to_string())
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())

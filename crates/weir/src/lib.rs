@@ -360,13 +360,17 @@ async fn sweep_sessions(store: weir_store::Store, mut stop: tokio::sync::watch::
 /// Call records waiting to be written; beyond this they are dropped and counted.
 const CALL_QUEUE: usize = 65_536;
 
+/// How often waiting call records are written: small batches often, so the writing (which
+/// shares the machine's cores with the proxy workers) never holds a core for long.
+const WRITE_EVERY: Duration = Duration::from_millis(100);
+
 type CallReceivers = (
     std::sync::mpsc::Receiver<weir_telemetry::calls::CallRecord>,
     std::sync::mpsc::Receiver<weir_ai::usage::CallRecord>,
 );
 
-/// Drains call records (every request's, and AI calls') into the store once a second, in
-/// one transaction per batch, and drops records older than the retention every ten
+/// Drains call records (every request's, and AI calls') into the store every
+/// [`WRITE_EVERY`], in one transaction per batch, and drops records older than the retention every ten
 /// minutes.
 async fn write_calls(
     store: weir_store::Store,
@@ -374,7 +378,7 @@ async fn write_calls(
     retention: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(WRITE_EVERY);
     let mut prune = tokio::time::interval(Duration::from_secs(600));
     let mut pending: Vec<weir_store::CallRow> = Vec::new();
     let mut ai_pending: Vec<weir_store::AiCallRow> = Vec::new();

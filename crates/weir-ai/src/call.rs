@@ -32,9 +32,9 @@ pub(crate) struct Call<'a> {
     pub(crate) wants_usage: bool,
     /// Set when the client called `/v1/messages`.
     pub(crate) anthropic: Option<AnthropicIn>,
-    pub(crate) consumer: Option<String>,
+    pub(crate) consumer: Option<Arc<str>>,
     /// The name of the API key the caller used.
-    pub(crate) key: Option<String>,
+    pub(crate) key: Option<Arc<str>>,
     pub(crate) started: Instant,
     /// What the route's limits reserved for the call, settled when it is recorded.
     pub(crate) admission: parking_lot::Mutex<Option<crate::limits::Admission>>,

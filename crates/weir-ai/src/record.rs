@@ -1,6 +1,6 @@
 //! Where call records go, off the request path: a bounded queue to a thread that counts
-//! them into metrics, keeps the recent ones for the admin API and hands them on to the
-//! node's store writer (analytics), when there is one.
+//! them into metrics and hands them on to the node's store writer (analytics), or, when
+//! there is none, keeps the recent ones for the admin API.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -59,13 +59,18 @@ impl Recorder {
                     }
                     for r in &batch {
                         count(r);
-                        // A writer that fell behind (the store away) loses records, counted;
-                        // this thread never waits on it.
-                        if let Some(s) = &sink
-                            && s.0.try_send(r.clone()).is_err()
-                        {
-                            metrics::counter!("weir_ai_records_dropped_total").increment(1);
+                    }
+                    // With a store the records are read back from it; only without one
+                    // does this node keep the recent ones itself.
+                    if let Some(s) = &sink {
+                        for r in batch.drain(..) {
+                            // A writer that fell behind (the store away) loses records,
+                            // counted; this thread never waits on it.
+                            if s.0.try_send(r).is_err() {
+                                metrics::counter!("weir_ai_records_dropped_total").increment(1);
+                            }
                         }
+                        continue;
                     }
                     let mut k = keep.lock();
                     for r in batch.drain(..) {

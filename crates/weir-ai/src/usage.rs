@@ -4,11 +4,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
 use weir_config::ai::PriceConfig;
 
 /// Tokens of one call, as the provider counted them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     /// Input tokens, cached ones included.
     pub input: u64,
@@ -159,14 +158,14 @@ impl Prices {
 }
 
 /// What one AI call did, for analytics and the access log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct CallRecord {
     /// Unix milliseconds when the call finished.
     pub at_ms: i64,
     pub route: String,
-    pub consumer: Option<String>,
+    pub consumer: Option<std::sync::Arc<str>>,
     /// The name of the API key used (see the key credential's `name`).
-    pub key: Option<String>,
+    pub key: Option<std::sync::Arc<str>>,
     /// The model name the client asked for.
     pub model: String,
     /// `provider/model` that answered (or was tried last).

@@ -4,6 +4,7 @@
 
 use sqlx::Row;
 
+use crate::calls::Kind::{self, Int, Text};
 use crate::{Result, Store};
 
 /// One AI call, as analytics keeps it. Costs are micro-USD so sums stay exact.
@@ -59,12 +60,25 @@ pub struct AiUsage {
     pub avg_ttft_ms: f64,
 }
 
-/// Rows per INSERT statement.
-const ROWS_PER_INSERT: usize = 1000;
-
-const COLUMNS: &str = "at_ms, route, consumer, api_key, model, target, status, input_tokens, \
-     cached_tokens, output_tokens, estimated, cost_micro_usd, latency_ms, ttft_ms, stream, \
-     fallbacks";
+/// The table's columns, in the order rows are written and read.
+const COLUMNS: [(&str, Kind); 16] = [
+    ("at_ms", Int),
+    ("route", Text),
+    ("consumer", Text),
+    ("api_key", Text),
+    ("model", Text),
+    ("target", Text),
+    ("status", Int),
+    ("input_tokens", Int),
+    ("cached_tokens", Int),
+    ("output_tokens", Int),
+    ("estimated", Int),
+    ("cost_micro_usd", Int),
+    ("latency_ms", Int),
+    ("ttft_ms", Int),
+    ("stream", Int),
+    ("fallbacks", Int),
+];
 
 fn column(dimension: &str) -> Option<&'static str> {
     Some(match dimension {
@@ -119,55 +133,37 @@ fn bind_all<'q>(
 impl Store {
     /// Writes a batch of AI call records in one transaction.
     pub async fn insert_ai_calls(&self, rows: &[AiCallRow]) -> Result<()> {
-        use crate::calls::Kind::{Int, Text};
-        let cols: Vec<(&str, crate::calls::Kind)> = COLUMNS
-            .split(", ")
-            .map(|c| {
-                let text = matches!(c, "route" | "consumer" | "api_key" | "model" | "target");
-                (c, if text { Text } else { Int })
-            })
-            .collect();
-        let sql = crate::calls::bulk_insert(self.backend, "weir_ai_calls", &cols);
-        let mut tx = self.pool.begin().await?;
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let json: Vec<serde_json::Value> = chunk
-                .iter()
-                .map(|r| {
-                    serde_json::json!([
-                        r.at_ms,
-                        r.route,
-                        r.consumer,
-                        r.key,
-                        r.model,
-                        r.target,
-                        r.status,
-                        r.input_tokens,
-                        r.cached_tokens,
-                        r.output_tokens,
-                        i64::from(r.estimated),
-                        r.cost_micro_usd,
-                        r.latency_ms,
-                        r.ttft_ms,
-                        i64::from(r.stream),
-                        r.fallbacks
-                    ])
-                })
-                .collect();
-            sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(serde_json::Value::Array(json).to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.insert_rows("weir_ai_calls", &COLUMNS, rows, |r| {
+            serde_json::json!([
+                r.at_ms,
+                r.route,
+                r.consumer,
+                r.key,
+                r.model,
+                r.target,
+                r.status,
+                r.input_tokens,
+                r.cached_tokens,
+                r.output_tokens,
+                i64::from(r.estimated),
+                r.cost_micro_usd,
+                r.latency_ms,
+                r.ttft_ms,
+                i64::from(r.stream),
+                r.fallbacks
+            ])
+        })
+        .await
     }
 
     /// The newest calls matching `filter`, at most `limit`.
     pub async fn ai_calls(&self, filter: &AiCallFilter, limit: i64) -> Result<Vec<AiCallRow>> {
         let (clause, mut binds) = where_clause(filter);
         binds.push(Bind::Int(limit));
+        let names: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
         let sql = format!(
-            "SELECT {COLUMNS} FROM weir_ai_calls{clause} ORDER BY at_ms DESC LIMIT ${}",
+            "SELECT {} FROM weir_ai_calls{clause} ORDER BY at_ms DESC LIMIT ${}",
+            names.join(", "),
             binds.len()
         );
         let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), binds)

@@ -29,7 +29,7 @@ pub(crate) enum Kind {
 /// An INSERT of many rows with one bound value, `$1`: the rows as a JSON array of arrays,
 /// unpacked by the database itself. (Binding each value costs tens of microseconds a row
 /// through sqlx's `Any` driver, and more as statements grow; this costs a few.)
-pub(crate) fn bulk_insert(backend: Backend, table: &str, columns: &[(&str, Kind)]) -> String {
+fn bulk_insert(backend: Backend, table: &str, columns: &[(&str, Kind)]) -> String {
     let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
     let values: Vec<String> = columns
         .iter()
@@ -62,32 +62,42 @@ const COLUMNS: [(&str, Kind); 7] = [
 ];
 
 impl Store {
-    /// Writes a batch of call records in one transaction.
-    pub async fn insert_calls(&self, rows: &[CallRow]) -> Result<()> {
-        let sql = bulk_insert(self.backend, "weir_calls", &COLUMNS);
+    /// Writes `rows` into `table` in one transaction, each row as the JSON array of its
+    /// `columns`' values (in their order) that `row` makes.
+    pub(crate) async fn insert_rows<T>(
+        &self,
+        table: &str,
+        columns: &[(&str, Kind)],
+        rows: &[T],
+        row: impl Fn(&T) -> serde_json::Value,
+    ) -> Result<()> {
+        let sql = bulk_insert(self.backend, table, columns);
         let mut tx = self.pool.begin().await?;
         for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let json: Vec<serde_json::Value> = chunk
-                .iter()
-                .map(|r| {
-                    serde_json::json!([
-                        r.at_ms,
-                        r.route,
-                        r.consumer,
-                        r.upstream,
-                        r.status,
-                        r.latency_us,
-                        r.bytes_out
-                    ])
-                })
-                .collect();
+            let json = serde_json::Value::Array(chunk.iter().map(&row).collect());
             sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(serde_json::Value::Array(json).to_string())
+                .bind(json.to_string())
                 .execute(&mut *tx)
                 .await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Writes a batch of call records in one transaction.
+    pub async fn insert_calls(&self, rows: &[CallRow]) -> Result<()> {
+        self.insert_rows("weir_calls", &COLUMNS, rows, |r| {
+            serde_json::json!([
+                r.at_ms,
+                r.route,
+                r.consumer,
+                r.upstream,
+                r.status,
+                r.latency_us,
+                r.bytes_out
+            ])
+        })
+        .await
     }
 
     /// Call records from `from_ms` (inclusive) to `to_ms` (exclusive), at most `limit`.

@@ -453,8 +453,8 @@ fn ai_row(r: weir_ai::usage::CallRecord) -> weir_store::AiCallRow {
     weir_store::AiCallRow {
         at_ms: r.at_ms,
         route: r.route,
-        consumer: r.consumer,
-        key: r.key,
+        consumer: r.consumer.map(|c| c.to_string()),
+        key: r.key.map(|k| k.to_string()),
         model: r.model,
         target: r.target,
         status: i64::from(r.status),

@@ -165,10 +165,9 @@ pub struct SubscriptionConfig {
     /// Deadline of one attempt.
     #[serde(default = "default_delivery_timeout")]
     pub timeout: Duration,
-    /// How events go out: `binary` (the body as published, CloudEvents attributes as
-    /// `ce-*` headers) or `structured` (one `application/cloudevents+json` document).
-    #[serde(default = "default_ce_mode")]
-    pub cloudevents: String,
+    /// How events go out (CloudEvents HTTP binding).
+    #[serde(default)]
+    pub cloudevents: CloudEventsMode,
     /// Made through the admin API (not the file): its endpoint must be within
     /// `events.allowed_networks`.
     #[serde(skip)]
@@ -210,8 +209,18 @@ impl Default for RetryConfig {
     }
 }
 
-fn default_ce_mode() -> String {
-    "binary".to_owned()
+/// How a subscription sends each event.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudEventsMode {
+    /// The data as the body, the attributes as `ce-*` headers; an event published without
+    /// attributes gets the required ones (id, source, type, specversion, time).
+    #[default]
+    Binary,
+    /// One `application/cloudevents+json` document.
+    Structured,
+    /// The data as published, with only the attributes it was published with.
+    Plain,
 }
 
 fn default_schedule() -> Vec<Duration> {

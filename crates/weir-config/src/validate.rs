@@ -150,9 +150,6 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
                 format!("{ip} is outside events.allowed_networks (subscriptions made through the API may not reach internal addresses)"),
             );
         }
-        if !matches!(sub.cloudevents.as_str(), "binary" | "structured") {
-            e.push(format!("{at}.cloudevents"), "binary or structured");
-        }
         if let Some(r) = &sub.rate_limit
             && (r.limit == 0 || r.per.get().is_zero())
         {

@@ -11,13 +11,13 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode, Uri};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, watch};
 use weir_config::SubscriptionConfig;
 use weir_upstream::Poster;
 
+use crate::cloudevents::{Egress, render};
 use crate::{Attempt, Leased, Queue, StartAt, now_ms};
 
 /// Bytes of an endpoint's answer kept with a failed attempt's reason.
@@ -44,8 +44,8 @@ pub struct Subscription {
     types: Vec<String>,
     max_in_flight: usize,
     ordered: bool,
-    /// Deliver as one structured CloudEvent (else binary mode).
-    structured: bool,
+    /// How events go out: binary, structured or plain.
+    egress: Egress,
     /// (burst, interval between deliveries) when the endpoint's rate is limited.
     rate: Option<(u32, Duration)>,
     schedule: Vec<Duration>,
@@ -122,7 +122,7 @@ impl Subscription {
                 .unwrap_or_default(),
             max_in_flight: c.max_in_flight as usize,
             ordered: c.ordered,
-            structured: c.cloudevents == "structured",
+            egress: c.cloudevents,
             rate: c
                 .rate_limit
                 .map(|r| (r.limit, r.per.get() / r.limit.max(1))),
@@ -206,14 +206,17 @@ struct Worker {
 /// ones, restarts changed ones and stops removed ones, on every configuration change.
 pub struct Supervisor {
     queue: Arc<dyn Queue>,
+    /// Told when a subscription's cursor is in the queue (publishes to its topic wait).
+    ingest: Arc<crate::ingest::Ingest>,
     workers: parking_lot::Mutex<std::collections::HashMap<String, Worker>>,
 }
 
 impl Supervisor {
     /// Every worker stops when `stop` fires.
-    pub fn new(queue: Arc<dyn Queue>, mut stop: watch::Receiver<bool>) -> Arc<Self> {
+    pub fn new(ingest: Arc<crate::ingest::Ingest>, mut stop: watch::Receiver<bool>) -> Arc<Self> {
         let me = Arc::new(Self {
-            queue,
+            queue: Arc::clone(ingest.queue()),
+            ingest,
             workers: parking_lot::Mutex::new(std::collections::HashMap::new()),
         });
         let weak = Arc::downgrade(&me);
@@ -291,7 +294,13 @@ impl Supervisor {
                 // Its leases run out and the new worker delivers what it held.
                 let _ = old.stop.send(true);
             }
-            tokio::spawn(run(Arc::clone(&self.queue), sub, poster, rx));
+            tokio::spawn(run(
+                Arc::clone(&self.queue),
+                Arc::clone(&self.ingest),
+                sub,
+                poster,
+                rx,
+            ));
         }
         errors
     }
@@ -331,17 +340,19 @@ impl Supervisor {
 
 async fn run(
     queue: Arc<dyn Queue>,
+    ingest: Arc<crate::ingest::Ingest>,
     sub: Arc<Subscription>,
     poster: Poster,
     mut stop: watch::Receiver<bool>,
 ) {
     while let Err(e) = queue.subscribe(&sub.name, &sub.topic, StartAt::Now).await {
-        tracing::warn!(subscription = %sub.name, error = %e, "cannot open the subscription yet");
+        tracing::warn!(subscription = %sub.name, error = %e, "cannot open the subscription yet; events for its topic are refused (503) until it is");
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.changed() => return,
         }
     }
+    ingest.mark_declared(&sub.name, &sub.topic);
     while let Err(e) = queue.set_ordered(&sub.name, sub.ordered).await {
         tracing::warn!(subscription = %sub.name, error = %e, "cannot set the ordering yet");
         tokio::select! {
@@ -420,83 +431,6 @@ async fn run(
     }
 }
 
-/// The event as one structured-mode CloudEvent: its `ce-*` attributes (or, for a plain
-/// event, its id, the topic as source and `weir.event` as type), the content type, the
-/// publish time, and the body as `data` (JSON kept as JSON, other text as a string,
-/// binary as `data_base64`).
-fn structured(e: &crate::Event) -> Bytes {
-    use serde_json::{Map, Value};
-    let mut doc = Map::new();
-    doc.insert("specversion".into(), "1.0".into());
-    let mut ctype = None;
-    for (k, v) in &e.headers {
-        if k == "content-type" {
-            ctype = Some(v.clone());
-        } else if let Some(attr) = k.strip_prefix("ce-")
-            && attr != "specversion"
-        {
-            doc.insert(attr.to_owned(), Value::String(v.clone()));
-        }
-    }
-    doc.entry("id").or_insert_with(|| e.id.clone().into());
-    doc.entry("source")
-        .or_insert_with(|| format!("/weir/topics/{}", e.topic).into());
-    doc.entry("type").or_insert_with(|| "weir.event".into());
-    doc.entry("time")
-        .or_insert_with(|| rfc3339(e.created_ms).into());
-    if let Some(k) = &e.key {
-        doc.entry("partitionkey")
-            .or_insert_with(|| k.clone().into());
-    }
-    let json_body = ctype
-        .as_deref()
-        .is_none_or(|c| c.starts_with("application/json") || c.contains("+json"));
-    match (json_body, std::str::from_utf8(&e.body)) {
-        (true, Ok(_)) if serde_json::from_slice::<Value>(&e.body).is_ok() => {
-            if let Ok(v) = serde_json::from_slice(&e.body) {
-                doc.insert("data".into(), v);
-            }
-        }
-        (_, Ok(text)) => {
-            doc.insert("data".into(), text.into());
-        }
-        (_, Err(_)) => {
-            doc.insert(
-                "data_base64".into(),
-                base64::engine::general_purpose::STANDARD
-                    .encode(&e.body)
-                    .into(),
-            );
-        }
-    }
-    if let Some(c) = ctype {
-        doc.insert("datacontenttype".into(), c.into());
-    }
-    Bytes::from(Value::Object(doc).to_string())
-}
-
-/// Unix milliseconds as an RFC 3339 UTC time (`2026-11-26T12:00:00.000Z`).
-fn rfc3339(ms: i64) -> String {
-    let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{milli:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 /// `Retry-After` in either form: seconds, or an HTTP date (a date past means now).
 fn retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration> {
     let v = v.trim();
@@ -557,24 +491,16 @@ async fn deliver(queue: &dyn Queue, sub: &Subscription, poster: &Poster, l: Leas
         return;
     }
     let ts = now_ms() / 1000;
-    let mut headers: Vec<(HeaderName, HeaderValue)> = Vec::new();
-    let body = if sub.structured {
-        headers.push((
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/cloudevents+json"),
-        ));
-        structured(e)
-    } else {
-        for (k, v) in &e.headers {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(k.as_bytes()),
-                HeaderValue::from_str(v),
-            ) {
-                headers.push((n, v));
-            }
+    let (rendered, body) = render(e, sub.egress);
+    let mut headers: Vec<(HeaderName, HeaderValue)> = Vec::with_capacity(rendered.len() + 3);
+    for (k, v) in &rendered {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            headers.push((n, v));
         }
-        Bytes::clone(&e.body)
-    };
+    }
     let id_value = HeaderValue::from_str(&e.id).unwrap_or(HeaderValue::from_static("invalid"));
     headers.push((HeaderName::from_static("webhook-id"), id_value.clone()));
     headers.push((
@@ -585,9 +511,6 @@ async fn deliver(queue: &dyn Queue, sub: &Subscription, poster: &Poster, l: Leas
         && let Ok(sig) = HeaderValue::from_str(&sign(&sub.secrets, &e.id, ts, &body))
     {
         headers.push((HeaderName::from_static("webhook-signature"), sig));
-    }
-    if !sub.structured && header("ce-specversion").is_some() && header("ce-id").is_none() {
-        headers.push((HeaderName::from_static("ce-id"), id_value));
     }
     let sent_at = now_ms();
     let started = std::time::Instant::now();
@@ -669,48 +592,6 @@ async fn deliver(queue: &dyn Queue, sub: &Subscription, poster: &Poster, l: Leas
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_are_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_445_412_480_123), "2015-10-21T07:28:00.123Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
-    }
-
-    #[test]
-    fn structured_mode_wraps_the_event() {
-        let e = crate::Event {
-            seq: 1,
-            id: "e-1".into(),
-            topic: "orders".into(),
-            key: None,
-            headers: vec![
-                ("content-type".into(), "application/json".into()),
-                ("ce-type".into(), "order.created".into()),
-                ("ce-source".into(), "/shop".into()),
-                ("ce-id".into(), "src-1".into()),
-                ("ce-specversion".into(), "1.0".into()),
-            ],
-            body: Bytes::from_static(br#"{"n":1}"#),
-            created_ms: 0,
-        };
-        let doc: serde_json::Value = serde_json::from_slice(&structured(&e)).unwrap();
-        assert_eq!(doc["specversion"], "1.0");
-        assert_eq!(doc["id"], "src-1");
-        assert_eq!(doc["type"], "order.created");
-        assert_eq!(doc["data"]["n"], 1);
-        assert_eq!(doc["datacontenttype"], "application/json");
-        let plain = crate::Event {
-            headers: vec![("content-type".into(), "application/octet-stream".into())],
-            body: Bytes::from_static(&[0xff, 0x00]),
-            ..e
-        };
-        let doc: serde_json::Value = serde_json::from_slice(&structured(&plain)).unwrap();
-        assert_eq!(doc["id"], "e-1");
-        assert_eq!(doc["source"], "/weir/topics/orders");
-        assert_eq!(doc["data_base64"], "/wA=");
-        assert_eq!(doc["time"], "1970-01-01T00:00:00.000Z");
-    }
 
     #[test]
     fn retry_after_takes_seconds_and_http_dates() {

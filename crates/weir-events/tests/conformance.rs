@@ -328,12 +328,50 @@ fn attempt_like(a: &Attempt, n: u32, id: &str, outcome: &str) -> Attempt {
     a.clone()
 }
 
+/// A subscription moved to another topic: what it had leased and what it still owed of
+/// the old topic is delivered, the old topic's later events are not, the new topic's are
+/// from the move on; nothing twice.
+async fn moving(q: &dyn Queue, t: &str) {
+    let (from, to, sub) = (format!("from-{t}"), format!("to-{t}"), format!("mover-{t}"));
+    q.publish(vec![event(&to, "before")]).await.unwrap();
+    q.subscribe(&sub, &from, StartAt::Now).await.unwrap();
+    q.publish(vec![event(&from, "a1"), event(&from, "a2")])
+        .await
+        .unwrap();
+    let first = lease_soon(q, &sub, 1).await;
+    assert_eq!(first.len(), 1);
+    q.subscribe(&sub, &to, StartAt::Now).await.unwrap();
+    q.subscribe(&sub, &to, StartAt::Now).await.unwrap();
+    q.publish(vec![event(&from, "a3"), event(&to, "b1")])
+        .await
+        .unwrap();
+    q.ack(&sub, first[0].event.seq).await.unwrap();
+    let mut got = vec![String::from_utf8_lossy(&first[0].event.body).into_owned()];
+    let mut idle = 0;
+    while idle < 15 {
+        let leased = q.lease(&sub, 10, LEASE).await.unwrap();
+        if leased.is_empty() {
+            idle += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        idle = 0;
+        for l in leased {
+            got.push(String::from_utf8_lossy(&l.event.body).into_owned());
+            q.ack(&sub, l.event.seq).await.unwrap();
+        }
+    }
+    got.sort();
+    assert_eq!(got, ["a1", "a2", "b1"], "{t}");
+}
+
 #[tokio::test]
 async fn the_embedded_queue_conforms() {
     let dir = temp_dir("conf");
     let q = Embedded::open(&dir).await.unwrap();
     conformance(&q, "embedded").await;
     ordering(&q, "embedded").await;
+    moving(&q, "embedded").await;
     retention(&q, "embedded").await;
     q.close().await;
     let _ = std::fs::remove_dir_all(dir);
@@ -434,13 +472,21 @@ async fn the_rabbitmq_queue_conforms() {
     let q = rabbit_queue("conf").await;
     conformance(&q, "rabbit").await;
     ordering(&q, "rabbit").await;
+    moving(&q, "rabbit").await;
     let subs = [
         "billing-rabbit",
         "audit-rabbit",
         "late-rabbit",
         "fifo-rabbit",
+        "mover-rabbit",
     ];
-    let topics = ["orders-rabbit", "other-rabbit", "keyed-rabbit"];
+    let topics = [
+        "orders-rabbit",
+        "other-rabbit",
+        "keyed-rabbit",
+        "from-rabbit",
+        "to-rabbit",
+    ];
     q.delete_all(&subs, &topics).await.unwrap();
 }
 
@@ -491,6 +537,7 @@ async fn the_redis_streams_queue_conforms() {
     let q = redis_queue("conf").await;
     conformance(&q, "redis").await;
     ordering(&q, "redis").await;
+    moving(&q, "redis").await;
     retention(&q, "redis").await;
     q.delete_keys().await.unwrap();
 }

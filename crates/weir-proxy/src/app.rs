@@ -41,8 +41,9 @@ pub struct ReloadSources {
     pub calls: Option<weir_telemetry::calls::CallSink>,
     /// Where AI call records go for analytics (off when absent).
     pub ai_calls: Option<weir_ai::record::RecordSink>,
-    /// The event queue topic routes publish to (topic routes are refused without one).
-    pub queue: Option<Arc<dyn weir_events::Queue>>,
+    /// The node's ingest (and its event queue) topic routes publish through (topic routes
+    /// are refused without one).
+    pub ingest: Option<Arc<weir_events::ingest::Ingest>>,
 }
 
 pub struct Running {
@@ -93,7 +94,7 @@ pub fn start(config: Config, sources: ReloadSources) -> Result<Running, StartErr
             calls: sources.calls.clone(),
             ai: sources.ai_calls.clone(),
         },
-        sources.queue.clone(),
+        sources.ingest.clone(),
     )
     .map_err(StartError::Config)?;
     let local = |l: &std::net::TcpListener| l.local_addr().ok();

@@ -29,8 +29,8 @@ pub struct Gateway {
     tls: Option<Arc<CertResolver>>,
     /// Where routes record finished calls (analytics), when it is on.
     recording: Recording,
-    /// The event queue topic routes publish to.
-    queue: Option<Arc<dyn weir_events::Queue>>,
+    /// The ingest (and event queue) topic routes publish through.
+    ingest: Option<Arc<weir_events::ingest::Ingest>>,
     /// The version of every snapshot published, for tasks that follow the configuration
     /// (delivery workers).
     changes: tokio::sync::watch::Sender<u64>,
@@ -45,7 +45,7 @@ impl Gateway {
         config: Config,
         workers: usize,
         recording: Recording,
-        queue: Option<Arc<dyn weir_events::Queue>>,
+        ingest: Option<Arc<weir_events::ingest::Ingest>>,
     ) -> Result<Arc<Self>, Vec<String>> {
         let tls = match &config.listen.tls {
             Some(t) => Some(CertResolver::new(&t.certificates).map_err(|e| vec![e])?),
@@ -58,7 +58,7 @@ impl Gateway {
             None,
             workers,
             &recording,
-            queue.as_ref(),
+            ingest.as_ref(),
             &closing.subscribe(),
         )?;
         fresh.iter().for_each(weir_upstream::spawn_active_checks);
@@ -70,7 +70,7 @@ impl Gateway {
             workers,
             tls,
             recording,
-            queue,
+            ingest,
             changes: tokio::sync::watch::Sender::new(1),
             closing,
         }))
@@ -125,7 +125,7 @@ impl Gateway {
             Some(&current),
             self.workers,
             &Recording::default(),
-            self.queue.as_ref(),
+            self.ingest.as_ref(),
             &self.closing.subscribe(),
         )
         .map(|_| ())
@@ -181,7 +181,7 @@ impl Gateway {
             Some(&current),
             self.workers,
             &self.recording,
-            self.queue.as_ref(),
+            self.ingest.as_ref(),
             &self.closing.subscribe(),
         )
         .inspect_err(|_| {

@@ -54,9 +54,8 @@ pub struct Route {
 
 /// A topic route's target.
 pub struct TopicTarget {
-    pub name: String,
-    pub queue: Arc<dyn weir_events::Queue>,
-    pub max_event_size: u64,
+    pub ingest: Arc<weir_events::ingest::Ingest>,
+    pub topic: weir_events::ingest::Topic,
     /// Fires when the gateway shuts down: streams to clients end then.
     pub closing: Option<tokio::sync::watch::Receiver<bool>>,
     /// Webhooks from a sender: their signature is checked before publishing.
@@ -81,7 +80,7 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         workers: usize,
         recording: &crate::gateway::Recording,
-        queue: Option<&Arc<dyn weir_events::Queue>>,
+        ingest: Option<&Arc<weir_events::ingest::Ingest>>,
         closing: &tokio::sync::watch::Receiver<bool>,
     ) -> Result<(Snapshot, Vec<Arc<Upstream>>), Vec<String>> {
         let errors = weir_config::validate(&config);
@@ -159,20 +158,15 @@ impl Snapshot {
             let (upstream, topic) = match &r.topic {
                 _ if ai.is_some() => (weir_upstream::Upstream::ai(&r.name), None),
                 Some(name) => {
-                    let Some(queue) = queue else {
+                    let Some(ingest) = ingest else {
                         return Err(vec![format!(
                             "route {:?}: topic routes need the event queue; run them with `weir serve`",
                             r.name
                         )]);
                     };
-                    let max_event_size = config
-                        .topics
-                        .get(name)
-                        .map_or(1 << 20, |t| t.max_event_size.0);
                     let target = TopicTarget {
-                        name: name.clone(),
-                        queue: Arc::clone(queue),
-                        max_event_size,
+                        ingest: Arc::clone(ingest),
+                        topic: topic_of(&config, name),
                         closing: Some(closing.clone()),
                         inbound: match &r.inbound {
                             Some(c) => Some(Arc::new(
@@ -311,5 +305,22 @@ fn open_access_log(cfg: &AccessLogConfig) -> std::io::Result<AccessLog> {
                 .open(file)?;
             AccessLog::start(Box::new(f))
         }
+    }
+}
+
+/// A topic as `config` serves it: its size limit and the subscriptions that read it.
+pub fn topic_of(config: &Config, name: &str) -> weir_events::ingest::Topic {
+    weir_events::ingest::Topic {
+        name: name.to_owned(),
+        max_event_size: config
+            .topics
+            .get(name)
+            .map_or(1 << 20, |t| t.max_event_size.0),
+        subscriptions: config
+            .subscriptions
+            .iter()
+            .filter(|s| s.topic == name)
+            .map(|s| s.name.clone())
+            .collect(),
     }
 }

@@ -43,10 +43,10 @@ async fn start(target: &TopicTarget, parts: &http::request::Parts) -> Result<i64
         .map(|s| s.trim().to_owned())
         .or(from_query)
         .filter(|s| !s.is_empty());
-    let queue = &target.queue;
+    let queue = target.ingest.queue();
     match last {
         None => queue
-            .latest(&target.name)
+            .latest(&target.topic.name)
             .await
             .map_err(|_| GatewayError::QueueUnavailable),
         Some(id) => {
@@ -54,7 +54,7 @@ async fn start(target: &TopicTarget, parts: &http::request::Parts) -> Result<i64
                 return Err(GatewayError::BadRequest("Last-Event-ID is too long"));
             }
             match queue.get(&id).await {
-                Ok(Some(e)) if e.topic == target.name => Ok(e.seq),
+                Ok(Some(e)) if e.topic == target.topic.name => Ok(e.seq),
                 // Unknown (or past retention): everything the topic still holds, so nothing
                 // the client may have missed is skipped.
                 Ok(_) => Ok(0),
@@ -101,7 +101,7 @@ pub(crate) async fn serve(
     parts: &http::request::Parts,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     let after = start(target, parts).await?;
-    let (queue, topic) = (Arc::clone(&target.queue), target.name.clone());
+    let (queue, topic) = (Arc::clone(target.ingest.queue()), target.topic.name.clone());
     let (tx, rx) = mpsc::channel(BUFFER);
     let closing = target
         .closing

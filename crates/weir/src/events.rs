@@ -15,10 +15,10 @@ use weir_core::GatewayError;
 use weir_events::delivery::Supervisor;
 use weir_events::{Queue, QueueError, now_ms};
 use weir_proxy::gateway::Gateway;
-use weir_proxy::snapshot::TopicTarget;
+use weir_proxy::snapshot::topic_of;
 
 pub struct NodeEvents {
-    pub queue: Arc<dyn Queue>,
+    pub ingest: Arc<weir_events::ingest::Ingest>,
     pub deliveries: Arc<Supervisor>,
     pub gateway: Arc<Gateway>,
 }
@@ -44,6 +44,10 @@ fn refused(e: &GatewayError) -> EventsError {
 }
 
 impl NodeEvents {
+    fn queue(&self) -> &Arc<dyn Queue> {
+        self.ingest.queue()
+    }
+
     fn known(&self, subscription: &str) -> Result<(), EventsError> {
         match self.deliveries.get(subscription) {
             Some(_) => Ok(()),
@@ -63,20 +67,15 @@ impl Events for NodeEvents {
     ) -> BoxFuture<'_, Result<Vec<String>, EventsError>> {
         Box::pin(async move {
             let snapshot = self.gateway.snapshot();
-            let Some(t) = snapshot.config.topics.get(&topic) else {
+            if !snapshot.config.topics.contains_key(&topic) {
                 return Err(EventsError::NotFound(format!(
                     "no topic {topic:?}; declare it under topics:"
                 )));
-            };
-            let target = TopicTarget {
-                name: topic.clone(),
-                queue: Arc::clone(&self.queue),
-                max_event_size: t.max_event_size.0,
-                closing: None,
-                inbound: None,
-            };
+            }
+            let target = topic_of(&snapshot.config, &topic);
             // Idempotency keys sent here belong to the admin API's own scope.
-            weir_proxy::ingest::publish_bytes(&target, &headers, body, &format!("admin|{topic}"))
+            self.ingest
+                .publish(&target, &headers, body, &format!("admin|{topic}"))
                 .await
                 .map(|(ids, _)| ids)
                 .map_err(|e| refused(&e))
@@ -87,8 +86,8 @@ impl Events for NodeEvents {
         Box::pin(async move {
             let mut out = Vec::new();
             for (name, topic, endpoint) in self.deliveries.list() {
-                let depth = self.queue.depth(&name).await.map_err(queue_error)?;
-                let disabled = self.queue.disabled(&name).await.map_err(queue_error)?;
+                let depth = self.queue().depth(&name).await.map_err(queue_error)?;
+                let disabled = self.queue().disabled(&name).await.map_err(queue_error)?;
                 out.push(SubscriptionState {
                     oldest_age_seconds: depth
                         .oldest_ms
@@ -113,7 +112,7 @@ impl Events for NodeEvents {
         Box::pin(async move {
             self.known(&subscription)?;
             let dead = self
-                .queue
+                .queue()
                 .dead_letters(&subscription, limit)
                 .await
                 .map_err(queue_error)?;
@@ -137,9 +136,11 @@ impl Events for NodeEvents {
         Box::pin(async move {
             self.known(&subscription)?;
             let n = match what {
-                Replay::One(seq) => self.queue.replay_dead(&subscription, Some(seq)).await,
-                Replay::AllDead => self.queue.replay_dead(&subscription, None).await,
-                Replay::Since { unix_ms } => self.queue.replay_since(&subscription, unix_ms).await,
+                Replay::One(seq) => self.queue().replay_dead(&subscription, Some(seq)).await,
+                Replay::AllDead => self.queue().replay_dead(&subscription, None).await,
+                Replay::Since { unix_ms } => {
+                    self.queue().replay_since(&subscription, unix_ms).await
+                }
             }
             .map_err(queue_error)?;
             if n > 0 {
@@ -158,7 +159,7 @@ impl Events for NodeEvents {
         Box::pin(async move {
             self.known(&subscription)?;
             let attempts = self
-                .queue
+                .queue()
                 .attempts(&subscription, event_id.as_deref(), limit)
                 .await
                 .map_err(queue_error)?;
@@ -192,7 +193,7 @@ impl Events for NodeEvents {
 
     fn event(&self, id: String) -> BoxFuture<'_, Result<Option<EventItem>, EventsError>> {
         Box::pin(async move {
-            let Some(e) = self.queue.get(&id).await.map_err(queue_error)? else {
+            let Some(e) = self.queue().get(&id).await.map_err(queue_error)? else {
                 return Ok(None);
             };
             let (body, body_encoding) = match String::from_utf8(e.body.to_vec()) {

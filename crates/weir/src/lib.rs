@@ -41,6 +41,8 @@ pub struct Node {
     pub control: Option<Arc<Control>>,
     /// The event queue, when topics are declared.
     pub queue: Option<Arc<dyn weir_events::Queue>>,
+    /// Ingest into that queue (topic routes and the admin API publish through it).
+    pub ingest: Option<Arc<weir_events::ingest::Ingest>>,
     /// The delivery workers, when there is a queue.
     pub deliveries: Option<Arc<weir_events::delivery::Supervisor>>,
 }
@@ -238,27 +240,36 @@ pub async fn start(
     let queue = if initial.topics.is_empty() && !(store.is_some() && mode == Mode::Database) {
         None
     } else {
-        let q = open_queue(&config).await?;
-        sources.queue = Some(Arc::clone(&q));
-        Some(q)
+        Some(open_queue(&config).await?)
     };
+    let ingest = queue
+        .as_ref()
+        .map(|q| weir_events::ingest::Ingest::new(Arc::clone(q)));
+    sources.ingest = ingest.clone();
     // Subscriptions (from the file) are checked before anything starts.
     for c in &initial.subscriptions {
         weir_events::delivery::Subscription::compile(c, &|n| std::env::var(n).ok())?;
     }
+    // Cursors exist before the first request is served: no event published from now on is
+    // missed by a subscription, and none waits for its declaration.
+    if let Some(ingest) = &ingest {
+        for s in &initial.subscriptions {
+            ingest
+                .queue()
+                .subscribe(&s.name, &s.topic, weir_events::StartAt::Now)
+                .await
+                .map_err(|e| format!("subscription {:?}: {e}", s.name))?;
+            ingest.mark_declared(&s.name, &s.topic);
+        }
+    }
     let first_subscriptions = initial.subscriptions.clone();
     let running = weir_proxy::app::start(initial, sources).map_err(|e| e.to_string())?;
-    let deliveries = match &queue {
-        Some(q) => {
-            // Cursors exist before the first request is served: no event published from
-            // now on is missed by a new subscription.
-            for s in &first_subscriptions {
-                q.subscribe(&s.name, &s.topic, weir_events::StartAt::Now)
-                    .await
-                    .map_err(|e| format!("subscription {:?}: {e}", s.name))?;
-            }
-            let sup =
-                weir_events::delivery::Supervisor::new(Arc::clone(q), running.stopping.clone());
+    let deliveries = match (&queue, &ingest) {
+        (Some(q), Some(ingest)) => {
+            let sup = weir_events::delivery::Supervisor::new(
+                Arc::clone(ingest),
+                running.stopping.clone(),
+            );
             let errors = sup.reconcile(
                 &first_subscriptions,
                 &config.events.allowed_networks,
@@ -279,7 +290,7 @@ pub async fn start(
             ));
             Some(sup)
         }
-        None => None,
+        _ => None,
     };
     if let (Some(rx), Some(store)) = (calls, &store) {
         tokio::spawn(write_calls(
@@ -294,15 +305,16 @@ pub async fn start(
             running,
             control: None,
             queue,
+            ingest,
             deliveries,
         });
     };
     let plane: Arc<dyn Plane> = Arc::new(GatewayPlane(Arc::clone(&running.gateway)));
     let control = Control::new(store, mode, config.clone(), plane);
     control.set_ai(Arc::new(NodeAi(Arc::clone(&running.gateway))));
-    if let (Some(queue), Some(deliveries)) = (&queue, &deliveries) {
+    if let (Some(ingest), Some(deliveries)) = (&ingest, &deliveries) {
         control.set_events(Arc::new(events::NodeEvents {
-            queue: Arc::clone(queue),
+            ingest: Arc::clone(ingest),
             deliveries: Arc::clone(deliveries),
             gateway: Arc::clone(&running.gateway),
         }));
@@ -337,6 +349,7 @@ pub async fn start(
         running,
         control: Some(control),
         queue,
+        ingest,
         deliveries,
     })
 }

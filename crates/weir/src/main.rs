@@ -512,7 +512,7 @@ async fn run(config: Config, origin: String, path: Option<PathBuf>, watch: bool)
         sighup: true,
         calls: None,
         ai_calls: None,
-        queue: None,
+        ingest: None,
     };
     let quickstart = origin == "built-in quick start";
     let node = match weir::start(config, sources, weir::FirstAdmin::from_env(), !quickstart).await {

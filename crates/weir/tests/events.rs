@@ -160,12 +160,25 @@ async fn requests_become_durable_events_in_every_cloudevents_mode() {
             .contains(&("ce-type".into(), "order.created".into()))
     );
     assert_eq!(bin.key.as_deref(), Some("customer-7"));
+    // A structured event is kept as attributes and data, not as its envelope.
     let st = &events[2].event;
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&st.body).unwrap(),
-        structured
+        structured["data"]
     );
-    assert!(st.headers.contains(&("ce-id".into(), "c-2".into())));
+    for (k, v) in [
+        ("ce-id", "c-2"),
+        ("ce-source", "/shop"),
+        ("ce-type", "order.paid"),
+        ("ce-specversion", "1.0"),
+        ("content-type", "application/json"),
+    ] {
+        assert!(
+            st.headers.contains(&(k.into(), v.into())),
+            "{:?}",
+            st.headers
+        );
+    }
     assert_eq!(events[5].event.body, "keyed");
     node.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);

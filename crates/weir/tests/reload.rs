@@ -199,7 +199,7 @@ async fn a_watched_file_reloads_on_change_and_ignores_a_broken_edit() {
             sighup: false,
             calls: None,
             ai_calls: None,
-            queue: None,
+            ingest: None,
         },
     )
     .unwrap();

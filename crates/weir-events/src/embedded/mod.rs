@@ -366,25 +366,66 @@ impl Queue for Embedded {
         start: StartAt,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let cursor = match start {
-                StartAt::Beginning => 0,
-                StartAt::Now => sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM events")
-                    .fetch_one(&self.pool)
+            let mut tx = self.pool.begin().await.map_err(unavailable)?;
+            let newest: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM events")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .try_get(0)
+                .map_err(unavailable)?;
+            let before = sqlx::query("SELECT topic, cursor FROM subscriptions WHERE name = ?1")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            match before {
+                None => {
+                    let cursor = match start {
+                        StartAt::Beginning => 0,
+                        StartAt::Now => newest,
+                    };
+                    sqlx::query(
+                        "INSERT INTO subscriptions (name, topic, cursor) VALUES (?1, ?2, ?3)",
+                    )
+                    .bind(name)
+                    .bind(topic)
+                    .bind(cursor)
+                    .execute(&mut *tx)
                     .await
-                    .map_err(unavailable)?
-                    .try_get::<i64, _>(0)
-                    .map_err(unavailable)?,
-            };
-            sqlx::query(
-                "INSERT INTO subscriptions (name, topic, cursor) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(name)
-            .bind(topic)
-            .bind(cursor)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
+                    .map_err(unavailable)?;
+                }
+                Some(row) => {
+                    let (old, cursor): (String, i64) = (
+                        row.try_get("topic").map_err(unavailable)?,
+                        row.try_get("cursor").map_err(unavailable)?,
+                    );
+                    if old == topic {
+                        return Ok(());
+                    }
+                    // Moved: what it still owes of the old topic becomes open deliveries
+                    // (delivered as usual), and it reads the new topic from now on.
+                    sqlx::query(
+                        "INSERT INTO deliveries (subscription, seq, state, attempt, due_ms, lease_until) \
+                         SELECT ?1, seq, 'pending', 0, ?2, 0 FROM events \
+                         WHERE topic = ?3 AND seq > ?4 ON CONFLICT DO NOTHING",
+                    )
+                    .bind(name)
+                    .bind(now_ms())
+                    .bind(&old)
+                    .bind(cursor)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                    sqlx::query("UPDATE subscriptions SET topic = ?2, cursor = ?3 WHERE name = ?1")
+                        .bind(name)
+                        .bind(topic)
+                        .bind(newest)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                }
+            }
+            tx.commit().await.map_err(unavailable)?;
             Ok(())
         })
     }

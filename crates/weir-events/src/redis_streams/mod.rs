@@ -239,6 +239,23 @@ impl Queue for RedisStreams {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let mut c = self.conn().await?;
+            let before: Option<String> = redis::cmd("HGET")
+                .arg(format!("{}s:{name}", self.prefix))
+                .arg("topic")
+                .query_async(&mut c)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            if before.as_deref().is_some_and(|t| t != topic) {
+                // Moved: one script, so no event of either topic falls between the two.
+                return self
+                    .run::<i64>(
+                        &self.scripts.moved,
+                        Some(name),
+                        &[topic.to_owned(), now_ms().to_string()],
+                    )
+                    .await
+                    .map(drop);
+            }
             let stream = format!("{}t:{topic}", self.prefix);
             let from = match start {
                 StartAt::Now => "$",

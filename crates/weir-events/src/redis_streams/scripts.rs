@@ -34,10 +34,16 @@ if not topic then return redis.error_reply('NOSUB no such subscription') end
 local stream = p .. 't:' .. topic
 local due, lease, owed = p .. 'due:' .. sub, p .. 'lease:' .. sub, p .. 'owed:' .. sub
 local att, dead, why = p .. 'att:' .. sub, p .. 'dead:' .. sub, p .. 'why:' .. sub
+-- An event's fields and topic: in the topic read now, or in one the subscription read
+-- before it moved (what it still owed there is delivered).
 local function entry(seq)
   local e = redis.call('XRANGE', stream, seq .. '-0', seq .. '-0')
-  if #e == 0 then return nil end
-  return e[1][2]
+  if #e > 0 then return e[1][2], topic end
+  for _, t in ipairs(redis.call('SMEMBERS', p .. 'was:' .. sub)) do
+    e = redis.call('XRANGE', p .. 't:' .. t, seq .. '-0', seq .. '-0')
+    if #e > 0 then return e[1][2], t end
+  end
+  return nil
 end
 local function field(f, name)
   for i = 1, #f, 2 do if f[i] == name then return f[i + 1] end end
@@ -89,7 +95,7 @@ pub(super) const LEASE: &str = r"
 local now, untl, max = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local out = {}
 local function give(seq, attempt)
-  local f = entry(seq)
+  local f, t = entry(seq)
   if not f then
     -- Trimmed by retention: nothing left to deliver.
     redis.call('ZREM', lease, seq); redis.call('ZREM', due, seq); redis.call('ZREM', owed, seq)
@@ -97,7 +103,7 @@ local function give(seq, attempt)
     return
   end
   out[#out + 1] = {tonumber(seq), attempt, field(f, 'id'), field(f, 'k'), field(f, 'h'),
-    field(f, 'b'), field(f, 'c'), topic}
+    field(f, 'b'), field(f, 'c'), t}
 end
 local again = redis.call('ZRANGEBYSCORE', lease, '-inf', now, 'LIMIT', 0, max)
 if #again < max then
@@ -133,6 +139,36 @@ if room > 0 then
   end
 end
 return out
+";
+
+/// ARGV: prefix, subscription, new topic, now. Moves the subscription: what its group had
+/// not handed out of the old topic becomes due deliveries, and a group on the new topic
+/// reads from its end. Answers 1 when it moved.
+pub(super) const MOVE: &str = r"
+local to, now = ARGV[3], ARGV[4]
+if topic == to then return 0 end
+local got = redis.pcall('XREADGROUP', 'GROUP', sub, 'weir', 'COUNT', 1000000, 'NOACK',
+  'STREAMS', stream, '>')
+if type(got) == 'table' and got[1] then
+  for _, e in ipairs(got[1][2]) do
+    local seq = string.match(e[1], '^(%d+)')
+    local k = field(e[2], 'k')
+    redis.call('ZADD', owed, seq, seq)
+    redis.call('HSET', att, seq, 0)
+    if admit(seq, string.sub(k, 1, 1) == '1' and string.sub(k, 2) or nil) then
+      redis.call('ZADD', due, now, seq)
+    end
+  end
+end
+redis.pcall('XGROUP', 'DESTROY', stream, sub)
+redis.call('SADD', p .. 'was:' .. sub, topic)
+redis.call('SREM', p .. 'was:' .. sub, to)
+local made = redis.pcall('XGROUP', 'CREATE', p .. 't:' .. to, sub, '$', 'MKSTREAM')
+if type(made) == 'table' and made.err then
+  redis.call('XGROUP', 'SETID', p .. 't:' .. to, sub, '$')
+end
+redis.call('HSET', p .. 's:' .. sub, 'topic', to)
+return 1
 ";
 
 /// ARGV: prefix, subscription, seq.
@@ -267,6 +303,7 @@ return {tonumber(seq), topic, field('k'), field('h'), field('b'), field('c')}
 pub(super) struct Scripts {
     pub(super) publish: Script,
     pub(super) lease: Script,
+    pub(super) moved: Script,
     pub(super) ack: Script,
     pub(super) retry: Script,
     pub(super) dead: Script,
@@ -284,6 +321,7 @@ impl Scripts {
         Self {
             publish: Script::new(PUBLISH),
             lease: with(LEASE),
+            moved: with(MOVE),
             ack: with(ACK),
             retry: with(RETRY),
             dead: with(DEAD),

@@ -1,0 +1,208 @@
+//! A subscription's binding to its topic: a subscription new to the broker gets the events
+//! posted the moment the proxy port accepts, and a subscription moved to another topic by
+//! a reload reads the new topic at once (the old one's later events no longer reach it),
+//! on every backend.
+
+// Integration tests: a panic is a test failure, and bodies here are small and bounded.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::chaos::delivered_ids;
+use common::*;
+use http::Method;
+
+const RABBIT: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const NATS: &str = "nats://127.0.0.1:4222";
+const REDIS: &str = "redis://127.0.0.1:6379";
+
+/// Removes what a test made in a shared broker under namespace `ns`.
+async fn clean(backend: &str, ns: &str, subs: &[&str], topics: &[&str]) {
+    if backend.starts_with("amqp:") {
+        let q = weir_events::RabbitMq::open(backend, ns, Duration::from_secs(60))
+            .await
+            .unwrap();
+        q.delete_all(subs, topics).await.unwrap();
+    } else if backend.starts_with("nats:") {
+        let q = weir_events::NatsJetStream::open(backend, ns, Duration::from_secs(60))
+            .await
+            .unwrap();
+        q.delete_streams().await.unwrap();
+    } else if backend.starts_with("redis:") {
+        let q = weir_events::RedisStreams::open(backend, &format!("{ns}:{{ev}}:"))
+            .await
+            .unwrap();
+        q.delete_keys().await.unwrap();
+    }
+}
+
+fn namespace() -> String {
+    format!("b{}", unique("ns").replace('-', ""))
+}
+
+/// Starts a node and, while it starts, posts one event the moment its port accepts.
+async fn post_as_soon_as_it_accepts(backend: &str) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let endpoint = MockUpstream::start(Behavior::Status(204)).await;
+    let (ns, topic) = (namespace(), unique("fresh"));
+    let sub = format!("{topic}-sub");
+    let dir = temp_dir("bind-start");
+    let port = free_port();
+    let yaml = format!(
+        "listen: {{ proxy: \"127.0.0.1:{port}\" }}
+workers: 1
+access_log: off
+data_dir: {}
+events: {{ backend: \"{backend}\", namespace: {ns} }}
+topics: {{ {topic}: {{}} }}
+routes: [ {{ name: input, topic: {topic}, match: {{ paths: [/in] }} }} ]
+subscriptions:
+  - {{ name: {sub}, topic: {topic}, endpoint: \"http://{}/hook\" }}
+",
+        dir.display(),
+        endpoint.address()
+    );
+    let cfg = weir_config::from_yaml(&yaml, "test").unwrap();
+    let starting = tokio::spawn(weir::start(
+        cfg,
+        Default::default(),
+        Default::default(),
+        false,
+    ));
+    let cl = HttpClient::new();
+    let url = format!("http://127.0.0.1:{port}/in");
+    let mut accepted = HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while accepted.len() < 5 && tokio::time::Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            continue;
+        }
+        let r = cl
+            .request(
+                Method::POST,
+                &url,
+                &[("content-type", "application/json")],
+                Bytes::from_static(b"{}"),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        accepted.insert(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    let node = starting.await.unwrap().unwrap();
+    assert_eq!(accepted.len(), 5);
+    eventually(
+        &format!("the first events delivered on {backend}"),
+        Duration::from_secs(15),
+        || accepted.is_subset(&delivered_ids(&endpoint)),
+    )
+    .await;
+    node.shutdown().await;
+    clean(backend, &ns, &[&sub], &[&topic]).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_subscription_gets_events_posted_the_moment_the_port_accepts() {
+    for backend in ["embedded", RABBIT, NATS, REDIS] {
+        post_as_soon_as_it_accepts(backend).await;
+    }
+}
+
+/// Moves a subscription from topic a to topic b by editing the file: right after the
+/// reload, b's events reach it and a's no longer do.
+async fn moved_by_a_reload(backend: &str) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let endpoint = MockUpstream::start(Behavior::Status(204)).await;
+    let (ns, a, b) = (namespace(), unique("ta"), unique("tb"));
+    let sub = unique("mover");
+    let dir = temp_dir("bind-move");
+    let path = dir.join("weir.yaml");
+    let write = |topic: &str| {
+        let yaml = format!(
+            "listen: {{ proxy: \"127.0.0.1:0\" }}
+workers: 1
+access_log: off
+data_dir: {}
+events: {{ backend: \"{backend}\", namespace: {ns} }}
+topics: {{ {a}: {{}}, {b}: {{}} }}
+routes:
+  - {{ name: to-a, topic: {a}, match: {{ paths: [/a] }} }}
+  - {{ name: to-b, topic: {b}, match: {{ paths: [/b] }} }}
+subscriptions:
+  - {{ name: {sub}, topic: {topic}, endpoint: \"http://{}/hook\" }}
+",
+            dir.display(),
+            endpoint.address()
+        );
+        std::fs::write(&path, yaml).unwrap();
+    };
+    write(&a);
+    let p = path.clone();
+    let loader: weir_proxy::reload::Loader =
+        Arc::new(move || weir_config::load_file(&p).map_err(|e| vec![e.to_string()]));
+    let sources = weir_proxy::app::ReloadSources {
+        loader: Some(Arc::clone(&loader)),
+        watch: Some(path.clone()),
+        watch_every: Some(Duration::from_millis(50)),
+        ..Default::default()
+    };
+    let node = weir::start(loader().unwrap(), sources, Default::default(), false)
+        .await
+        .unwrap();
+    let cl = HttpClient::new();
+    let post = async |path: &str| {
+        let r = cl
+            .request(
+                Method::POST,
+                &format!("http://{}{path}", node.running.proxy_addr),
+                &[("content-type", "application/json")],
+                Bytes::from_static(b"{}"),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        r.json()["id"].as_str().unwrap().to_owned()
+    };
+    let before = post("/a").await;
+    eventually("delivered from a", Duration::from_secs(10), || {
+        delivered_ids(&endpoint).contains(&before)
+    })
+    .await;
+    let version = node.running.gateway.version();
+    write(&b);
+    eventually("the reload", Duration::from_secs(10), || {
+        node.running.gateway.version() > version
+    })
+    .await;
+    let (from_b, from_a) = (post("/b").await, post("/a").await);
+    eventually(
+        &format!("b's event delivered after the move on {backend}"),
+        Duration::from_secs(15),
+        || delivered_ids(&endpoint).contains(&from_b),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !delivered_ids(&endpoint).contains(&from_a),
+        "{backend}: a's later event reached the moved subscription"
+    );
+    assert_eq!(endpoint.recorded().len(), 2, "{backend}: nothing twice");
+    node.shutdown().await;
+    clean(backend, &ns, &[&sub], &[&a, &b]).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_moved_by_a_reload_reads_its_new_topic() {
+    for backend in ["embedded", RABBIT, REDIS] {
+        moved_by_a_reload(backend).await;
+    }
+}

@@ -97,6 +97,14 @@ impl<M> Holds<M> {
         self.held.lock().remove(&(sub.to_owned(), seq))
     }
 
+    /// Whether the event at `seq` is held here, and if so whether a worker has it.
+    pub fn given(&self, sub: &str, seq: i64) -> Option<bool> {
+        self.held
+            .lock()
+            .get(&(sub.to_owned(), seq))
+            .map(|h| h.given)
+    }
+
     pub fn contains(&self, sub: &str, seq: i64) -> bool {
         self.held.lock().contains_key(&(sub.to_owned(), seq))
     }

@@ -424,6 +424,7 @@ async fn the_nats_jetstream_queue_conforms() {
     let q = nats_queue("conf").await;
     conformance(&q, "nats").await;
     ordering(&q, "nats").await;
+    moving(&q, "nats").await;
     q.delete_streams().await.unwrap();
 }
 

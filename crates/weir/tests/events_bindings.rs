@@ -202,7 +202,7 @@ subscriptions:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_moved_by_a_reload_reads_its_new_topic() {
-    for backend in ["embedded", RABBIT, REDIS] {
+    for backend in ["embedded", RABBIT, NATS, REDIS] {
         moved_by_a_reload(backend).await;
     }
 }

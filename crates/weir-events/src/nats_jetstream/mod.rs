@@ -63,6 +63,9 @@ pub struct NatsJetStream {
     ack_waits: Mutex<HashMap<String, Duration>>,
     /// When each subscription's replay consumer was last asked.
     replay_polled: Mutex<HashMap<String, i64>>,
+    /// Messages being delivered here when their subscription moved to another topic
+    /// (their consumer is gone): acknowledging them is a no-op, a retry a replay copy.
+    moved: Mutex<std::collections::HashSet<(String, i64)>>,
     /// Each subscription's ordering flag and when it was read, so a lease asks the broker
     /// at most every [`STATE_TTL_MS`].
     ordered_seen: Mutex<HashMap<String, (bool, i64)>>,
@@ -111,15 +114,23 @@ impl Queue for NatsJetStream {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let durable = consumer_name(name);
+            let wanted = self.topic_filter(topic);
+            let mut start = match start {
+                StartAt::Now => DeliverPolicy::New,
+                StartAt::Beginning => DeliverPolicy::All,
+            };
+            match self.events.get_consumer::<pull::Config>(&durable).await {
+                Ok(mut c) => {
+                    let info = c.info().await.map_err(unavailable)?.clone();
+                    if info.config.filter_subject != wanted {
+                        start = self.move_to(name, &info, topic).await?;
+                    }
+                }
+                Err(e) if missing(&e) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
             for (consumer, filter, policy) in [
-                (
-                    durable.clone(),
-                    self.topic_filter(topic),
-                    match start {
-                        StartAt::Now => DeliverPolicy::New,
-                        StartAt::Beginning => DeliverPolicy::All,
-                    },
-                ),
+                (durable.clone(), wanted.clone(), start),
                 (
                     format!("{durable}_re"),
                     self.replay_filter(name),
@@ -226,7 +237,11 @@ impl Queue for NatsJetStream {
     fn ack<'a>(&'a self, subscription: &'a str, seq: i64) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             if let Some(h) = self.holds.take(subscription, seq) {
-                h.msg.double_ack().await.map_err(unavailable)?;
+                let acked = h.msg.double_ack().await;
+                // A message of a consumer removed by a move: delivered, nothing to tell.
+                if !self.was_moved(subscription, seq) {
+                    acked.map_err(unavailable)?;
+                }
                 self.holds.release(subscription, h.key.as_deref(), seq);
             }
             Ok(())
@@ -240,6 +255,15 @@ impl Queue for NatsJetStream {
         at_ms: i64,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            if self.was_moved(subscription, seq) {
+                // Its consumer went with a move: it comes back through the replay consumer.
+                if let Some(h) = self.holds.take(subscription, seq) {
+                    self.holds.release(subscription, h.key.as_deref(), seq);
+                }
+                self.replay_one(subscription, seq).await?;
+                self.replay_polled.lock().remove(subscription);
+                return Ok(());
+            }
             let msg = match self.holds.take(subscription, seq) {
                 Some(h) => Some(h.msg),
                 None => self.retrying.lock().remove(&(subscription.to_owned(), seq)),
@@ -284,10 +308,10 @@ impl Queue for NatsJetStream {
                 .map_err(unavailable)?
                 .await
                 .map_err(unavailable)?;
-            h.msg
-                .double_ack_with(AckKind::Term)
-                .await
-                .map_err(unavailable)?;
+            let termed = h.msg.double_ack_with(AckKind::Term).await;
+            if !self.was_moved(subscription, seq) {
+                termed.map_err(unavailable)?;
+            }
             self.holds.release(subscription, h.key.as_deref(), seq);
             Ok(())
         })

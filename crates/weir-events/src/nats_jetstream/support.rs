@@ -153,6 +153,7 @@ impl NatsJetStream {
             retrying: Mutex::new(HashMap::new()),
             ack_waits: Mutex::new(HashMap::new()),
             replay_polled: Mutex::new(HashMap::new()),
+            moved: Mutex::new(std::collections::HashSet::new()),
             ordered_seen: Mutex::new(HashMap::new()),
             published: tokio::sync::Notify::new(),
             display,
@@ -277,6 +278,83 @@ impl NatsJetStream {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    /// Whether the message at `seq` was being delivered here when `sub` moved (forgotten
+    /// once asked: it is acknowledged, retried or dead once).
+    pub(super) fn was_moved(&self, sub: &str, seq: i64) -> bool {
+        let mut moved = self.moved.lock();
+        !moved.is_empty() && moved.remove(&(sub.to_owned(), seq))
+    }
+
+    /// Moves `sub` (whose consumer is `info`) to `topic`: its consumer is removed, what
+    /// it still owed of the old topic is copied for its replay consumer (except what this
+    /// node is delivering right now, which finishes as it is), and the new consumer is to
+    /// start right after the stream's last message at the move, which is returned.
+    pub(super) async fn move_to(
+        &self,
+        sub: &str,
+        info: &jetstream::consumer::Info,
+        topic: &str,
+    ) -> Result<DeliverPolicy> {
+        let mut events = self.events.clone();
+        let boundary = events
+            .info()
+            .await
+            .map_err(unavailable)?
+            .state
+            .last_sequence;
+        let floor = info.ack_floor.stream_sequence;
+        self.events
+            .delete_consumer(&info.name)
+            .await
+            .map_err(unavailable)?;
+        let mut owed = Vec::new();
+        if boundary > floor {
+            self.scan(
+                &self.events,
+                info.config.filter_subject.clone(),
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: floor + 1,
+                },
+                |m| {
+                    let Ok(i) = m.info() else { return false };
+                    let seq = i.stream_sequence;
+                    if seq <= boundary {
+                        owed.push(seq as i64);
+                    }
+                    seq < boundary
+                },
+            )
+            .await?;
+        }
+        let mut copied = 0;
+        for seq in owed {
+            // With a worker now: it finishes as it is. Waiting behind its key: copied
+            // like the rest.
+            let delivering = match self.holds.given(sub, seq) {
+                Some(true) => true,
+                Some(false) => {
+                    if let Some(h) = self.holds.take(sub, seq) {
+                        self.holds.release(sub, h.key.as_deref(), seq);
+                    }
+                    false
+                }
+                None => false,
+            };
+            if delivering {
+                self.moved.lock().insert((sub.to_owned(), seq));
+            } else if self.replay_one(sub, seq).await? {
+                copied += 1;
+            }
+        }
+        self.retrying.lock().retain(|(s, _), _| s != sub);
+        self.ack_waits.lock().remove(sub);
+        self.replay_polled.lock().remove(sub);
+        tracing::info!(subscription = %sub, topic, copied, "subscription moved to another topic; what it owed of the old one is replayed");
+        Ok(DeliverPolicy::ByStartSequence {
+            start_sequence: boundary + 1,
+        })
     }
 
     /// The leased message at `seq`, taken out of the held set.

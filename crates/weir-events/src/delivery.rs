@@ -296,7 +296,7 @@ impl Supervisor {
             }
             tokio::spawn(run(
                 Arc::clone(&self.queue),
-                Arc::clone(&self.ingest),
+                (Arc::clone(&self.ingest), crate::ingest::fingerprint(c)),
                 sub,
                 poster,
                 rx,
@@ -338,9 +338,11 @@ impl Supervisor {
     }
 }
 
+/// One subscription's worker. `declared` is the ingest to tell while it runs (from the
+/// moment its cursor is in the queue), and the fingerprint of the declaration it runs.
 async fn run(
     queue: Arc<dyn Queue>,
-    ingest: Arc<crate::ingest::Ingest>,
+    declared: (Arc<crate::ingest::Ingest>, u64),
     sub: Arc<Subscription>,
     poster: Poster,
     mut stop: watch::Receiver<bool>,
@@ -352,7 +354,8 @@ async fn run(
             _ = stop.changed() => return,
         }
     }
-    ingest.mark_declared(&sub.name, &sub.topic);
+    // Publishes to its topic wait for this (and for the worker it replaces to end).
+    let _running = declared.0.running(&sub.name, &sub.topic, declared.1);
     while let Err(e) = queue.set_ordered(&sub.name, sub.ordered).await {
         tracing::warn!(subscription = %sub.name, error = %e, "cannot set the ordering yet");
         tokio::select! {
@@ -409,7 +412,8 @@ async fn run(
             }
             continue;
         }
-        for l in leased {
+        let mut leased = leased.into_iter();
+        while let Some(l) = leased.next() {
             let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
                 return;
             };
@@ -418,9 +422,15 @@ async fn run(
                 if !wait.is_zero() {
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        _ = stop.changed() => return,
+                        _ = stop.changed() => {}
                     }
                 }
+            }
+            // Stopped (a change restarted or removed the subscription): what is leased but
+            // not sent goes back at once, for the worker of the new declaration.
+            if *stop.borrow() {
+                release(&*queue, &sub.name, std::iter::once(l).chain(leased)).await;
+                return;
             }
             let (queue, sub, poster) = (Arc::clone(&queue), Arc::clone(&sub), poster.clone());
             tokio::spawn(async move {
@@ -428,6 +438,15 @@ async fn run(
                 drop(permit);
             });
         }
+    }
+}
+
+/// Hands leased events back, due now (a stopped worker's, so they do not wait out their
+/// lease).
+async fn release(queue: &dyn Queue, sub: &str, leased: impl Iterator<Item = Leased>) {
+    let now = now_ms();
+    for l in leased {
+        let _ = queue.retry_at(sub, l.event.seq, now).await;
     }
 }
 

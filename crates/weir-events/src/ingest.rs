@@ -17,8 +17,8 @@ use weir_core::GatewayError;
 use crate::cloudevents::{self, Stored};
 use crate::{NewEvent, Queue, event_id_for_key, new_event_id};
 
-/// How long a publish waits for its topic's subscriptions to be declared (at start, or
-/// after a change that added or moved one) before it answers `503`.
+/// How long a publish waits for its topic's workers to match the configuration (at start,
+/// or after a change to one of its subscriptions) before it answers `503`.
 const DECLARE_WAIT: Duration = Duration::from_secs(5);
 
 /// A topic as one configuration serves it.
@@ -27,20 +27,54 @@ pub struct Topic {
     pub name: String,
     /// The largest event body accepted (`413` beyond it).
     pub max_event_size: u64,
-    /// The subscriptions that read it: each must have its cursor before an event is
-    /// acknowledged.
-    pub subscriptions: Arc<[String]>,
+    /// The subscriptions that read it, by name and [`fingerprint`]: an event is
+    /// acknowledged only while exactly these have workers on the topic (each with its
+    /// cursor in the queue), so it is delivered under the declaration it was accepted
+    /// under.
+    pub subscriptions: Arc<[(String, u64)]>,
 }
 
-/// The node's ingest: the queue, the idempotency keys being published, and which
-/// subscriptions the queue has been told of.
+/// The node's ingest: the queue, the idempotency keys being published, and the delivery
+/// workers running on each topic.
 pub struct Ingest {
     queue: Arc<dyn Queue>,
     /// Ids of idempotency keys being published right now.
     in_flight: Mutex<HashSet<String>>,
-    /// Subscription name → the topic its cursor was declared on.
-    declared: RwLock<HashMap<String, String>>,
-    declared_changed: tokio::sync::Notify,
+    /// Topic → each worker reading it now; a worker being replaced is here beside its
+    /// successor until it ends.
+    workers: RwLock<HashMap<String, Vec<Worker>>>,
+    next_worker: std::sync::atomic::AtomicU64,
+    workers_changed: tokio::sync::Notify,
+}
+
+/// A delivery worker reading a topic.
+struct Worker {
+    sub: String,
+    /// The [`fingerprint`] of the declaration it runs.
+    fingerprint: u64,
+    /// Tells it from a worker of the same declaration starting or ending beside it.
+    id: u64,
+}
+
+/// A delivery worker's place in [`Ingest::workers`], held while it runs.
+pub struct Running<'a> {
+    ingest: &'a Ingest,
+    topic: String,
+    id: u64,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut workers = self.ingest.workers.write();
+        if let Some(list) = workers.get_mut(&self.topic) {
+            list.retain(|w| w.id != self.id);
+            if list.is_empty() {
+                workers.remove(&self.topic);
+            }
+        }
+        drop(workers);
+        self.ingest.workers_changed.notify_waiters();
+    }
 }
 
 /// Holds ids in [`Ingest::in_flight`] until dropped.
@@ -63,8 +97,9 @@ impl Ingest {
         Arc::new(Self {
             queue,
             in_flight: Mutex::new(HashSet::new()),
-            declared: RwLock::new(HashMap::new()),
-            declared_changed: tokio::sync::Notify::new(),
+            workers: RwLock::new(HashMap::new()),
+            next_worker: std::sync::atomic::AtomicU64::new(1),
+            workers_changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -72,41 +107,54 @@ impl Ingest {
         &self.queue
     }
 
-    /// The queue holds `subscription`'s cursor on `topic`: events of that topic may be
-    /// acknowledged for it.
-    pub fn mark_declared(&self, subscription: &str, topic: &str) {
-        self.declared
+    /// A worker of `sub` (declared as `fingerprint`) reads `topic` from now until the
+    /// returned guard is dropped; its cursor is in the queue.
+    pub fn running(&self, sub: &str, topic: &str, fingerprint: u64) -> Running<'_> {
+        let id = self
+            .next_worker
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.workers
             .write()
-            .insert(subscription.to_owned(), topic.to_owned());
-        self.declared_changed.notify_waiters();
+            .entry(topic.to_owned())
+            .or_default()
+            .push(Worker {
+                sub: sub.to_owned(),
+                fingerprint,
+                id,
+            });
+        self.workers_changed.notify_waiters();
+        Running {
+            ingest: self,
+            topic: topic.to_owned(),
+            id,
+        }
     }
 
-    /// `subscription` is being (re)declared: publishes to its topic wait for it.
-    pub fn mark_pending(&self, subscription: &str) {
-        self.declared.write().remove(subscription);
+    /// Whether the workers reading `topic` are exactly those its configuration declares.
+    fn in_step(&self, topic: &Topic) -> bool {
+        let workers = self.workers.read();
+        let running = workers.get(&topic.name).map_or(&[][..], Vec::as_slice);
+        running.len() == topic.subscriptions.len()
+            && topic
+                .subscriptions
+                .iter()
+                .all(|(s, f)| running.iter().any(|w| w.sub == *s && w.fingerprint == *f))
     }
 
-    fn all_declared(&self, topic: &Topic) -> bool {
-        let declared = self.declared.read();
-        topic
-            .subscriptions
-            .iter()
-            .all(|s| declared.get(s).is_some_and(|t| *t == topic.name))
-    }
-
-    /// Waits until every subscription of `topic` has its cursor, or answers `503`.
+    /// Waits until the topic's workers are those of its configuration (new ones started
+    /// with their cursors, replaced and removed ones ended), or answers `503`.
     async fn ready(&self, topic: &Topic) -> Result<(), GatewayError> {
-        if self.all_declared(topic) {
+        if self.in_step(topic) {
             return Ok(());
         }
         let deadline = tokio::time::Instant::now() + DECLARE_WAIT;
         loop {
-            let changed = self.declared_changed.notified();
-            if self.all_declared(topic) {
+            let changed = self.workers_changed.notified();
+            if self.in_step(topic) {
                 return Ok(());
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                tracing::warn!(topic = %topic.name, "an event was refused: a subscription of its topic has no cursor in the queue yet");
+                tracing::warn!(topic = %topic.name, "an event was refused: the topic's subscriptions have not taken the last change yet (a cursor the queue has not made?)");
                 return Err(GatewayError::QueueUnavailable);
             }
         }
@@ -220,6 +268,16 @@ impl Ingest {
         }
         Ok(seen == events.len())
     }
+}
+
+/// Identifies one declaration of a subscription (all of its settings): a publish after a
+/// change waits for the worker started from the new one, so an event acknowledged after a
+/// change is delivered under it (its topic, filter, endpoint).
+pub fn fingerprint(sub: &weir_config::SubscriptionConfig) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{sub:?}").hash(&mut h);
+    h.finish()
 }
 
 fn new_event(topic: &Topic, s: Stored) -> NewEvent {

@@ -95,6 +95,20 @@ impl Snapshot {
         )
         .map_err(|e| vec![e])?;
         let table = RouteTable::compile(&config.routes).map_err(|e| vec![e.to_string()])?;
+        // Subscriptions are part of the whole: one whose worker could not start (a secret
+        // missing, an endpoint that is no URL) refuses the change rather than leave the old
+        // worker running beside a configuration that no longer says so.
+        if ingest.is_some() {
+            let env = |n: &str| std::env::var(n).ok();
+            let errors: Vec<String> = config
+                .subscriptions
+                .iter()
+                .filter_map(|s| weir_events::delivery::Subscription::compile(s, &env).err())
+                .collect();
+            if !errors.is_empty() {
+                return Err(errors);
+            }
+        }
         let consumers = Arc::new(Consumers::compile(&config.consumers, &|name| {
             std::env::var(name).ok()
         })?);
@@ -320,7 +334,7 @@ pub fn topic_of(config: &Config, name: &str) -> weir_events::ingest::Topic {
             .subscriptions
             .iter()
             .filter(|s| s.topic == name)
-            .map(|s| s.name.clone())
+            .map(|s| (s.name.clone(), weir_events::ingest::fingerprint(s)))
             .collect(),
     }
 }

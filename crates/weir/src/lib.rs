@@ -250,8 +250,8 @@ pub async fn start(
     for c in &initial.subscriptions {
         weir_events::delivery::Subscription::compile(c, &|n| std::env::var(n).ok())?;
     }
-    // Cursors exist before the first request is served: no event published from now on is
-    // missed by a subscription, and none waits for its declaration.
+    // Cursors exist before the first request is served (a broker that refuses one stops
+    // the start with its reason); publishes wait for the workers, which find them.
     if let Some(ingest) = &ingest {
         for s in &initial.subscriptions {
             ingest
@@ -259,7 +259,6 @@ pub async fn start(
                 .subscribe(&s.name, &s.topic, weir_events::StartAt::Now)
                 .await
                 .map_err(|e| format!("subscription {:?}: {e}", s.name))?;
-            ingest.mark_declared(&s.name, &s.topic);
         }
     }
     let first_subscriptions = initial.subscriptions.clone();

@@ -14,36 +14,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::chaos::delivered_ids;
+use common::events::{NATS, RABBIT, REDIS, clean, namespace};
 use common::*;
 use http::Method;
-
-const RABBIT: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-const NATS: &str = "nats://127.0.0.1:4222";
-const REDIS: &str = "redis://127.0.0.1:6379";
-
-/// Removes what a test made in a shared broker under namespace `ns`.
-async fn clean(backend: &str, ns: &str, subs: &[&str], topics: &[&str]) {
-    if backend.starts_with("amqp:") {
-        let q = weir_events::RabbitMq::open(backend, ns, Duration::from_secs(60))
-            .await
-            .unwrap();
-        q.delete_all(subs, topics).await.unwrap();
-    } else if backend.starts_with("nats:") {
-        let q = weir_events::NatsJetStream::open(backend, ns, Duration::from_secs(60))
-            .await
-            .unwrap();
-        q.delete_streams().await.unwrap();
-    } else if backend.starts_with("redis:") {
-        let q = weir_events::RedisStreams::open(backend, &format!("{ns}:{{ev}}:"))
-            .await
-            .unwrap();
-        q.delete_keys().await.unwrap();
-    }
-}
-
-fn namespace() -> String {
-    format!("b{}", unique("ns").replace('-', ""))
-}
 
 /// Starts a node and, while it starts, posts one event the moment its port accepts.
 async fn post_as_soon_as_it_accepts(backend: &str) {

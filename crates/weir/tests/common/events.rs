@@ -1,5 +1,15 @@
-//! Topic configuration shared by the event tests: a topic with a small size limit, an
-//! open topic route and one behind key auth.
+//! Shared by the event tests: a topic configuration (a topic with a small size limit, an
+//! open topic route and one behind key auth), the shared brokers' URLs, namespaces of a
+//! test's own in them, and their removal.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+pub const RABBIT: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const NATS: &str = "nats://127.0.0.1:4222";
+pub const REDIS: &str = "redis://127.0.0.1:6379";
+/// Every backend, the embedded queue first.
+pub const BACKENDS: [&str; 4] = ["embedded", RABBIT, NATS, REDIS];
 
 pub const KEY: &str = "publisher-key-0123456789";
 
@@ -18,4 +28,29 @@ routes:
 ",
         dir.display()
     )
+}
+
+/// Removes what a test made in a shared broker under namespace `ns`.
+pub async fn clean(backend: &str, ns: &str, subs: &[&str], topics: &[&str]) {
+    if backend.starts_with("amqp:") {
+        let q = weir_events::RabbitMq::open(backend, ns, Duration::from_secs(60))
+            .await
+            .unwrap();
+        q.delete_all(subs, topics).await.unwrap();
+    } else if backend.starts_with("nats:") {
+        let q = weir_events::NatsJetStream::open(backend, ns, Duration::from_secs(60))
+            .await
+            .unwrap();
+        q.delete_streams().await.unwrap();
+    } else if backend.starts_with("redis:") {
+        let q = weir_events::RedisStreams::open(backend, &format!("{ns}:{{ev}}:"))
+            .await
+            .unwrap();
+        q.delete_keys().await.unwrap();
+    }
+}
+
+/// A namespace no other test uses (names in a shared broker start with it).
+pub fn namespace() -> String {
+    format!("b{}", super::unique("ns").replace('-', ""))
 }

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod ai;
 pub mod chaos;
 pub mod events;
+pub mod ledger;
 
 use std::time::{Duration, Instant};
 

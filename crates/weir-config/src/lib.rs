@@ -15,7 +15,7 @@ mod validate_policy;
 pub use load::{LoadError, apply_env, from_yaml, load_file};
 pub use model::*;
 pub use policy::*;
-pub use units::{ByteSize, Duration};
+pub use units::{ByteSize, Duration, Start, parse_rfc3339, rfc3339};
 pub use validate::{
     REGEX_SIZE_LIMIT, ValidationError, compile_route_regex, did_you_mean, parse_cidr,
     parse_host_port, validate,

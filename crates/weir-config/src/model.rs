@@ -168,6 +168,10 @@ pub struct SubscriptionConfig {
     /// How events go out (CloudEvents HTTP binding).
     #[serde(default)]
     pub cloudevents: CloudEventsMode,
+    /// Where it starts reading when the queue has no cursor for it yet: `new` (the
+    /// default), `earliest`, or an RFC 3339 time. A cursor that exists keeps its place.
+    #[serde(default, skip_serializing_if = "is_new")]
+    pub start: crate::units::Start,
     /// Made through the admin API (not the file): its endpoint must be within
     /// `events.allowed_networks`.
     #[serde(skip)]
@@ -207,6 +211,10 @@ impl Default for RetryConfig {
             max_age: default_max_age(),
         }
     }
+}
+
+fn is_new(s: &crate::units::Start) -> bool {
+    *s == crate::units::Start::New
 }
 
 /// How a subscription sends each event.

@@ -51,6 +51,11 @@ pub fn prepare(kind: &str, name: &str, mut body: Value) -> Result<Value, Vec<Str
     let Some(map) = body.as_object_mut() else {
         return Err(vec![format!("{kind}[{name}]: expected a JSON object")]);
     };
+    if kind == "subscriptions" {
+        // What GET adds (the running state) is not part of what is written: a body read
+        // and written back as it is stays valid.
+        map.remove("status");
+    }
     match map.get("name") {
         None => {
             map.insert("name".to_owned(), Value::String(name.to_owned()));

@@ -32,13 +32,40 @@ pub struct SubscriptionState {
     pub name: String,
     pub topic: String,
     pub endpoint: String,
-    /// Events it still owes: new, due for retry, or being delivered.
+    /// `active`; `disabled` (a `410 Gone` or an operator; enable it with POST …/enable);
+    /// or `degraded`: it cannot read its object in the queue (`reason` says why) and its
+    /// events wait there.
+    pub state: String,
+    /// Why it is disabled or degraded.
+    pub reason: Option<String>,
+    /// The queue's object that is its cursor (a row, a consumer group, a durable
+    /// consumer, a quorum queue).
+    pub backend_object: String,
+    /// Events it still owes (its lag): new, due for retry, or being delivered.
     pub pending: u64,
     /// Age of the oldest of them.
     pub oldest_age_seconds: f64,
+    /// Deliveries this node is sending right now.
+    pub in_flight: u64,
     pub dead_letters: u64,
-    /// Why it is disabled (`410 Gone`), when it is; enable it with POST …/enable.
+    /// The last delivery this node made (2xx).
+    pub last_delivery: Option<DeliveryNote>,
+    /// The last failed attempt this node made, with what went wrong.
+    pub last_error: Option<DeliveryNote>,
+    /// Kept for clients of earlier versions: the reason when `state` is `disabled`.
     pub disabled: Option<String>,
+}
+
+/// One delivery attempt, as last seen.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
+pub struct DeliveryNote {
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    pub event_id: String,
+    /// The endpoint's status; none when it gave no answer.
+    pub status: Option<u16>,
+    /// What went wrong (empty for a delivery).
+    pub detail: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -121,6 +148,9 @@ pub trait Events: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<String>, EventsError>>;
 
     fn subscriptions(&self) -> BoxFuture<'_, Result<Vec<SubscriptionState>, EventsError>>;
+
+    /// One subscription's state (`NotFound` when this node runs none of that name).
+    fn subscription(&self, name: String) -> BoxFuture<'_, Result<SubscriptionState, EventsError>>;
 
     fn dead_letters(
         &self,

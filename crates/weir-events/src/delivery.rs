@@ -53,6 +53,10 @@ pub struct Subscription {
     /// HMAC keys (decoded), all used to sign during a rotation.
     secrets: Vec<Vec<u8>>,
     timeout: Duration,
+    /// Where its cursor starts when the queue has none yet.
+    start: StartAt,
+    /// In flight, last delivery and failure, degraded or not.
+    pub health: crate::health::Health,
     /// Stopped by a `410 Gone` or an operator; the queue keeps it across restarts.
     disabled: AtomicBool,
     /// Unix milliseconds of the last `410 Gone` here: a read of the queue's state that
@@ -130,9 +134,16 @@ impl Subscription {
             max_age: c.retry.max_age.get(),
             secrets,
             timeout: c.timeout.get(),
+            start: c.start.into(),
+            health: crate::health::Health::new(&c.name),
             disabled: AtomicBool::new(false),
             gone_at: AtomicI64::new(0),
         })
+    }
+
+    /// The endpoint as configured (its URL with host and port made explicit).
+    pub fn endpoint_shown(&self) -> String {
+        self.endpoint.to_string()
     }
 
     /// Whether a `410 Gone` (or an operator) stopped it.
@@ -347,13 +358,16 @@ async fn run(
     poster: Poster,
     mut stop: watch::Receiver<bool>,
 ) {
-    while let Err(e) = queue.subscribe(&sub.name, &sub.topic, StartAt::Now).await {
-        tracing::warn!(subscription = %sub.name, error = %e, "cannot open the subscription yet; events for its topic are refused (503) until it is");
+    while let Err(e) = queue.subscribe(&sub.name, &sub.topic, sub.start).await {
+        sub.health.degrade(format!(
+            "cannot make or find its cursor ({e}); events for its topic are refused (503) until it can"
+        ));
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.changed() => return,
         }
     }
+    sub.health.recovered();
     // Publishes to its topic wait for this (and for the worker it replaces to end).
     let _running = declared.0.running(&sub.name, &sub.topic, declared.1);
     while let Err(e) = queue.set_ordered(&sub.name, sub.ordered).await {
@@ -397,9 +411,12 @@ async fn run(
             Vec::new()
         } else {
             match queue.lease(&sub.name, free, lease_for).await {
-                Ok(l) => l,
+                Ok(l) => {
+                    sub.health.recovered();
+                    l
+                }
                 Err(e) => {
-                    tracing::debug!(subscription = %sub.name, error = %e, "cannot lease events yet");
+                    lease_failed(&*queue, &sub, e).await;
                     Vec::new()
                 }
             }
@@ -438,6 +455,20 @@ async fn run(
                 drop(permit);
             });
         }
+    }
+}
+
+/// A lease failed: the subscription is degraded with the reason. A cursor that is gone
+/// (removed outside Weir) is made again, from now on.
+async fn lease_failed(queue: &dyn Queue, sub: &Subscription, e: crate::QueueError) {
+    if let crate::QueueError::NoSubscription(_) = e {
+        sub.health.degrade(
+            "the queue has no cursor for it (removed outside Weir?); making it again, from now on"
+                .to_owned(),
+        );
+        let _ = queue.subscribe(&sub.name, &sub.topic, StartAt::Now).await;
+    } else {
+        sub.health.degrade(format!("cannot lease its events: {e}"));
     }
 }
 
@@ -488,6 +519,7 @@ impl Pacer {
 }
 
 async fn deliver(queue: &dyn Queue, sub: &Subscription, poster: &Poster, l: Leased) {
+    let _sending = sub.health.sending();
     let e = &l.event;
     let seq = e.seq;
     if sub.is_disabled() {
@@ -549,6 +581,7 @@ async fn deliver(queue: &dyn Queue, sub: &Subscription, poster: &Poster, l: Leas
     };
     let (reason, retry_after) = match answer {
         Ok(a) if a.status.is_success() => {
+            sub.health.delivered(&e.id, a.status.as_u16());
             outcome(&sub.name, "delivered");
             record.outcome = "delivered".to_owned();
             let _ = queue.record(&sub.name, record).await;
@@ -556,6 +589,8 @@ async fn deliver(queue: &dyn Queue, sub: &Subscription, poster: &Poster, l: Leas
             return;
         }
         Ok(a) if a.status == StatusCode::GONE => {
+            sub.health
+                .failed(&e.id, Some(410), "410 Gone: the subscription was disabled");
             const GONE: &str = "410 Gone: the endpoint asked to stop; subscription disabled";
             outcome(&sub.name, "gone");
             record.outcome = "gone".to_owned();
@@ -575,9 +610,14 @@ async fn deliver(queue: &dyn Queue, sub: &Subscription, poster: &Poster, l: Leas
                 .get(http::header::RETRY_AFTER)
                 .and_then(|v| retry_after(v.to_str().ok()?, std::time::SystemTime::now()));
             let snippet = String::from_utf8_lossy(&a.snippet).into_owned();
-            (format!("answered {}: {snippet}", a.status), retry_after)
+            let why = format!("answered {}: {snippet}", a.status);
+            sub.health.failed(&e.id, Some(a.status.as_u16()), &why);
+            (why, retry_after)
         }
-        Err(e) => (e, None),
+        Err(why) => {
+            sub.health.failed(&e.id, None, &why);
+            (why, None)
+        }
     };
     let age = Duration::from_millis((now_ms() - e.created_ms).max(0) as u64);
     let attempt = l.attempt as usize;

@@ -6,6 +6,7 @@
 pub mod cloudevents;
 pub mod delivery;
 mod embedded;
+pub mod health;
 mod held;
 mod id;
 pub mod inbound;
@@ -117,6 +118,19 @@ pub enum StartAt {
     Now,
     /// Every event the queue still holds for the topic.
     Beginning,
+    /// The events the queue still holds that were published from this time (Unix
+    /// milliseconds) on.
+    Since(i64),
+}
+
+impl From<weir_config::Start> for StartAt {
+    fn from(s: weir_config::Start) -> Self {
+        match s {
+            weir_config::Start::New => Self::Now,
+            weir_config::Start::Earliest => Self::Beginning,
+            weir_config::Start::At(ms) => Self::Since(ms),
+        }
+    }
 }
 
 /// The queue every backend implements. "Durable" means what the backend promises (for the
@@ -234,6 +248,10 @@ pub trait Queue: Send + Sync + 'static {
     /// Why the subscription is disabled, if it is.
     fn disabled<'a>(&'a self, subscription: &'a str) -> BoxFuture<'a, Result<Option<String>>>;
 
+    /// The backend object that is `subscription`'s cursor on `topic`, named for people
+    /// (the admin API and `weir events status` show it).
+    fn object(&self, subscription: &str, topic: &str) -> String;
+
     /// Finishes what the backend holds (the embedded writer's last commits) and closes it.
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
@@ -283,36 +301,4 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Unix milliseconds as an RFC 3339 UTC time (`2026-11-26T12:00:00.000Z`).
-pub(crate) fn rfc3339(ms: i64) -> String {
-    let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{milli:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_are_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_445_412_480_123), "2015-10-21T07:28:00.123Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
-    }
-}
+pub(crate) use weir_config::rfc3339;

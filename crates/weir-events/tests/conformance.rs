@@ -328,6 +328,27 @@ fn attempt_like(a: &Attempt, n: u32, id: &str, outcome: &str) -> Attempt {
     a.clone()
 }
 
+/// A subscription new to the queue that starts at a time gets what the topic holds from
+/// then on, and nothing before.
+async fn starting(q: &dyn Queue, t: &str) {
+    let (topic, sub) = (format!("hist-{t}"), format!("since-{t}"));
+    q.publish(vec![event(&topic, "old")]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let at = now_ms();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    q.publish(vec![event(&topic, "new1"), event(&topic, "new2")])
+        .await
+        .unwrap();
+    q.subscribe(&sub, &topic, StartAt::Since(at)).await.unwrap();
+    let mut got = Vec::new();
+    for l in lease_soon(q, &sub, 10).await {
+        got.push(String::from_utf8_lossy(&l.event.body).into_owned());
+        q.ack(&sub, l.event.seq).await.unwrap();
+    }
+    got.sort();
+    assert_eq!(got, ["new1", "new2"], "{t}");
+}
+
 /// A subscription moved to another topic: what it had leased and what it still owed of
 /// the old topic is delivered, the old topic's later events are not, the new topic's are
 /// from the move on; nothing twice.
@@ -372,6 +393,7 @@ async fn the_embedded_queue_conforms() {
     conformance(&q, "embedded").await;
     ordering(&q, "embedded").await;
     moving(&q, "embedded").await;
+    starting(&q, "embedded").await;
     retention(&q, "embedded").await;
     q.close().await;
     let _ = std::fs::remove_dir_all(dir);
@@ -425,6 +447,7 @@ async fn the_nats_jetstream_queue_conforms() {
     conformance(&q, "nats").await;
     ordering(&q, "nats").await;
     moving(&q, "nats").await;
+    starting(&q, "nats").await;
     q.delete_streams().await.unwrap();
 }
 
@@ -474,12 +497,14 @@ async fn the_rabbitmq_queue_conforms() {
     conformance(&q, "rabbit").await;
     ordering(&q, "rabbit").await;
     moving(&q, "rabbit").await;
+    starting(&q, "rabbit").await;
     let subs = [
         "billing-rabbit",
         "audit-rabbit",
         "late-rabbit",
         "fifo-rabbit",
         "mover-rabbit",
+        "since-rabbit",
     ];
     let topics = [
         "orders-rabbit",
@@ -487,6 +512,7 @@ async fn the_rabbitmq_queue_conforms() {
         "keyed-rabbit",
         "from-rabbit",
         "to-rabbit",
+        "hist-rabbit",
     ];
     q.delete_all(&subs, &topics).await.unwrap();
 }
@@ -539,6 +565,7 @@ async fn the_redis_streams_queue_conforms() {
     conformance(&q, "redis").await;
     ordering(&q, "redis").await;
     moving(&q, "redis").await;
+    starting(&q, "redis").await;
     retention(&q, "redis").await;
     q.delete_keys().await.unwrap();
 }

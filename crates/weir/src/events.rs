@@ -8,7 +8,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::HeaderMap;
 use weir_control::events::{
-    AttemptItem, BoxFuture, DeadLetterItem, EventItem, Events, EventsError, Replay,
+    AttemptItem, BoxFuture, DeadLetterItem, DeliveryNote, EventItem, Events, EventsError, Replay,
     SubscriptionState,
 };
 use weir_core::GatewayError;
@@ -48,6 +48,53 @@ impl NodeEvents {
         self.ingest.queue()
     }
 
+    /// A running subscription's state: its worker's report, and what the queue says of
+    /// its cursor. A queue that cannot answer makes it `degraded`, not an error.
+    async fn state(&self, name: &str) -> Result<SubscriptionState, EventsError> {
+        let Some(sub) = self.deliveries.get(name) else {
+            return Err(EventsError::NotFound(format!(
+                "no subscription {name:?} is configured on this node"
+            )));
+        };
+        let queue = self.queue();
+        let (depth, disabled) = match (queue.depth(name).await, queue.disabled(name).await) {
+            (Ok(d), Ok(off)) => (d, off),
+            (Err(e), _) | (_, Err(e)) => {
+                sub.health.degrade(format!("cannot read its cursor: {e}"));
+                (weir_events::Depth::default(), None)
+            }
+        };
+        let report = sub.health.report();
+        let (state, reason) = match (&report.degraded, &disabled) {
+            (Some(why), _) => ("degraded", Some(why.clone())),
+            (None, Some(why)) => ("disabled", Some(why.clone())),
+            (None, None) => ("active", None),
+        };
+        let note = |n: weir_events::health::Note| DeliveryNote {
+            at_ms: n.at_ms,
+            event_id: n.event_id,
+            status: n.status,
+            detail: n.detail,
+        };
+        Ok(SubscriptionState {
+            name: sub.name.clone(),
+            topic: sub.topic.clone(),
+            endpoint: sub.endpoint_shown(),
+            state: state.to_owned(),
+            reason,
+            backend_object: queue.object(&sub.name, &sub.topic),
+            pending: depth.pending,
+            oldest_age_seconds: depth
+                .oldest_ms
+                .map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0),
+            in_flight: report.in_flight,
+            dead_letters: depth.dead,
+            last_delivery: report.last_delivery.map(note),
+            last_error: report.last_error.map(note),
+            disabled,
+        })
+    }
+
     fn known(&self, subscription: &str) -> Result<(), EventsError> {
         match self.deliveries.get(subscription) {
             Some(_) => Ok(()),
@@ -85,23 +132,15 @@ impl Events for NodeEvents {
     fn subscriptions(&self) -> BoxFuture<'_, Result<Vec<SubscriptionState>, EventsError>> {
         Box::pin(async move {
             let mut out = Vec::new();
-            for (name, topic, endpoint) in self.deliveries.list() {
-                let depth = self.queue().depth(&name).await.map_err(queue_error)?;
-                let disabled = self.queue().disabled(&name).await.map_err(queue_error)?;
-                out.push(SubscriptionState {
-                    oldest_age_seconds: depth
-                        .oldest_ms
-                        .map_or(0.0, |t| (now_ms() - t).max(0) as f64 / 1000.0),
-                    pending: depth.pending,
-                    dead_letters: depth.dead,
-                    name,
-                    topic,
-                    endpoint,
-                    disabled,
-                });
+            for (name, _, _) in self.deliveries.list() {
+                out.push(self.state(&name).await?);
             }
             Ok(out)
         })
+    }
+
+    fn subscription(&self, name: String) -> BoxFuture<'_, Result<SubscriptionState, EventsError>> {
+        Box::pin(async move { self.state(&name).await })
     }
 
     fn dead_letters(

@@ -256,7 +256,7 @@ pub async fn start(
         for s in &initial.subscriptions {
             ingest
                 .queue()
-                .subscribe(&s.name, &s.topic, weir_events::StartAt::Now)
+                .subscribe(&s.name, &s.topic, s.start.into())
                 .await
                 .map_err(|e| format!("subscription {:?}: {e}", s.name))?;
         }

@@ -106,6 +106,15 @@ enum EventsCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// How each subscription runs (or the one named): active, disabled or degraded with the
+    /// reason, its object in the queue, what it owes and the oldest's age, deliveries in
+    /// flight, dead letters, the last delivery and the last failure.
+    Status {
+        /// One subscription (all when absent).
+        subscription: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// A subscription's dead letters.
     DeadLetters {
         subscription: String,
@@ -320,6 +329,18 @@ async fn events(cmd: EventsCommand) -> ExitCode {
         }
         EventsCommand::Subscriptions { api } => {
             weir::cli::show(&target(api), "/api/v1/events/subscriptions").await
+        }
+        EventsCommand::Status { subscription, api } => {
+            let path = match subscription {
+                Some(s) => {
+                    if let Err(code) = name_ok("subscription", &s) {
+                        return code;
+                    }
+                    format!("/api/v1/events/subscriptions/{s}")
+                }
+                None => "/api/v1/events/subscriptions".to_owned(),
+            };
+            weir::cli::show(&target(api), &path).await
         }
         EventsCommand::DeadLetters { subscription, api } => {
             if let Err(code) = name_ok("subscription", &subscription) {

@@ -122,6 +122,20 @@ pub async fn list_subscriptions(
     Ok(Json(plane(&ctl)?.subscriptions().await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/events/subscriptions/{name}", tag = "events",
+    params(("name" = String, Path, description = "The subscription")),
+    responses((status = 200, description = "The subscription's state: active, disabled or degraded (with the reason), its object in the queue, what it owes and how old the oldest is, deliveries in flight, dead letters, the last delivery and the last failure", body = SubscriptionState),
+              (status = 401, description = "Not logged in", body = ErrorBody),
+              (status = 404, description = "No subscription of that name on this node", body = ErrorBody)))]
+pub async fn get_subscription(
+    State(ctl): Ctl,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<SubscriptionState>> {
+    caller(&ctl, &headers).await?;
+    Ok(Json(plane(&ctl)?.subscription(name).await?))
+}
+
 #[utoipa::path(get, path = "/api/v1/events/subscriptions/{name}/dead-letters", tag = "events",
     params(("name" = String, Path, description = "The subscription"),
            ("limit" = Option<usize>, Query, description = "At most this many (default 100, up to 1000)")),

@@ -70,6 +70,7 @@ pub fn router(control: Arc<Control>) -> axum::Router {
         )
         .route("/api/v1/topics/{topic}/events", post(publish_event))
         .route("/api/v1/events/subscriptions", get(list_subscriptions))
+        .route("/api/v1/events/subscriptions/{name}", get(get_subscription))
         .route("/api/v1/ai/calls", get(ai_calls))
         .route("/api/v1/ai/usage", get(ai_usage))
         .route("/api/v1/events/{id}", get(get_event))

@@ -257,11 +257,17 @@ pub async fn get_object(
     let Some(obj) = found else {
         return Err(ApiError::NotFound(format!("no {kind} named {name:?}")));
     };
-    Ok((
-        [(header::ETAG, etag(obj.revision))],
-        Json(assemble::shown(&obj.kind, obj.body)),
-    )
-        .into_response())
+    let mut shown = assemble::shown(&obj.kind, obj.body);
+    // A subscription comes with how it runs on this node (as GET
+    // /api/v1/events/subscriptions/{name} gives it); writes ignore `status`.
+    if kind == "subscriptions"
+        && let Some(events) = ctl.events.get()
+        && let Ok(state) = events.subscription(name).await
+        && let (Some(map), Ok(state)) = (shown.as_object_mut(), serde_json::to_value(state))
+    {
+        map.insert("status".to_owned(), state);
+    }
+    Ok(([(header::ETAG, etag(obj.revision))], Json(shown)).into_response())
 }
 
 /// Writes one object (created, or replaced when `create_only` is false) as the caller;

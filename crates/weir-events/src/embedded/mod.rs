@@ -383,6 +383,16 @@ impl Queue for Embedded {
                     let cursor = match start {
                         StartAt::Beginning => 0,
                         StartAt::Now => newest,
+                        StartAt::Since(ms) => sqlx::query(
+                            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE topic = ?1 AND created_ms < ?2",
+                        )
+                        .bind(topic)
+                        .bind(ms)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(unavailable)?
+                        .try_get(0)
+                        .map_err(unavailable)?,
                     };
                     sqlx::query(
                         "INSERT INTO subscriptions (name, topic, cursor) VALUES (?1, ?2, ?3)",
@@ -428,6 +438,10 @@ impl Queue for Embedded {
             tx.commit().await.map_err(unavailable)?;
             Ok(())
         })
+    }
+
+    fn object(&self, subscription: &str, _topic: &str) -> String {
+        format!("cursor {subscription:?} in the embedded queue (data_dir/events/events.db)")
     }
 
     fn lease<'a>(

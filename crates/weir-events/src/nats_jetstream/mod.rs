@@ -118,6 +118,12 @@ impl Queue for NatsJetStream {
             let mut start = match start {
                 StartAt::Now => DeliverPolicy::New,
                 StartAt::Beginning => DeliverPolicy::All,
+                StartAt::Since(ms) => DeliverPolicy::ByStartTime {
+                    start_time: time::OffsetDateTime::from_unix_timestamp_nanos(
+                        i128::from(ms) * 1_000_000,
+                    )
+                    .map_err(unavailable)?,
+                },
             };
             match self.events.get_consumer::<pull::Config>(&durable).await {
                 Ok(mut c) => {
@@ -155,6 +161,14 @@ impl Queue for NatsJetStream {
             }
             Ok(())
         })
+    }
+
+    fn object(&self, subscription: &str, _topic: &str) -> String {
+        let c = consumer_name(subscription);
+        format!(
+            "durable consumers {c} and {c}_re on stream {}",
+            self.events.cached_info().config.name
+        )
     }
 
     fn lease<'a>(

@@ -130,15 +130,24 @@ impl Queue for RabbitMq {
             if before.as_deref() != Some(topic) {
                 self.append_state(&l, "topic-of", name, topic).await?;
             }
-            if !existed && start == StartAt::Beginning {
+            let history = match start {
+                StartAt::Now => None,
+                StartAt::Beginning => Some(0),
+                StartAt::Since(ms) => Some(ms),
+            };
+            if let (false, Some(since)) = (existed, history) {
                 // Bound first, then copied up to a marker: an event published meanwhile may
                 // come twice, none is missed.
-                for e in self.log_since(&l, topic, 0).await? {
+                for e in self.log_since(&l, topic, since).await? {
                     l.confirmed("", &queue, &e.body, props(&e, 1, 0)).await?;
                 }
             }
             Ok(())
         }))
+    }
+
+    fn object(&self, subscription: &str, _topic: &str) -> String {
+        format!("quorum queue {}", self.names.sub(subscription))
     }
 
     fn lease<'a>(

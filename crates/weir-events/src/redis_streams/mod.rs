@@ -34,7 +34,9 @@ pub struct RedisStreams {
 }
 
 fn unavailable(e: &redis::RedisError) -> QueueError {
-    if e.code() == Some("NOSUB") {
+    // A group removed outside Weir answers NOGROUP (inside a script, in its message).
+    if e.code() == Some("NOSUB") || e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP")
+    {
         return QueueError::NoSubscription(String::new());
     }
     QueueError::Unavailable(e.to_string())
@@ -258,8 +260,22 @@ impl Queue for RedisStreams {
             }
             let stream = format!("{}t:{topic}", self.prefix);
             let from = match start {
-                StartAt::Now => "$",
-                StartAt::Beginning => "0",
+                StartAt::Now => "$".to_owned(),
+                StartAt::Beginning => "0".to_owned(),
+                // After the last event published before then.
+                StartAt::Since(ms) => {
+                    let before: Vec<i64> = redis::cmd("ZREVRANGEBYSCORE")
+                        .arg(format!("{}time:{topic}", self.prefix))
+                        .arg(format!("({ms}"))
+                        .arg("-inf")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(1)
+                        .query_async(&mut c)
+                        .await
+                        .map_err(|e| unavailable(&e))?;
+                    before.first().map_or("0".to_owned(), |s| format!("{s}-0"))
+                }
             };
             let made: redis::RedisResult<Value> = redis::cmd("XGROUP")
                 .arg("CREATE")
@@ -283,6 +299,13 @@ impl Queue for RedisStreams {
                 .map_err(|e| unavailable(&e))?;
             Ok(())
         })
+    }
+
+    fn object(&self, subscription: &str, topic: &str) -> String {
+        format!(
+            "consumer group {subscription:?} on stream {}t:{topic}",
+            self.prefix
+        )
     }
 
     fn lease<'a>(

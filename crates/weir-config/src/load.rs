@@ -32,7 +32,17 @@ pub fn load_file(path: &std::path::Path) -> Result<Config, LoadError> {
         path: shown.clone(),
         source,
     })?;
-    from_yaml(&text, &shown)
+    let mut config = from_yaml(&text, &shown)?;
+    // Subscriptions declared here were written when the file was.
+    let written = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64);
+    for s in &mut config.subscriptions {
+        s.generation = crate::Generation(written);
+    }
+    Ok(config)
 }
 
 /// Applies `WEIR_*` overrides from `vars` (normally `std::env::vars()`; a parameter so tests

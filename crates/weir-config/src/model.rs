@@ -176,7 +176,25 @@ pub struct SubscriptionConfig {
     /// `events.allowed_networks`.
     #[serde(skip)]
     pub from_api: bool,
+    /// When this declaration was written.
+    #[serde(skip)]
+    pub generation: Generation,
 }
+
+/// When a declaration was written, in Unix milliseconds: the configuration file's
+/// modification time, or when the admin API stored it. Of two declarations of one
+/// subscription that disagree (nodes during a rolling edit), the newer holds. It is not
+/// part of what is declared: any two compare equal, so touching a file changes nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Generation(pub i64);
+
+impl PartialEq for Generation {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Generation {}
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

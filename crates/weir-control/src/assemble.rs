@@ -323,6 +323,7 @@ pub fn assemble(base: &Config, objects: &[Object]) -> Result<Config, Vec<String>
                 Ok(mut s) => {
                     // Made through the API: its endpoint is held to events.allowed_networks.
                     s.from_api = true;
+                    s.generation = weir_config::Generation(o.updated_at.saturating_mul(1000));
                     cfg.subscriptions.push(s);
                 }
                 Err(e) => errors.push(format!("{at}: {e}")),

@@ -55,6 +55,8 @@ pub struct Subscription {
     timeout: Duration,
     /// Where its cursor starts when the queue has none yet.
     start: StartAt,
+    /// When its declaration was written (the newer of two that disagree holds).
+    generation: i64,
     /// In flight, last delivery and failure, degraded or not.
     pub health: crate::health::Health,
     /// Stopped by a `410 Gone` or an operator; the queue keeps it across restarts.
@@ -135,6 +137,7 @@ impl Subscription {
             secrets,
             timeout: c.timeout.get(),
             start: c.start.into(),
+            generation: c.generation.0,
             health: crate::health::Health::new(&c.name),
             disabled: AtomicBool::new(false),
             gone_at: AtomicI64::new(0),
@@ -358,16 +361,9 @@ async fn run(
     poster: Poster,
     mut stop: watch::Receiver<bool>,
 ) {
-    while let Err(e) = queue.subscribe(&sub.name, &sub.topic, sub.start).await {
-        sub.health.degrade(format!(
-            "cannot make or find its cursor ({e}); events for its topic are refused (503) until it can"
-        ));
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = stop.changed() => return,
-        }
+    if !declare(&*queue, &sub, &mut stop).await {
+        return;
     }
-    sub.health.recovered();
     // Publishes to its topic wait for this (and for the worker it replaces to end).
     let _running = declared.0.running(&sub.name, &sub.topic, declared.1);
     while let Err(e) = queue.set_ordered(&sub.name, sub.ordered).await {
@@ -454,6 +450,35 @@ async fn run(
                 deliver(&*queue, &sub, &poster, l).await;
                 drop(permit);
             });
+        }
+    }
+}
+
+/// Declares the subscription until the queue takes it (false: stopped meanwhile). A newer
+/// declaration elsewhere (another node's file) stays in force, said once.
+async fn declare(queue: &dyn Queue, sub: &Subscription, stop: &mut watch::Receiver<bool>) -> bool {
+    let d = crate::Declaration {
+        name: &sub.name,
+        topic: &sub.topic,
+        start: sub.start,
+        generation: sub.generation,
+    };
+    loop {
+        match queue.declare(&d).await {
+            Ok(newer) => {
+                sub.health.recovered();
+                if let Some(topic) = newer {
+                    tracing::warn!(subscription = %sub.name, configured = %sub.topic, in_force = %topic, "a newer declaration of this subscription (another node's configuration) binds it to another topic; this node's is older and does not change it");
+                }
+                return true;
+            }
+            Err(e) => sub.health.degrade(format!(
+                "cannot make or find its cursor ({e}); events for its topic are refused (503) until it can"
+            )),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return false,
         }
     }
 }

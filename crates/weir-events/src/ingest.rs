@@ -275,8 +275,13 @@ impl Ingest {
 /// change is delivered under it (its topic, filter, endpoint).
 pub fn fingerprint(sub: &weir_config::SubscriptionConfig) -> u64 {
     use std::hash::{Hash, Hasher};
+    // When it was written is not part of what it declares.
+    let settings = weir_config::SubscriptionConfig {
+        generation: weir_config::Generation(0),
+        ..sub.clone()
+    };
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    format!("{sub:?}").hash(&mut h);
+    format!("{settings:?}").hash(&mut h);
     h.finish()
 }
 

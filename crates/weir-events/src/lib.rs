@@ -111,6 +111,17 @@ pub struct Depth {
     pub dead: u64,
 }
 
+/// One declaration of a subscription: its name, its topic, where a new cursor starts, and
+/// when it was written (Unix milliseconds: the file's modification time, or the time the
+/// admin API stored it). Of two declarations that disagree, the newer holds everywhere.
+#[derive(Debug, Clone, Copy)]
+pub struct Declaration<'a> {
+    pub name: &'a str,
+    pub topic: &'a str,
+    pub start: StartAt,
+    pub generation: i64,
+}
+
 /// Where a new subscription starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartAt {
@@ -140,13 +151,29 @@ pub trait Queue: Send + Sync + 'static {
     /// returns its first sequence number).
     fn publish(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<i64>>>;
 
-    /// Creates a subscription (a cursor of its own) if it does not exist.
+    /// Declares a subscription: makes its cursor (from `start`) if it has none; moves it
+    /// to `topic` if it reads another one (what it owed there is still delivered) — unless
+    /// the declaration in force is newer (a greater generation), which stays. Returns the
+    /// topic of that newer declaration when it stays, else `None`.
+    fn declare<'a>(&'a self, d: &'a Declaration<'a>) -> BoxFuture<'a, Result<Option<String>>>;
+
+    /// [`Queue::declare`] with generation 0 (a declaration that always holds).
     fn subscribe<'a>(
         &'a self,
         name: &'a str,
         topic: &'a str,
         start: StartAt,
-    ) -> BoxFuture<'a, Result<()>>;
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let d = Declaration {
+                name,
+                topic,
+                start,
+                generation: 0,
+            };
+            self.declare(&d).await.map(drop)
+        })
+    }
 
     /// Leases up to `max` events due for `subscription` (retries that are due, leases that
     /// ran out — a crashed worker's — then new events) for `lease_for`.

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use weir_events::{
-    Attempt, Embedded, NatsJetStream, NewEvent, Queue, RabbitMq, RedisStreams, StartAt,
-    new_event_id, now_ms,
+    Attempt, Declaration, Embedded, NatsJetStream, NewEvent, Queue, RabbitMq, RedisStreams,
+    StartAt, new_event_id, now_ms,
 };
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
@@ -328,6 +328,49 @@ fn attempt_like(a: &Attempt, n: u32, id: &str, outcome: &str) -> Attempt {
     a.clone()
 }
 
+/// Two declarations that disagree (nodes during a rolling edit): the newer holds whatever
+/// order they come in, and the older is told which topic is in force.
+async fn generations(q: &dyn Queue, t: &str) {
+    let (a, b, sub) = (format!("ga-{t}"), format!("gb-{t}"), format!("gen-{t}"));
+    let declare = async |topic: &str, generation: i64| {
+        let d = Declaration {
+            name: &sub,
+            topic,
+            start: StartAt::Now,
+            generation,
+        };
+        q.declare(&d).await.unwrap()
+    };
+    assert_eq!(declare(&a, 100).await, None, "{t}");
+    assert_eq!(declare(&b, 50).await.as_deref(), Some(a.as_str()), "{t}");
+    assert_eq!(declare(&a, 100).await, None, "{t}");
+    q.publish(vec![event(&a, "a1"), event(&b, "b1")])
+        .await
+        .unwrap();
+    assert_eq!(declare(&b, 200).await, None, "{t}: the newer moves it");
+    assert_eq!(declare(&a, 150).await.as_deref(), Some(b.as_str()), "{t}");
+    q.publish(vec![event(&a, "a2"), event(&b, "b2")])
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut idle = 0;
+    while idle < 15 {
+        let leased = q.lease(&sub, 10, LEASE).await.unwrap();
+        if leased.is_empty() {
+            idle += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        idle = 0;
+        for l in leased {
+            got.push(String::from_utf8_lossy(&l.event.body).into_owned());
+            q.ack(&sub, l.event.seq).await.unwrap();
+        }
+    }
+    got.sort();
+    assert_eq!(got, ["a1", "b2"], "{t}");
+}
+
 /// A subscription new to the queue that starts at a time gets what the topic holds from
 /// then on, and nothing before.
 async fn starting(q: &dyn Queue, t: &str) {
@@ -394,6 +437,7 @@ async fn the_embedded_queue_conforms() {
     ordering(&q, "embedded").await;
     moving(&q, "embedded").await;
     starting(&q, "embedded").await;
+    generations(&q, "embedded").await;
     retention(&q, "embedded").await;
     q.close().await;
     let _ = std::fs::remove_dir_all(dir);
@@ -448,6 +492,7 @@ async fn the_nats_jetstream_queue_conforms() {
     ordering(&q, "nats").await;
     moving(&q, "nats").await;
     starting(&q, "nats").await;
+    generations(&q, "nats").await;
     q.delete_streams().await.unwrap();
 }
 
@@ -498,6 +543,7 @@ async fn the_rabbitmq_queue_conforms() {
     ordering(&q, "rabbit").await;
     moving(&q, "rabbit").await;
     starting(&q, "rabbit").await;
+    generations(&q, "rabbit").await;
     let subs = [
         "billing-rabbit",
         "audit-rabbit",
@@ -505,6 +551,7 @@ async fn the_rabbitmq_queue_conforms() {
         "fifo-rabbit",
         "mover-rabbit",
         "since-rabbit",
+        "gen-rabbit",
     ];
     let topics = [
         "orders-rabbit",
@@ -513,6 +560,8 @@ async fn the_rabbitmq_queue_conforms() {
         "from-rabbit",
         "to-rabbit",
         "hist-rabbit",
+        "ga-rabbit",
+        "gb-rabbit",
     ];
     q.delete_all(&subs, &topics).await.unwrap();
 }
@@ -566,6 +615,7 @@ async fn the_redis_streams_queue_conforms() {
     ordering(&q, "redis").await;
     moving(&q, "redis").await;
     starting(&q, "redis").await;
+    generations(&q, "redis").await;
     retention(&q, "redis").await;
     q.delete_keys().await.unwrap();
 }

@@ -254,9 +254,15 @@ pub async fn start(
     // the start with its reason); publishes wait for the workers, which find them.
     if let Some(ingest) = &ingest {
         for s in &initial.subscriptions {
+            let d = weir_events::Declaration {
+                name: &s.name,
+                topic: &s.topic,
+                start: s.start.into(),
+                generation: s.generation.0,
+            };
             ingest
                 .queue()
-                .subscribe(&s.name, &s.topic, s.start.into())
+                .declare(&d)
                 .await
                 .map_err(|e| format!("subscription {:?}: {e}", s.name))?;
         }

@@ -179,3 +179,92 @@ async fn a_subscription_moved_by_a_reload_reads_its_new_topic() {
         moved_by_a_reload(backend).await;
     }
 }
+
+/// A rolling edit: node A's file moves the subscription to topic b; node B, still on the
+/// older file, restarts and declares it on topic a again. The newer declaration holds: b's
+/// events keep reaching it and a's do not, on every shared backend.
+async fn the_newer_declaration_holds(backend: &str) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let endpoint = MockUpstream::start(Behavior::Status(204)).await;
+    let (ns, a, b) = (namespace(), unique("ra"), unique("rb"));
+    let sub = unique("rolled");
+    let yaml = |dir: &std::path::Path, topic: &str| {
+        format!(
+            "listen: {{ proxy: \"127.0.0.1:0\" }}
+workers: 1
+access_log: off
+data_dir: {}
+events: {{ backend: \"{backend}\", namespace: {ns} }}
+topics: {{ {a}: {{}}, {b}: {{}} }}
+routes:
+  - {{ name: to-a, topic: {a}, match: {{ paths: [/a] }} }}
+  - {{ name: to-b, topic: {b}, match: {{ paths: [/b] }} }}
+subscriptions:
+  - {{ name: {sub}, topic: {topic}, endpoint: \"http://{}/hook\" }}
+",
+            dir.display(),
+            endpoint.address()
+        )
+    };
+    let (da, db) = (temp_dir("roll-a"), temp_dir("roll-b"));
+    let (fa, fb) = (da.join("weir.yaml"), db.join("weir.yaml"));
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for (dir, file) in [(&da, &fa), (&db, &fb)] {
+        std::fs::write(file, yaml(dir, &a)).unwrap();
+        let f = std::fs::File::options().write(true).open(file).unwrap();
+        f.set_modified(an_hour_ago).unwrap();
+    }
+    let start = |file: std::path::PathBuf| async move {
+        let cfg = weir_config::load_file(&file).unwrap();
+        weir::start(cfg, Default::default(), Default::default(), false)
+            .await
+            .unwrap()
+    };
+    let node_a = start(fa.clone()).await;
+    let node_b = start(fb.clone()).await;
+    // A's file is edited (now) and A restarts with it; then B restarts on its older file.
+    std::fs::write(&fa, yaml(&da, &b)).unwrap();
+    node_a.shutdown().await;
+    let node_a = start(fa.clone()).await;
+    node_b.shutdown().await;
+    let node_b = start(fb.clone()).await;
+    let cl = HttpClient::new();
+    let post = async |node: &weir::Node, path: &str| {
+        let r = cl
+            .request(
+                Method::POST,
+                &format!("http://{}{path}", node.running.proxy_addr),
+                &[("content-type", "application/json")],
+                Bytes::from_static(b"{}"),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        r.json()["id"].as_str().unwrap().to_owned()
+    };
+    let to_b = [post(&node_a, "/b").await, post(&node_b, "/b").await];
+    let to_a = [post(&node_a, "/a").await, post(&node_b, "/a").await];
+    eventually(
+        &format!("b's events delivered on {backend}"),
+        Duration::from_secs(15),
+        || to_b.iter().all(|id| delivered_ids(&endpoint).contains(id)),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = delivered_ids(&endpoint);
+    assert!(
+        to_a.iter().all(|id| !got.contains(id)),
+        "{backend}: the older declaration moved it back"
+    );
+    node_a.shutdown().await;
+    node_b.shutdown().await;
+    clean(backend, &ns, &[&sub], &[&a, &b]).await;
+    let _ = std::fs::remove_dir_all(da);
+    let _ = std::fs::remove_dir_all(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_rolling_edit_the_newer_declaration_holds() {
+    for backend in [RABBIT, NATS, REDIS] {
+        the_newer_declaration_holds(backend).await;
+    }
+}

@@ -1,7 +1,7 @@
-//! CloudEvents end to end: events published plain, in binary mode, structured and as a
-//! batch are delivered to binary, structured and plain subscriptions, and the official
-//! CloudEvents Python SDK (`scripts/test` installs it) reads every delivery back with the
-//! attributes and data that were published.
+//! CloudEvents end to end, on every backend: events published plain, in binary mode,
+//! structured and as a batch are delivered to binary, structured and plain subscriptions,
+//! and the official CloudEvents Python SDK (`scripts/test` installs it) reads every
+//! delivery back with the attributes and data that were published.
 
 // Integration tests: a panic is a test failure, and bodies here are small and bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
@@ -41,19 +41,31 @@ const BATCH: &str = r#"[{"specversion":"1.0","id":"ba-1","source":"/cam","type":
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloudevents_keep_their_attributes_in_every_mode_in_and_out() {
+    for backend in common::events::BACKENDS {
+        in_and_out(backend).await;
+    }
+}
+
+async fn in_and_out(backend: &str) {
     let seen: Seen = Arc::default();
     let endpoint = recording_endpoint(&seen).await;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = temp_dir("events-ce");
     let ep = endpoint.address();
+    let ns = common::events::namespace();
+    let subs = ["as-binary", "as-structured", "as-plain"].map(|s| format!("{s}-{ns}"));
     let cfg = weir_config::from_yaml(
         &format!(
-            "{}subscriptions:
-  - {{ name: as-binary, topic: orders, endpoint: \"http://{ep}/binary\" }}
-  - {{ name: as-structured, topic: orders, endpoint: \"http://{ep}/structured\", cloudevents: structured }}
-  - {{ name: as-plain, topic: orders, endpoint: \"http://{ep}/plain\", cloudevents: plain }}
+            "{}events: {{ backend: \"{backend}\", namespace: {ns} }}
+subscriptions:
+  - {{ name: {}, topic: orders, endpoint: \"http://{ep}/binary\" }}
+  - {{ name: {}, topic: orders, endpoint: \"http://{ep}/structured\", cloudevents: structured }}
+  - {{ name: {}, topic: orders, endpoint: \"http://{ep}/plain\", cloudevents: plain }}
 ",
             common::events::yaml(&dir, "127.0.0.1:0"),
+            subs[0],
+            subs[1],
+            subs[2],
         ),
         "test",
     )
@@ -148,10 +160,15 @@ async fn cloudevents_keep_their_attributes_in_every_mode_in_and_out() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "the CloudEvents SDK disagrees:\n{stdout}\n{}",
+        "{backend}: the CloudEvents SDK disagrees:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("checked 15 deliveries"), "{stdout}");
+    assert!(
+        stdout.contains("checked 15 deliveries"),
+        "{backend}: {stdout}"
+    );
     node.shutdown().await;
+    let subs: Vec<&str> = subs.iter().map(String::as_str).collect();
+    common::events::clean(backend, &ns, &subs, &["orders"]).await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -17,7 +17,8 @@ mod writers;
 use writers::{ack_loop, record_loop, sqlite, write_loop};
 
 use crate::{
-    Attempt, DeadLetter, Depth, Event, Leased, NewEvent, Queue, QueueError, Result, StartAt, now_ms,
+    Attempt, DeadLetter, Declaration, Depth, Event, Leased, NewEvent, Queue, QueueError, Result,
+    StartAt, now_ms,
 };
 
 /// Publishes waiting for the writer; beyond this, publishers wait (backpressure).
@@ -64,7 +65,7 @@ impl Embedded {
              body BLOB NOT NULL, created_ms INTEGER NOT NULL)",
             "CREATE INDEX IF NOT EXISTS events_topic_seq ON events (topic, seq)",
             "CREATE TABLE IF NOT EXISTS subscriptions (name TEXT PRIMARY KEY, \
-             topic TEXT NOT NULL, cursor INTEGER NOT NULL)",
+             topic TEXT NOT NULL, cursor INTEGER NOT NULL, generation INTEGER NOT NULL DEFAULT 0)",
             "CREATE TABLE IF NOT EXISTS deliveries (subscription TEXT NOT NULL, \
              seq INTEGER NOT NULL, state TEXT NOT NULL, attempt INTEGER NOT NULL, \
              due_ms INTEGER NOT NULL, lease_until INTEGER NOT NULL, reason TEXT, \
@@ -78,6 +79,13 @@ impl Embedded {
         ] {
             sqlx::query(ddl).execute(&pool).await.map_err(unavailable)?;
         }
+        // Files made before declarations had generations: the column is added (an error
+        // here only says it is there already).
+        let _ = sqlx::query(
+            "ALTER TABLE subscriptions ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
+        )
+        .execute(&pool)
+        .await;
         let (tx, rx) = mpsc::channel(WAITING);
         let committed = std::sync::Arc::new(tokio::sync::Notify::new());
         tokio::spawn(write_loop(
@@ -359,13 +367,14 @@ impl Queue for Embedded {
         })
     }
 
-    fn subscribe<'a>(
-        &'a self,
-        name: &'a str,
-        topic: &'a str,
-        start: StartAt,
-    ) -> BoxFuture<'a, Result<()>> {
+    fn declare<'a>(&'a self, d: &'a Declaration<'a>) -> BoxFuture<'a, Result<Option<String>>> {
         Box::pin(async move {
+            let Declaration {
+                name,
+                topic,
+                start,
+                generation,
+            } = *d;
             let mut tx = self.pool.begin().await.map_err(unavailable)?;
             let newest: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM events")
                 .fetch_one(&mut *tx)
@@ -373,70 +382,79 @@ impl Queue for Embedded {
                 .map_err(unavailable)?
                 .try_get(0)
                 .map_err(unavailable)?;
-            let before = sqlx::query("SELECT topic, cursor FROM subscriptions WHERE name = ?1")
+            let before =
+                sqlx::query("SELECT topic, cursor, generation FROM subscriptions WHERE name = ?1")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+            let Some(row) = before else {
+                let cursor = match start {
+                    StartAt::Beginning => 0,
+                    StartAt::Now => newest,
+                    StartAt::Since(ms) => sqlx::query(
+                        "SELECT COALESCE(MAX(seq), 0) FROM events WHERE topic = ?1 AND created_ms < ?2",
+                    )
+                    .bind(topic)
+                    .bind(ms)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(unavailable)?
+                    .try_get(0)
+                    .map_err(unavailable)?,
+                };
+                sqlx::query(
+                    "INSERT INTO subscriptions (name, topic, cursor, generation) VALUES (?1, ?2, ?3, ?4)",
+                )
                 .bind(name)
-                .fetch_optional(&mut *tx)
+                .bind(topic)
+                .bind(cursor)
+                .bind(generation)
+                .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
-            match before {
-                None => {
-                    let cursor = match start {
-                        StartAt::Beginning => 0,
-                        StartAt::Now => newest,
-                        StartAt::Since(ms) => sqlx::query(
-                            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE topic = ?1 AND created_ms < ?2",
-                        )
-                        .bind(topic)
-                        .bind(ms)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(unavailable)?
-                        .try_get(0)
-                        .map_err(unavailable)?,
-                    };
-                    sqlx::query(
-                        "INSERT INTO subscriptions (name, topic, cursor) VALUES (?1, ?2, ?3)",
-                    )
+                tx.commit().await.map_err(unavailable)?;
+                return Ok(None);
+            };
+            let old: String = row.try_get("topic").map_err(unavailable)?;
+            let cursor: i64 = row.try_get("cursor").map_err(unavailable)?;
+            let held: i64 = row.try_get("generation").map_err(unavailable)?;
+            if old != topic && generation < held {
+                return Ok(Some(old));
+            }
+            if old != topic {
+                // Moved: what it still owes of the old topic becomes open deliveries
+                // (delivered as usual), and it reads the new topic from now on.
+                sqlx::query(
+                    "INSERT INTO deliveries (subscription, seq, state, attempt, due_ms, lease_until) \
+                     SELECT ?1, seq, 'pending', 0, ?2, 0 FROM events \
+                     WHERE topic = ?3 AND seq > ?4 ON CONFLICT DO NOTHING",
+                )
+                .bind(name)
+                .bind(now_ms())
+                .bind(&old)
+                .bind(cursor)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+                sqlx::query("UPDATE subscriptions SET topic = ?2, cursor = ?3 WHERE name = ?1")
                     .bind(name)
                     .bind(topic)
-                    .bind(cursor)
+                    .bind(newest)
                     .execute(&mut *tx)
                     .await
                     .map_err(unavailable)?;
-                }
-                Some(row) => {
-                    let (old, cursor): (String, i64) = (
-                        row.try_get("topic").map_err(unavailable)?,
-                        row.try_get("cursor").map_err(unavailable)?,
-                    );
-                    if old == topic {
-                        return Ok(());
-                    }
-                    // Moved: what it still owes of the old topic becomes open deliveries
-                    // (delivered as usual), and it reads the new topic from now on.
-                    sqlx::query(
-                        "INSERT INTO deliveries (subscription, seq, state, attempt, due_ms, lease_until) \
-                         SELECT ?1, seq, 'pending', 0, ?2, 0 FROM events \
-                         WHERE topic = ?3 AND seq > ?4 ON CONFLICT DO NOTHING",
-                    )
-                    .bind(name)
-                    .bind(now_ms())
-                    .bind(&old)
-                    .bind(cursor)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                    sqlx::query("UPDATE subscriptions SET topic = ?2, cursor = ?3 WHERE name = ?1")
-                        .bind(name)
-                        .bind(topic)
-                        .bind(newest)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(unavailable)?;
-                }
             }
+            sqlx::query(
+                "UPDATE subscriptions SET generation = MAX(generation, ?2) WHERE name = ?1",
+            )
+            .bind(name)
+            .bind(generation)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
             tx.commit().await.map_err(unavailable)?;
-            Ok(())
+            Ok(None)
         })
     }
 

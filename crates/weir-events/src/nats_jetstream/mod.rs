@@ -25,7 +25,8 @@ use crate::held::{Held, Holds};
 use support::{event_of, header, missing, next_by_subject, one_line};
 
 use crate::{
-    Attempt, DeadLetter, Depth, Event, Leased, NewEvent, Queue, QueueError, Result, StartAt, now_ms,
+    Attempt, DeadLetter, Declaration, Depth, Event, Leased, NewEvent, Queue, QueueError, Result,
+    StartAt, now_ms,
 };
 
 /// How long an ack wait is until a lease sets it.
@@ -106,13 +107,19 @@ impl Queue for NatsJetStream {
         })
     }
 
-    fn subscribe<'a>(
-        &'a self,
-        name: &'a str,
-        topic: &'a str,
-        start: StartAt,
-    ) -> BoxFuture<'a, Result<()>> {
+    fn declare<'a>(&'a self, d: &'a Declaration<'a>) -> BoxFuture<'a, Result<Option<String>>> {
         Box::pin(async move {
+            let Declaration {
+                name,
+                topic,
+                start,
+                generation,
+            } = *d;
+            let held: i64 = self
+                .state_of("gen", name)
+                .await?
+                .and_then(|g| g.parse().ok())
+                .unwrap_or(0);
             let durable = consumer_name(name);
             let wanted = self.topic_filter(topic);
             let mut start = match start {
@@ -129,6 +136,10 @@ impl Queue for NatsJetStream {
                 Ok(mut c) => {
                     let info = c.info().await.map_err(unavailable)?.clone();
                     if info.config.filter_subject != wanted {
+                        if generation < held {
+                            let old = self.topic_of_filter(&info.config.filter_subject);
+                            return Ok(Some(old));
+                        }
                         start = self.move_to(name, &info, topic).await?;
                     }
                 }
@@ -159,7 +170,10 @@ impl Queue for NatsJetStream {
                     .await
                     .map_err(unavailable)?;
             }
-            Ok(())
+            if generation > held {
+                self.set_state("gen", name, &generation.to_string()).await?;
+            }
+            Ok(None)
         })
     }
 

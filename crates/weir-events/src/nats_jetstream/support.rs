@@ -173,6 +173,15 @@ impl NatsJetStream {
         format!("{}.ev.{topic}.*", self.prefix)
     }
 
+    /// The topic a consumer's filter (`P.ev.TOPIC.*`) reads.
+    pub(super) fn topic_of_filter(&self, filter: &str) -> String {
+        filter
+            .strip_prefix(&format!("{}.ev.", self.prefix))
+            .and_then(|f| f.strip_suffix(".*"))
+            .unwrap_or(filter)
+            .to_owned()
+    }
+
     pub(super) fn replay_filter(&self, sub: &str) -> String {
         format!("{}.re.{sub}.*", self.prefix)
     }

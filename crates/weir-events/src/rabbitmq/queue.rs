@@ -13,7 +13,8 @@ use super::link::{self, args, durable, header_i64, quorum_args, soft, text, unav
 use super::{HEAD_GRACE_MS, Msg, RabbitMq, bounded};
 use crate::held::Held;
 use crate::{
-    Attempt, DeadLetter, Depth, Event, Leased, NewEvent, Queue, QueueError, Result, StartAt, now_ms,
+    Attempt, DeadLetter, Declaration, Depth, Event, Leased, NewEvent, Queue, QueueError, Result,
+    StartAt, now_ms,
 };
 
 /// A lease looks at most this many messages past `max` (ladder returns not yet due,
@@ -82,21 +83,32 @@ impl Queue for RabbitMq {
         }))
     }
 
-    fn subscribe<'a>(
-        &'a self,
-        name: &'a str,
-        topic: &'a str,
-        start: StartAt,
-    ) -> BoxFuture<'a, Result<()>> {
+    fn declare<'a>(&'a self, d: &'a Declaration<'a>) -> BoxFuture<'a, Result<Option<String>>> {
         Box::pin(bounded(async move {
+            let Declaration {
+                name,
+                topic,
+                start,
+                generation,
+            } = *d;
             let l = self.link().await?;
+            let before = self.state_of("topic-of", name).await?;
+            let held: i64 = self
+                .state_of("gen-of", name)
+                .await?
+                .and_then(|g| g.parse().ok())
+                .unwrap_or(0);
+            if let Some(old) = before.as_deref().filter(|old| *old != topic)
+                && generation < held
+            {
+                return Ok(Some(old.to_owned()));
+            }
             self.ensure_topic(&l, topic).await?;
             let queue = self.names.sub(name);
             let existed = l.count(&queue).await.is_ok();
             l.declare(&queue, durable(), quorum_args())
                 .await
                 .map_err(unavailable)?;
-            let before = self.state_of("topic-of", name).await?;
             if let Some(old) = before.as_deref().filter(|old| *old != topic) {
                 // The subscription moved to another topic: it stops taking the old one's.
                 l.publish
@@ -130,6 +142,10 @@ impl Queue for RabbitMq {
             if before.as_deref() != Some(topic) {
                 self.append_state(&l, "topic-of", name, topic).await?;
             }
+            if generation > held {
+                self.append_state(&l, "gen-of", name, &generation.to_string())
+                    .await?;
+            }
             let history = match start {
                 StartAt::Now => None,
                 StartAt::Beginning => Some(0),
@@ -142,7 +158,7 @@ impl Queue for RabbitMq {
                     l.confirmed("", &queue, &e.body, props(&e, 1, 0)).await?;
                 }
             }
-            Ok(())
+            Ok(None)
         }))
     }
 

@@ -15,8 +15,8 @@ mod scripts;
 use scripts::Scripts;
 
 use crate::{
-    ATTEMPT_RETENTION, ATTEMPTS_KEPT, Attempt, DeadLetter, Depth, Event, Leased, NewEvent, Queue,
-    QueueError, Result, StartAt, now_ms,
+    ATTEMPT_RETENTION, ATTEMPTS_KEPT, Attempt, DeadLetter, Declaration, Depth, Event, Leased,
+    NewEvent, Queue, QueueError, Result, StartAt, now_ms,
 };
 
 /// The Redis Streams queue. Durability is the server's: see ADR 0006 (AOF with
@@ -233,30 +233,43 @@ impl Queue for RedisStreams {
         })
     }
 
-    fn subscribe<'a>(
-        &'a self,
-        name: &'a str,
-        topic: &'a str,
-        start: StartAt,
-    ) -> BoxFuture<'a, Result<()>> {
+    fn declare<'a>(&'a self, d: &'a Declaration<'a>) -> BoxFuture<'a, Result<Option<String>>> {
         Box::pin(async move {
+            let Declaration {
+                name,
+                topic,
+                start,
+                generation,
+            } = *d;
             let mut c = self.conn().await?;
-            let before: Option<String> = redis::cmd("HGET")
-                .arg(format!("{}s:{name}", self.prefix))
+            let key = format!("{}s:{name}", self.prefix);
+            let (before, held): (Option<String>, Option<i64>) = redis::cmd("HMGET")
+                .arg(&key)
                 .arg("topic")
+                .arg("gen")
                 .query_async(&mut c)
                 .await
                 .map_err(|e| unavailable(&e))?;
-            if before.as_deref().is_some_and(|t| t != topic) {
+            if let Some(old) = before.filter(|t| t != topic) {
+                if generation < held.unwrap_or(0) {
+                    return Ok(Some(old));
+                }
                 // Moved: one script, so no event of either topic falls between the two.
-                return self
-                    .run::<i64>(
-                        &self.scripts.moved,
-                        Some(name),
-                        &[topic.to_owned(), now_ms().to_string()],
-                    )
+                self.run::<i64>(
+                    &self.scripts.moved,
+                    Some(name),
+                    &[topic.to_owned(), now_ms().to_string()],
+                )
+                .await?;
+            }
+            if generation > held.unwrap_or(0) {
+                redis::cmd("HSET")
+                    .arg(&key)
+                    .arg("gen")
+                    .arg(generation)
+                    .query_async::<Value>(&mut c)
                     .await
-                    .map(drop);
+                    .map_err(|e| unavailable(&e))?;
             }
             let stream = format!("{}t:{topic}", self.prefix);
             let from = match start {
@@ -291,13 +304,13 @@ impl Queue for RedisStreams {
                 Err(e) => return Err(unavailable(&e)),
             }
             redis::cmd("HSETNX")
-                .arg(format!("{}s:{name}", self.prefix))
+                .arg(&key)
                 .arg("topic")
                 .arg(topic)
                 .query_async::<Value>(&mut c)
                 .await
                 .map_err(|e| unavailable(&e))?;
-            Ok(())
+            Ok(None)
         })
     }
 

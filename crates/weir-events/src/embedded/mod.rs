@@ -14,7 +14,7 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 mod writers;
-use writers::{ack_loop, record_loop, sqlite, write_loop};
+use writers::{WriteLock, ack_loop, record_loop, sqlite, write_loop};
 
 use crate::{
     Attempt, DeadLetter, Declaration, Depth, Event, Leased, NewEvent, Queue, QueueError, Result,
@@ -33,6 +33,10 @@ type Done = (String, i64, oneshot::Sender<Result<()>>);
 #[derive(Clone)]
 pub struct Embedded {
     pool: SqlitePool,
+    /// Connections that commit without an fsync: leases, acknowledgements, state.
+    quick: SqlitePool,
+    /// Taken by every write transaction (see [`WriteLock`]).
+    write: WriteLock,
     writer: mpsc::Sender<(Vec<NewEvent>, Ack)>,
     /// Woken after every commit that published events.
     committed: std::sync::Arc<tokio::sync::Notify>,
@@ -88,13 +92,20 @@ impl Embedded {
         .await;
         let (tx, rx) = mpsc::channel(WAITING);
         let committed = std::sync::Arc::new(tokio::sync::Notify::new());
+        let write = WriteLock::default();
         tokio::spawn(write_loop(
             pool.clone(),
+            write.clone(),
             rx,
             std::sync::Arc::clone(&committed),
         ));
         let (acks, ack_rx) = mpsc::unbounded_channel();
-        tokio::spawn(ack_loop(pool.clone(), ack_rx));
+        // Leases, acknowledgements and state changes commit without an fsync of their own:
+        // the next publish's fsync makes them durable (the log is written in order), so
+        // an event is never acknowledged before the cursor that must get it is on disk,
+        // and a crash loses at most a lease or an acknowledgement (a redelivery).
+        let quick = sqlite(&dir.join("events.db"), SqliteSynchronous::Normal, 4).await?;
+        tokio::spawn(ack_loop(quick.clone(), write.clone(), ack_rx));
         // Attempt records: WAL without an fsync per commit (a crash of the machine may lose
         // the last records, never the queue's state).
         let attempts = sqlite(&dir.join("attempts.db"), SqliteSynchronous::Normal, 2).await?;
@@ -114,6 +125,8 @@ impl Embedded {
         tokio::spawn(record_loop(attempts.clone(), record_rx));
         Ok(Self {
             pool,
+            quick,
+            write,
             writer: tx,
             committed,
             acks,
@@ -238,7 +251,8 @@ impl Embedded {
         let lease_id = self
             .lease_ids
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let _turn = self.write.take().await;
+        let mut tx = self.quick.begin().await.map_err(unavailable)?;
         let ordered = sqlx::query("SELECT 1 FROM ordered WHERE name = ?1")
             .bind(subscription)
             .fetch_optional(&mut *tx)
@@ -339,12 +353,13 @@ impl Embedded {
         arg: Option<String>,
         due: i64,
     ) -> Result<()> {
+        let _turn = self.write.take().await;
         sqlx::query(sql)
             .bind(subscription)
             .bind(seq)
             .bind(arg)
             .bind(due)
-            .execute(&self.pool)
+            .execute(&self.quick)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -375,7 +390,8 @@ impl Queue for Embedded {
                 start,
                 generation,
             } = *d;
-            let mut tx = self.pool.begin().await.map_err(unavailable)?;
+            let _turn = self.write.take().await;
+            let mut tx = self.quick.begin().await.map_err(unavailable)?;
             let newest: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM events")
                 .fetch_one(&mut *tx)
                 .await
@@ -549,6 +565,7 @@ impl Queue for Embedded {
         seq: Option<i64>,
     ) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
+            let _turn = self.write.take().await;
             let n = sqlx::query(
                 "UPDATE deliveries SET state = 'pending', attempt = 0, due_ms = ?1 \
                  WHERE subscription = ?2 AND state = 'dead' AND (?3 IS NULL OR seq = ?3)",
@@ -556,7 +573,7 @@ impl Queue for Embedded {
             .bind(now_ms())
             .bind(subscription)
             .bind(seq)
-            .execute(&self.pool)
+            .execute(&self.quick)
             .await
             .map_err(unavailable)?
             .rows_affected();
@@ -571,7 +588,8 @@ impl Queue for Embedded {
     ) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
             let (topic, cursor) = self.topic_of(subscription).await?;
-            let mut tx = self.pool.begin().await.map_err(unavailable)?;
+            let _turn = self.write.take().await;
+            let mut tx = self.quick.begin().await.map_err(unavailable)?;
             // Events already past the cursor get a fresh pending delivery (same event id);
             // the cursor itself is untouched, so nothing is skipped or taken twice.
             let n = sqlx::query(
@@ -597,6 +615,8 @@ impl Queue for Embedded {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            // Quick commits first, then the fsynced pool: its close makes them durable.
+            self.quick.close().await;
             self.pool.close().await;
             self.attempts.close().await;
         })
@@ -659,8 +679,9 @@ impl Queue for Embedded {
             } else {
                 sqlx::query("DELETE FROM ordered WHERE name = ?1")
             };
+            let _turn = self.write.take().await;
             q.bind(subscription)
-                .execute(&self.pool)
+                .execute(&self.quick)
                 .await
                 .map_err(unavailable)?;
             Ok(())
@@ -683,7 +704,8 @@ impl Queue for Embedded {
                 .bind(now_ms()),
                 None => sqlx::query("DELETE FROM disabled WHERE name = ?1").bind(subscription),
             };
-            q.execute(&self.pool).await.map_err(unavailable)?;
+            let _turn = self.write.take().await;
+            q.execute(&self.quick).await.map_err(unavailable)?;
             Ok(())
         })
     }
@@ -747,7 +769,8 @@ impl Queue for Embedded {
                     .filter_map(|r| r.try_get::<i64, _>(0).ok())
                     .collect();
                 let Some(&last) = old.last() else { break };
-                let mut tx = self.pool.begin().await.map_err(unavailable)?;
+                let _turn = self.write.take().await;
+                let mut tx = self.quick.begin().await.map_err(unavailable)?;
                 for sql in [
                     "DELETE FROM deliveries WHERE seq IN \
                      (SELECT seq FROM events WHERE topic = ?1 AND seq <= ?2)",

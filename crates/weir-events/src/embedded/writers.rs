@@ -38,9 +38,23 @@ pub(super) async fn sqlite(
         .map_err(unavailable)
 }
 
+/// Every write transaction on the queue's file takes this first, so writers wait their
+/// turn here, in arrival order. Left to SQLite, a writer that finds another one waits in
+/// its busy handler, which sleeps in steps of up to 100 ms: one subscription's retries
+/// then delayed another's deliveries by that much.
+#[derive(Clone, Default)]
+pub(super) struct WriteLock(std::sync::Arc<tokio::sync::Mutex<()>>);
+
+impl WriteLock {
+    pub(super) async fn take(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.0.lock().await
+    }
+}
+
 /// The group-commit writer: every publish waiting goes into one transaction.
 pub(super) async fn write_loop(
     pool: SqlitePool,
+    write: WriteLock,
     mut rx: mpsc::Receiver<(Vec<NewEvent>, Ack)>,
     committed: std::sync::Arc<tokio::sync::Notify>,
 ) {
@@ -56,7 +70,10 @@ pub(super) async fn write_loop(
                 Err(_) => break,
             }
         }
-        let result = commit(&pool, &batch).await;
+        let result = {
+            let _turn = write.take().await;
+            commit(&pool, &batch).await
+        };
         match result {
             Ok(mut seqs) => {
                 committed.notify_waiters();
@@ -77,7 +94,11 @@ pub(super) async fn write_loop(
 
 /// Removes finished deliveries in batches: one transaction (one fsync) for every ack that
 /// arrived meanwhile; each ack is answered after the commit.
-pub(super) async fn ack_loop(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Done>) {
+pub(super) async fn ack_loop(
+    pool: SqlitePool,
+    write: WriteLock,
+    mut rx: mpsc::UnboundedReceiver<Done>,
+) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -87,6 +108,7 @@ pub(super) async fn ack_loop(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<D
             }
         }
         let done = async {
+            let _turn = write.take().await;
             let mut tx = pool.begin().await?;
             for (sub, seq, _) in &batch {
                 sqlx::query("DELETE FROM deliveries WHERE subscription = ?1 AND seq = ?2")

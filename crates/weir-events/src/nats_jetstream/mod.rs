@@ -30,7 +30,7 @@ use crate::{
 };
 
 /// How long an ack wait is until a lease sets it.
-const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(60);
+const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 
 fn unavailable(e: impl std::fmt::Display) -> QueueError {
     QueueError::Unavailable(e.to_string())

@@ -194,6 +194,7 @@ subscriptions:
     }
 
     broker.start_again().await;
+    let returned = std::time::Instant::now();
     let mut back = false;
     for n in 0..100 {
         let r = publish(200 + n).await;
@@ -205,15 +206,38 @@ subscriptions:
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(back, "ingest resumes once the broker is back");
+    let ingest_back = returned.elapsed();
+    let mut after = Vec::new();
     for n in 0..10 {
         let r = publish(300 + n).await;
         assert_eq!(r.status, 202);
-        accepted.insert(r.json()["id"].as_str().unwrap().to_owned());
+        let id = r.json()["id"].as_str().unwrap().to_owned();
+        after.push(id.clone());
+        accepted.insert(id);
     }
     eventually("delivery resumes", Duration::from_secs(15), || {
+        let got = delivered_ids(&endpoint);
+        after.iter().any(|id| got.contains(id))
+    })
+    .await;
+    let delivery_back = returned.elapsed();
+    eventually("every 202 delivered", Duration::from_secs(15), || {
         accepted.is_subset(&delivered_ids(&endpoint))
     })
     .await;
+    eprintln!(
+        "chaos: {}: broker away: acknowledged {}, delivered {}, duplicates {}; ingest back after {:.1} s, delivery after {:.1} s",
+        broker.url(),
+        accepted.len(),
+        delivered_ids(&endpoint).intersection(&accepted).count(),
+        endpoint.recorded().len() - delivered_ids(&endpoint).len(),
+        ingest_back.as_secs_f64(),
+        delivery_back.as_secs_f64(),
+    );
+    assert!(
+        delivery_back <= Duration::from_secs(5),
+        "delivery resumed {delivery_back:?} after the broker's return"
+    );
     node.shutdown().await;
 }
 

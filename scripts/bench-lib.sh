@@ -24,15 +24,18 @@ CONF
 }
 
 # delivery_config DIR PROXY_PORT HOOK_PORT MAX_IN_FLIGHT: writes DIR/weir.yaml, one topic
-# route (/events/bench) and one subscription delivering to 127.0.0.1:HOOK_PORT/hook.
+# route (/events/bench) and one subscription delivering to 127.0.0.1:HOOK_PORT/hook; the
+# queue is WEIR_QUEUE (a redis://, nats:// or amqp:// URL) or the embedded one, under a
+# namespace of the run's own (its topic keeps events ten minutes, so brokers shed them).
 delivery_config() {
   cat > "$1/weir.yaml" <<YAML
 listen: { proxy: 127.0.0.1:$2 }
 workers: 1
 access_log: off
 data_dir: $1/data
+events: { backend: "${WEIR_QUEUE:-embedded}", namespace: "bench$$" }
 topics:
-  bench: {}
+  bench: { retention: 10m }
 routes:
   - { name: ingest, topic: bench, match: { paths: ["/events/bench"] } }
 subscriptions:

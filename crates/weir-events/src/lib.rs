@@ -234,9 +234,10 @@ pub trait Queue: Send + Sync + 'static {
         max: usize,
     ) -> BoxFuture<'a, Result<Vec<Event>>>;
 
-    /// Retention: drops the topic's events published before `before_ms`, with whatever
-    /// subscriptions still owed of them; how many events went.
-    fn trim<'a>(&'a self, topic: &'a str, before_ms: i64) -> BoxFuture<'a, Result<u64>>;
+    /// Retention: drops the topic's events published before `before_ms`. What a
+    /// subscription still owed of them becomes its dead letter (reason [`RETAINED_PAST`]),
+    /// and such an event is kept for as long as a dead letter needs it.
+    fn trim<'a>(&'a self, topic: &'a str, before_ms: i64) -> BoxFuture<'a, Result<Trimmed>>;
 
     /// The position of the topic's newest event (0 when it has none).
     fn latest<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i64>>;
@@ -291,6 +292,40 @@ pub trait Queue: Send + Sync + 'static {
         Box::pin(tokio::time::sleep(max_wait))
     }
 }
+
+/// What one retention pass did to a topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    /// Events dropped.
+    pub dropped: u64,
+    /// Per subscription, events it still owed that became dead letters instead.
+    pub dead_lettered: Vec<(String, u64)>,
+}
+
+/// Events a subscription still owed when its topic's retention ran out (they became its
+/// dead letters).
+pub const RETENTION_DEAD_LETTERS: &str = "weir_event_retention_dead_letters_total";
+
+impl Trimmed {
+    /// Logs what a retention pass over `topic` did, and counts its dead letters: never
+    /// silent about what a subscription had not received.
+    pub fn report(&self, topic: &str) {
+        if self.dropped > 0 {
+            tracing::info!(
+                topic,
+                events = self.dropped,
+                "events past retention dropped"
+            );
+        }
+        for (sub, n) in &self.dead_lettered {
+            tracing::warn!(topic, subscription = %sub, events = n, "retention ran out before these events were delivered; they are dead letters now (replay them to deliver them)");
+            metrics::counter!(RETENTION_DEAD_LETTERS, "subscription" => sub.clone()).increment(*n);
+        }
+    }
+}
+
+/// The reason of a dead letter made by retention.
+pub const RETAINED_PAST: &str = "the topic's retention ran out before this event was delivered (kept as a dead letter; replay it to deliver it)";
 
 /// How long attempt records are kept.
 pub const ATTEMPT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);

@@ -279,7 +279,9 @@ async fn ordering(q: &dyn Queue, t: &str) {
     assert_eq!((d.pending, d.dead), (0, 1), "{d:?}");
 }
 
-/// Retention: events older than the cut go, with what subscriptions owed of them.
+/// Retention: events older than the cut go, but what a subscription still owed of them
+/// (leased, or not yet read) becomes its dead letter instead, kept until replayed; events
+/// every subscription had are dropped.
 async fn retention(q: &dyn Queue, t: &str) {
     let (topic, sub) = (format!("kept-{t}"), format!("keeper-{t}"));
     q.subscribe(&sub, &topic, StartAt::Beginning).await.unwrap();
@@ -287,6 +289,10 @@ async fn retention(q: &dyn Queue, t: &str) {
         .publish((0..3).map(|n| event(&topic, &format!("old {n}"))).collect())
         .await
         .unwrap();
+    // One more that the subscription gets before the cut.
+    let done = q.publish(vec![event(&topic, "done")]).await.unwrap();
+    let first = q.lease(&sub, 1, Duration::from_millis(1)).await.unwrap();
+    assert_eq!(first[0].event.seq, old[0]);
     tokio::time::sleep(Duration::from_millis(5)).await;
     let cut = now_ms();
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -294,28 +300,43 @@ async fn retention(q: &dyn Queue, t: &str) {
         .publish((0..2).map(|n| event(&topic, &format!("new {n}"))).collect())
         .await
         .unwrap();
-    let first = q.lease(&sub, 1, Duration::from_millis(1)).await.unwrap();
-    assert_eq!(first[0].event.seq, old[0]);
-    assert_eq!(q.trim(&topic, cut).await.unwrap(), 3);
-    let kept: Vec<i64> = q
-        .read(&topic, 0, 10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.seq)
-        .collect();
-    assert_eq!(kept, new);
-    assert!(q.get(&first[0].event.id).await.unwrap().is_none());
+    // "done" is delivered now; the old three are still owed at the cut.
+    let _ = done;
+    let trimmed = q.trim(&topic, cut).await.unwrap();
+    assert_eq!(trimmed.dead_lettered, vec![(sub.clone(), 4)], "{t}");
+    assert_eq!(trimmed.dropped, 0, "{t}: owed events stay as dead letters");
+    let dead = q.dead_letters(&sub, 10).await.unwrap();
+    assert_eq!(dead.len(), 4, "{t}");
+    assert!(
+        dead.iter().all(|d| d.reason == weir_events::RETAINED_PAST),
+        "{t}"
+    );
+    assert!(q.get(&first[0].event.id).await.unwrap().is_some(), "{t}");
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let leased: Vec<i64> = q
-        .lease(&sub, 10, LEASE)
-        .await
-        .unwrap()
-        .iter()
-        .map(|l| l.event.seq)
-        .collect();
-    assert_eq!(leased, new, "only what is kept is delivered");
-    assert_eq!(q.trim(&topic, cut).await.unwrap(), 0);
+    let mut leased: Vec<i64> = Vec::new();
+    for l in q.lease(&sub, 10, LEASE).await.unwrap() {
+        leased.push(l.event.seq);
+        q.ack(&sub, l.event.seq).await.unwrap();
+    }
+    assert_eq!(leased, new, "{t}: the new ones are delivered as usual");
+    // Replayed, the dead letters are delivered after all; once done, retention drops them.
+    assert_eq!(q.replay_dead(&sub, None).await.unwrap(), 4, "{t}");
+    let mut again = Vec::new();
+    for l in lease_soon(q, &sub, 10).await {
+        again.push(l.event.seq);
+        q.ack(&sub, l.event.seq).await.unwrap();
+    }
+    again.sort();
+    let mut want = old.clone();
+    want.extend(&done);
+    assert_eq!(again, want, "{t}");
+    let trimmed = q.trim(&topic, cut).await.unwrap();
+    assert_eq!(
+        (trimmed.dropped, trimmed.dead_lettered.len()),
+        (4, 0),
+        "{t}"
+    );
+    assert!(q.get(&first[0].event.id).await.unwrap().is_none(), "{t}");
 }
 
 /// `a` with the fields the test set checked.

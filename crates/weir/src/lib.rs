@@ -102,8 +102,7 @@ async fn keep_retention(
         for (name, t) in &topics {
             let before = weir_events::now_ms() - t.retention.get().as_millis() as i64;
             match queue.trim(name, before).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(topic = %name, events = n, "events past retention dropped"),
+                Ok(t) => t.report(name),
                 Err(e) => {
                     tracing::warn!(topic = %name, error = %e, "cannot drop events past retention; will try again")
                 }

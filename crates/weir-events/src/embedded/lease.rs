@@ -237,3 +237,44 @@ impl Embedded {
         Ok(())
     }
 }
+
+/// Retention reached the topic's events in `(from, last]`: what a subscription still owes
+/// of them (open deliveries, and events past the cursor of a subscription reading the
+/// topic) becomes a dead letter, and the cursors move past them. The subscription of each
+/// new dead letter, once per letter.
+pub(super) async fn retire(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    topic: &str,
+    from: i64,
+    last: i64,
+) -> Result<Vec<String>> {
+    let mut subs = Vec::new();
+    for sql in [
+        "UPDATE deliveries SET state = 'dead', reason = ?4 \
+         WHERE state IN ('pending', 'leased') AND seq IN \
+         (SELECT seq FROM events WHERE topic = ?1 AND seq > ?2 AND seq <= ?3) \
+         RETURNING subscription",
+        "INSERT INTO deliveries (subscription, seq, state, attempt, due_ms, lease_until, reason) \
+         SELECT s.name, e.seq, 'dead', 0, 0, 0, ?4 FROM subscriptions s \
+         JOIN events e ON e.topic = s.topic AND e.seq > s.cursor \
+         WHERE s.topic = ?1 AND e.seq > ?2 AND e.seq <= ?3 \
+         ON CONFLICT DO NOTHING RETURNING subscription",
+    ] {
+        let rows = sqlx::query(sql)
+            .bind(topic)
+            .bind(from)
+            .bind(last)
+            .bind(crate::RETAINED_PAST)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+        subs.extend(rows.iter().filter_map(|r| r.try_get::<String, _>(0).ok()));
+    }
+    sqlx::query("UPDATE subscriptions SET cursor = ?2 WHERE topic = ?1 AND cursor < ?2")
+        .bind(topic)
+        .bind(last)
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    Ok(subs)
+}

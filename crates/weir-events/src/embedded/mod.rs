@@ -13,13 +13,13 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 mod lease;
-use lease::event_of;
+use lease::{event_of, retire};
 mod writers;
 use writers::{WriteLock, ack_loop, record_loop, sqlite, write_loop};
 
 use crate::{
     Attempt, DeadLetter, Declaration, Depth, Event, Leased, NewEvent, Queue, QueueError, Result,
-    StartAt, now_ms,
+    StartAt, Trimmed, now_ms,
 };
 
 /// Publishes waiting for the writer; beyond this, publishers wait (backpressure).
@@ -523,16 +523,20 @@ impl Queue for Embedded {
         })
     }
 
-    fn trim<'a>(&'a self, topic: &'a str, before_ms: i64) -> BoxFuture<'a, Result<u64>> {
+    fn trim<'a>(&'a self, topic: &'a str, before_ms: i64) -> BoxFuture<'a, Result<Trimmed>> {
         Box::pin(async move {
-            let mut gone = 0;
+            let mut out = Trimmed::default();
+            let mut owed: std::collections::BTreeMap<String, u64> = Default::default();
+            let mut from = 0;
             // Oldest first, a batch at a time, along the (topic, seq) index: only old
             // events and one batch past them are read.
             loop {
                 let rows = sqlx::query(
-                    "SELECT seq, created_ms FROM events WHERE topic = ?1 ORDER BY seq LIMIT 1000",
+                    "SELECT seq, created_ms FROM events WHERE topic = ?1 AND seq > ?2 \
+                     ORDER BY seq LIMIT 1000",
                 )
                 .bind(topic)
+                .bind(from)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(unavailable)?;
@@ -544,25 +548,28 @@ impl Queue for Embedded {
                 let Some(&last) = old.last() else { break };
                 let _turn = self.write.take().await;
                 let mut tx = self.quick.begin().await.map_err(unavailable)?;
-                for sql in [
-                    "DELETE FROM deliveries WHERE seq IN \
-                     (SELECT seq FROM events WHERE topic = ?1 AND seq <= ?2)",
-                    "DELETE FROM events WHERE topic = ?1 AND seq <= ?2",
-                ] {
-                    sqlx::query(sql)
-                        .bind(topic)
-                        .bind(last)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(unavailable)?;
+                for sub in retire(&mut tx, topic, from, last).await? {
+                    *owed.entry(sub).or_default() += 1;
                 }
+                out.dropped += sqlx::query(
+                    "DELETE FROM events WHERE topic = ?1 AND seq > ?2 AND seq <= ?3 \
+                     AND seq NOT IN (SELECT seq FROM deliveries)",
+                )
+                .bind(topic)
+                .bind(from)
+                .bind(last)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .rows_affected();
                 tx.commit().await.map_err(unavailable)?;
-                gone += old.len() as u64;
+                from = last;
                 if old.len() < rows.len() {
                     break;
                 }
             }
-            Ok(gone)
+            out.dead_lettered = owed.into_iter().collect();
+            Ok(out)
         })
     }
 

@@ -26,7 +26,7 @@ use support::{event_of, header, missing, next_by_subject, one_line};
 
 use crate::{
     Attempt, DeadLetter, Declaration, Depth, Event, Leased, NewEvent, Queue, QueueError, Result,
-    StartAt, now_ms,
+    StartAt, Trimmed, now_ms,
 };
 
 /// How long an ack wait is until a lease sets it.
@@ -505,9 +505,9 @@ impl Queue for NatsJetStream {
         })
     }
 
-    fn trim<'a>(&'a self, _topic: &'a str, _before_ms: i64) -> BoxFuture<'a, Result<u64>> {
+    fn trim<'a>(&'a self, _topic: &'a str, _before_ms: i64) -> BoxFuture<'a, Result<Trimmed>> {
         // The stream's own max_age (the longest topic retention) drops old events.
-        Box::pin(async { Ok(0) })
+        Box::pin(async { Ok(Trimmed::default()) })
     }
 
     fn latest<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i64>> {

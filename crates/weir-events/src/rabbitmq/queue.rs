@@ -14,7 +14,7 @@ use super::{HEAD_GRACE_MS, Msg, RabbitMq, bounded};
 use crate::held::Held;
 use crate::{
     Attempt, DeadLetter, Declaration, Depth, Event, Leased, NewEvent, Queue, QueueError, Result,
-    StartAt, now_ms,
+    StartAt, Trimmed, now_ms,
 };
 
 /// A lease looks at most this many messages past `max` (ladder returns not yet due,
@@ -521,9 +521,9 @@ impl Queue for RabbitMq {
         }))
     }
 
-    fn trim<'a>(&'a self, _topic: &'a str, _before_ms: i64) -> BoxFuture<'a, Result<u64>> {
+    fn trim<'a>(&'a self, _topic: &'a str, _before_ms: i64) -> BoxFuture<'a, Result<Trimmed>> {
         // The topic streams' own max-age (the longest topic retention) drops old events.
-        Box::pin(async { Ok(0) })
+        Box::pin(async { Ok(Trimmed::default()) })
     }
 
     fn latest<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i64>> {

@@ -16,7 +16,7 @@ use scripts::Scripts;
 
 use crate::{
     ATTEMPT_RETENTION, ATTEMPTS_KEPT, Attempt, DeadLetter, Declaration, Depth, Event, Leased,
-    NewEvent, Queue, QueueError, Result, StartAt, now_ms,
+    NewEvent, Queue, QueueError, Result, StartAt, Trimmed, now_ms,
 };
 
 /// The Redis Streams queue. Durability is the server's: see ADR 0006 (AOF with
@@ -310,6 +310,13 @@ impl Queue for RedisStreams {
                 .query_async::<Value>(&mut c)
                 .await
                 .map_err(|e| unavailable(&e))?;
+            // The topic's subscriptions, for retention to find what they still owe.
+            redis::cmd("SADD")
+                .arg(format!("{}subs:{topic}", self.prefix))
+                .arg(name)
+                .query_async::<Value>(&mut c)
+                .await
+                .map_err(|e| unavailable(&e))?;
             Ok(None)
         })
     }
@@ -519,20 +526,43 @@ impl Queue for RedisStreams {
         })
     }
 
-    fn trim<'a>(&'a self, topic: &'a str, before_ms: i64) -> BoxFuture<'a, Result<u64>> {
+    fn trim<'a>(&'a self, topic: &'a str, before_ms: i64) -> BoxFuture<'a, Result<Trimmed>> {
         Box::pin(async move {
-            let mut gone = 0;
+            let mut out = Trimmed::default();
+            let mut made: std::collections::BTreeMap<String, u64> = Default::default();
             loop {
-                let n: i64 = self
+                let answer: Vec<Value> = self
                     .run(
                         &self.scripts.trim,
                         None,
-                        &[topic.to_owned(), before_ms.to_string()],
+                        &[
+                            topic.to_owned(),
+                            before_ms.to_string(),
+                            crate::RETAINED_PAST.to_owned(),
+                        ],
                     )
                     .await?;
-                gone += n.max(0) as u64;
+                let count = |i: usize| -> i64 {
+                    answer
+                        .get(i)
+                        .and_then(|v| redis::from_redis_value_ref(v).ok())
+                        .unwrap_or(0)
+                };
+                let (n, dropped) = (count(0), count(1));
+                for pair in answer.get(2..).unwrap_or_default().chunks(2) {
+                    if let [sub, count] = pair
+                        && let (Ok(sub), Ok(count)) = (
+                            redis::from_redis_value_ref::<String>(sub),
+                            redis::from_redis_value_ref::<u64>(count),
+                        )
+                    {
+                        *made.entry(sub).or_default() += count;
+                    }
+                }
+                out.dropped += dropped.max(0) as u64;
                 if n < 1000 {
-                    return Ok(gone);
+                    out.dead_lettered = made.into_iter().collect();
+                    return Ok(out);
                 }
             }
         })

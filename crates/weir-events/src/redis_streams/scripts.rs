@@ -163,6 +163,8 @@ end
 redis.pcall('XGROUP', 'DESTROY', stream, sub)
 redis.call('SADD', p .. 'was:' .. sub, topic)
 redis.call('SREM', p .. 'was:' .. sub, to)
+redis.call('SREM', p .. 'subs:' .. topic, sub)
+redis.call('SADD', p .. 'subs:' .. to, sub)
 local made = redis.pcall('XGROUP', 'CREATE', p .. 't:' .. to, sub, '$', 'MKSTREAM')
 if type(made) == 'table' and made.err then
   redis.call('XGROUP', 'SETID', p .. 't:' .. to, sub, '$')
@@ -262,26 +264,98 @@ end
 return {new + redis.call('ZCARD', owed), oldest, redis.call('ZCARD', dead)}
 ";
 
-/// ARGV: prefix, topic, before (ms). Drops up to 1000 of the topic's oldest events
-/// published before then (what subscriptions owed of them is dropped when next leased);
-/// answers how many.
+/// ARGV: prefix, topic, before (ms), reason. Up to 1000 of the topic's oldest events
+/// published before then leave its retention: what a subscription of the topic still owed
+/// of one becomes its dead letter (the event stays for it), the rest is dropped; groups
+/// move past them. Events kept for dead letters wait in `kept:TOPIC` and go once no
+/// subscription holds them. Answers {events seen, events dropped, then subscription and
+/// count of the dead letters made}.
 pub(super) const TRIM: &str = r"
-local p, topic = ARGV[1], ARGV[2]
+local p, topic, reason = ARGV[1], ARGV[2], ARGV[4]
 local stream = p .. 't:' .. topic
 local old = redis.call('ZRANGEBYSCORE', p .. 'time:' .. topic, '-inf', '(' .. ARGV[3], 'LIMIT', 0, 1000)
+local subs = redis.call('SMEMBERS', p .. 'subs:' .. topic)
+local read = {}
+local groups = redis.pcall('XINFO', 'GROUPS', stream)
+if type(groups) == 'table' and not groups.err then
+  for _, g in ipairs(groups) do
+    local name, last
+    for i = 1, #g, 2 do
+      if g[i] == 'name' then name = g[i + 1] end
+      if g[i] == 'last-delivered-id' then last = g[i + 1] end
+    end
+    if name then read[name] = tonumber(string.match(last, '^(%d+)')) end
+  end
+end
+local made, highest, dropped = {}, 0, 0
+local function drop(s, f)
+  for i = 1, #f, 2 do
+    if f[i] == 'id' then redis.call('HDEL', p .. 'ids', f[i + 1]) end
+  end
+  redis.call('XDEL', stream, s .. '-0')
+  dropped = dropped + 1
+end
+-- Kept for dead letters before: dropped once no subscription holds them (replayed and
+-- delivered, say).
+for _, s in ipairs(redis.call('ZRANGE', p .. 'kept:' .. topic, 0, 999)) do
+  local held = false
+  for _, sub in ipairs(subs) do
+    if redis.call('ZSCORE', p .. 'dead:' .. sub, s) or redis.call('ZSCORE', p .. 'owed:' .. sub, s) then
+      held = true
+    end
+  end
+  if not held then
+    local e = redis.call('XRANGE', stream, s .. '-0', s .. '-0')
+    if #e > 0 then drop(s, e[1][2]) end
+    redis.call('ZREM', p .. 'kept:' .. topic, s)
+  end
+end
 for _, s in ipairs(old) do
   local e = redis.call('XRANGE', stream, s .. '-0', s .. '-0')
-  if #e > 0 then
-    local f = e[1][2]
-    for i = 1, #f, 2 do
-      if f[i] == 'id' then redis.call('HDEL', p .. 'ids', f[i + 1]) end
+  local f = #e > 0 and e[1][2] or {}
+  local k = ''
+  for i = 1, #f, 2 do if f[i] == 'k' then k = f[i + 1] end end
+  local keep = false
+  for _, sub in ipairs(subs) do
+    local owed = p .. 'owed:' .. sub
+    local unread = read[sub] ~= nil and tonumber(s) > read[sub]
+    if #e > 0 and (redis.call('ZSCORE', owed, s) or unread) then
+      redis.call('ZREM', p .. 'lease:' .. sub, s)
+      redis.call('ZREM', p .. 'due:' .. sub, s)
+      redis.call('ZREM', owed, s)
+      redis.call('ZADD', p .. 'dead:' .. sub, s, s)
+      redis.call('HSET', p .. 'why:' .. sub, s, reason)
+      if not redis.call('HEXISTS', p .. 'att:' .. sub, s) then
+        redis.call('HSET', p .. 'att:' .. sub, s, 0)
+      end
+      -- An ordered key's head gone: the next of the key falls due.
+      if string.sub(k, 1, 1) == '1' then
+        local kz = p .. 'kz:' .. sub .. ':' .. string.sub(k, 2)
+        redis.call('ZREM', kz, s)
+        local nxt = redis.call('ZRANGE', kz, 0, 0)[1]
+        if nxt and not redis.call('ZSCORE', p .. 'lease:' .. sub, nxt) then
+          redis.call('ZADD', p .. 'due:' .. sub, 0, nxt)
+        end
+      end
+      made[sub] = (made[sub] or 0) + 1
+      keep = true
     end
-    redis.call('XDEL', stream, s .. '-0')
+  end
+  if #e > 0 and not keep then
+    drop(s, f)
+  elseif keep then
+    redis.call('ZADD', p .. 'kept:' .. topic, s, s)
   end
   redis.call('ZREM', p .. 'time:' .. topic, s)
   redis.call('ZREM', p .. 'idx:' .. topic, s)
+  highest = math.max(highest, tonumber(s))
 end
-return #old
+for sub, last in pairs(read) do
+  if highest > last then redis.call('XGROUP', 'SETID', stream, sub, highest .. '-0') end
+end
+local out = {#old, dropped}
+for sub, n in pairs(made) do out[#out + 1] = sub; out[#out + 1] = n end
+return out
 ";
 
 /// ARGV: prefix, id. Answers {seq, topic, key, headers, body, created} or nil.

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod id;
 pub mod path;
+pub mod time;
 
 pub use error::{GatewayError, UpstreamFailure};
 pub use id::RequestId;

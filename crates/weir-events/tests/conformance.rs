@@ -48,6 +48,27 @@ async fn lease_soon(q: &dyn Queue, sub: &str, max: usize) -> Vec<weir_events::Le
     Vec::new()
 }
 
+/// Leases and acknowledges until nothing comes for a while; the bodies, sorted.
+async fn drain(q: &dyn Queue, sub: &str) -> Vec<String> {
+    let mut got = Vec::new();
+    let mut idle = 0;
+    while idle < 15 {
+        let leased = q.lease(sub, 10, LEASE).await.unwrap();
+        if leased.is_empty() {
+            idle += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        idle = 0;
+        for l in leased {
+            got.push(String::from_utf8_lossy(&l.event.body).into_owned());
+            q.ack(sub, l.event.seq).await.unwrap();
+        }
+    }
+    got.sort();
+    got
+}
+
 /// The suite; `t` makes topic and subscription names unique to this run.
 async fn conformance(q: &dyn Queue, t: &str) {
     let orders = format!("orders-{t}");
@@ -373,22 +394,7 @@ async fn generations(q: &dyn Queue, t: &str) {
     q.publish(vec![event(&a, "a2"), event(&b, "b2")])
         .await
         .unwrap();
-    let mut got = Vec::new();
-    let mut idle = 0;
-    while idle < 15 {
-        let leased = q.lease(&sub, 10, LEASE).await.unwrap();
-        if leased.is_empty() {
-            idle += 1;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        }
-        idle = 0;
-        for l in leased {
-            got.push(String::from_utf8_lossy(&l.event.body).into_owned());
-            q.ack(&sub, l.event.seq).await.unwrap();
-        }
-    }
-    got.sort();
+    let got = drain(q, &sub).await;
     assert_eq!(got, ["a1", "b2"], "{t}");
 }
 
@@ -431,21 +437,8 @@ async fn moving(q: &dyn Queue, t: &str) {
         .await
         .unwrap();
     q.ack(&sub, first[0].event.seq).await.unwrap();
-    let mut got = vec![String::from_utf8_lossy(&first[0].event.body).into_owned()];
-    let mut idle = 0;
-    while idle < 15 {
-        let leased = q.lease(&sub, 10, LEASE).await.unwrap();
-        if leased.is_empty() {
-            idle += 1;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        }
-        idle = 0;
-        for l in leased {
-            got.push(String::from_utf8_lossy(&l.event.body).into_owned());
-            q.ack(&sub, l.event.seq).await.unwrap();
-        }
-    }
+    let mut got = drain(q, &sub).await;
+    got.push(String::from_utf8_lossy(&first[0].event.body).into_owned());
     got.sort();
     assert_eq!(got, ["a1", "a2", "b1"], "{t}");
 }

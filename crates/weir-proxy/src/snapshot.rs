@@ -95,19 +95,8 @@ impl Snapshot {
         )
         .map_err(|e| vec![e])?;
         let table = RouteTable::compile(&config.routes).map_err(|e| vec![e.to_string()])?;
-        // Subscriptions are part of the whole: one whose worker could not start (a secret
-        // missing, an endpoint that is no URL) refuses the change rather than leave the old
-        // worker running beside a configuration that no longer says so.
         if ingest.is_some() {
-            let env = |n: &str| std::env::var(n).ok();
-            let errors: Vec<String> = config
-                .subscriptions
-                .iter()
-                .filter_map(|s| weir_events::delivery::Subscription::compile(s, &env).err())
-                .collect();
-            if !errors.is_empty() {
-                return Err(errors);
-            }
+            check_subscriptions(&config)?;
         }
         let consumers = Arc::new(Consumers::compile(&config.consumers, &|name| {
             std::env::var(name).ok()
@@ -319,6 +308,23 @@ fn open_access_log(cfg: &AccessLogConfig) -> std::io::Result<AccessLog> {
                 .open(file)?;
             AccessLog::start(Box::new(f))
         }
+    }
+}
+
+/// Subscriptions are part of the whole: one whose worker could not start (a secret
+/// missing, an endpoint that is no URL) refuses the change rather than leave the old worker
+/// running beside a configuration that no longer says so.
+fn check_subscriptions(config: &Config) -> Result<(), Vec<String>> {
+    let env = |n: &str| std::env::var(n).ok();
+    let errors: Vec<String> = config
+        .subscriptions
+        .iter()
+        .filter_map(|s| weir_events::delivery::Subscription::compile(s, &env).err())
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
     }
 }
 

@@ -136,28 +136,9 @@ fn push_json_str(s: &mut String, v: &str) {
     s.push('"');
 }
 
-/// RFC 3339 UTC with milliseconds, from a Unix duration (civil-from-days algorithm).
+/// RFC 3339 UTC with milliseconds, from a Unix duration.
 fn push_rfc3339(s: &mut String, d: Duration) {
-    let secs = d.as_secs() as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let _ = write!(
-        s,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    );
+    let _ = weir_core::time::write_rfc3339(s, d.as_millis() as i64);
 }
 
 #[cfg(test)]

@@ -85,6 +85,58 @@ async fn follow_subscriptions(
     }
 }
 
+/// Checks the file's subscriptions and makes their cursors before the first request is
+/// served (a broker that refuses one stops the start with its reason); publishes wait
+/// for the workers, which find them.
+async fn declare_first(
+    ingest: &weir_events::ingest::Ingest,
+    subs: &[weir_config::SubscriptionConfig],
+) -> Result<(), String> {
+    for c in subs {
+        weir_events::delivery::Subscription::compile(c, &|n| std::env::var(n).ok())?;
+    }
+    for s in subs {
+        let d = weir_events::Declaration {
+            name: &s.name,
+            topic: &s.topic,
+            start: s.start.into(),
+            generation: s.generation.0,
+        };
+        ingest
+            .queue()
+            .declare(&d)
+            .await
+            .map_err(|e| format!("subscription {:?}: {e}", s.name))?;
+    }
+    Ok(())
+}
+
+/// Starts a delivery worker per subscription, and the tasks that keep them in step with
+/// the configuration and enforce retention.
+fn start_deliveries(
+    running: &Running,
+    ingest: &Arc<weir_events::ingest::Ingest>,
+    first: &[weir_config::SubscriptionConfig],
+    allowed_networks: &[String],
+) -> Result<Arc<weir_events::delivery::Supervisor>, String> {
+    let sup = weir_events::delivery::Supervisor::new(Arc::clone(ingest), running.stopping.clone());
+    let errors = sup.reconcile(first, allowed_networks, &|n| std::env::var(n).ok());
+    if !errors.is_empty() {
+        return Err(errors.join("\n"));
+    }
+    tokio::spawn(follow_subscriptions(
+        Arc::clone(&running.gateway),
+        Arc::clone(&sup),
+        running.stopping.clone(),
+    ));
+    tokio::spawn(keep_retention(
+        Arc::clone(&running.gateway),
+        Arc::clone(ingest.queue()),
+        running.stopping.clone(),
+    ));
+    Ok(sup)
+}
+
 /// Drops events past their topic's retention: a minute after start, then every ten.
 async fn keep_retention(
     gateway: Arc<Gateway>,
@@ -245,56 +297,19 @@ pub async fn start(
         .as_ref()
         .map(|q| weir_events::ingest::Ingest::new(Arc::clone(q)));
     sources.ingest = ingest.clone();
-    // Subscriptions (from the file) are checked before anything starts.
-    for c in &initial.subscriptions {
-        weir_events::delivery::Subscription::compile(c, &|n| std::env::var(n).ok())?;
-    }
-    // Cursors exist before the first request is served (a broker that refuses one stops
-    // the start with its reason); publishes wait for the workers, which find them.
     if let Some(ingest) = &ingest {
-        for s in &initial.subscriptions {
-            let d = weir_events::Declaration {
-                name: &s.name,
-                topic: &s.topic,
-                start: s.start.into(),
-                generation: s.generation.0,
-            };
-            ingest
-                .queue()
-                .declare(&d)
-                .await
-                .map_err(|e| format!("subscription {:?}: {e}", s.name))?;
-        }
+        declare_first(ingest, &initial.subscriptions).await?;
     }
     let first_subscriptions = initial.subscriptions.clone();
     let running = weir_proxy::app::start(initial, sources).map_err(|e| e.to_string())?;
-    let deliveries = match (&queue, &ingest) {
-        (Some(q), Some(ingest)) => {
-            let sup = weir_events::delivery::Supervisor::new(
-                Arc::clone(ingest),
-                running.stopping.clone(),
-            );
-            let errors = sup.reconcile(
-                &first_subscriptions,
-                &config.events.allowed_networks,
-                &|n| std::env::var(n).ok(),
-            );
-            if !errors.is_empty() {
-                return Err(errors.join("\n"));
-            }
-            tokio::spawn(follow_subscriptions(
-                Arc::clone(&running.gateway),
-                Arc::clone(&sup),
-                running.stopping.clone(),
-            ));
-            tokio::spawn(keep_retention(
-                Arc::clone(&running.gateway),
-                Arc::clone(q),
-                running.stopping.clone(),
-            ));
-            Some(sup)
-        }
-        _ => None,
+    let deliveries = match &ingest {
+        Some(ingest) => Some(start_deliveries(
+            &running,
+            ingest,
+            &first_subscriptions,
+            &config.events.allowed_networks,
+        )?),
+        None => None,
     };
     if let (Some(rx), Some(store)) = (calls, &store) {
         tokio::spawn(write_calls(

@@ -150,7 +150,7 @@ subscriptions:
     .await;
     let deliveries = endpoint.recorded().len();
     eprintln!(
-        "chaos: {backend}: weir killed: acknowledged {}, delivered {}, duplicates {}",
+        "\nchaos: {backend}: weir killed: acknowledged {}, delivered {}, duplicates {}",
         accepted.len(),
         delivered_ids(&endpoint).intersection(&accepted).count(),
         deliveries - delivered_ids(&endpoint).len()

@@ -212,7 +212,7 @@ async fn misbehaving_endpoints(backend: &str) {
     let second = phase(backend, &all, &t2, &ns, &arrivals).await;
     let beside = second.p99;
     eprintln!(
-        "chaos: {backend}: healthy p99 {:.1} ms alone, {:.1} ms beside hanging, slow and resetting endpoints",
+        "\nchaos: {backend}: healthy p99 {:.1} ms alone, {:.1} ms beside hanging, slow and resetting endpoints",
         alone.as_secs_f64() * 1000.0,
         beside.as_secs_f64() * 1000.0
     );

@@ -5,6 +5,8 @@
 
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -185,6 +187,38 @@ subscriptions:
     )
     .await;
 
+    // Publishers keep posting while the broker dies and comes back: it dies mid-ingest and
+    // mid-delivery. Every answer is a 202 (counted) or a 503 with Retry-After.
+    let flowing = Arc::new(AtomicBool::new(true));
+    let taken = Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
+    let mut publishers = Vec::new();
+    for w in 0..4 {
+        let (cl, url) = (cl.clone(), url.clone());
+        let (flowing, taken) = (Arc::clone(&flowing), Arc::clone(&taken));
+        publishers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while flowing.load(Ordering::Relaxed) {
+                n += 1;
+                let r = cl
+                    .request(
+                        Method::POST,
+                        &url,
+                        &[("content-type", "application/json")],
+                        Bytes::from(format!("{{\"w\":{w},\"n\":{n}}}")),
+                    )
+                    .await;
+                match r.status.as_u16() {
+                    202 => taken
+                        .lock()
+                        .push(r.json()["id"].as_str().unwrap().to_owned()),
+                    503 => assert!(r.headers.contains_key("retry-after")),
+                    other => panic!("unexpected answer {other}: {}", r.text()),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     broker.stop();
     for n in 0..3 {
         let r = publish(100 + n).await;
@@ -221,12 +255,17 @@ subscriptions:
     })
     .await;
     let delivery_back = returned.elapsed();
+    flowing.store(false, Ordering::Relaxed);
+    for p in publishers {
+        p.await.unwrap();
+    }
+    accepted.extend(taken.lock().drain(..));
     eventually("every 202 delivered", Duration::from_secs(15), || {
         accepted.is_subset(&delivered_ids(&endpoint))
     })
     .await;
     eprintln!(
-        "chaos: {}: broker away: acknowledged {}, delivered {}, duplicates {}; ingest back after {:.1} s, delivery after {:.1} s",
+        "\nchaos: {}: broker away: acknowledged {}, delivered {}, duplicates {}; ingest back after {:.1} s, delivery after {:.1} s",
         broker.url(),
         accepted.len(),
         delivered_ids(&endpoint).intersection(&accepted).count(),

@@ -23,6 +23,27 @@ use crate::{DeadLetter, Event, QueueError, Result, now_ms};
 use events::{Clock, IdCache, event_of, props, seq_time_ms};
 use link::{Link, Names, durable, header_i64, header_str, ladder_level, soft, unavailable};
 
+/// Every record of the state stream, folded to the last value of each kind and
+/// subscription. Read to where messages stop coming (no marker: the stream has no
+/// retention to drop markers with); a read cut short is corrected by the next one.
+async fn read_state(l: &Link, stream: &str) -> Result<StateMap> {
+    let mut folded = HashMap::new();
+    l.scan(
+        stream,
+        link::text("first"),
+        false,
+        Duration::from_millis(100),
+        |d| {
+            if let (Some(k), Some(s)) = (header_str(d, "weir-kind"), header_str(d, "weir-sub")) {
+                folded.insert((k, s), String::from_utf8_lossy(&d.data).into_owned());
+            }
+            true
+        },
+    )
+    .await?;
+    Ok(folded)
+}
+
 /// A message this node leased: how to acknowledge it, and what it carries.
 struct Msg {
     acker: Acker,
@@ -72,7 +93,9 @@ pub struct RabbitMq {
     /// dropped when they come back.
     superseded: Mutex<HashSet<(String, i64, i64)>>,
     /// Folded state records by (kind, subscription), and when they were read.
-    state: Mutex<(StateMap, i64)>,
+    state: Arc<Mutex<(StateMap, i64)>>,
+    /// A read of the state stream is under way in the background.
+    refreshing: Arc<std::sync::atomic::AtomicBool>,
     /// Each subscription's dead-letter count and when it was counted (metrics ask every
     /// few seconds; counting reads the whole dead-letter stream).
     dead_counts: Mutex<HashMap<String, (u64, i64)>>,
@@ -100,7 +123,8 @@ impl RabbitMq {
             topics: Mutex::new(HashSet::new()),
             retrying: Mutex::new(HashMap::new()),
             superseded: Mutex::new(HashSet::new()),
-            state: Mutex::new((HashMap::new(), 0)),
+            state: Arc::new(Mutex::new((HashMap::new(), 0))),
+            refreshing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             dead_counts: Mutex::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
             published: tokio::sync::Notify::new(),
@@ -241,38 +265,53 @@ impl RabbitMq {
     }
 
     /// Every state record folded (the last value of each kind and subscription), read
-    /// again when older than [`STATE_TTL_MS`].
+    /// again when older than [`STATE_TTL_MS`]. For what decides a binding (declarations,
+    /// the topic a retry comes from).
     async fn state_of(&self, kind: &str, sub: &str) -> Result<Option<String>> {
-        let fresh = now_ms() - self.state.lock().1 < STATE_TTL_MS;
-        if !fresh {
+        if now_ms() - self.state.lock().1 >= STATE_TTL_MS {
             let l = self.link().await?;
-            let mut folded = HashMap::new();
-            // Read to where messages stop coming (no marker: the stream has no retention
-            // to drop markers with); a read cut short is corrected by the next one.
-            l.scan(
-                &self.names.state(),
-                link::text("first"),
-                false,
-                Duration::from_millis(100),
-                |d| {
-                    if let (Some(k), Some(s)) =
-                        (header_str(d, "weir-kind"), header_str(d, "weir-sub"))
-                    {
-                        folded.insert((k, s), String::from_utf8_lossy(&d.data).into_owned());
-                    }
-                    true
-                },
-            )
-            .await?;
+            let folded = read_state(&l, &self.names.state()).await?;
             *self.state.lock() = (folded, now_ms());
         }
-        Ok(self
-            .state
+        Ok(self.cached_state(kind, sub))
+    }
+
+    /// [`RabbitMq::state_of`] for the lease path (ordering, disabled): a stale value is
+    /// answered at once while a read in the background brings it up to date. A read waits
+    /// for the stream to go quiet (100 ms), which on every lease would stall delivery.
+    async fn state_soon(&self, kind: &str, sub: &str) -> Result<Option<String>> {
+        let at = self.state.lock().1;
+        if at == 0 {
+            return self.state_of(kind, sub).await;
+        }
+        if now_ms() - at >= STATE_TTL_MS
+            && !self
+                .refreshing
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            let l = self.link().await?;
+            let (state, refreshing, name) = (
+                Arc::clone(&self.state),
+                Arc::clone(&self.refreshing),
+                self.names.state(),
+            );
+            tokio::spawn(async move {
+                if let Ok(folded) = read_state(&l, &name).await {
+                    *state.lock() = (folded, now_ms());
+                }
+                refreshing.store(false, std::sync::atomic::Ordering::Release);
+            });
+        }
+        Ok(self.cached_state(kind, sub))
+    }
+
+    fn cached_state(&self, kind: &str, sub: &str) -> Option<String> {
+        self.state
             .lock()
             .0
             .get(&(kind.to_owned(), sub.to_owned()))
             .filter(|v| !v.is_empty())
-            .cloned())
+            .cloned()
     }
 
     /// The topic events of `sub` come from.

@@ -671,7 +671,7 @@ impl Queue for RabbitMq {
     }
 
     fn disabled<'a>(&'a self, subscription: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
-        Box::pin(self.state_of("disabled", subscription))
+        Box::pin(self.state_soon("disabled", subscription))
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
@@ -701,7 +701,7 @@ impl RabbitMq {
     }
 
     async fn ordered(&self, sub: &str) -> Result<bool> {
-        Ok(self.state_of("ordered", sub).await?.is_some())
+        Ok(self.state_soon("ordered", sub).await?.is_some())
     }
 
     /// Ordered keys whose head is neither held here nor due back from the ladder (another

@@ -2,7 +2,8 @@
 //! embedded queue and the real RabbitMQ, NATS JetStream and Redis on this machine): publish
 //! the moment Weir starts, add a subscription while events flow, move a subscription to
 //! another topic, change its type filter, remove it and add it back under the same name,
-//! two subscriptions on one topic. One ledger checks that every acknowledged event reached
+//! two subscriptions on one topic — on the brokers with two Weir nodes sharing one broker,
+//! the same file, and events posted to either. One ledger checks that every acknowledged event reached
 //! every subscription that should get it, none that should not, and nothing twice. An
 //! event is taken under the declaration in force when its worker takes it, so each phase
 //! lets the queue drain before the next change.
@@ -27,7 +28,10 @@ use http::Method;
 type Sub<'a> = (&'a str, &'a str, &'a [&'a str]);
 
 struct Run {
-    node: weir::Node,
+    /// One node on the embedded queue; two sharing a broker otherwise.
+    nodes: Vec<weir::Node>,
+    /// Which node the next event is posted to.
+    turn: std::sync::atomic::AtomicUsize,
     path: std::path::PathBuf,
     head: String,
     hook: String,
@@ -50,24 +54,33 @@ impl Run {
         y
     }
 
-    /// Writes the file and waits until Weir serves it.
+    /// Writes the file and waits until every node serves it.
     async fn reload(&self, subs: &[Sub<'_>]) {
-        let version = self.node.running.gateway.version();
+        let versions: Vec<u64> = self
+            .nodes
+            .iter()
+            .map(|n| n.running.gateway.version())
+            .collect();
         std::fs::write(&self.path, Self::yaml(&self.head, &self.hook, subs)).unwrap();
         eventually("the reload", Duration::from_secs(10), || {
-            self.node.running.gateway.version() > version
+            self.nodes
+                .iter()
+                .zip(&versions)
+                .all(|(n, v)| n.running.gateway.version() > *v)
         })
         .await;
     }
 
     /// Waits until every expected delivery so far came and the subscriptions owe nothing.
     async fn drained(&self, ledger: &Ledger, subs: &[&str]) {
-        let queue = self.node.queue.clone().unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let mut owed = 0;
-            for s in subs {
-                owed += queue.depth(s).await.map_or(1, |d| d.pending);
+            for node in &self.nodes {
+                let queue = node.queue.clone().unwrap();
+                for s in subs {
+                    owed += queue.depth(s).await.map_or(1, |d| d.pending);
+                }
             }
             if owed == 0 && ledger.missing() == 0 {
                 return;
@@ -82,7 +95,9 @@ impl Run {
 
     /// Publishes to `topic` (with a CloudEvents type when given); the event id.
     async fn post(&self, topic: &str, ty: Option<&str>) -> String {
-        let url = format!("http://{}/in/{topic}", self.node.running.proxy_addr);
+        let n = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let node = &self.nodes[n % self.nodes.len()];
+        let url = format!("http://{}/in/{topic}", node.running.proxy_addr);
         let mut headers = vec![("content-type", "application/json")];
         let id = unique("src");
         if let Some(t) = ty {
@@ -134,11 +149,24 @@ routes:
         watch_every: Some(Duration::from_millis(50)),
         ..Default::default()
     };
-    let node = weir::start(loader().unwrap(), sources, Default::default(), false)
-        .await
-        .unwrap();
+    let count = if backend == "embedded" { 1 } else { 2 };
+    let mut nodes = Vec::new();
+    for _ in 0..count {
+        // Both nodes read and watch the same file, as two nodes deployed from one would.
+        nodes.push(
+            weir::start(
+                loader().unwrap(),
+                sources.clone(),
+                Default::default(),
+                false,
+            )
+            .await
+            .unwrap(),
+        );
+    }
     let run = Arc::new(Run {
-        node,
+        nodes,
+        turn: Default::default(),
         path,
         head,
         hook,
@@ -231,7 +259,9 @@ routes:
         tally.accepted, tally.expected, tally.duplicates
     );
     let run = Arc::into_inner(run).unwrap();
-    run.node.shutdown().await;
+    for node in run.nodes {
+        node.shutdown().await;
+    }
     clean(backend, &ns, &[&s1, &s2], &[&a, &b]).await;
     let _ = std::fs::remove_dir_all(dir);
 }

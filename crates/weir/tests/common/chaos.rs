@@ -230,6 +230,7 @@ subscriptions:
     broker.start_again().await;
     let returned = std::time::Instant::now();
     let mut back = false;
+    let mut last = String::new();
     for n in 0..100 {
         let r = publish(200 + n).await;
         if r.status == 202 {
@@ -237,9 +238,13 @@ subscriptions:
             back = true;
             break;
         }
+        last = r.text();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(back, "ingest resumes once the broker is back");
+    assert!(
+        back,
+        "ingest resumes once the broker is back; it still answers {last}"
+    );
     let ingest_back = returned.elapsed();
     let mut after = Vec::new();
     for n in 0..10 {

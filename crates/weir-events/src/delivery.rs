@@ -324,20 +324,9 @@ impl Supervisor {
         self.workers.lock().get(name).map(|w| Arc::clone(&w.sub))
     }
 
-    /// Names and topics of the running subscriptions, sorted by name.
-    pub fn list(&self) -> Vec<(String, String, String)> {
-        let mut v: Vec<_> = self
-            .workers
-            .lock()
-            .values()
-            .map(|w| {
-                (
-                    w.sub.name.clone(),
-                    w.sub.topic.clone(),
-                    w.config.endpoint.clone(),
-                )
-            })
-            .collect();
+    /// Names of the running subscriptions, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.workers.lock().keys().cloned().collect();
         v.sort();
         v
     }
@@ -491,7 +480,14 @@ async fn lease_failed(queue: &dyn Queue, sub: &Subscription, e: crate::QueueErro
             "the queue has no cursor for it (removed outside Weir?); making it again, from now on"
                 .to_owned(),
         );
-        let _ = queue.subscribe(&sub.name, &sub.topic, StartAt::Now).await;
+        // Its own declaration, from now on (what the lost cursor held is gone with it).
+        let d = crate::Declaration {
+            name: &sub.name,
+            topic: &sub.topic,
+            start: StartAt::Now,
+            generation: sub.generation,
+        };
+        let _ = queue.declare(&d).await;
     } else {
         sub.health.degrade(format!("cannot lease its events: {e}"));
     }

@@ -104,10 +104,6 @@ impl Health {
         }
     }
 
-    pub fn is_degraded(&self) -> bool {
-        self.degraded.lock().is_some()
-    }
-
     pub fn report(&self) -> Report {
         Report {
             in_flight: self.in_flight.load(Ordering::Relaxed),

@@ -132,7 +132,7 @@ impl Events for NodeEvents {
     fn subscriptions(&self) -> BoxFuture<'_, Result<Vec<SubscriptionState>, EventsError>> {
         Box::pin(async move {
             let mut out = Vec::new();
-            for (name, _, _) in self.deliveries.list() {
+            for name in self.deliveries.names() {
                 out.push(self.state(&name).await?);
             }
             Ok(out)

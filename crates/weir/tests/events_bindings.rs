@@ -12,11 +12,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::chaos::delivered_ids;
-use common::events::{NATS, RABBIT, REDIS, clean, namespace};
+use common::events::{NATS, RABBIT, REDIS, clean, namespace, node_yaml, post_event};
 use common::*;
-use http::Method;
 
 /// Starts a node and, while it starts, posts one event the moment its port accepts.
 async fn post_as_soon_as_it_accepts(backend: &str) {
@@ -27,17 +25,10 @@ async fn post_as_soon_as_it_accepts(backend: &str) {
     let dir = temp_dir("bind-start");
     let port = free_port();
     let yaml = format!(
-        "listen: {{ proxy: \"127.0.0.1:{port}\" }}
-workers: 1
-access_log: off
-data_dir: {}
-events: {{ backend: \"{backend}\", namespace: {ns} }}
-topics: {{ {topic}: {{}} }}
-routes: [ {{ name: input, topic: {topic}, match: {{ paths: [/in] }} }} ]
-subscriptions:
+        "{}subscriptions:
   - {{ name: {sub}, topic: {topic}, endpoint: \"http://{}/hook\" }}
 ",
-        dir.display(),
+        node_yaml(&dir, &format!("127.0.0.1:{port}"), backend, &ns, &[&topic]),
         endpoint.address()
     );
     let cfg = weir_config::from_yaml(&yaml, "test").unwrap();
@@ -48,7 +39,6 @@ subscriptions:
         false,
     ));
     let cl = HttpClient::new();
-    let url = format!("http://127.0.0.1:{port}/in");
     let mut accepted = HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while accepted.len() < 5 && tokio::time::Instant::now() < deadline {
@@ -59,16 +49,7 @@ subscriptions:
             tokio::time::sleep(Duration::from_millis(1)).await;
             continue;
         }
-        let r = cl
-            .request(
-                Method::POST,
-                &url,
-                &[("content-type", "application/json")],
-                Bytes::from_static(b"{}"),
-            )
-            .await;
-        assert_eq!(r.status, 202, "{}", r.text());
-        accepted.insert(r.json()["id"].as_str().unwrap().to_owned());
+        accepted.insert(post_event(&cl, format!("127.0.0.1:{port}"), &topic).await);
     }
     let node = starting.await.unwrap().unwrap();
     assert_eq!(accepted.len(), 5);
@@ -101,19 +82,10 @@ async fn moved_by_a_reload(backend: &str) {
     let path = dir.join("weir.yaml");
     let write = |topic: &str| {
         let yaml = format!(
-            "listen: {{ proxy: \"127.0.0.1:0\" }}
-workers: 1
-access_log: off
-data_dir: {}
-events: {{ backend: \"{backend}\", namespace: {ns} }}
-topics: {{ {a}: {{}}, {b}: {{}} }}
-routes:
-  - {{ name: to-a, topic: {a}, match: {{ paths: [/a] }} }}
-  - {{ name: to-b, topic: {b}, match: {{ paths: [/b] }} }}
-subscriptions:
+            "{}subscriptions:
   - {{ name: {sub}, topic: {topic}, endpoint: \"http://{}/hook\" }}
 ",
-            dir.display(),
+            node_yaml(&dir, "127.0.0.1:0", backend, &ns, &[&a, &b]),
             endpoint.address()
         );
         std::fs::write(&path, yaml).unwrap();
@@ -132,19 +104,8 @@ subscriptions:
         .await
         .unwrap();
     let cl = HttpClient::new();
-    let post = async |path: &str| {
-        let r = cl
-            .request(
-                Method::POST,
-                &format!("http://{}{path}", node.running.proxy_addr),
-                &[("content-type", "application/json")],
-                Bytes::from_static(b"{}"),
-            )
-            .await;
-        assert_eq!(r.status, 202, "{}", r.text());
-        r.json()["id"].as_str().unwrap().to_owned()
-    };
-    let before = post("/a").await;
+    let post = async |topic: &str| post_event(&cl, node.running.proxy_addr, topic).await;
+    let before = post(&a).await;
     eventually("delivered from a", Duration::from_secs(10), || {
         delivered_ids(&endpoint).contains(&before)
     })
@@ -155,7 +116,7 @@ subscriptions:
         node.running.gateway.version() > version
     })
     .await;
-    let (from_b, from_a) = (post("/b").await, post("/a").await);
+    let (from_b, from_a) = (post(&b).await, post(&a).await);
     eventually(
         &format!("b's event delivered after the move on {backend}"),
         Duration::from_secs(15),
@@ -190,19 +151,10 @@ async fn the_newer_declaration_holds(backend: &str) {
     let sub = unique("rolled");
     let yaml = |dir: &std::path::Path, topic: &str| {
         format!(
-            "listen: {{ proxy: \"127.0.0.1:0\" }}
-workers: 1
-access_log: off
-data_dir: {}
-events: {{ backend: \"{backend}\", namespace: {ns} }}
-topics: {{ {a}: {{}}, {b}: {{}} }}
-routes:
-  - {{ name: to-a, topic: {a}, match: {{ paths: [/a] }} }}
-  - {{ name: to-b, topic: {b}, match: {{ paths: [/b] }} }}
-subscriptions:
+            "{}subscriptions:
   - {{ name: {sub}, topic: {topic}, endpoint: \"http://{}/hook\" }}
 ",
-            dir.display(),
+            node_yaml(dir, "127.0.0.1:0", backend, &ns, &[&a, &b]),
             endpoint.address()
         )
     };
@@ -229,20 +181,11 @@ subscriptions:
     node_b.shutdown().await;
     let node_b = start(fb.clone()).await;
     let cl = HttpClient::new();
-    let post = async |node: &weir::Node, path: &str| {
-        let r = cl
-            .request(
-                Method::POST,
-                &format!("http://{}{path}", node.running.proxy_addr),
-                &[("content-type", "application/json")],
-                Bytes::from_static(b"{}"),
-            )
-            .await;
-        assert_eq!(r.status, 202, "{}", r.text());
-        r.json()["id"].as_str().unwrap().to_owned()
+    let post = async |node: &weir::Node, topic: &str| {
+        post_event(&cl, node.running.proxy_addr, topic).await
     };
-    let to_b = [post(&node_a, "/b").await, post(&node_b, "/b").await];
-    let to_a = [post(&node_a, "/a").await, post(&node_b, "/a").await];
+    let to_b = [post(&node_a, &b).await, post(&node_b, &b).await];
+    let to_a = [post(&node_a, &a).await, post(&node_b, &a).await];
     eventually(
         &format!("b's events delivered on {backend}"),
         Duration::from_secs(15),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::chaos::delivered_ids;
-use common::events::{BACKENDS, clean, namespace};
+use common::events::{BACKENDS, clean, namespace, node_yaml};
 use common::*;
 use http::Method;
 use parking_lot::Mutex;
@@ -104,16 +104,8 @@ async fn phase(backend: &str, subs: &str, topic: &str, ns: &str, arrivals: &Arri
     let dir = temp_dir("chaos-endpoints");
     let cfg = weir_config::from_yaml(
         &format!(
-            "listen: {{ proxy: \"127.0.0.1:0\" }}
-workers: 1
-access_log: off
-data_dir: {}
-events: {{ backend: \"{backend}\", namespace: {ns} }}
-topics: {{ {topic}: {{}} }}
-routes: [ {{ name: input, topic: {topic}, match: {{ paths: [/in] }} }} ]
-subscriptions:
-{subs}",
-            dir.display()
+            "{}subscriptions:\n{subs}",
+            node_yaml(&dir, "127.0.0.1:0", backend, ns, &[topic])
         ),
         "test",
     )
@@ -122,7 +114,7 @@ subscriptions:
         .await
         .unwrap();
     let cl = HttpClient::new();
-    let url = format!("http://{}/in", node.running.proxy_addr);
+    let url = format!("http://{}/in/{topic}", node.running.proxy_addr);
     let mut accepted = Vec::new();
     let mut at = HashMap::new();
     for n in 0..EVENTS {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::events::{BACKENDS, clean, namespace};
+use common::events::{BACKENDS, clean, namespace, node_yaml};
 use common::ledger::Ledger;
 use common::*;
 use http::Method;
@@ -124,19 +124,7 @@ async fn through_config_changes(backend: &str) {
     let (ns, dir) = (namespace(), temp_dir("config-changes"));
     let (a, b) = (unique("ta"), unique("tb"));
     let (s1, s2) = (unique("s1"), unique("s2"));
-    let head = format!(
-        "listen: {{ proxy: \"127.0.0.1:0\" }}
-workers: 1
-access_log: off
-data_dir: {}
-events: {{ backend: \"{backend}\", namespace: {ns} }}
-topics: {{ {a}: {{}}, {b}: {{}} }}
-routes:
-  - {{ name: in-a, topic: {a}, match: {{ paths: [/in/{a}] }} }}
-  - {{ name: in-b, topic: {b}, match: {{ paths: [/in/{b}] }} }}
-",
-        dir.display()
-    );
+    let head = node_yaml(&dir, "127.0.0.1:0", backend, &ns, &[&a, &b]);
     let hook = endpoint.address().to_string();
     let path = dir.join("weir.yaml");
     std::fs::write(&path, Run::yaml(&head, &hook, &[(&s1, &a, &[])])).unwrap();

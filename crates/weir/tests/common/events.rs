@@ -54,3 +54,48 @@ pub async fn clean(backend: &str, ns: &str, subs: &[&str], topics: &[&str]) {
 pub fn namespace() -> String {
     format!("b{}", super::unique("ns").replace('-', ""))
 }
+
+/// The head of a node's file on `backend` under namespace `ns`: `proxy` to listen on, one
+/// worker, no access log, `dir` for its data, and per topic a route `/in/TOPIC`
+/// (subscriptions follow it).
+pub fn node_yaml(
+    dir: &std::path::Path,
+    proxy: &str,
+    backend: &str,
+    ns: &str,
+    topics: &[&str],
+) -> String {
+    let mut y = format!(
+        "listen: {{ proxy: \"{proxy}\" }}\nworkers: 1\naccess_log: off\ndata_dir: {}\n\
+         events: {{ backend: \"{backend}\", namespace: {ns} }}\ntopics:\n",
+        dir.display()
+    );
+    for t in topics {
+        y.push_str(&format!("  {t}: {{}}\n"));
+    }
+    y.push_str("routes:\n");
+    for t in topics {
+        y.push_str(&format!(
+            "  - {{ name: in-{t}, topic: {t}, match: {{ paths: [/in/{t}] }} }}\n"
+        ));
+    }
+    y
+}
+
+/// Posts `{}` to `TOPIC`'s route of the node at `proxy`, expecting a 202; the event id.
+pub async fn post_event(
+    cl: &super::HttpClient,
+    proxy: impl std::fmt::Display,
+    topic: &str,
+) -> String {
+    let r = cl
+        .request(
+            http::Method::POST,
+            &format!("http://{proxy}/in/{topic}"),
+            &[("content-type", "application/json")],
+            bytes::Bytes::from_static(b"{}"),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    r.json()["id"].as_str().unwrap().to_owned()
+}

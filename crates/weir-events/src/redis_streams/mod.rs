@@ -3,6 +3,7 @@
 //! new events, and sorted sets hold what it owes (leased, due for retry, dead). Every
 //! operation is one atomic script, so several Weir nodes share one queue safely.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,6 +30,9 @@ pub struct RedisStreams {
     scripts: Scripts,
     /// Wakes this node's idle workers after its own publishes.
     published: tokio::sync::Notify,
+    /// Per subscription, the token of a lease call whose answer did not arrive: the next
+    /// call sends it again and gets what that one leased.
+    unanswered: Mutex<HashMap<String, String>>,
     /// `host:port` for messages; never the URL, which may hold a password.
     pub display: String,
 }
@@ -71,6 +75,7 @@ impl RedisStreams {
             conn: Mutex::new(None),
             scripts: Scripts::new(),
             published: tokio::sync::Notify::new(),
+            unanswered: Mutex::new(HashMap::new()),
             display,
         };
         let mut c = q.conn().await?;
@@ -337,13 +342,31 @@ impl Queue for RedisStreams {
         Box::pin(async move {
             let now = now_ms();
             let until = now + lease_for.as_millis() as i64;
-            let rows: Vec<Row> = self
-                .run(
-                    &self.scripts.lease,
-                    Some(subscription),
-                    &[now.to_string(), until.to_string(), (max as i64).to_string()],
-                )
-                .await?;
+            let token = self
+                .unanswered
+                .lock()
+                .remove(subscription)
+                .unwrap_or_else(crate::new_event_id);
+            let args = [
+                now.to_string(),
+                until.to_string(),
+                (max as i64).to_string(),
+                token.clone(),
+            ];
+            let rows: Vec<Row> = match self
+                .run(&self.scripts.lease, Some(subscription), &args)
+                .await
+            {
+                Ok(rows) => rows,
+                Err(e) => {
+                    if matches!(e, QueueError::Unavailable(_)) {
+                        self.unanswered
+                            .lock()
+                            .insert(subscription.to_owned(), token);
+                    }
+                    return Err(e);
+                }
+            };
             rows.into_iter()
                 .map(
                     |(seq, attempt, id, key, headers, body, created_ms, topic)| {

@@ -88,11 +88,14 @@ local function last_delivered()
 end
 ";
 
-/// ARGV: prefix, subscription, now, lease until, max. Due retries and expired leases first,
-/// then new events through the group. Answers {seq, attempt, id, key, headers, body,
-/// created, topic} per event.
+/// ARGV: prefix, subscription, now, lease until, max, token. Due retries and expired leases
+/// first, then new events through the group. Answers {seq, attempt, id, key, headers, body,
+/// created, topic} per event. The token names the call: the same token again (the answer
+/// to the first was lost with the connection) answers the events that call leased, where
+/// they are still leased, instead of leaving them leased to nobody until the lease ends.
 pub(super) const LEASE: &str = r"
 local now, untl, max = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local took = p .. 'took:' .. sub .. ':' .. ARGV[6]
 local out = {}
 local function give(seq, attempt)
   local f, t = entry(seq)
@@ -104,6 +107,13 @@ local function give(seq, attempt)
   end
   out[#out + 1] = {tonumber(seq), attempt, field(f, 'id'), field(f, 'k'), field(f, 'h'),
     field(f, 'b'), field(f, 'c'), t}
+end
+local before = redis.call('LRANGE', took, 0, -1)
+if #before > 0 then
+  for _, s in ipairs(before) do
+    if redis.call('ZSCORE', lease, s) then give(s, tonumber(redis.call('HGET', att, s) or 1)) end
+  end
+  return out
 end
 local again = redis.call('ZRANGEBYSCORE', lease, '-inf', now, 'LIMIT', 0, max)
 if #again < max then
@@ -137,6 +147,10 @@ if room > 0 then
       end
     end
   end
+end
+if #out > 0 then
+  for _, o in ipairs(out) do redis.call('RPUSH', took, o[1]) end
+  redis.call('PEXPIREAT', took, untl)
 end
 return out
 ";

@@ -109,6 +109,18 @@ impl<M> Holds<M> {
         self.held.lock().contains_key(&(sub.to_owned(), seq))
     }
 
+    /// Takes out the held events of `sub` below `below` that `pick` names (retention made
+    /// them dead letters meanwhile).
+    pub fn take_below(&self, sub: &str, below: i64, pick: impl Fn(&M) -> bool) -> Vec<Held<M>> {
+        let mut held = self.held.lock();
+        let gone: Vec<Slot> = held
+            .iter()
+            .filter(|((s, seq), h)| s == sub && *seq < below && pick(&h.msg))
+            .map(|(slot, _)| slot.clone())
+            .collect();
+        gone.iter().filter_map(|slot| held.remove(slot)).collect()
+    }
+
     /// The event at `seq` is done (delivered or dead): the next of its key may go.
     pub fn release(&self, sub: &str, key: Option<&str>, seq: i64) {
         if let Some(k) = key {

@@ -507,27 +507,39 @@ async fn the_nats_jetstream_queue_conforms() {
     moving(&q, "nats").await;
     starting(&q, "nats").await;
     generations(&q, "nats").await;
+    retention(&q, "nats").await;
     q.delete_streams().await.unwrap();
 }
 
-/// NATS keeps events for the stream's max_age (the longest topic retention).
+/// The broker does not drop an event at the topic's retention by itself (its own limit is
+/// a backstop well past it): Weir's trim makes what a subscription owed a dead letter
+/// first. Also brings a stream made with the old, shorter limit up to the backstop.
 #[tokio::test]
-async fn nats_drops_events_past_retention() {
+async fn nats_keeps_events_past_retention_until_weir_trims_them() {
     let prefix = format!("wtret{}x{}", std::process::id(), now_ms());
-    let q = NatsJetStream::open("nats://127.0.0.1:4222", &prefix, Duration::from_secs(1))
+    let url = "nats://127.0.0.1:4222";
+    drop(
+        NatsJetStream::open(url, &prefix, Duration::from_millis(500))
+            .await
+            .unwrap(),
+    );
+    let q = NatsJetStream::open(url, &prefix, Duration::from_secs(1))
+        .await
+        .unwrap();
+    q.subscribe("short-sub", "short", StartAt::Now)
         .await
         .unwrap();
     q.publish(vec![event("short", "x")]).await.unwrap();
-    assert_eq!(q.read("short", 0, 10).await.unwrap().len(), 1);
-    let mut gone = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if q.read("short", 0, 10).await.unwrap().is_empty() {
-            gone = true;
-            break;
-        }
-    }
-    assert!(gone, "the event outlived the stream's max_age");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        q.read("short", 0, 10).await.unwrap().len(),
+        1,
+        "the broker dropped an owed event at the retention"
+    );
+    let trimmed = q.trim("short", now_ms() - 1000).await.unwrap();
+    assert_eq!(trimmed.dead_lettered, vec![("short-sub".to_owned(), 1)]);
+    assert!(q.lease("short-sub", 10, LEASE).await.unwrap().is_empty());
+    assert_eq!(q.dead_letters("short-sub", 10).await.unwrap().len(), 1);
     q.delete_streams().await.unwrap();
 }
 

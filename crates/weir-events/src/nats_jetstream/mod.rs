@@ -20,6 +20,7 @@ use futures_util::StreamExt as _;
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 
+mod retention;
 mod support;
 use crate::held::{Held, Holds};
 use support::{event_of, header, missing, next_by_subject, one_line};
@@ -70,6 +71,8 @@ pub struct NatsJetStream {
     /// Each subscription's ordering flag and when it was read, so a lease asks the broker
     /// at most every [`STATE_TTL_MS`].
     ordered_seen: Mutex<HashMap<String, (bool, i64)>>,
+    /// Each subscription's retention boundary (see `retention.rs`) and when it was read.
+    retired_seen: Mutex<HashMap<String, (u64, i64)>>,
     published: tokio::sync::Notify,
     pub display: String,
 }
@@ -194,6 +197,10 @@ impl Queue for NatsJetStream {
         Box::pin(async move {
             self.set_ack_wait(subscription, lease_for).await?;
             let ordered = self.ordered(subscription).await?;
+            let retired = self.retired(subscription).await?;
+            if retired > 0 {
+                self.drop_retired(subscription, retired).await;
+            }
             let now = now_ms();
             let until = now + lease_for.as_millis() as i64;
             // Held here: leases that ran out (handed out again), and events whose turn
@@ -225,6 +232,11 @@ impl Queue for NatsJetStream {
                 for m in self.fetch(subscription, replay, room).await? {
                     let info = m.info().map_err(unavailable)?;
                     let (stream_seq, delivered) = (info.stream_sequence as i64, info.delivered);
+                    if !replay && (stream_seq as u64) < retired {
+                        // Retention made it a dead letter already: it comes only by replay.
+                        let _ = m.double_ack_with(AckKind::Term).await;
+                        continue;
+                    }
                     let event = event_of(
                         &m.subject,
                         stream_seq,
@@ -320,22 +332,9 @@ impl Queue for NatsJetStream {
             let Some(h) = self.holds.take(subscription, seq) else {
                 return Ok(());
             };
-            let attempts = h.attempt;
             let event = event_of(&h.msg.subject, seq, h.msg.headers.as_ref(), Bytes::new())?;
-            let mut rec = HeaderMap::new();
-            rec.insert("Weir-Seq", seq.to_string().as_str());
-            rec.insert("Weir-Id", event.id.as_str());
-            rec.insert("Weir-Attempts", attempts.to_string().as_str());
-            self.js
-                .publish_with_headers(
-                    format!("{}.dead.{subscription}", self.prefix),
-                    rec,
-                    Bytes::from(reason.to_owned()),
-                )
-                .await
-                .map_err(unavailable)?
-                .await
-                .map_err(unavailable)?;
+            self.dead_record(subscription, seq as u64, &event.id, h.attempt, reason)
+                .await?;
             let termed = h.msg.double_ack_with(AckKind::Term).await;
             if !self.was_moved(subscription, seq) {
                 termed.map_err(unavailable)?;
@@ -505,9 +504,8 @@ impl Queue for NatsJetStream {
         })
     }
 
-    fn trim<'a>(&'a self, _topic: &'a str, _before_ms: i64) -> BoxFuture<'a, Result<Trimmed>> {
-        // The stream's own max_age (the longest topic retention) drops old events.
-        Box::pin(async { Ok(Trimmed::default()) })
+    fn trim<'a>(&'a self, topic: &'a str, before_ms: i64) -> BoxFuture<'a, Result<Trimmed>> {
+        Box::pin(self.trim_topic(topic, before_ms))
     }
 
     fn latest<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i64>> {

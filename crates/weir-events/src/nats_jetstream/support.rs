@@ -70,6 +70,22 @@ pub(super) async fn next_by_subject(
         .await
 }
 
+/// Makes the stream if it is missing, and brings an existing one's age limit to `config`'s
+/// (it changes with the topics' retention, and from older versions of Weir).
+async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> Result<Stream> {
+    let mut s = js
+        .get_or_create_stream(config.clone())
+        .await
+        .map_err(unavailable)?;
+    if s.cached_info().config.max_age != config.max_age {
+        let mut updated = s.cached_info().config.clone();
+        updated.max_age = config.max_age;
+        js.update_stream(&updated).await.map_err(unavailable)?;
+        s.info().await.map_err(unavailable)?;
+    }
+    Ok(s)
+}
+
 /// Whether an error says there is no such message or consumer.
 pub(super) fn missing(e: &impl std::fmt::Display) -> bool {
     let s = e.to_string().to_ascii_lowercase();
@@ -106,42 +122,47 @@ impl NatsJetStream {
                 ..Default::default()
             }
         };
-        let events = js
-            .get_or_create_stream(make(
+        let events = ensure_stream(
+            &js,
+            make(
                 format!("{up}_EVENTS"),
                 vec![format!("{prefix}.ev.>"), format!("{prefix}.re.>")],
                 -1,
-                retention,
-            ))
-            .await
-            .map_err(unavailable)?;
-        let dead = js
-            .get_or_create_stream(make(
+                super::retention::backstop(retention),
+            ),
+        )
+        .await?;
+        let dead = ensure_stream(
+            &js,
+            make(
                 format!("{up}_DEAD"),
                 vec![format!("{prefix}.dead.>")],
                 -1,
-                retention,
-            ))
-            .await
-            .map_err(unavailable)?;
-        let attempts = js
-            .get_or_create_stream(make(
+                // Dead letters stay until replayed.
+                Duration::ZERO,
+            ),
+        )
+        .await?;
+        let attempts = ensure_stream(
+            &js,
+            make(
                 format!("{up}_ATTEMPTS"),
                 vec![format!("{prefix}.att.>")],
                 ATTEMPTS_KEPT as i64,
                 ATTEMPT_RETENTION,
-            ))
-            .await
-            .map_err(unavailable)?;
-        let state = js
-            .get_or_create_stream(make(
+            ),
+        )
+        .await?;
+        let state = ensure_stream(
+            &js,
+            make(
                 format!("{up}_STATE"),
                 vec![format!("{prefix}.state.>")],
                 1,
                 Duration::ZERO,
-            ))
-            .await
-            .map_err(unavailable)?;
+            ),
+        )
+        .await?;
         Ok(Self {
             js,
             prefix: prefix.to_owned(),
@@ -155,6 +176,7 @@ impl NatsJetStream {
             replay_polled: Mutex::new(HashMap::new()),
             moved: Mutex::new(std::collections::HashSet::new()),
             ordered_seen: Mutex::new(HashMap::new()),
+            retired_seen: Mutex::new(HashMap::new()),
             published: tokio::sync::Notify::new(),
             display,
         })

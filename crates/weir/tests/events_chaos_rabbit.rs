@@ -31,6 +31,27 @@ async fn a_rabbitmq_queue_going_away_answers_503_and_resumes_without_loss() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A broker that takes connections but does not serve them (a node still recovering its
+/// queues) gets 503s within the client's patience, never a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rabbitmq_broker_that_does_not_answer_gets_503_not_a_hang() {
+    let dir = temp_dir("events-chaos-rabbit-silent");
+    let ns = format!("t{}s", weir_events::now_ms() % 1_000_000_007);
+    let relay = Relay::start(free_port()).await;
+    outage_and_recovery(Broker::RabbitSilent(relay, ns.clone()), &dir).await;
+    weir_events::RabbitMq::open(
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        &ns,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+    .delete_all(&["billing"], &["orders"])
+    .await
+    .unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_share_a_rabbitmq_queue() {
     two_nodes_share("amqp://guest:guest@127.0.0.1:5672/%2f", "shared-rabbit").await;

@@ -102,6 +102,10 @@ pub struct RabbitMq {
     /// Where recent reads stopped, by (topic, position): the stream offset after it.
     offsets: Mutex<HashMap<(String, i64), u64>>,
     published: tokio::sync::Notify,
+    /// When the last attempt to connect failed, and why: callers within
+    /// [`RECONNECT_PAUSE`] of it get that answer at once instead of each waiting on a
+    /// broker that does not answer.
+    failed: Mutex<Option<(std::time::Instant, String)>>,
     pub display: String,
 }
 
@@ -128,6 +132,7 @@ impl RabbitMq {
             dead_counts: Mutex::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
             published: tokio::sync::Notify::new(),
+            failed: Mutex::new(None),
             display: redact(url),
         };
         q.link().await?;
@@ -143,7 +148,33 @@ impl RabbitMq {
         {
             return Ok(Arc::clone(l));
         }
-        let l = Arc::new(bounded(Link::open(&self.url, &self.names)).await?);
+        if let Some((at, why)) = self.failed.lock().as_ref()
+            && at.elapsed() < RECONNECT_PAUSE
+        {
+            return Err(QueueError::Unavailable(why.clone()));
+        }
+        let opened = match tokio::time::timeout(LINK_TIMEOUT, Link::open(&self.url, &self.names))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(QueueError::Unavailable(format!(
+                "RabbitMQ at {} accepted the connection but did not finish setting it up within {} s (is the node still starting, or are its queues down?)",
+                self.display,
+                LINK_TIMEOUT.as_secs()
+            ))),
+        };
+        let l = match opened {
+            Ok(l) => Arc::new(l),
+            Err(e) => {
+                let why = match &e {
+                    QueueError::Unavailable(m) => m.clone(),
+                    other => other.to_string(),
+                };
+                *self.failed.lock() = Some((std::time::Instant::now(), why));
+                return Err(e);
+            }
+        };
+        *self.failed.lock() = None;
         self.connections.fetch_add(1, Ordering::Relaxed);
         self.holds.forget_all();
         self.topics.lock().clear();
@@ -415,6 +446,14 @@ impl RabbitMq {
 /// a publish or an acknowledgement can leave its answer never coming: the operation
 /// fails instead (the caller answers 503 or tries again) and the next one reconnects.
 const OP_TIMEOUT: Duration = Duration::from_secs(35);
+
+/// How long connecting and declaring the queue's exchanges and queues may take: a few
+/// hundred milliseconds on a healthy broker; past it ingest answers 503 rather than keep a
+/// client waiting on a broker that accepts connections but does not serve them.
+const LINK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After a failed connection, how long other callers get its answer without trying again.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 
 async fn bounded<T>(op: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     match tokio::time::timeout(OP_TIMEOUT, op).await {

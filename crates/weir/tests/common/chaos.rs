@@ -84,6 +84,27 @@ impl Relay {
             task: Some(task),
         }
     }
+
+    /// In the relay's place, a listener that takes connections and never answers: a
+    /// broker that is up but does not serve (a node still recovering its queues).
+    pub async fn black_hole(port: u16) -> Self {
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        Self {
+            port,
+            task: Some(task),
+        }
+    }
 }
 
 /// A broker of the test's own, keeping its data on disk, that goes away and comes back.
@@ -92,6 +113,8 @@ pub enum Broker {
     Nats(OwnNats),
     /// Through a relay, under a namespace of the test's own.
     Rabbit(Relay, String),
+    /// The same, but while away the relay's port takes connections and never answers.
+    RabbitSilent(Relay, String),
 }
 
 impl Broker {
@@ -99,13 +122,15 @@ impl Broker {
         match self {
             Self::Redis(r, _) => format!("redis://127.0.0.1:{}", r.port),
             Self::Nats(n) => format!("nats://127.0.0.1:{}", n.port),
-            Self::Rabbit(r, _) => format!("amqp://guest:guest@127.0.0.1:{}/%2f", r.port),
+            Self::Rabbit(r, _) | Self::RabbitSilent(r, _) => {
+                format!("amqp://guest:guest@127.0.0.1:{}/%2f", r.port)
+            }
         }
     }
 
     fn namespace(&self) -> String {
         match self {
-            Self::Rabbit(_, ns) => ns.clone(),
+            Self::Rabbit(_, ns) | Self::RabbitSilent(_, ns) => ns.clone(),
             _ => "weir".to_owned(),
         }
     }
@@ -114,11 +139,18 @@ impl Broker {
         match self {
             Self::Redis(r, _) => r.stop(),
             Self::Nats(n) => n.proc = None,
-            Self::Rabbit(r, _) => {
+            Self::Rabbit(r, _) | Self::RabbitSilent(r, _) => {
                 if let Some(t) = r.task.take() {
                     t.abort();
                 }
             }
+        }
+    }
+
+    /// After `stop`: a silent broker takes the port (the others leave it closed).
+    async fn go_silent(&mut self) {
+        if let Self::RabbitSilent(r, _) = self {
+            *r = Relay::black_hole(r.port).await;
         }
     }
 
@@ -127,6 +159,13 @@ impl Broker {
             Self::Redis(r, aof) => *r = OwnRedis::start_in(r.port, Some(aof)).await,
             Self::Nats(n) => *n = OwnNats::start(n.port, &n.dir).await,
             Self::Rabbit(r, _) => *r = Relay::start(r.port).await,
+            Self::RabbitSilent(r, _) => {
+                // The silent listener goes (and every connection it held) first.
+                if let Some(t) = r.task.take() {
+                    t.abort();
+                }
+                *r = Relay::start(r.port).await;
+            }
         }
     }
 }
@@ -220,8 +259,16 @@ subscriptions:
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     broker.stop();
+    broker.go_silent().await;
     for n in 0..3 {
+        let asked = std::time::Instant::now();
         let r = publish(100 + n).await;
+        // Answered while the client still waits, whatever the broker does.
+        assert!(
+            asked.elapsed() < Duration::from_secs(15),
+            "{:?}",
+            asked.elapsed()
+        );
         assert_eq!(r.status, 503, "{}", r.text());
         assert_eq!(r.json()["error"]["type"], "queue_unavailable");
         assert!(r.headers.contains_key("retry-after"));

@@ -72,18 +72,24 @@ impl Mask {
             }
             _ => {}
         };
-        texts(&mut request["system"]);
-        for m in request["messages"].as_array_mut().into_iter().flatten() {
-            texts(&mut m["content"]);
+        // `get_mut`, never indexing: an index adds the field as null when it is missing,
+        // and a provider may refuse what the client never sent (`"system": null`).
+        if let Some(system) = request.get_mut("system") {
+            texts(system);
+        }
+        for m in messages(request) {
+            if let Some(content) = m.get_mut("content") {
+                texts(content);
+            }
         }
     }
 
     /// Masks every text of an OpenAI-shaped request's messages (and `input`).
     pub fn request(&self, request: &mut Value) {
-        for m in request["messages"].as_array_mut().into_iter().flatten() {
-            match &mut m["content"] {
-                Value::String(s) => *s = self.text(s),
-                Value::Array(parts) => {
+        for m in messages(request) {
+            match m.get_mut("content") {
+                Some(Value::String(s)) => *s = self.text(s),
+                Some(Value::Array(parts)) => {
                     for p in parts {
                         if let Some(Value::String(s)) = p.get_mut("text") {
                             *s = self.text(s);
@@ -93,9 +99,9 @@ impl Mask {
                 _ => {}
             }
         }
-        match &mut request["input"] {
-            Value::String(s) => *s = self.text(s),
-            Value::Array(items) => {
+        match request.get_mut("input") {
+            Some(Value::String(s)) => *s = self.text(s),
+            Some(Value::Array(items)) => {
                 for i in items {
                     if let Value::String(s) = i {
                         *s = self.text(s);
@@ -105,6 +111,15 @@ impl Mask {
             _ => {}
         }
     }
+}
+
+/// The request's messages, if it has any.
+fn messages(request: &mut Value) -> impl Iterator<Item = &mut Value> {
+    request
+        .get_mut("messages")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
 }
 
 fn luhn(digits: &[u32]) -> bool {
@@ -145,5 +160,28 @@ mod tests {
         m.request(&mut req);
         assert_eq!(req["messages"][0]["content"][0]["text"], "[EMAIL]");
         assert_eq!(req["messages"][1]["content"], "call [PHONE]");
+    }
+
+    #[test]
+    fn masking_never_adds_a_field() {
+        let m = Mask::from_names(&["email".into()]).unwrap();
+        let mut chat = serde_json::json!({"model": "m", "messages": [{"role": "assistant", "tool_calls": []}, {"role": "user", "content": "a@b.io"}]});
+        m.request(&mut chat);
+        assert_eq!(
+            chat,
+            serde_json::json!({"model": "m", "messages": [{"role": "assistant", "tool_calls": []}, {"role": "user", "content": "[EMAIL]"}]})
+        );
+        let mut embeddings = serde_json::json!({"model": "m", "input": "a@b.io"});
+        m.request(&mut embeddings);
+        assert_eq!(
+            embeddings,
+            serde_json::json!({"model": "m", "input": "[EMAIL]"})
+        );
+        let mut anthropic = serde_json::json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "a@b.io"}]});
+        m.anthropic(&mut anthropic);
+        assert_eq!(
+            anthropic,
+            serde_json::json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "[EMAIL]"}]})
+        );
     }
 }

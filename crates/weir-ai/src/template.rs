@@ -3,7 +3,7 @@
 //! route answers `{"output": …, "model": …, "usage": …}`.
 
 use bytes::Bytes;
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 use serde_json::{Value, json};
 
 use crate::errors;
@@ -78,7 +78,24 @@ pub(crate) async fn answer(
     let Some(model) = route.catalog.model(name) else {
         return errors::model_not_found(name);
     };
-    let request = json!({"model": name, "messages": [{"role": "user", "content": prompt}]});
+    let mut request = json!({"model": name, "messages": [{"role": "user", "content": prompt}]});
+    // As on every AI route: masked before it is cached or sent.
+    if let Some(m) = &route.mask {
+        m.request(&mut request);
+    }
+    let cache_key = route.cache.as_ref().map(|_| {
+        let who = consumer.map_or("-", |c| &*c.name);
+        crate::cache::AiCache::key(who, "template", &request)
+    });
+    if let (Some(c), Some(k)) = (&route.cache, &cache_key)
+        && let Some(hit) = c.get(k)
+    {
+        let mut rsp = AiResponse::json(StatusCode::OK, &Value::Null);
+        rsp.body = AiBody::Full(hit);
+        rsp.headers
+            .insert("x-weir-cache", HeaderValue::from_static("hit"));
+        return rsp;
+    }
     let rsp = chat_once(route, model, request, consumer).await;
     if !rsp.status.is_success() {
         return rsp;
@@ -94,10 +111,17 @@ pub(crate) async fn answer(
         );
     };
     let output = v["choices"][0]["message"]["content"].clone();
-    AiResponse::json(
+    let mut answer = AiResponse::json(
         StatusCode::OK,
         &json!({"output": output, "model": name, "usage": v["usage"]}),
-    )
+    );
+    if let (Some(c), Some(k), AiBody::Full(b)) = (&route.cache, cache_key, &answer.body) {
+        c.put(k, b.clone());
+        answer
+            .headers
+            .insert("x-weir-cache", HeaderValue::from_static("miss"));
+    }
+    answer
 }
 
 #[cfg(test)]

@@ -260,6 +260,15 @@ routes:
         sent, "mail me at [EMAIL], card [CARD]",
         "masked before it left"
     );
+    let mut fields: Vec<String> = llm.calls()[0]
+        .body
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    fields.sort();
+    assert_eq!(fields, ["messages", "model"], "masking adds no field");
     // The same request, its keys in another order: answered from the cache.
     let again = post(&r, "/v1/chat/completions", json!({"messages": [{"content": "mail me at jane@example.com, card 4111 1111 1111 1111", "role": "user"}], "model": "smart"})).await;
     assert_eq!(again.headers["x-weir-cache"], "hit");
@@ -276,6 +285,44 @@ routes:
     )
     .await;
     assert_eq!(llm.calls().len(), 3);
+    r.shutdown().await;
+}
+
+/// A prompt-template route masks and caches like any AI route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_route_masks_and_caches() {
+    let llm = FakeOpenAi::openai().await;
+    let r = gateway(&format!(
+        r#"ai:
+  providers:
+    compat: {{ kind: openai_compatible, base_url: "{}" }}
+  models:
+    - {{ name: smart, targets: [compat/m] }}
+routes:
+  - name: summarize
+    match: {{ paths: [/ai/summarize], methods: [POST] }}
+    ai: {{ model: smart, prompt_template: "Summarize: {{{{text}}}}", cache: {{ ttl: 60s }}, mask: [email] }}
+"#,
+        llm.base_url()
+    ));
+    let ask = json!({"text": "write to jane@example.com"});
+    let first = post(&r, "/ai/summarize", ask.clone()).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.json()["output"], weir_testkit::fake_llm::FAKE_TEXT);
+    assert_eq!(first.headers["x-weir-cache"], "miss");
+    assert_eq!(
+        llm.calls()[0].body["messages"][0]["content"],
+        "Summarize: write to [EMAIL]",
+        "masked before it left"
+    );
+    let again = post(&r, "/ai/summarize", ask).await;
+    assert_eq!(again.headers["x-weir-cache"], "hit");
+    assert_eq!(again.body, first.body);
+    assert_eq!(
+        llm.calls().len(),
+        1,
+        "the second answer came from the cache"
+    );
     r.shutdown().await;
 }
 

@@ -218,3 +218,24 @@ async fn openai_clients_reach_anthropic_providers_whole_and_streamed() {
     assert_eq!(rsp.json()["choices"][0]["message"]["content"], FAKE_TEXT);
     r.shutdown().await;
 }
+
+/// Masking an Anthropic request that has no system prompt adds none: an Anthropic
+/// provider refuses `"system": null`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masking_sends_anthropic_no_field_the_client_did_not() {
+    let (claude, gpt) = (FakeAnthropic::anthropic().await, FakeOpenAi::openai().await);
+    let cfg = config(&claude, &gpt).replace("ai: {}", "ai: { mask: [email] }");
+    let r = gateway(&cfg);
+    let rsp = post(
+        &r,
+        "/v1/messages",
+        &[("anthropic-version", "2023-06-01")],
+        json!({"model": "claude", "max_tokens": 64, "messages": [{"role": "user", "content": "I am jane@example.com"}]}),
+    )
+    .await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    let sent = &claude.calls()[0].body;
+    assert_eq!(sent["messages"][0]["content"], "I am [EMAIL]");
+    assert!(sent.get("system").is_none(), "{sent}");
+    r.shutdown().await;
+}

@@ -1,6 +1,7 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz`, and the admin API under
-//! `/api/` when the control plane has mounted one. Runs on the control thread, away from
-//! the workers.
+//! The admin listener: `/metrics` (Prometheus text), `/healthz`, `/livez`, `/readyz`, and
+//! the admin API under `/api/` when the control plane has mounted one (the listener takes
+//! no connection before then, so nothing sees a `404` for an API still starting). Runs on
+//! the control thread, away from the workers.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -32,17 +33,80 @@ pub type AdminApi = Arc<
         + Sync,
 >;
 
+/// Whether what the node depends on answers: each check's name and its failure.
+pub type ReadyCheck = Arc<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Vec<(&'static str, Result<(), String>)>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// How long `/readyz` waits for the checks before it counts them as failed.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What the control plane adds to the admin listener once it is up.
+#[derive(Default)]
+pub struct AdminState {
+    api: OnceLock<AdminApi>,
+    ready: OnceLock<ReadyCheck>,
+    /// An API is to be mounted: connections wait in the backlog until it is.
+    pending: std::sync::atomic::AtomicBool,
+    mounted: tokio::sync::Notify,
+}
+
+impl AdminState {
+    /// A state whose listener waits for [`Self::mount`] when `api_to_come`.
+    pub fn new(api_to_come: bool) -> Self {
+        let s = Self::default();
+        s.pending
+            .store(api_to_come, std::sync::atomic::Ordering::Relaxed);
+        s
+    }
+
+    /// Mounts the admin API and the readiness checks; the listener starts taking
+    /// connections.
+    pub fn mount(&self, api: AdminApi, ready: Option<ReadyCheck>) {
+        let _ = self.api.set(api);
+        if let Some(r) = ready {
+            let _ = self.ready.set(r);
+        }
+        self.pending
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.mounted.notify_waiters();
+    }
+
+    /// The control plane will not come (it failed to start): serve what there is.
+    pub fn give_up(&self) {
+        self.pending
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.mounted.notify_waiters();
+    }
+
+    async fn until_mounted(&self) {
+        loop {
+            let woken = self.mounted.notified();
+            if !self.pending.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            woken.await;
+        }
+    }
+}
+
 pub async fn serve(
     listener: std::net::TcpListener,
     gw: Arc<Gateway>,
     metrics: PrometheusHandle,
-    api: Arc<OnceLock<AdminApi>>,
+    state: Arc<AdminState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Ok(listener) = TcpListener::from_std(listener) else {
         tracing::error!("cannot register the admin listener");
         return;
     };
+    tokio::select! {
+        _ = state.until_mounted() => {}
+        _ = shutdown.changed() => return,
+    }
     loop {
         let stream = tokio::select! {
             r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
@@ -50,7 +114,7 @@ pub async fn serve(
         };
         let gw = Arc::clone(&gw);
         let metrics = metrics.clone();
-        let api = Arc::clone(&api);
+        let state = Arc::clone(&state);
         let (stream, peer) = stream;
         tokio::spawn(async move {
             let svc = service_fn(move |mut req: Request<Incoming>| {
@@ -60,20 +124,15 @@ pub async fn serve(
                     .uri()
                     .path()
                     .starts_with("/api/")
-                    .then(|| api.get().cloned())
+                    .then(|| state.api.get().cloned())
                     .flatten();
-                let built_in = mounted.is_none().then(|| route(&req, &gw, &metrics));
+                let (gw, metrics, state) = (Arc::clone(&gw), metrics.clone(), Arc::clone(&state));
                 async move {
-                    let rsp = match (mounted, built_in) {
-                        (Some(api), _) => api(req).await,
-                        (None, Some(rsp)) => {
-                            rsp.map(|b| b.map_err(|never| match never {}).boxed_unsync())
-                        }
-                        (None, None) => Response::new(
-                            Full::new(Bytes::new())
-                                .map_err(|never| match never {})
-                                .boxed_unsync(),
-                        ),
+                    let rsp = match mounted {
+                        Some(api) => api(req).await,
+                        None => route(&req, &gw, &metrics, &state)
+                            .await
+                            .map(|b| b.map_err(|never| match never {}).boxed_unsync()),
                     };
                     Ok::<_, Infallible>(rsp)
                 }
@@ -87,10 +146,11 @@ pub async fn serve(
     }
 }
 
-fn route(
+async fn route(
     req: &Request<Incoming>,
     gw: &Gateway,
     metrics: &PrometheusHandle,
+    state: &AdminState,
 ) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
@@ -111,11 +171,51 @@ fn route(
                 serde_json::json!({ "status": "ok", "config_version": gw.version() }).to_string();
             reply(StatusCode::OK, "application/json", body)
         }
+        // The process runs and answers: restart it only when this fails.
+        (&Method::GET, "/livez") => reply(
+            StatusCode::OK,
+            "application/json",
+            r#"{"status":"alive"}"#.to_owned(),
+        ),
+        (&Method::GET, "/readyz") => readyz(gw, state).await,
         _ => {
-            let body = serde_json::json!({"error": {"type": "not_found", "message": "no such admin endpoint; try /healthz or /metrics"}}).to_string();
+            let body = serde_json::json!({"error": {"type": "not_found", "message": "no such admin endpoint; try /healthz, /livez, /readyz or /metrics"}}).to_string();
             reply(StatusCode::NOT_FOUND, "application/json", body)
         }
     }
+}
+
+/// Ready to take traffic: the configuration is loaded, the admin API mounted (taking
+/// connections at all means it is), and the store and the event queue answer within
+/// [`READY_TIMEOUT`]. `503` with the failing checks otherwise.
+async fn readyz(gw: &Gateway, state: &AdminState) -> Response<Full<Bytes>> {
+    let mut checks = serde_json::Map::new();
+    checks.insert("config".into(), "ok".into());
+    let mut ready = true;
+    if let Some(check) = state.ready.get() {
+        let results = match tokio::time::timeout(READY_TIMEOUT, check()).await {
+            Ok(r) => r,
+            Err(_) => vec![(
+                "dependencies",
+                Err(format!("no answer within {} s", READY_TIMEOUT.as_secs())),
+            )],
+        };
+        for (name, r) in results {
+            ready &= r.is_ok();
+            checks.insert(name.into(), r.err().unwrap_or_else(|| "ok".into()).into());
+        }
+    }
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "config_version": gw.version(),
+        "checks": checks,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    reply(status, "application/json", body.to_string())
 }
 
 fn reply(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -44,12 +44,14 @@ pub struct ReloadSources {
     /// The node's ingest (and its event queue) topic routes publish through (topic routes
     /// are refused without one).
     pub ingest: Option<Arc<weir_events::ingest::Ingest>>,
+    /// A control plane will mount the admin API: the admin listener waits for it.
+    pub admin_api_to_come: bool,
 }
 
 pub struct Running {
     pub gateway: Arc<Gateway>,
-    /// Where the control plane mounts the admin API (served under `/api/`).
-    pub admin_api: Arc<OnceLock<crate::admin::AdminApi>>,
+    /// Where the control plane mounts the admin API (served under `/api/`) and readiness.
+    pub admin: Arc<crate::admin::AdminState>,
     /// Fires when Weir shuts down, for tasks started beside it.
     pub stopping: watch::Receiver<bool>,
     pub proxy_addr: SocketAddr,
@@ -118,13 +120,13 @@ pub fn start(config: Config, sources: ReloadSources) -> Result<Running, StartErr
             }
         }
     });
-    let admin_api = Arc::new(OnceLock::new());
+    let admin_state = Arc::new(crate::admin::AdminState::new(sources.admin_api_to_come));
     if let Some(a) = admin {
         tokio::spawn(crate::admin::serve(
             a,
             Arc::clone(&gateway),
             metrics,
-            Arc::clone(&admin_api),
+            Arc::clone(&admin_state),
             rx.clone(),
         ));
     }
@@ -146,7 +148,7 @@ pub fn start(config: Config, sources: ReloadSources) -> Result<Running, StartErr
     }
     Ok(Running {
         gateway,
-        admin_api,
+        admin: admin_state,
         stopping: rx.clone(),
         proxy_addr,
         admin_addr,

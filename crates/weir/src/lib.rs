@@ -297,6 +297,7 @@ pub async fn start(
         .as_ref()
         .map(|q| weir_events::ingest::Ingest::new(Arc::clone(q)));
     sources.ingest = ingest.clone();
+    sources.admin_api_to_come = store.is_some();
     if let Some(ingest) = &ingest {
         declare_first(ingest, &initial.subscriptions).await?;
     }
@@ -341,6 +342,7 @@ pub async fn start(
     let user = admin.user.as_deref().unwrap_or("admin");
     let first = admin.password.as_deref().map(|p| (user, p));
     if let Err(e) = control.start(&config, first).await {
+        running.admin.give_up();
         running.shutdown().await;
         return Err(e.to_string());
     }
@@ -358,7 +360,10 @@ pub async fn start(
             })
         })
     });
-    let _ = running.admin_api.set(mounted);
+    running.admin.mount(
+        mounted,
+        Some(ready_check(control.store().clone(), queue.clone())),
+    );
     tokio::spawn(Arc::clone(&control).follow(Duration::from_secs(1), running.stopping.clone()));
     tokio::spawn(sweep_sessions(
         control.store().clone(),
@@ -504,6 +509,28 @@ fn ai_row(r: weir_ai::usage::CallRecord) -> weir_store::AiCallRow {
 
 /// The node's AI call records as the admin API reads them (from whichever snapshot's AI
 /// plane is live: it outlives reloads).
+/// `/readyz`'s checks: the store and the event queue (when there is one) answer.
+fn ready_check(
+    store: weir_store::Store,
+    queue: Option<Arc<dyn weir_events::Queue>>,
+) -> weir_proxy::admin::ReadyCheck {
+    Arc::new(move || {
+        let (store, queue) = (store.clone(), queue.clone());
+        Box::pin(async move {
+            let mut out = vec![(
+                "store",
+                store.version().await.map(drop).map_err(|e| e.to_string()),
+            )];
+            if let Some(q) = queue {
+                // Any read that reaches the backend will do: the position of a topic.
+                let r = q.latest("weir-readiness").await;
+                out.push(("queue", r.map(drop).map_err(|e| e.to_string())));
+            }
+            out
+        })
+    })
+}
+
 struct NodeAi(Arc<Gateway>);
 
 impl weir_control::ai::AiCalls for NodeAi {

@@ -534,6 +534,7 @@ async fn run(config: Config, origin: String, path: Option<PathBuf>, watch: bool)
         calls: None,
         ai_calls: None,
         ingest: None,
+        admin_api_to_come: false,
     };
     let quickstart = origin == "built-in quick start";
     let node = match weir::start(config, sources, weir::FirstAdmin::from_env(), !quickstart).await {
@@ -562,7 +563,7 @@ async fn run(config: Config, origin: String, path: Option<PathBuf>, watch: bool)
         running.proxy_addr
     );
     if let Some(a) = running.admin_addr {
-        eprintln!("  admin: http://{a}/metrics and http://{a}/healthz");
+        eprintln!("  admin: http://{a}/metrics, http://{a}/livez and http://{a}/readyz");
         if let Some(c) = &node.control {
             let mode = match c.mode() {
                 weir_control::Mode::File => "file mode: read-only",

@@ -200,6 +200,7 @@ async fn a_watched_file_reloads_on_change_and_ignores_a_broken_edit() {
             calls: None,
             ai_calls: None,
             ingest: None,
+            admin_api_to_come: false,
         },
     )
     .unwrap();

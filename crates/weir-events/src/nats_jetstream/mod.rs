@@ -143,8 +143,19 @@ impl Queue for NatsJetStream {
                             let old = self.topic_of_filter(&info.config.filter_subject);
                             return Ok(Some(old));
                         }
+                        // The newer generation is known before the consumer goes, so an
+                        // older node that finds it missing meanwhile does not make it again
+                        // on its own topic.
+                        if generation > held {
+                            self.set_state("gen", name, &generation.to_string()).await?;
+                        }
                         start = self.move_to(name, &info, topic).await?;
                     }
+                }
+                // Missing, and a newer declaration is known: that node makes it (a move in
+                // progress, or its own re-declaration).
+                Err(e) if missing(&e) && generation < held => {
+                    return Ok(Some("the topic of a newer declaration".to_owned()));
                 }
                 Err(e) if missing(&e) => {}
                 Err(e) => return Err(unavailable(e)),

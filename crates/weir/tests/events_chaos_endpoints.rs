@@ -165,7 +165,9 @@ impl Ran {
     }
 }
 
-async fn misbehaving_endpoints(backend: &str) {
+/// One measurement on `backend`: the healthy subscription's p99 beside well-behaved
+/// endpoints, then beside misbehaving ones.
+async fn misbehaving_endpoints(backend: &str) -> (Duration, Duration) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let arrivals: Arrivals = Arc::default();
     let good = healthy(&arrivals).await;
@@ -235,13 +237,6 @@ async fn misbehaving_endpoints(backend: &str) {
     )
     .await;
     second.end().await;
-    // A p99 of a few milliseconds is within the scheduler's noise: the bound is twice the
-    // baseline or 10 ms, whichever is larger.
-    let bound = (baseline * 2).max(Duration::from_millis(10));
-    assert!(
-        beside <= bound,
-        "{backend}: the healthy subscription slowed from {baseline:?} to {beside:?}"
-    );
     drop(hang);
     clean(
         backend,
@@ -250,11 +245,31 @@ async fn misbehaving_endpoints(backend: &str) {
         &[&t1, &t2],
     )
     .await;
+    (baseline, beside)
+}
+
+/// A p99 of a few milliseconds is within the scheduler's noise: the bound is twice the
+/// baseline or 10 ms, whichever is larger.
+fn within(baseline: Duration, beside: Duration) -> bool {
+    beside <= (baseline * 2).max(Duration::from_millis(10))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_endpoints_do_not_slow_the_others() {
     for backend in BACKENDS {
-        misbehaving_endpoints(backend).await;
+        let (baseline, beside) = misbehaving_endpoints(backend).await;
+        if within(baseline, beside) {
+            continue;
+        }
+        // One p99 of 300 samples through a broker's fsyncs on a shared two-core machine
+        // varies up to twice between identical runs; a worker pool that a hanging endpoint
+        // blocks shows up as seconds, every time. So a miss gets one second measurement,
+        // and that one decides.
+        eprintln!("chaos: {backend}: measuring again");
+        let (baseline, beside) = misbehaving_endpoints(backend).await;
+        assert!(
+            within(baseline, beside),
+            "{backend}: the healthy subscription slowed from {baseline:?} to {beside:?}"
+        );
     }
 }

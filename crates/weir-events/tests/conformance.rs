@@ -689,3 +689,34 @@ async fn concurrent(q: Arc<dyn Queue>) {
     }
     assert_eq!(seen, 400);
 }
+
+/// A broker that is not there is reported within 2 s (and a little for the machine), with
+/// the cause and the address but never the URL's password.
+#[tokio::test]
+async fn every_backend_reports_an_unreachable_server_at_once_with_the_cause() {
+    let bound = Duration::from_millis(2500);
+    let check = |what: &str, started: std::time::Instant, e: String| {
+        assert!(started.elapsed() < bound, "{what}: {:?}", started.elapsed());
+        assert!(e.to_lowercase().contains("refused"), "{what}: {e}");
+        assert!(e.contains("127.0.0.1:1"), "{what}: {e}");
+        assert!(!e.contains("hunter2"), "{what}: {e}");
+    };
+    let t = std::time::Instant::now();
+    let e = NatsJetStream::open("nats://u:hunter2@127.0.0.1:1", "weir", LEASE)
+        .await
+        .err()
+        .unwrap();
+    check("nats", t, e.to_string());
+    let t = std::time::Instant::now();
+    let e = RedisStreams::open("redis://:hunter2@127.0.0.1:1", "weir:{ev}:")
+        .await
+        .err()
+        .unwrap();
+    check("redis", t, e.to_string());
+    let t = std::time::Instant::now();
+    let e = RabbitMq::open("amqp://u:hunter2@127.0.0.1:1/%2f", "weir", LEASE)
+        .await
+        .err()
+        .unwrap();
+    check("rabbitmq", t, e.to_string());
+}

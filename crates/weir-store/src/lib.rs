@@ -154,6 +154,23 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// One direct connection before the pool is built: a pool only says "timed out" after
+/// retrying for its whole timeout, where one connection tells the cause at once (refused,
+/// unknown host, authentication failed).
+async fn probe(url: &str) -> std::result::Result<(), String> {
+    let direct = <sqlx::AnyConnection as sqlx::Connection>::connect(url);
+    match tokio::time::timeout(Duration::from_secs(2), direct).await {
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+            Ok(())
+        }
+        Ok(Err(cause)) => Err(cause.to_string()),
+        Err(_) => {
+            Err("no answer within 2 s (a wrong host, or a firewall dropping packets)".to_owned())
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the store at `url`: `sqlite://PATH` (relative paths are
     /// under `data_dir`) or `postgres://…`. Creates the tables on first use.
@@ -203,6 +220,11 @@ impl Store {
                     Ok(())
                 })
             });
+        }
+        if backend == Backend::Postgres {
+            probe(&url)
+                .await
+                .map_err(|cause| StoreError::Unavailable(format!("{display}: {cause}")))?;
         }
         let pool = options
             .connect(&url)

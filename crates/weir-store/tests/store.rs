@@ -382,8 +382,20 @@ async fn bad_urls_and_unreachable_stores_are_clear_errors() {
         .unwrap_err();
     let msg = e.to_string();
     assert!(
-        msg.contains("unavailable") && !msg.contains("secret-pw"),
+        msg.contains("unavailable") && msg.contains("refused") && !msg.contains("secret-pw"),
         "{msg}"
+    );
+    let e = Store::open("postgres://u@no-such-host.invalid:5432/db", &dir)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no-such-host.invalid"), "{e}");
+    assert!(!e.to_string().contains("timed out"), "{e}");
+    let e = Store::open("postgres://no_such_role_weir@127.0.0.1:5432/test", &dir)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("no_such_role_weir"),
+        "the role is named: {e}"
     );
     let _ = std::fs::remove_dir_all(dir);
 }

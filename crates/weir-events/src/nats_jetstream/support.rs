@@ -101,14 +101,16 @@ impl NatsJetStream {
     /// Connects to `url` (`nats://host:port`) and makes the streams if they are missing.
     /// `retention` bounds how long events are kept.
     pub async fn open(url: &str, prefix: &str, retention: Duration) -> Result<Self> {
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(2))
-            .retry_on_initial_connect()
-            .connect(url)
-            .await
-            .map_err(unavailable)?;
         // Never the credentials a URL may hold.
         let display = url.rsplit('@').next().unwrap_or(url).to_owned();
+        // The first connection must succeed within 2 s, so a start against a server that
+        // is away fails at once with the cause (refused, unknown host, authorization);
+        // after it, the client reconnects by itself.
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(2))
+            .connect(url)
+            .await
+            .map_err(|e| QueueError::Unavailable(format!("{display}: {e}")))?;
         let js = jetstream::new(client);
         let up = prefix.to_ascii_uppercase().replace(['.', '-'], "_");
         let make = |name: String, subjects: Vec<String>, per_subject: i64, max_age: Duration| {

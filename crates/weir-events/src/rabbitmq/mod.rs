@@ -135,7 +135,10 @@ impl RabbitMq {
             failed: Mutex::new(None),
             display: redact(url),
         };
-        q.link().await?;
+        q.link().await.map_err(|e| match e {
+            QueueError::Unavailable(m) => QueueError::Unavailable(format!("{}: {m}", q.display)),
+            other => other,
+        })?;
         Ok(q)
     }
 

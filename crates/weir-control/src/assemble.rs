@@ -230,6 +230,13 @@ pub fn redact(cfg: &mut Config) {
             *secret = REDACTED.to_owned();
         }
     }
+    for p in cfg.ai.providers.values_mut() {
+        for k in &mut p.api_keys {
+            if inline(k) {
+                *k = REDACTED.to_owned();
+            }
+        }
+    }
     if let Some(tls) = &mut cfg.listen.tls {
         for c in &mut tls.certificates {
             if c.key.trim_start().starts_with("-----BEGIN") {
@@ -540,6 +547,9 @@ events: { backend: "redis://:queue-secret@127.0.0.1:6379" }
 topics: { t: {} }
 subscriptions:
   - { name: s, topic: t, endpoint: "http://127.0.0.1:1/", signing_secret: "env:OLD whsec_c2lnbmluZy1zZWNyZXQtMTIzNA==" }
+ai:
+  providers:
+    openai: { kind: openai, api_keys: ["sk-provider-secret-1", "env:OPENAI_KEY"] }
 "#,
             "t",
         )
@@ -554,10 +564,12 @@ subscriptions:
             "queue-secret",
             "inbound-secret",
             "whsec_",
+            "sk-provider-secret",
         ] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
         assert!(text.contains("env:K") && text.contains("env:JWT") && text.contains("env:HOOK"));
+        assert!(text.contains("env:OPENAI_KEY"), "{text}");
         assert!(
             text.contains("postgres://weir:(redacted)@db:5432/weir"),
             "{text}"

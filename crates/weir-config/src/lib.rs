@@ -7,6 +7,7 @@ mod load;
 mod model;
 pub mod net;
 mod policy;
+mod restart;
 mod units;
 mod validate;
 mod validate_ai;
@@ -15,6 +16,7 @@ mod validate_policy;
 pub use load::{LoadError, apply_env, from_yaml, load_file};
 pub use model::*;
 pub use policy::*;
+pub use restart::hold_restart_only;
 pub use units::{ByteSize, Duration, Start, parse_rfc3339, rfc3339};
 pub use validate::{
     REGEX_SIZE_LIMIT, ValidationError, compile_route_regex, did_you_mean, parse_cidr,

@@ -50,8 +50,8 @@ pub struct Control {
     pub(crate) store: Store,
     pub(crate) mode: Mode,
     /// This node's own settings (listeners, workers, limits), from its file and
-    /// environment; stored objects are added to them.
-    pub(crate) base: Config,
+    /// environment; stored objects are added to them. Replaced by [`Control::reload_node`].
+    base: parking_lot::RwLock<Arc<Config>>,
     pub(crate) plane: Arc<dyn Plane>,
     /// The store version this node serves (database mode).
     serving: AtomicI64,
@@ -71,7 +71,7 @@ impl Control {
         Arc::new(Self {
             store: store.with_audit_view(assemble::shown),
             mode,
-            base,
+            base: parking_lot::RwLock::new(Arc::new(base)),
             plane,
             serving: AtomicI64::new(0),
             store_ok: AtomicBool::new(true),
@@ -94,6 +94,11 @@ impl Control {
         let _ = self.events.set(events);
     }
 
+    /// The node's own settings as last loaded from its file.
+    pub(crate) fn base(&self) -> Arc<Config> {
+        Arc::clone(&self.base.read())
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -111,7 +116,7 @@ impl Control {
     pub async fn stored_config(&self) -> Result<(i64, Config), ApiError> {
         let version = self.store.version().await?;
         let objects = self.store.objects().await?;
-        let cfg = assemble(&self.base, &objects).map_err(ApiError::Invalid)?;
+        let cfg = assemble(&self.base(), &objects).map_err(ApiError::Invalid)?;
         Ok((version, cfg))
     }
 
@@ -144,6 +149,30 @@ impl Control {
         }
     }
 
+    /// Database mode: serves `file` as the node's own settings (from a reload of its file)
+    /// with the store's objects, validated and swapped like any change; on any refusal the
+    /// running settings stay. The store is read first, so an edit made while it is away
+    /// waits for the next reload.
+    pub async fn reload_node(&self, file: Config) -> Result<(), Vec<String>> {
+        let _guard = self.apply_lock.lock().await;
+        let read = async {
+            let version = self.store.version().await?;
+            Ok::<_, weir_store::StoreError>((version, self.store.objects().await?))
+        };
+        let (version, objects) = read.await.map_err(|e| {
+            vec![format!(
+                "the store cannot be read ({e}); the node keeps its running settings: reload again once the store is back"
+            )]
+        })?;
+        let cfg = assemble(&file, &objects)?;
+        self.plane
+            .apply(cfg.clone())
+            .map_err(|e| name_paths(&cfg, e))?;
+        *self.base.write() = Arc::new(file);
+        self.serving.store(version, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn store_down(&self, why: &str) {
         if self.store_ok.swap(false, Ordering::Relaxed) {
             tracing::warn!(store = %self.store.display, error = %why, "configuration store unavailable; traffic continues on the last good configuration");
@@ -168,7 +197,7 @@ impl Control {
     /// Whether the node's settings plus `objects` make a configuration the data plane
     /// would take: every reason it would not, paths naming the objects.
     pub(crate) fn check_objects(&self, objects: &[weir_store::Object]) -> Result<(), Vec<String>> {
-        let cfg = assemble(&self.base, objects)?;
+        let cfg = assemble(&self.base(), objects)?;
         self.plane.check(&cfg).map_err(|e| name_paths(&cfg, e))
     }
 

@@ -131,20 +131,9 @@ pub fn start(config: Config, sources: ReloadSources) -> Result<Running, StartErr
         ));
     }
     if let Some(loader) = sources.loader {
-        if let Some(path) = sources.watch {
-            let every = sources.watch_every.unwrap_or(Duration::from_secs(1));
-            tokio::spawn(reload::watch_file(
-                Arc::clone(&gateway),
-                path,
-                Arc::clone(&loader),
-                every,
-                rx.clone(),
-            ));
-        }
-        #[cfg(unix)]
-        if sources.sighup {
-            tokio::spawn(reload::on_sighup(Arc::clone(&gateway), loader, rx.clone()));
-        }
+        let reloader = reload::Reloader::file_mode(Arc::clone(&gateway), loader);
+        let every = sources.watch_every.unwrap_or(Duration::from_secs(1));
+        reload::spawn(&reloader, sources.watch, every, sources.sighup, &rx);
     }
     Ok(Running {
         gateway,

@@ -1,8 +1,12 @@
-//! Sources of configuration change for file mode: a watch on the config file (content
-//! compared, so editors that rewrite in place or rename both work) and SIGHUP. Both call
-//! the same [`Gateway::apply`].
+//! Sources of configuration change from the node's file: a watch on the file (content
+//! compared, so editors that rewrite in place or rename both work) and SIGHUP. Both run
+//! the same [`Reloader::reload`]: load, hold the settings only a restart changes, apply.
+//! In file mode applying serves the file; in database mode it takes the node's own
+//! settings from the file and keeps the store's objects.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,49 +18,99 @@ use crate::gateway::Gateway;
 /// Loads the configuration the same way start-up did (file plus `WEIR_*` overrides).
 pub type Loader = Arc<dyn Fn() -> Result<Config, Vec<String>> + Send + Sync>;
 
-/// Runs one reload and logs its outcome. Returns whether it was applied.
-pub fn reload_now(gw: &Gateway, loader: &Loader, cause: &str) -> bool {
-    let result = loader().and_then(|cfg| gw.apply(cfg));
-    match result {
-        Ok(v) => {
-            tracing::info!(version = v, cause, "configuration reloaded");
-            true
-        }
-        Err(errors) => {
-            tracing::error!(
-                cause,
-                count = errors.len(),
-                "configuration rejected; the previous one stays active"
-            );
-            for e in errors {
-                tracing::error!("  {e}");
-            }
-            weir_telemetry::metrics::reload("rejected");
-            false
-        }
-    }
+/// Serves a freshly loaded configuration, or returns every reason it was refused (the
+/// running one then stays).
+pub type Apply = Arc<
+    dyn Fn(Config) -> Pin<Box<dyn Future<Output = Result<(), Vec<String>>> + Send>> + Send + Sync,
+>;
+
+/// One node's way of reloading its file.
+#[derive(Clone)]
+pub struct Reloader {
+    gateway: Arc<Gateway>,
+    loader: Loader,
+    apply: Apply,
 }
 
-/// Runs [`reload_now`] on the blocking pool: loading reads files and compiling may hash
-/// (argon2 decoys) or parse certificates, which must not stall the control runtime.
-async fn reload_off_thread(gw: &Arc<Gateway>, loader: &Loader, cause: &'static str) {
-    let (gw, loader) = (Arc::clone(gw), Arc::clone(loader));
-    if tokio::task::spawn_blocking(move || reload_now(&gw, &loader, cause))
-        .await
-        .is_err()
-    {
-        tracing::error!(
-            cause,
-            "the reload task failed; the previous configuration stays active"
-        );
+impl Reloader {
+    /// File mode: the file is the whole configuration.
+    pub fn file_mode(gateway: Arc<Gateway>, loader: Loader) -> Self {
+        let gw = Arc::clone(&gateway);
+        let apply: Apply = Arc::new(move |cfg| {
+            let gw = Arc::clone(&gw);
+            // Compiling may hash (argon2 decoys) or parse certificates: off the runtime.
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || gw.apply(cfg).map(drop))
+                    .await
+                    .unwrap_or_else(|_| Err(vec!["the reload task failed".to_owned()]))
+            })
+        });
+        Self::new(gateway, loader, apply)
+    }
+
+    pub fn new(gateway: Arc<Gateway>, loader: Loader, apply: Apply) -> Self {
+        Self {
+            gateway,
+            loader,
+            apply,
+        }
+    }
+
+    /// Runs one reload and logs its outcome: every error of a refused file, and one
+    /// warning naming the edited settings that wait for a restart. Returns whether the
+    /// new configuration is served.
+    pub async fn reload(&self, cause: &'static str) -> bool {
+        let loader = Arc::clone(&self.loader);
+        let loaded = tokio::task::spawn_blocking(move || loader())
+            .await
+            .unwrap_or_else(|_| Err(vec!["the reload task failed".to_owned()]));
+        let result = match loaded {
+            Ok(mut cfg) => {
+                let held =
+                    weir_config::hold_restart_only(&self.gateway.snapshot().config, &mut cfg);
+                if !held.is_empty() {
+                    tracing::warn!(
+                        cause,
+                        settings = %held.join(", "),
+                        "these settings changed but take effect only after a restart; the rest of the change is applied"
+                    );
+                }
+                (self.apply)(cfg).await
+            }
+            Err(e) => {
+                // Refusals after loading are counted where the configuration is applied.
+                weir_telemetry::metrics::reload("rejected");
+                Err(e)
+            }
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(
+                    version = self.gateway.version(),
+                    cause,
+                    "configuration reloaded"
+                );
+                true
+            }
+            Err(errors) => {
+                tracing::error!(
+                    cause,
+                    count = errors.len(),
+                    "configuration rejected; the previous one stays active"
+                );
+                for e in errors {
+                    tracing::error!("  {e}");
+                }
+                false
+            }
+        }
     }
 }
 
 /// Polls `path` every `every` and reloads when its content changes.
 pub async fn watch_file(
-    gw: Arc<Gateway>,
+    reloader: Reloader,
     path: PathBuf,
-    loader: Loader,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -71,14 +125,14 @@ pub async fn watch_file(
         let now = tokio::fs::read(&path).await.ok();
         if now.is_some() && now != last {
             last = now;
-            reload_off_thread(&gw, &loader, "file changed").await;
+            reloader.reload("file changed").await;
         }
     }
 }
 
 /// Reloads on every SIGHUP.
 #[cfg(unix)]
-pub async fn on_sighup(gw: Arc<Gateway>, loader: Loader, mut shutdown: watch::Receiver<bool>) {
+pub async fn on_sighup(reloader: Reloader, mut shutdown: watch::Receiver<bool>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; reload by editing the file instead");
@@ -89,6 +143,25 @@ pub async fn on_sighup(gw: Arc<Gateway>, loader: Loader, mut shutdown: watch::Re
             r = hup.recv() => if r.is_none() { return },
             _ = shutdown.changed() => return,
         }
-        reload_off_thread(&gw, &loader, "SIGHUP").await;
+        reloader.reload("SIGHUP").await;
     }
+}
+
+/// Starts the reload sources: the file watch when `watch` is set, and SIGHUP.
+pub fn spawn(
+    reloader: &Reloader,
+    watch: Option<PathBuf>,
+    every: Duration,
+    sighup: bool,
+    shutdown: &watch::Receiver<bool>,
+) {
+    if let Some(path) = watch {
+        tokio::spawn(watch_file(reloader.clone(), path, every, shutdown.clone()));
+    }
+    #[cfg(unix)]
+    if sighup {
+        tokio::spawn(on_sighup(reloader.clone(), shutdown.clone()));
+    }
+    #[cfg(not(unix))]
+    let _ = sighup;
 }

@@ -259,8 +259,9 @@ pub async fn start(
     } else {
         None
     };
-    // Database mode starts on what the store holds (the file only seeds an empty store),
-    // and reloads come from the store, not from the file.
+    // Database mode starts on what the store holds (the file only seeds an empty store);
+    // the store's objects reload from the store, the node's own settings from the file.
+    let mut db_reloads = None;
     let (initial, sources) = match (&store, mode) {
         (Some(s), Mode::Database) => {
             let version = s.version().await.map_err(|e| e.to_string())?;
@@ -270,6 +271,15 @@ pub async fn start(
             } else {
                 config.clone()
             };
+            // The file still gives this node's own settings: its reloads are wired to the
+            // control plane once it exists.
+            let file_reloads = FileReloads {
+                loader: sources.loader.clone(),
+                watch: sources.watch.clone(),
+                every: sources.watch_every,
+                sighup: sources.sighup,
+            };
+            db_reloads = Some(file_reloads);
             (initial, ReloadSources::default())
         }
         _ => (config.clone(), sources),
@@ -364,6 +374,9 @@ pub async fn start(
         mounted,
         Some(ready_check(control.store().clone(), queue.clone())),
     );
+    if let Some(r) = db_reloads {
+        r.spawn(&running, &control);
+    }
     tokio::spawn(Arc::clone(&control).follow(Duration::from_secs(1), running.stopping.clone()));
     tokio::spawn(sweep_sessions(
         control.store().clone(),
@@ -376,6 +389,38 @@ pub async fn start(
         ingest,
         deliveries,
     })
+}
+
+/// Where a database-mode node's file reloads come from (as in file mode).
+struct FileReloads {
+    loader: Option<weir_proxy::reload::Loader>,
+    watch: Option<std::path::PathBuf>,
+    every: Option<Duration>,
+    sighup: bool,
+}
+
+impl FileReloads {
+    /// Reloads the node's own settings from its file into the control plane, which adds
+    /// the store's objects and swaps the whole configuration.
+    fn spawn(self, running: &Running, control: &Arc<Control>) {
+        let Some(loader) = self.loader else {
+            return;
+        };
+        let control = Arc::clone(control);
+        let apply: weir_proxy::reload::Apply = Arc::new(move |file| {
+            let control = Arc::clone(&control);
+            Box::pin(async move { control.reload_node(file).await })
+        });
+        let reloader =
+            weir_proxy::reload::Reloader::new(Arc::clone(&running.gateway), loader, apply);
+        weir_proxy::reload::spawn(
+            &reloader,
+            self.watch,
+            self.every.unwrap_or(Duration::from_secs(1)),
+            self.sighup,
+            &running.stopping,
+        );
+    }
 }
 
 /// Drops expired sessions and tokens every ten minutes (they are refused anyway; this

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use weir_config::Config;
 
 /// mimalloc: fewer cycles per allocation than glibc malloc on the request path, and memory
@@ -38,7 +38,8 @@ enum Command {
     },
     /// Check a configuration file and print every error with its path.
     Validate {
-        #[arg(short, long, env = "WEIR_CONFIG")]
+        /// Configuration file (YAML), as `serve` reads it.
+        #[arg(short, long, env = "WEIR_CONFIG", default_value = "weir.yaml")]
         config: PathBuf,
     },
     /// Read a password from standard input and print its argon2id hash, for a consumer's
@@ -56,6 +57,14 @@ enum Command {
     /// Issue API keys (virtual keys for AI routes) to consumers through the admin API.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print a completion script for SHELL, e.g. `weir completions bash >
+    /// ~/.local/share/bash-completion/completions/weir`.
+    Completions {
+        /// The shell the script is for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) made from this command line: `weir man > weir.1`.
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -63,6 +72,7 @@ enum KeysCommand {
     /// Issue a new key to a consumer and print it (shown this once; Weir keeps only its
     /// digest). With --models, the key may use only those AI models.
     Issue {
+        /// The consumer the key is for.
         consumer: String,
         /// Model names, comma-separated.
         #[arg(long, value_delimiter = ',')]
@@ -80,6 +90,7 @@ enum EventsCommand {
     /// Publish one event to a topic; prints its id. The body is --data, --file, or
     /// standard input.
     Publish {
+        /// The topic to publish to.
         topic: String,
         /// The body.
         #[arg(long, conflicts_with = "file")]
@@ -87,6 +98,7 @@ enum EventsCommand {
         /// Read the body from this file.
         #[arg(long)]
         file: Option<PathBuf>,
+        /// The body's media type.
         #[arg(long, default_value = "application/json")]
         content_type: String,
         /// Send it as a CloudEvent of this type (binary mode).
@@ -117,12 +129,14 @@ enum EventsCommand {
     },
     /// A subscription's dead letters.
     DeadLetters {
+        /// The subscription's name.
         subscription: String,
         #[command(flatten)]
         api: ApiArgs,
     },
     /// A subscription's delivery attempts, newest first.
     Attempts {
+        /// The subscription's name.
         subscription: String,
         /// Only this event's.
         #[arg(long)]
@@ -132,6 +146,7 @@ enum EventsCommand {
     },
     /// Enable a subscription a `410 Gone` disabled; what waited is delivered.
     Enable {
+        /// The subscription's name.
         subscription: String,
         #[command(flatten)]
         api: ApiArgs,
@@ -139,11 +154,15 @@ enum EventsCommand {
     /// Deliver again: one dead letter (--seq), all of them (--dead-letters), or every
     /// event since a Unix time (--since).
     Replay {
+        /// The subscription to deliver to.
         subscription: String,
+        /// One dead letter, by its sequence number (see `weir events dead-letters`).
         #[arg(long, group = "what")]
         seq: Option<i64>,
+        /// Every dead letter of the subscription.
         #[arg(long, group = "what")]
         dead_letters: bool,
+        /// Every event of the topic since this Unix time (seconds).
         #[arg(long, group = "what")]
         since: Option<i64>,
         #[command(flatten)]
@@ -176,6 +195,7 @@ enum ConfigCommand {
     /// Create (or replace) one route per operation of an OpenAPI 3 document (JSON or
     /// YAML), all to one upstream.
     ImportOpenapi {
+        /// The OpenAPI document (JSON or YAML).
         spec: PathBuf,
         /// The upstream the routes go to (it must exist).
         #[arg(long)]
@@ -192,6 +212,7 @@ enum ConfigCommand {
     /// Make the stored upstreams, routes, consumers and policy defaults those of FILE:
     /// shows the plan (create/update/delete), then applies it in one change.
     Apply {
+        /// The configuration file to apply.
         file: PathBuf,
         /// Show the plan only.
         #[arg(long)]
@@ -206,10 +227,13 @@ enum AdminCommand {
     /// Create an account in the store of --config (the password is read from standard
     /// input). Works before any account exists.
     CreateUser {
+        /// The node's configuration file (its `store` and `data_dir`).
         #[arg(short, long, env = "WEIR_CONFIG")]
         config: PathBuf,
+        /// The account's name.
         #[arg(long)]
         username: String,
+        /// What the account may do: admin (everything), editor (configuration), viewer (read).
         #[arg(long, default_value = "admin", value_parser = ["admin", "editor", "viewer"])]
         role: String,
     },
@@ -224,6 +248,19 @@ fn main() -> ExitCode {
         Command::Validate { config } => validate(&config),
         Command::Serve { config, no_watch } => serve(config, !no_watch),
         Command::HashPassword => hash_password(),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "weir", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("weir: cannot write the manual page: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Config(cmd) => block_on(async move {
             match cmd {
                 ConfigCommand::Export { api } => {
@@ -522,6 +559,11 @@ fn serve(config_path: Option<PathBuf>, watch: bool) -> ExitCode {
 }
 
 async fn run(config: Config, origin: String, path: Option<PathBuf>, watch: bool) -> ExitCode {
+    // Take SIGHUP before any port opens: its default action ends the process, and a
+    // `systemctl reload` may come as soon as the node looks up. Tokio keeps its handler for
+    // the life of the process; the reload task listens from the end of start-up.
+    #[cfg(unix)]
+    let _hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let loader: Option<weir_proxy::reload::Loader> = path.clone().map(|p| {
         let l: weir_proxy::reload::Loader = Arc::new(move || load(&p));
         l
@@ -613,5 +655,34 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command and every flag or argument, at any depth, says what it is for.
+    #[test]
+    fn every_command_and_flag_has_help() {
+        fn walk(cmd: &clap::Command, at: &str, missing: &mut Vec<String>) {
+            let at = format!("{at} {}", cmd.get_name());
+            if cmd.get_about().is_none() && at != " weir" {
+                missing.push(at.clone());
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if !["help", "version"].contains(&id) && arg.get_help().is_none() {
+                    missing.push(format!("{at} --{id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &at, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+        Cli::command().debug_assert();
     }
 }

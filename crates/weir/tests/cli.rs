@@ -62,6 +62,24 @@ fn version_and_help() {
     );
     let out = weir(&["no-such-command"]);
     assert_eq!(out.status.code(), Some(2));
+    for shell in ["bash", "zsh", "fish"] {
+        let out = weir(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            script.contains("validate") && script.contains("events"),
+            "{shell}: {script}"
+        );
+    }
+    assert_eq!(weir(&["completions", "tcsh"]).status.code(), Some(2));
+    let out = weir(&["man"]);
+    assert!(out.status.success());
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH weir"),
+        "{page}"
+    );
+    assert!(page.contains("validate"), "{page}");
 }
 
 #[test]
@@ -97,6 +115,16 @@ fn validate_prints_every_error_with_its_path_and_exits_1() {
         dir.join("missing.yaml").to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(1));
+    // Like `serve`, `validate` reads ./weir.yaml when no file is named.
+    std::fs::copy(&good, dir.join("weir.yaml")).unwrap();
+    let out = Command::new(BIN)
+        .arg("validate")
+        .current_dir(&dir)
+        .env_remove("WEIR_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("weir.yaml: valid"));
     let _ = std::fs::remove_dir_all(dir);
 }
 

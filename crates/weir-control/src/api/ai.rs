@@ -50,7 +50,7 @@ pub struct AiUsageAnswer {
 
 /// Whether records come from the store: database mode with analytics on.
 fn from_store(ctl: &crate::Control) -> bool {
-    ctl.mode == Mode::Database && ctl.base.analytics.enabled
+    ctl.mode == Mode::Database && ctl.base().analytics.enabled
 }
 
 fn filter(q: &HashMap<String, String>) -> ApiResult<(AiCallFilter, i64)> {

@@ -94,7 +94,7 @@ pub async fn apply_config(
     for (kind, name, body) in assemble::objects_of(&desired) {
         // The node's own topics and subscriptions (from its file) come back in an export;
         // they stay the node's, not objects of the store.
-        if assemble::NODE_KINDS.contains(&kind.as_str()) && node_owns(&ctl.base, &kind, &name) {
+        if assemble::NODE_KINDS.contains(&kind.as_str()) && node_owns(&ctl.base(), &kind, &name) {
             continue;
         }
         let prepared = if kind == DEFAULTS_KIND {

@@ -10,6 +10,8 @@ use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
+use crate::output::Format;
+
 /// Where the admin API is and how to call it.
 pub struct Target {
     /// `http://HOST:PORT`
@@ -30,10 +32,9 @@ impl Target {
                     |a| format!("http://{a}"),
                 )
         });
-        Self {
-            url: url.trim_end_matches('/').to_owned(),
-            token,
-        }
+        let url = url.trim_end_matches('/').to_owned();
+        let token = token.or_else(|| crate::login::saved_token(&url));
+        Self { url, token }
     }
 
     /// One request; `Err` carries a message for the terminal.
@@ -65,6 +66,19 @@ impl Target {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<(StatusCode, Value), String> {
+        self.exchange(method, path, headers, body)
+            .await
+            .map(|(status, v, _)| (status, v))
+    }
+
+    /// As [`Target::send`], with the answer's `ETag`.
+    pub async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<(StatusCode, Value, Option<String>), String> {
         let uri: http::Uri = format!("{}{path}", self.url).parse().map_err(|_| {
             format!(
                 "{:?} is not a usable API URL (like http://127.0.0.1:9080)",
@@ -103,6 +117,11 @@ impl Target {
             .await
             .map_err(|e| format!("admin API request failed: {e}"))?;
         let status = rsp.status();
+        let etag = rsp
+            .headers()
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         // Bounded by `Limited`: a configuration export is the largest answer, and 64 MiB
         // is far beyond any.
         #[allow(clippy::disallowed_methods)]
@@ -112,7 +131,7 @@ impl Target {
             .map_err(|e| format!("admin API answer cut short or too large: {e}"))?
             .to_bytes();
         let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok((status, value))
+        Ok((status, value, etag))
     }
 }
 
@@ -133,7 +152,7 @@ fn report(status: StatusCode, body: &Value) -> ExitCode {
     }
     if status == StatusCode::UNAUTHORIZED {
         eprintln!(
-            "  make an API token (POST /api/v1/tokens) and pass it as --token or WEIR_API_TOKEN"
+            "  log in with `weir login --username NAME`, or pass an API token (POST /api/v1/tokens) as --token or WEIR_API_TOKEN"
         );
     }
     ExitCode::FAILURE
@@ -337,16 +356,104 @@ pub async fn publish(target: &Target, p: &Publish<'_>) -> ExitCode {
 }
 
 /// `weir events dead-letters|attempts|subscriptions`: prints the API's JSON answer.
-pub async fn show(target: &Target, path: &str) -> ExitCode {
+/// Prints what `path` answers as `format`, a table showing `columns`.
+pub async fn show(target: &Target, path: &str, columns: &[&str], format: Format) -> ExitCode {
     match target.call(Method::GET, path, None).await {
         Ok((StatusCode::OK, v)) => {
-            println!(
+            print!("{}", crate::output::render(&v, columns, format));
+            ExitCode::SUCCESS
+        }
+        Ok((status, v)) => report(status, &v),
+        Err(e) => {
+            eprintln!("weir: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `weir keys list`: a consumer's credentials (keys as their digests; never a key).
+pub async fn list_keys(target: &Target, consumer: &str, format: Format) -> ExitCode {
+    let path = format!("/api/v1/consumers/{consumer}/credentials");
+    match target.call(Method::GET, &path, None).await {
+        Ok((StatusCode::OK, v)) => {
+            let rows: Vec<Value> = v
+                .as_array()
+                .map(|a| a.iter().map(key_row).collect())
+                .unwrap_or_default();
+            let cols = ["index", "type", "name", "models", "key_sha256", "reference"];
+            print!(
                 "{}",
-                serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
+                crate::output::render(&Value::Array(rows), &cols, format)
             );
             ExitCode::SUCCESS
         }
         Ok((status, v)) => report(status, &v),
+        Err(e) => {
+            eprintln!("weir: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One credential as `keys list` shows it: its digest shortened, a reference as written.
+fn key_row(item: &Value) -> Value {
+    // The API answers each credential flattened, with its `index` beside its fields.
+    let c = item;
+    let reference = c["key"]
+        .as_str()
+        .filter(|k| k.starts_with("env:") || k.starts_with("file:"));
+    let digest = c["key_sha256"]
+        .as_str()
+        .map(|d| format!("{}…", &d[..d.len().min(12)]));
+    serde_json::json!({
+        "index": item["index"],
+        "type": c["type"],
+        "name": c["name"],
+        "models": c["models"],
+        "key_sha256": digest,
+        "reference": reference,
+    })
+}
+
+/// `weir keys revoke`: removes one credential of a consumer, named by its position or its
+/// `name`. The position is looked up and removed under the consumer's ETag, so a change
+/// made meanwhile by someone else is refused (412) instead of removing the wrong key.
+pub async fn revoke_key(target: &Target, consumer: &str, which: &str) -> ExitCode {
+    let path = format!("/api/v1/consumers/{consumer}/credentials");
+    let (list, etag) = match target.exchange(Method::GET, &path, &[], Bytes::new()).await {
+        Ok((StatusCode::OK, v, etag)) => (v, etag),
+        Ok((status, v, _)) => return report(status, &v),
+        Err(e) => {
+            eprintln!("weir: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let found = list.as_array().and_then(|a| {
+        a.iter().find(|i| {
+            i["index"].as_u64().map(|n| n.to_string()).as_deref() == Some(which)
+                || i["name"].as_str() == Some(which)
+        })
+    });
+    let Some(index) = found.and_then(|i| i["index"].as_u64()) else {
+        eprintln!(
+            "weir: consumer {consumer:?} has no credential {which:?} (see `weir keys list {consumer}`)"
+        );
+        return ExitCode::FAILURE;
+    };
+    let mut headers = Vec::new();
+    if let Some(e) = &etag {
+        headers.push(("if-match", e.as_str()));
+    }
+    let path = format!("{path}/{index}");
+    match target
+        .exchange(Method::DELETE, &path, &headers, Bytes::new())
+        .await
+    {
+        Ok((StatusCode::NO_CONTENT, _, _)) => {
+            println!("revoked credential {index} of {consumer}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, v, _)) => report(status, &v),
         Err(e) => {
             eprintln!("weir: {e}");
             ExitCode::FAILURE

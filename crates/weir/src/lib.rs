@@ -5,6 +5,8 @@
 pub mod cli;
 mod events;
 pub mod import;
+pub mod login;
+pub mod output;
 
 use std::path::Path;
 use std::sync::Arc;

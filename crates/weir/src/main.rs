@@ -57,6 +57,20 @@ enum Command {
     /// Issue API keys (virtual keys for AI routes) to consumers through the admin API.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Log in to the admin API and keep the session for the other commands (the password
+    /// is read from standard input, without echo at a terminal).
+    Login {
+        /// The account to log in as.
+        #[arg(long, short, env = "WEIR_ADMIN_USER", default_value = "admin")]
+        username: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// End the session `weir login` kept for the admin API.
+    Logout {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Print a completion script for SHELL, e.g. `weir completions bash >
     /// ~/.local/share/bash-completion/completions/weir`.
     Completions {
@@ -66,6 +80,32 @@ enum Command {
     /// Print the manual page (roff) made from this command line: `weir man > weir.1`.
     Man,
 }
+
+/// How list commands print.
+#[derive(clap::Args)]
+struct OutputArgs {
+    /// table (the default at a terminal), json (the default otherwise) or yaml.
+    #[arg(short = 'o', long = "output", value_enum)]
+    output: Option<weir::output::Format>,
+}
+
+impl OutputArgs {
+    fn format(&self) -> weir::output::Format {
+        weir::output::Format::or_default(self.output)
+    }
+}
+
+/// The columns of a subscription's state in a table.
+const SUBSCRIPTION_COLUMNS: [&str; 8] = [
+    "name",
+    "topic",
+    "state",
+    "pending",
+    "oldest_age_seconds",
+    "in_flight",
+    "dead_letters",
+    "last_error.detail",
+];
 
 #[derive(Subcommand)]
 enum KeysCommand {
@@ -80,6 +120,26 @@ enum KeysCommand {
         /// What call records and per-key limits call the key (letters, digits, . _ -).
         #[arg(long)]
         name: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// A consumer's credentials: position, type, name, models and the key's digest (a key
+    /// itself is never shown again).
+    List {
+        /// The consumer.
+        consumer: String,
+        #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Remove one credential of a consumer, by its position (from `keys list`) or its name;
+    /// calls with it are refused at once.
+    Revoke {
+        /// The consumer.
+        consumer: String,
+        /// The credential's position or name.
+        credential: String,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -116,6 +176,8 @@ enum EventsCommand {
     /// Every subscription with what it owes, its dead letters and whether it is disabled.
     Subscriptions {
         #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
         api: ApiArgs,
     },
     /// How each subscription runs (or the one named): active, disabled or degraded with the
@@ -125,12 +187,16 @@ enum EventsCommand {
         /// One subscription (all when absent).
         subscription: Option<String>,
         #[command(flatten)]
+        output: OutputArgs,
+        #[command(flatten)]
         api: ApiArgs,
     },
     /// A subscription's dead letters.
     DeadLetters {
         /// The subscription's name.
         subscription: String,
+        #[command(flatten)]
+        output: OutputArgs,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -141,6 +207,8 @@ enum EventsCommand {
         /// Only this event's.
         #[arg(long)]
         event_id: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -177,7 +245,7 @@ struct ApiArgs {
     /// http://127.0.0.1:9080.
     #[arg(long, env = "WEIR_API_URL")]
     url: Option<String>,
-    /// An API token (POST /api/v1/tokens makes one).
+    /// An API token (POST /api/v1/tokens makes one); without it, the session `weir login` kept.
     #[arg(long, env = "WEIR_API_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// The node's configuration file, to find its admin listener.
@@ -298,6 +366,36 @@ fn main() -> ExitCode {
                 weir::cli::issue_key(&target, &consumer, &models, name.as_deref()).await
             })
         }
+        Command::Keys(KeysCommand::List {
+            consumer,
+            output,
+            api,
+        }) => {
+            if let Err(code) = name_ok("consumer", &consumer) {
+                return code;
+            }
+            let target = weir::cli::Target::resolve(api.url, api.token, api.config.as_deref());
+            block_on(async move { weir::cli::list_keys(&target, &consumer, output.format()).await })
+        }
+        Command::Keys(KeysCommand::Revoke {
+            consumer,
+            credential,
+            api,
+        }) => {
+            if let Err(code) = name_ok("consumer", &consumer) {
+                return code;
+            }
+            let target = weir::cli::Target::resolve(api.url, api.token, api.config.as_deref());
+            block_on(async move { weir::cli::revoke_key(&target, &consumer, &credential).await })
+        }
+        Command::Login { username, api } => {
+            let target = weir::cli::Target::resolve(api.url, None, api.config.as_deref());
+            block_on(async move { weir::login::login(&target, &username).await })
+        }
+        Command::Logout { api } => {
+            let target = weir::cli::Target::resolve(api.url, None, api.config.as_deref());
+            block_on(async move { weir::login::logout(&target).await })
+        }
         Command::Admin(AdminCommand::CreateUser {
             config,
             username,
@@ -364,10 +462,15 @@ async fn events(cmd: EventsCommand) -> ExitCode {
             };
             weir::cli::publish(&target(api), &p).await
         }
-        EventsCommand::Subscriptions { api } => {
-            weir::cli::show(&target(api), "/api/v1/events/subscriptions").await
+        EventsCommand::Subscriptions { output, api } => {
+            let path = "/api/v1/events/subscriptions";
+            weir::cli::show(&target(api), path, &SUBSCRIPTION_COLUMNS, output.format()).await
         }
-        EventsCommand::Status { subscription, api } => {
+        EventsCommand::Status {
+            subscription,
+            output,
+            api,
+        } => {
             let path = match subscription {
                 Some(s) => {
                     if let Err(code) = name_ok("subscription", &s) {
@@ -377,18 +480,24 @@ async fn events(cmd: EventsCommand) -> ExitCode {
                 }
                 None => "/api/v1/events/subscriptions".to_owned(),
             };
-            weir::cli::show(&target(api), &path).await
+            weir::cli::show(&target(api), &path, &SUBSCRIPTION_COLUMNS, output.format()).await
         }
-        EventsCommand::DeadLetters { subscription, api } => {
+        EventsCommand::DeadLetters {
+            subscription,
+            output,
+            api,
+        } => {
             if let Err(code) = name_ok("subscription", &subscription) {
                 return code;
             }
             let path = format!("/api/v1/events/subscriptions/{subscription}/dead-letters");
-            weir::cli::show(&target(api), &path).await
+            let cols = ["seq", "event_id", "attempts", "reason"];
+            weir::cli::show(&target(api), &path, &cols, output.format()).await
         }
         EventsCommand::Attempts {
             subscription,
             event_id,
+            output,
             api,
         } => {
             if let Err(code) = name_ok("subscription", &subscription) {
@@ -401,7 +510,17 @@ async fn events(cmd: EventsCommand) -> ExitCode {
                 }
                 path.push_str(&format!("?event_id={id}"));
             }
-            weir::cli::show(&target(api), &path).await
+            let cols = [
+                "seq",
+                "event_id",
+                "attempt",
+                "at_ms",
+                "status",
+                "latency_ms",
+                "outcome",
+                "answer",
+            ];
+            weir::cli::show(&target(api), &path, &cols, output.format()).await
         }
         EventsCommand::Enable { subscription, api } => {
             if let Err(code) = name_ok("subscription", &subscription) {

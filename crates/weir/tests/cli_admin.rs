@@ -353,3 +353,138 @@ async fn kill_9_loses_no_acknowledged_write() {
     assert_eq!(r.json()["items"].as_array().unwrap().len(), acknowledged);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `weir login` keeps a session (file mode 0600) that the other commands use; `weir keys`
+/// issues, lists (table, JSON and YAML; never a key) and revokes by name; `weir logout`
+/// ends the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_then_keys_issue_list_and_revoke_through_the_cli() {
+    let dir = temp_dir("cli-login");
+    let (proxy, admin) = (free_port(), free_port());
+    let node_cfg = write_node_config(&dir, proxy, admin);
+    let out = weir(
+        &[
+            "admin",
+            "create-user",
+            "--config",
+            node_cfg.to_str().unwrap(),
+            "--username",
+            "ops",
+        ],
+        &format!("{PASSWORD}\n"),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _node = serve(&node_cfg);
+    wait_port(admin).await;
+    let url = format!("http://127.0.0.1:{admin}");
+    let creds = dir.join("home").join("credentials.json");
+    let env = [
+        ("WEIR_API_URL", url.as_str()),
+        ("WEIR_CREDENTIALS", creds.to_str().unwrap()),
+    ];
+    // Not logged in: the API refuses and the CLI says how to log in.
+    let out = weir(&["keys", "list", "acme"], "", &env);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("weir login"),
+        "{out:?}"
+    );
+    let out = weir(
+        &["login", "--username", "ops"],
+        "wrong-password-123\n",
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = weir(
+        &["login", "--username", "ops"],
+        &format!("{PASSWORD}\n"),
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&creds).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the session file is the owner's only");
+    assert!(!std::fs::read_to_string(&creds).unwrap().contains(PASSWORD));
+
+    let cl = HttpClient::new();
+    let api = |path: &str| format!("{url}{path}");
+    let token = login_token(admin).await;
+    let auth = format!("Bearer {token}");
+    let r = cl
+        .request(
+            Method::POST,
+            &api("/api/v1/consumers"),
+            &[("content-type", "application/json"), ("authorization", &auth)],
+            Bytes::from(json!({ "name": "acme", "credentials": [ { "type": "key", "key": "acme-literal-key-000001" } ] }).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let out = weir(&["keys", "issue", "acme", "--name", "ci"], "", &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+
+    let out = weir(&["keys", "list", "acme", "-o", "table"], "", &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("INDEX  TYPE"), "{table}");
+    assert!(
+        lines[1].starts_with("0      key") && lines[1].contains('…'),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with("1      key   ci") && lines[2].contains('…'),
+        "{table}"
+    );
+    assert!(!table.contains(&key), "a key is never shown again");
+    assert!(!table.contains("acme-literal-key"), "{table}");
+    let out = weir(&["keys", "list", "acme", "-o", "json"], "", &env);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[1]["name"], "ci");
+    let out = weir(&["keys", "list", "acme", "-o", "yaml"], "", &env);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("name: ci"),
+        "{out:?}"
+    );
+    // Not a terminal: JSON by default, for scripts.
+    let out = weir(&["keys", "list", "acme"], "", &env);
+    assert!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok(),
+        "{out:?}"
+    );
+
+    let out = weir(&["keys", "revoke", "acme", "nope"], "", &env);
+    assert_eq!(out.status.code(), Some(1));
+    let out = weir(&["keys", "revoke", "acme", "ci"], "", &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = weir(&["keys", "list", "acme", "-o", "json"], "", &env);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+
+    let out = weir(&["logout"], "", &env);
+    assert!(out.status.success(), "{out:?}");
+    let out = weir(&["keys", "list", "acme"], "", &env);
+    assert_eq!(out.status.code(), Some(1), "logged out");
+    let _ = std::fs::remove_dir_all(dir);
+}

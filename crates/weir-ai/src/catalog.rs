@@ -92,7 +92,8 @@ impl Catalog {
                 .to_owned();
             let mut keys = Vec::new();
             for (i, k) in p.api_keys.iter().enumerate() {
-                let secret = weir_policy::resolve_secret(k, env)
+                let secret = k
+                    .resolve(env)
                     .map_err(|e| format!("ai.providers.{name}.api_keys[{i}]: {e}"))?;
                 let header = Provider::auth_header(p.kind, secret.trim()).ok_or_else(|| {
                     format!("ai.providers.{name}.api_keys[{i}]: not usable in a header")

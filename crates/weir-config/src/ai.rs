@@ -100,7 +100,7 @@ pub struct ProviderConfig {
     /// Keys to balance over (`env:NAME`, `file:PATH` or the key itself); a failing key
     /// cools down while the others carry on.
     #[serde(default)]
-    pub api_keys: Vec<String>,
+    pub api_keys: Vec<crate::Secret>,
     /// The API up to its version (`http://127.0.0.1:11434/v1`); Weir appends the
     /// endpoint path. Required for `openai_compatible` and `azure_openai`
     /// (`https://RESOURCE.openai.azure.com/openai`).

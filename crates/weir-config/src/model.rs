@@ -161,7 +161,7 @@ pub struct SubscriptionConfig {
     /// `whsec_` + base64 (Standard Webhooks), or `env:NAME` / `file:PATH`; several during a
     /// rotation, separated by spaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signing_secret: Option<String>,
+    pub signing_secret: Option<crate::Secret>,
     /// Deadline of one attempt.
     #[serde(default = "default_delivery_timeout")]
     pub timeout: Duration,
@@ -345,7 +345,7 @@ pub struct CertificateConfig {
     /// A PEM file of the certificate chain, leaf first (or the PEM text itself).
     pub cert: String,
     /// A PEM file of the private key (or the PEM text itself).
-    pub key: String,
+    pub key: crate::Secret,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -695,17 +695,17 @@ pub enum InboundConfig {
     /// `webhook-signature: v1,<base64 HMAC-SHA256 of id.timestamp.body>`.
     StandardWebhooks {
         /// `whsec_…` (several, space-separated, while the sender rotates), `env:` or `file:`.
-        secret: String,
+        secret: crate::Secret,
         /// How far the timestamp may be from now.
         #[serde(default = "default_tolerance")]
         tolerance: Duration,
     },
     /// GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`, with
     /// `X-GitHub-Delivery` as the id.
-    Github { secret: String },
+    Github { secret: crate::Secret },
     /// Any HMAC-SHA256 of the body in a header.
     Hmac {
-        secret: String,
+        secret: crate::Secret,
         /// The header carrying the signature.
         header: String,
         /// Text before the signature in the header (like `sha256=`).
@@ -729,7 +729,7 @@ fn default_encoding() -> String {
 }
 
 impl InboundConfig {
-    pub fn secret(&self) -> &str {
+    pub fn secret(&self) -> &crate::Secret {
         match self {
             Self::StandardWebhooks { secret, .. }
             | Self::Github { secret }
@@ -737,7 +737,7 @@ impl InboundConfig {
         }
     }
 
-    pub fn secret_mut(&mut self) -> &mut String {
+    pub fn secret_mut(&mut self) -> &mut crate::Secret {
         match self {
             Self::StandardWebhooks { secret, .. }
             | Self::Github { secret }

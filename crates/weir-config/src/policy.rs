@@ -27,7 +27,7 @@ pub enum CredentialConfig {
     /// hex SHA-256 of the key (what the admin API stores, so the key itself is never kept).
     Key {
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        key: Option<String>,
+        key: Option<crate::Secret>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key_sha256: Option<String>,
         /// On AI routes: the model names this key may use (all when empty).
@@ -394,7 +394,7 @@ pub struct JwtKeyConfig {
     pub alg: String,
     /// PEM public key (RS*, PS*, ES*, EdDSA) or shared secret (HS*): `env:`, `file:` or
     /// inline.
-    pub key: String,
+    pub key: crate::Secret,
 }
 
 /// A response cache for the route: `GET`/`HEAD` answers kept for `ttl` unless the upstream's

@@ -165,8 +165,11 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
             e.push(format!("{at}.timeout"), "must be greater than 0");
         }
         if let Some(secret) = &sub.signing_secret {
-            for s in secret.split_whitespace() {
-                let ok = s.starts_with("env:") || s.starts_with("file:") || s.starts_with("whsec_");
+            for part in secret.parts() {
+                let ok = match part {
+                    crate::SecretSource::Literal(s) => s.starts_with("whsec_"),
+                    _ => true,
+                };
                 if !ok {
                     e.push(
                         format!("{at}.signing_secret"),
@@ -250,12 +253,13 @@ fn validate_inbound(route: &RouteConfig, inbound: &InboundConfig, at: &str, e: &
         e.push(&at, "inbound verification is for topic routes");
     }
     let secret = inbound.secret();
-    if !(secret.starts_with("env:") || secret.starts_with("file:")) {
+    if !secret.is_reference() {
         let ok = match inbound {
-            InboundConfig::StandardWebhooks { .. } => {
-                secret.split_whitespace().all(|s| s.starts_with("whsec_"))
-            }
-            _ => secret.len() >= 8,
+            InboundConfig::StandardWebhooks { .. } => secret.parts().all(|p| match p {
+                crate::SecretSource::Literal(s) => s.starts_with("whsec_"),
+                _ => true,
+            }),
+            _ => secret.as_written().len() >= 8,
         };
         if !ok {
             e.push(
@@ -317,7 +321,7 @@ fn validate_listen(config: &Config, e: &mut Errors) {
             );
         }
         for (i, c) in tls.certificates.iter().enumerate() {
-            for (field, file) in [("cert", &c.cert), ("key", &c.key)] {
+            for (field, file) in [("cert", &c.cert), ("key", &c.key.as_written().to_owned())] {
                 // PEM text (certificates kept in the store) is checked when compiled.
                 if file.trim_start().starts_with("-----BEGIN") {
                     continue;

@@ -117,21 +117,19 @@ pub(crate) fn validate_consumers(config: &Config, e: &mut Errors) {
 
 /// A secret given as `env:NAME`, `file:PATH` or a literal; only the form is checked here,
 /// the value is read when the configuration is compiled.
-pub(crate) fn check_secret_ref(s: &str) -> Result<(), String> {
-    if let Some(name) = s.strip_prefix("env:") {
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err("env: needs a variable name of letters, digits and '_'".into());
+pub(crate) fn check_secret_ref(s: &crate::Secret) -> Result<(), String> {
+    match s.source() {
+        crate::SecretSource::Env(name)
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+        {
+            Err("env: needs a variable name of letters, digits and '_'".into())
         }
-    } else if let Some(path) = s.strip_prefix("file:") {
-        if path.is_empty() {
-            return Err("file: needs a path".into());
+        crate::SecretSource::File("") => Err("file: needs a path".into()),
+        crate::SecretSource::Literal(v) if v.len() < 16 => {
+            Err("a literal key must be at least 16 characters (or use env:NAME / file:PATH)".into())
         }
-    } else if s.len() < 16 {
-        return Err(
-            "a literal key must be at least 16 characters (or use env:NAME / file:PATH)".into(),
-        );
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 pub(crate) fn validate_policy(p: &PolicyConfig, at: &str, e: &mut Errors) {
@@ -197,7 +195,7 @@ pub(crate) fn validate_policy(p: &PolicyConfig, at: &str, e: &mut Errors) {
                         format!("{:?}: one of {}", key.alg, ALGS.join(", ")),
                     );
                 }
-                if key.key.is_empty() {
+                if key.key.as_written().is_empty() {
                     e.push(format!("{at}.{kind}.keys[{i}].key"), "must not be empty");
                 }
             }

@@ -97,7 +97,7 @@ pub fn prepare(kind: &str, name: &str, mut body: Value) -> Result<Value, Vec<Str
         "certificates" => {
             let c = cert_of(&body).map_err(shape)?;
             let mut errors = Vec::new();
-            for (field, v) in [("cert", &c.cert), ("key", &c.key)] {
+            for (field, v) in [("cert", c.cert.as_str()), ("key", c.key.as_written())] {
                 if !v.trim_start().starts_with("-----BEGIN") && v != REDACTED {
                     errors.push(format!(
                         "{kind}[{name}].{field}: the PEM text itself (-----BEGIN ...)"
@@ -122,15 +122,66 @@ fn cert_of(body: &Value) -> Result<CertificateConfig, serde_json::Error> {
     serde_json::from_value(inner)
 }
 
-/// An object as the API shows it: a certificate's private key never leaves.
-pub fn shown(kind: &str, mut body: Value) -> Value {
-    if kind == "certificates"
-        && let Some(m) = body.as_object_mut()
-        && m.contains_key("key")
-    {
-        m.insert("key".to_owned(), Value::String(REDACTED.to_owned()));
+/// An object as the API (and the audit log) shows it: every secret field, found by its
+/// type, as [`weir_config::Secret::shown`]; the rest of the body exactly as stored.
+pub fn shown(kind: &str, body: Value) -> Value {
+    fn mask<T: serde::Serialize + serde::de::DeserializeOwned>(typed: Value, body: &mut Value) {
+        let Ok(t) = serde_json::from_value::<T>(typed) else {
+            return;
+        };
+        let (Ok(plain), Ok(red)) = (
+            serde_json::to_value(&t),
+            weir_config::redacting(|| serde_json::to_value(&t)),
+        ) else {
+            return;
+        };
+        overlay(body, &plain, &red);
+    }
+    let mut body = body;
+    let without_name = |b: &Value| {
+        let mut inner = b.clone();
+        if let Some(m) = inner.as_object_mut() {
+            m.remove("name");
+        }
+        inner
+    };
+    let typed = body.clone();
+    match kind {
+        "upstreams" => mask::<UpstreamConfig>(without_name(&typed), &mut body),
+        "routes" => mask::<RouteConfig>(typed, &mut body),
+        "consumers" => mask::<ConsumerConfig>(typed, &mut body),
+        "subscriptions" => mask::<SubscriptionConfig>(typed, &mut body),
+        "topics" => mask::<TopicConfig>(without_name(&typed), &mut body),
+        "certificates" => mask::<CertificateConfig>(without_name(&typed), &mut body),
+        DEFAULTS_KIND => {
+            if let Some(p) = body.get_mut("policies") {
+                mask::<Vec<PolicyConfig>>(typed["policies"].clone(), p);
+            }
+        }
+        _ => {}
     }
     body
+}
+
+/// Where `plain` and `red` (one value serialized as stored and as shown) differ, `body`
+/// (the value as written) takes the shown form; what `body` does not have stays absent.
+fn overlay(body: &mut Value, plain: &Value, red: &Value) {
+    match (body, plain, red) {
+        (Value::Object(b), Value::Object(p), Value::Object(r)) => {
+            for (k, rv) in r {
+                if let (Some(bv), Some(pv)) = (b.get_mut(k), p.get(k)) {
+                    overlay(bv, pv, rv);
+                }
+            }
+        }
+        (Value::Array(b), Value::Array(p), Value::Array(r)) => {
+            for ((bv, pv), rv) in b.iter_mut().zip(p).zip(r) {
+                overlay(bv, pv, rv);
+            }
+        }
+        (b, p, r) if p != r => *b = r.clone(),
+        _ => {}
+    }
 }
 
 /// Replaces literal API keys with their SHA-256: the store never holds a key. `env:` and
@@ -141,10 +192,9 @@ fn hash_keys(c: &mut ConsumerConfig) {
             key, key_sha256, ..
         } = cred
             && let Some(k) = key
-            && !k.starts_with("env:")
-            && !k.starts_with("file:")
+            && !k.is_reference()
         {
-            let hex: String = Sha256::digest(k.as_bytes())
+            let hex: String = Sha256::digest(k.as_written().as_bytes())
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect();
@@ -176,11 +226,13 @@ pub fn canonical(kind: &str, body: &Value) -> Value {
     typed.unwrap_or_else(|| body.clone())
 }
 
-/// What Weir shows of a configuration: API keys as their SHA-256, HMAC secrets given
-/// inline as `(redacted)`, passwords in store URLs as `(redacted)`. References (`env:`,
-/// `file:`) and public keys stay, so configurations that keep secrets in references
-/// export and apply unchanged.
-pub fn redact(cfg: &mut Config) {
+/// What Weir shows of a configuration: every secret by the one rule of
+/// [`weir_config::Secret::shown`] (references and public keys as written, anything else
+/// `(redacted)`), API keys as their SHA-256, passwords in URLs as `(redacted)`. The
+/// result is already serialized, under [`weir_config::redacting`], so no caller can
+/// serialize the secrets by mistake.
+pub fn shown_config<R>(cfg: &Config, view: impl FnOnce(&Config) -> R) -> R {
+    let mut cfg = cfg.clone();
     for c in &mut cfg.consumers {
         hash_keys(c);
     }
@@ -191,16 +243,6 @@ pub fn redact(cfg: &mut Config) {
         .chain(cfg.policy_defaults.iter_mut());
     for p in policies {
         match p {
-            PolicyConfig::Jwt(j) => {
-                for k in &mut j.keys {
-                    if k.alg.starts_with("HS")
-                        && !k.key.starts_with("env:")
-                        && !k.key.starts_with("file:")
-                    {
-                        k.key = REDACTED.to_owned();
-                    }
-                }
-            }
             PolicyConfig::RateLimit(r) => r.store = redact_url(&r.store),
             PolicyConfig::Cache(c) => c.store = redact_url(&c.store),
             PolicyConfig::AiLimits(l) => l.store = redact_url(&l.store),
@@ -211,43 +253,16 @@ pub fn redact(cfg: &mut Config) {
         *s = redact_url(s);
     }
     cfg.events.backend = redact_url(&cfg.events.backend);
-    // Several secrets may share one string (rotation): any inline one hides the lot.
-    let inline = |s: &str| {
-        s.split_whitespace()
-            .any(|p| !p.starts_with("env:") && !p.starts_with("file:"))
-    };
-    for r in &mut cfg.routes {
-        if let Some(i) = &mut r.inbound
-            && inline(i.secret())
-        {
-            *i.secret_mut() = REDACTED.to_owned();
-        }
-    }
-    for s in &mut cfg.subscriptions {
-        if let Some(secret) = &mut s.signing_secret
-            && inline(secret)
-        {
-            *secret = REDACTED.to_owned();
-        }
-    }
-    for p in cfg.ai.providers.values_mut() {
-        for k in &mut p.api_keys {
-            if inline(k) {
-                *k = REDACTED.to_owned();
-            }
-        }
-    }
-    if let Some(tls) = &mut cfg.listen.tls {
-        for c in &mut tls.certificates {
-            if c.key.trim_start().starts_with("-----BEGIN") {
-                c.key = REDACTED.to_owned();
-            }
-        }
-    }
+    weir_config::redacting(|| view(&cfg))
+}
+
+/// The whole configuration as the API shows it.
+pub fn shown_value(cfg: &Config) -> Result<Value, serde_json::Error> {
+    shown_config(cfg, |c| serde_json::to_value(c))
 }
 
 /// Shown in place of a secret.
-pub const REDACTED: &str = "(redacted)";
+pub const REDACTED: &str = weir_config::REDACTED;
 
 /// `scheme://user:PASSWORD@host` → `scheme://user:(redacted)@host`.
 fn redact_url(url: &str) -> String {
@@ -531,7 +546,7 @@ routes:
 
     #[test]
     fn secrets_are_redacted_and_references_kept() {
-        let mut cfg = weir_config::from_yaml(
+        let cfg = weir_config::from_yaml(
             r#"
 store: "postgres://weir:pg-secret@db:5432/weir"
 consumers: [ { name: a, credentials: [ { type: key, key: "literal-key-0123456789" }, { type: key, key: "env:K" } ] } ]
@@ -554,8 +569,7 @@ ai:
             "t",
         )
         .unwrap();
-        redact(&mut cfg);
-        let text = serde_json::to_string(&cfg).unwrap();
+        let text = shown_value(&cfg).unwrap().to_string();
         for secret in [
             "pg-secret",
             "literal-key-0123456789",
@@ -573,6 +587,41 @@ ai:
         assert!(
             text.contains("postgres://weir:(redacted)@db:5432/weir"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn stored_objects_are_shown_with_every_secret_field_redacted_by_its_type() {
+        let sub = serde_json::json!({ "name": "s", "topic": "t", "endpoint": "http://127.0.0.1:1/",
+            "signing_secret": "whsec_c2lnbmluZy1zZWNyZXQtMTIzNA==", "max_in_flight": 4 });
+        let shown_sub = shown("subscriptions", sub.clone());
+        assert_eq!(shown_sub["signing_secret"], REDACTED);
+        assert_eq!(shown_sub["max_in_flight"], 4, "the rest as stored");
+        assert!(shown_sub.get("timeout").is_none(), "no defaults added");
+        let route = serde_json::json!({ "name": "r", "topic": "t",
+            "inbound": { "scheme": "github", "secret": "inbound-secret-1" },
+            "policies": [ { "jwt": { "keys": [ { "alg": "HS256", "key": "hmac-secret-that-is-long-enough-000" },
+                                               { "alg": "HS256", "key": "env:JWT" } ] } } ] });
+        let text = shown("routes", route).to_string();
+        assert!(
+            !text.contains("inbound-secret") && !text.contains("hmac-secret"),
+            "{text}"
+        );
+        assert!(text.contains("env:JWT"), "{text}");
+        let defaults = serde_json::json!({ "policies": [ { "jwt": { "keys": [ { "alg": "HS256", "key": "hmac-secret-that-is-long-enough-000" } ] } } ] });
+        assert!(
+            !shown(DEFAULTS_KIND, defaults)
+                .to_string()
+                .contains("hmac-secret")
+        );
+        let cert = serde_json::json!({ "name": "c", "cert": "-----BEGIN CERTIFICATE-----\nx\n", "key": "-----BEGIN PRIVATE KEY-----\ny\n" });
+        let c = shown("certificates", cert);
+        assert_eq!(c["key"], REDACTED);
+        assert!(
+            c["cert"]
+                .as_str()
+                .unwrap()
+                .starts_with("-----BEGIN CERTIFICATE")
         );
     }
 

@@ -245,17 +245,26 @@ impl Control {
         }
         if self.mode == Mode::Database {
             if self.store.version().await? == 0 {
-                let changes: Vec<Change> = objects_of(file_objects)
-                    .into_iter()
-                    .filter(|(kind, _, _)| !assemble::NODE_KINDS.contains(&kind.as_str()))
-                    .map(|(kind, name, body)| Change::Put {
+                // Stored as the API would store them: literal API keys as their digests.
+                let mut changes: Vec<Change> = Vec::new();
+                for (kind, name, body) in objects_of(file_objects) {
+                    if assemble::NODE_KINDS.contains(&kind.as_str()) {
+                        continue;
+                    }
+                    let body = match kind.as_str() {
+                        "consumers" => {
+                            assemble::prepare(&kind, &name, body).map_err(ApiError::Invalid)?
+                        }
+                        _ => body,
+                    };
+                    changes.push(Change::Put {
                         kind,
                         name,
                         body,
                         create_only: true,
                         if_match: None,
-                    })
-                    .collect();
+                    });
+                }
                 if !changes.is_empty() {
                     let n = changes.len();
                     self.store

@@ -93,29 +93,21 @@ impl Subscription {
         .parse()
         .map_err(|_| format!("{at}: endpoint is not a usable URL"))?;
         let mut secrets = Vec::new();
-        for s in c.signing_secret.iter().flat_map(|s| s.split_whitespace()) {
-            let value = if let Some(name) = s.strip_prefix("env:") {
-                env(name).ok_or(format!("{at}: environment variable {name} is not set"))?
-            } else if let Some(path) = s.strip_prefix("file:") {
-                std::fs::read_to_string(path)
-                    .map_err(|e| format!("{at}: cannot read {path:?}: {e}"))?
-                    .trim()
-                    .to_owned()
-            } else {
-                s.to_owned()
-            };
-            for one in value.split_whitespace() {
-                let b64 = one.strip_prefix("whsec_").ok_or(format!(
-                    "{at}: a signing secret is whsec_ followed by base64"
-                ))?;
-                let key = base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .map_err(|_| format!("{at}: the signing secret is not valid base64"))?;
-                if key.len() < 16 {
-                    return Err(format!("{at}: the signing secret is shorter than 16 bytes"));
-                }
-                secrets.push(key);
+        let values = match &c.signing_secret {
+            Some(s) => s.resolve_all(env).map_err(|e| format!("{at}: {e}"))?,
+            None => Vec::new(),
+        };
+        for one in values {
+            let b64 = one.strip_prefix("whsec_").ok_or(format!(
+                "{at}: a signing secret is whsec_ followed by base64"
+            ))?;
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|_| format!("{at}: the signing secret is not valid base64"))?;
+            if key.len() < 16 {
+                return Err(format!("{at}: the signing secret is shorter than 16 bytes"));
             }
+            secrets.push(key);
         }
         Ok(Self {
             name: c.name.clone(),

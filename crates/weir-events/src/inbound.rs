@@ -62,23 +62,12 @@ impl Inbound {
         c: &InboundConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
-        let raw = c.secret();
-        let secret = if let Some(name) = raw.strip_prefix("env:") {
-            env(name).ok_or(format!(
-                "inbound secret: environment variable {name} is not set"
-            ))?
-        } else if let Some(path) = raw.strip_prefix("file:") {
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("inbound secret: cannot read {path:?}: {e}"))?
-                .trim()
-                .to_owned()
-        } else {
-            raw.to_owned()
-        };
+        let secret = c.secret();
+        let unreadable = |e: String| format!("inbound secret: {e}");
         let scheme = match c {
             InboundConfig::StandardWebhooks { tolerance, .. } => {
                 let mut keys = Vec::new();
-                for s in secret.split_whitespace() {
+                for s in secret.resolve_all(env).map_err(unreadable)? {
                     let b64 = s
                         .strip_prefix("whsec_")
                         .ok_or("inbound secret: whsec_ followed by base64")?;
@@ -97,7 +86,7 @@ impl Inbound {
                 }
             }
             InboundConfig::Github { .. } => Scheme::Github {
-                key: secret.into_bytes(),
+                key: secret.resolve(env).map_err(unreadable)?.into_bytes(),
             },
             InboundConfig::Hmac {
                 header,
@@ -106,7 +95,7 @@ impl Inbound {
                 id_header,
                 ..
             } => Scheme::Hmac {
-                key: secret.into_bytes(),
+                key: secret.resolve(env).map_err(unreadable)?.into_bytes(),
                 header: HeaderName::from_bytes(header.as_bytes())
                     .map_err(|_| format!("inbound header {header:?} is not a header name"))?,
                 prefix: prefix.clone(),

@@ -91,7 +91,7 @@ impl Consumers {
                         name,
                     } => {
                         let found = match (key, key_sha256) {
-                            (Some(key), _) => match resolve_secret(key, env) {
+                            (Some(key), _) => match key.resolve(env) {
                                 Ok(secret) if secret.len() >= 16 => Ok(digest(secret.as_bytes())),
                                 Ok(_) => Err("the key must be at least 16 characters".to_owned()),
                                 Err(e) => Err(e),
@@ -180,21 +180,6 @@ fn from_hex(hex: &str) -> Option<[u8; 32]> {
 
 pub(crate) fn digest(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
-}
-
-/// Reads a secret given as `env:NAME`, `file:PATH` or a literal.
-pub fn resolve_secret(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    if let Some(name) = s.strip_prefix("env:") {
-        env(name)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| format!("environment variable {name} is not set"))
-    } else if let Some(path) = s.strip_prefix("file:") {
-        std::fs::read_to_string(path)
-            .map(|v| v.trim_end_matches(['\r', '\n']).to_owned())
-            .map_err(|e| format!("cannot read {path:?}: {e}"))
-    } else {
-        Ok(s.to_owned())
-    }
 }
 
 #[cfg(test)]

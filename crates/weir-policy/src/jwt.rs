@@ -16,10 +16,7 @@ use weir_config::JwtConfig;
 use weir_core::GatewayError;
 
 use crate::jwks::{Fetcher, Jwks};
-use crate::{
-    Consumers, Flow, Outcome, OutcomeKind, PolicyCtx, Reply, admit, repeated_credential,
-    resolve_secret,
-};
+use crate::{Consumers, Flow, Outcome, OutcomeKind, PolicyCtx, Reply, admit, repeated_credential};
 
 struct Key {
     kid: Option<String>,
@@ -74,7 +71,9 @@ impl Jwt {
             let at = format!("jwt.keys[{i}]");
             let alg = Algorithm::from_str(&k.alg)
                 .map_err(|_| format!("{at}.alg: {:?} is not supported", k.alg))?;
-            let material = resolve_secret(&k.key, &|n| std::env::var(n).ok())
+            let material = k
+                .key
+                .resolve(&|n| std::env::var(n).ok())
                 .map_err(|e| format!("{at}.key: {e}"))?;
             let bytes = material.as_bytes();
             let key = match alg {

@@ -32,7 +32,7 @@ use weir_core::GatewayError;
 use basic::BasicAuth;
 pub use basic::hash_password;
 pub use cache::{Cache, CacheRequest, Fill, Invalidate, Lookup, Stored, X_CACHE_STATUS};
-pub use consumers::{Consumer, Consumers, resolve_secret};
+pub use consumers::{Consumer, Consumers};
 pub use jwks::Fetcher;
 use jwt::Jwt;
 use limits::{Concurrency, RateLimit};

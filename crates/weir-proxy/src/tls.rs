@@ -117,15 +117,17 @@ fn load_set(files: &[CertificateConfig]) -> Result<CertSet, String> {
         let Some(leaf) = chain.first().cloned() else {
             return Err(format!("{at}.cert: {cert_src:?} holds no certificate"));
         };
-        let key_src = if is_pem(&f.key) {
+        // The PEM text itself, or the path of its file (a path is not secret; the text is).
+        let written = f.key.as_written();
+        let key_src = if is_pem(written) {
             "the PEM given"
         } else {
-            f.key.as_str()
+            written
         };
-        let key = if is_pem(&f.key) {
-            PrivateKeyDer::from_pem_slice(f.key.as_bytes())
+        let key = if is_pem(written) {
+            PrivateKeyDer::from_pem_slice(written.as_bytes())
         } else {
-            PrivateKeyDer::from_pem_file(&f.key)
+            PrivateKeyDer::from_pem_file(written)
         }
         .map_err(|e| format!("{at}.key: cannot read a private key from {key_src:?}: {e}"))?;
         let signing = rustls::crypto::ring::sign::any_supported_type(&key)

@@ -229,9 +229,7 @@ pub async fn status(State(ctl): Ctl, headers: HeaderMap) -> ApiResult<Json<Statu
               (status = 401, description = "Not logged in", body = ErrorBody)))]
 pub async fn config(State(ctl): Ctl, headers: HeaderMap) -> ApiResult<Json<serde_json::Value>> {
     caller(&ctl, &headers).await?;
-    let mut cfg = ctl.plane.current();
-    assemble::redact(&mut cfg);
-    serde_json::to_value(&cfg)
+    assemble::shown_value(&ctl.plane.current())
         .map(Json)
         .map_err(|e| ApiError::Internal(e.to_string()))
 }

@@ -180,21 +180,19 @@ fn node_owns(base: &weir_config::Config, kind: &str, name: &str) -> bool {
 async fn objects_of_kind(ctl: &Control, kind: &str) -> ApiResult<Vec<Object>> {
     match ctl.mode {
         Mode::Database => Ok(ctl.store.list(kind, None, i64::MAX).await?),
-        Mode::File => Ok(assemble::objects_of(&{
-            let mut cfg = ctl.plane.current();
-            assemble::redact(&mut cfg);
-            cfg
-        })
-        .into_iter()
-        .filter(|(k, _, _)| k == kind)
-        .map(|(kind, name, body)| Object {
-            kind,
-            name,
-            body,
-            revision: 0,
-            updated_at: 0,
-        })
-        .collect()),
+        Mode::File => Ok(
+            assemble::shown_config(&ctl.plane.current(), assemble::objects_of)
+                .into_iter()
+                .filter(|(k, _, _)| k == kind)
+                .map(|(kind, name, body)| Object {
+                    kind,
+                    name,
+                    body,
+                    revision: 0,
+                    updated_at: 0,
+                })
+                .collect(),
+        ),
     }
 }
 
@@ -462,7 +460,8 @@ pub async fn list_credentials(
 ) -> ApiResult<Response> {
     caller(&ctl, &headers).await?;
     let obj = consumer_object(&ctl, &name).await?;
-    let list: Vec<Credential> = obj.body["credentials"]
+    let obj_body = assemble::shown("consumers", obj.body);
+    let list: Vec<Credential> = obj_body["credentials"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -607,14 +606,9 @@ pub async fn get_defaults(State(ctl): Ctl, headers: HeaderMap) -> ApiResult<Resp
             None => (serde_json::json!([]), 0),
         },
         Mode::File => (
-            serde_json::to_value(
-                &{
-                    let mut cfg = ctl.plane.current();
-                    assemble::redact(&mut cfg);
-                    cfg
-                }
-                .policy_defaults,
-            )
+            assemble::shown_config(&ctl.plane.current(), |c| {
+                serde_json::to_value(&c.policy_defaults)
+            })
             .map_err(|e| ApiError::Internal(e.to_string()))?,
             0,
         ),

@@ -3,6 +3,7 @@
 //! Compilation into runtime objects happens in the crates that own them.
 
 pub mod ai;
+mod diagnose;
 mod load;
 mod model;
 pub mod net;
@@ -14,6 +15,7 @@ mod validate;
 mod validate_ai;
 mod validate_policy;
 
+pub use diagnose::with_lines;
 pub use load::{LoadError, apply_env, from_yaml, load_file};
 pub use model::*;
 pub use policy::*;

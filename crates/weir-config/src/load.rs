@@ -13,6 +13,21 @@ pub enum LoadError {
     },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
+    /// YAML that is not a valid configuration: every error, each with its path and line.
+    #[error("{path}: {}", errors.join("; "))]
+    Invalid { path: String, errors: Vec<String> },
+}
+
+impl LoadError {
+    /// One line per error, for a terminal or a log.
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            Self::Invalid { path, errors } => {
+                errors.iter().map(|e| format!("{path}: {e}")).collect()
+            }
+            other => vec![other.to_string()],
+        }
+    }
 }
 
 /// Parses YAML text; `origin` names the source in error messages.
@@ -20,9 +35,20 @@ pub fn from_yaml(text: &str, origin: &str) -> Result<Config, LoadError> {
     if text.trim().is_empty() {
         return Ok(Config::default());
     }
-    serde_saphyr::from_str::<Config>(text).map_err(|e| LoadError::Parse {
-        path: origin.to_owned(),
-        message: e.to_string(),
+    serde_saphyr::from_str::<Config>(text).map_err(|e| {
+        // Valid YAML: report every error of it; else the reader's one (with its excerpt).
+        let errors = crate::diagnose::errors(text);
+        if errors.is_empty() {
+            LoadError::Parse {
+                path: origin.to_owned(),
+                message: e.to_string(),
+            }
+        } else {
+            LoadError::Invalid {
+                path: origin.to_owned(),
+                errors,
+            }
+        }
     })
 }
 

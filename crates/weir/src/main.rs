@@ -568,10 +568,18 @@ fn block_on(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
 
 /// Reads a file and applies `WEIR_*` overrides, returning every problem found.
 fn load(path: &Path) -> Result<Config, Vec<String>> {
-    let mut cfg = weir_config::load_file(path).map_err(|e| vec![e.to_string()])?;
+    let mut cfg = weir_config::load_file(path).map_err(|e| e.messages())?;
     let env_errors = weir_config::apply_env(&mut cfg, std::env::vars());
     let mut errors: Vec<String> = env_errors.iter().map(ToString::to_string).collect();
-    errors.extend(weir_config::validate(&cfg).iter().map(ToString::to_string));
+    let invalid: Vec<String> = weir_config::validate(&cfg)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if !invalid.is_empty() {
+        // Each with its line in the file, as parse errors have theirs.
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        errors.extend(weir_config::with_lines(&text, invalid));
+    }
     if errors.is_empty() {
         Ok(cfg)
     } else {

@@ -115,6 +115,31 @@ fn validate_prints_every_error_with_its_path_and_exits_1() {
         dir.join("missing.yaml").to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(1));
+    // Parse and type errors: all of them at once, each with its path, line and a hint.
+    let typo = dir.join("typo.yaml");
+    std::fs::write(
+        &typo,
+        "upstreams:\n  orders: { targets: [ { address: \"127.0.0.1:7001\" } ] }\nroutes:\n  - name: a\n    upstream: orders\n    stirp_prefix: true\nlimits: { max_body_size: lots }\nworkers: many\n",
+    )
+    .unwrap();
+    let out = weir(&["validate", "--config", typo.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "routes[0].stirp_prefix: unknown field (did you mean \"strip_prefix\"?) (line 6)"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("limits.max_body_size: invalid size \"lots\"") && err.contains("like 1MiB"),
+        "{err}"
+    );
+    assert!(
+        err.contains("workers: expected a whole number, got \"many\" (line 8)"),
+        "{err}"
+    );
+    assert!(err.contains("3 error(s)"), "{err}");
     // Like `serve`, `validate` reads ./weir.yaml when no file is named.
     std::fs::copy(&good, dir.join("weir.yaml")).unwrap();
     let out = Command::new(BIN)

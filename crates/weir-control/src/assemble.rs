@@ -12,17 +12,24 @@ use weir_config::{
 use weir_store::Object;
 
 /// The kinds of objects the API manages, as they appear in URLs and in the store.
-pub const KINDS: [&str; 6] = [
+pub const KINDS: [&str; 8] = [
     "upstreams",
     "routes",
     "consumers",
     "certificates",
     "topics",
     "subscriptions",
+    crate::ai_objects::PROVIDERS,
+    crate::ai_objects::MODELS,
 ];
 /// Kinds a node's file may also declare for itself: those stay the node's own (trusted)
 /// and are not copied into the store.
-pub const NODE_KINDS: [&str; 2] = ["topics", "subscriptions"];
+pub const NODE_KINDS: [&str; 4] = [
+    "topics",
+    "subscriptions",
+    crate::ai_objects::PROVIDERS,
+    crate::ai_objects::MODELS,
+];
 /// The store kind (and its one name) holding the policy defaults.
 pub const DEFAULTS_KIND: &str = "policy_defaults";
 pub const DEFAULTS_NAME: &str = "default";
@@ -108,6 +115,9 @@ pub fn prepare(kind: &str, name: &str, mut body: Value) -> Result<Value, Vec<Str
                 return Err(errors);
             }
         }
+        crate::ai_objects::PROVIDERS | crate::ai_objects::MODELS => {
+            crate::ai_objects::prepare(kind, name, &body)?;
+        }
         _ => return Err(vec![format!("{kind}: not a kind of object")]),
     }
     Ok(body)
@@ -153,6 +163,13 @@ pub fn shown(kind: &str, body: Value) -> Value {
         "subscriptions" => mask::<SubscriptionConfig>(typed, &mut body),
         "topics" => mask::<TopicConfig>(without_name(&typed), &mut body),
         "certificates" => mask::<CertificateConfig>(without_name(&typed), &mut body),
+        crate::ai_objects::PROVIDERS => {
+            let mut inner = without_name(&typed);
+            if let Some(m) = inner.as_object_mut() {
+                m.remove("prices");
+            }
+            mask::<weir_config::ai::ProviderConfig>(inner, &mut body);
+        }
         DEFAULTS_KIND => {
             if let Some(p) = body.get_mut("policies") {
                 mask::<Vec<PolicyConfig>>(typed["policies"].clone(), p);
@@ -369,6 +386,11 @@ pub fn assemble(base: &Config, objects: &[Object]) -> Result<Config, Vec<String>
                     Err(e) => errors.push(format!("policy_defaults: {e}")),
                 }
             }
+            crate::ai_objects::PROVIDERS | crate::ai_objects::MODELS => {
+                if let Err(e) = crate::ai_objects::add(&mut cfg, base, &o.kind, &o.name, &o.body) {
+                    errors.push(e);
+                }
+            }
             other => errors.push(format!("{at}: unknown kind {other:?}")),
         }
     }
@@ -455,6 +477,7 @@ pub fn objects_of(cfg: &Config) -> Vec<(String, String, Value)> {
             serde_json::json!({ "policies": v }),
         ));
     }
+    crate::ai_objects::objects_of(cfg, &mut out);
     out
 }
 

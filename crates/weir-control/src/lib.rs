@@ -5,6 +5,7 @@
 //! goes store → validate → compile → swap; in file mode the file is, and the API reads.
 
 pub mod ai;
+mod ai_objects;
 mod api;
 mod assemble;
 mod auth;

@@ -625,3 +625,105 @@ async fn guessing_across_many_user_names_locks_the_client_address() {
     node.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// In database mode AI providers (with their prices) and models are objects of the store
+/// like routes: a provider key is refused inline and kept only as a reference (the
+/// database file never holds it), and a chat through the new model reaches the provider
+/// with the key the reference names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ai_providers_and_models_are_managed_through_the_api_with_keys_never_stored() {
+    let dir = temp_dir("admin-ai");
+    let fake = weir_testkit::FakeOpenAi::openai().await;
+    let key_file = dir.join("provider.key");
+    let key = "sk-provider-key-never-stored-01";
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let (node, base) = node(&sqlite_store(&dir), first_admin()).await;
+    let api = api_as(&base, "admin", PASSWORD).await;
+    let provider = |keys: serde_json::Value| {
+        json!({ "name": "fake", "kind": "openai_compatible", "base_url": fake.base_url(),
+                "api_keys": keys, "prices": { "m1": { "input": 1.0, "output": 2.0 } } })
+    };
+    let r = api
+        .send(Method::POST, "/api/v1/ai-providers", provider(json!([key])))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("env:NAME or file:PATH"), "{}", r.text());
+    let reference = format!("file:{}", key_file.display());
+    let r = api
+        .send(
+            Method::POST,
+            "/api/v1/ai-providers",
+            provider(json!([reference])),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = api
+        .send(
+            Method::POST,
+            "/api/v1/ai-models",
+            json!({ "name": "smart", "targets": ["fake/m1"] }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = api
+        .send(
+            Method::POST,
+            "/api/v1/ai-models",
+            json!({ "name": "lost", "targets": ["nobody/m1"] }),
+        )
+        .await;
+    assert_eq!(r.status, 400, "a target of no provider: {}", r.text());
+    let r = api
+        .send(
+            Method::POST,
+            "/api/v1/routes",
+            json!({ "name": "llm", "match": { "paths": ["/v1/*"] }, "ai": {} }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = api.call(Method::GET, "/api/v1/ai-providers/fake").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["api_keys"][0], json!(reference));
+    assert_eq!(r.json()["prices"]["m1"]["output"], json!(2.0));
+    let cfg = api.call(Method::GET, "/api/v1/config").await.json();
+    assert_eq!(cfg["ai"]["prices"]["fake/m1"]["input"], json!(1.0));
+
+    let proxy = format!("http://{}", node.running.proxy_addr);
+    let r = HttpClient::new()
+        .request(
+            Method::POST,
+            &format!("{proxy}/v1/chat/completions"),
+            &[("content-type", "application/json")],
+            Bytes::from(
+                json!({ "model": "smart", "messages": [ { "role": "user", "content": "hi" } ] })
+                    .to_string(),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0].headers["authorization"].to_str().unwrap(),
+        format!("Bearer {key}")
+    );
+    assert_eq!(calls[0].body["model"], "m1");
+    node.shutdown().await;
+    let db = std::fs::read(dir.join("weir.db")).unwrap();
+    let wal = std::fs::read(dir.join("weir.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        assert!(
+            !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+            "the provider key is never stored"
+        );
+    }
+    assert!(
+        db.windows(reference.len())
+            .any(|w| w == reference.as_bytes())
+            || wal
+                .windows(reference.len())
+                .any(|w| w == reference.as_bytes()),
+        "the reference is"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

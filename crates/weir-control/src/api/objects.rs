@@ -171,7 +171,7 @@ fn node_owns(base: &weir_config::Config, kind: &str, name: &str) -> bool {
     match kind {
         "topics" => base.topics.contains_key(name),
         "subscriptions" => base.subscriptions.iter().any(|s| s.name == name),
-        _ => false,
+        _ => crate::ai_objects::node_owns(base, kind, name),
     }
 }
 

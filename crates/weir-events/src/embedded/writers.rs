@@ -15,7 +15,7 @@ use crate::{ATTEMPT_RETENTION, Attempt, NewEvent, QueueError, Result, now_ms};
 
 /// Most events one commit takes.
 const BATCH: usize = 2_000;
-/// Rows in one INSERT statement (6 parameters each, under SQLite's 32,766).
+/// Rows in one statement (at most 9 parameters each, under SQLite's 32,766).
 const ROWS_PER_INSERT: usize = 500;
 
 /// A pool on one SQLite file in WAL mode.
@@ -110,12 +110,25 @@ pub(super) async fn ack_loop(
         let done = async {
             let _turn = write.take().await;
             let mut tx = pool.begin().await?;
+            // One statement per subscription and chunk: each statement is a round trip to
+            // the database's thread, so one per delivery cost more than the delete.
+            let mut by_sub: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
             for (sub, seq, _) in &batch {
-                sqlx::query("DELETE FROM deliveries WHERE subscription = ?1 AND seq = ?2")
-                    .bind(sub)
-                    .bind(seq)
-                    .execute(&mut *tx)
-                    .await?;
+                by_sub.entry(sub.as_str()).or_default().push(*seq);
+            }
+            for (sub, seqs) in by_sub {
+                for chunk in seqs.chunks(ROWS_PER_INSERT) {
+                    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                        "DELETE FROM deliveries WHERE subscription = ",
+                    );
+                    q.push_bind(sub).push(" AND seq IN (");
+                    let mut list = q.separated(", ");
+                    for seq in chunk {
+                        list.push_bind(*seq);
+                    }
+                    q.push(")");
+                    q.build().persistent(false).execute(&mut *tx).await?;
+                }
             }
             tx.commit().await
         }
@@ -149,23 +162,24 @@ pub(super) async fn record_loop(
         let prune = pruned.elapsed() >= Duration::from_secs(600);
         let done = async {
             let mut tx = pool.begin().await?;
-            for (sub, a) in &batch {
-                sqlx::query(
+            // Many rows per statement (9 parameters each, under SQLite's 32,766).
+            for chunk in batch.chunks(ROWS_PER_INSERT) {
+                let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                     "INSERT INTO attempts (subscription, seq, event_id, attempt, at_ms, \
-                             status, latency_ms, outcome, answer) \
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                )
-                .bind(sub)
-                .bind(a.seq)
-                .bind(&a.event_id)
-                .bind(i64::from(a.attempt))
-                .bind(a.at_ms)
-                .bind(a.status.map(i64::from))
-                .bind(a.latency_ms as i64)
-                .bind(&a.outcome)
-                .bind(&a.answer)
-                .execute(&mut *tx)
-                .await?;
+                     status, latency_ms, outcome, answer) ",
+                );
+                q.push_values(chunk, |mut row, (sub, a)| {
+                    row.push_bind(sub.as_str())
+                        .push_bind(a.seq)
+                        .push_bind(a.event_id.as_str())
+                        .push_bind(i64::from(a.attempt))
+                        .push_bind(a.at_ms)
+                        .push_bind(a.status.map(i64::from))
+                        .push_bind(a.latency_ms as i64)
+                        .push_bind(a.outcome.as_str())
+                        .push_bind(a.answer.as_str());
+                });
+                q.build().persistent(false).execute(&mut *tx).await?;
             }
             if prune {
                 sqlx::query("DELETE FROM attempts WHERE at_ms < ?1")

@@ -128,7 +128,9 @@ pub(super) fn quorum_args() -> FieldTable {
 pub(super) struct Link {
     pub conn: Connection,
     pub publish: Channel,
-    pub leases: Mutex<HashMap<String, Channel>>,
+    /// Each subscription's lease channel, with the consumer the broker pushes its
+    /// messages to (within a prefetch window).
+    pub leases: Mutex<HashMap<String, (Channel, lapin::Consumer)>>,
     /// Unique among the nodes connected to the broker while this connection lives.
     pub node: u32,
 }

@@ -102,6 +102,9 @@ pub struct RabbitMq {
     /// Where recent reads stopped, by (topic, position): the stream offset after it.
     offsets: Mutex<HashMap<(String, i64), u64>>,
     published: tokio::sync::Notify,
+    /// Messages the broker pushed to a subscription's consumer here and no lease took
+    /// yet (they count as pending).
+    buffered: Mutex<HashMap<String, std::collections::VecDeque<lapin::message::Delivery>>>,
     /// When the last attempt to connect failed, and why: callers within
     /// [`RECONNECT_PAUSE`] of it get that answer at once instead of each waiting on a
     /// broker that does not answer.
@@ -132,6 +135,7 @@ impl RabbitMq {
             dead_counts: Mutex::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
             published: tokio::sync::Notify::new(),
+            buffered: Mutex::new(HashMap::new()),
             failed: Mutex::new(None),
             display: redact(url),
         };
@@ -235,18 +239,90 @@ impl RabbitMq {
         Ok(())
     }
 
-    /// The channel `sub`'s leases and acknowledgements go through.
-    async fn lease_channel(&self, l: &Link, sub: &str) -> Result<lapin::Channel> {
-        if let Some(ch) = l.leases.lock().get(sub)
+    /// The consumer `sub`'s leases take messages from, on the channel its
+    /// acknowledgements go through. The broker pushes up to `prefetch` unacknowledged
+    /// messages (held and waiting together): one `basic.get` round trip per message held
+    /// a subscription to under a thousand events a second.
+    async fn lease_consumer(&self, l: &Link, sub: &str, prefetch: u16) -> Result<lapin::Consumer> {
+        if let Some((ch, consumer)) = l.leases.lock().get(sub)
             && ch.status().connected()
         {
-            return Ok(ch.clone());
+            return Ok(consumer.clone());
         }
-        // The old channel closed: the broker took back what it had leased.
+        // The old channel closed: the broker took back what it had leased and pushed.
         self.holds.forget(sub);
+        self.buffered.lock().remove(sub);
         let ch = l.conn.create_channel().await.map_err(unavailable)?;
-        l.leases.lock().insert(sub.to_owned(), ch.clone());
-        Ok(ch)
+        ch.basic_qos(prefetch, lapin::options::BasicQosOptions::default())
+            .await
+            .map_err(unavailable)?;
+        let queue = self.names.sub(sub);
+        let tag = format!("lease-{}-{}", l.node, crate::new_event_id());
+        let consumer = match ch
+            .basic_consume(
+                queue.as_str().into(),
+                tag.as_str().into(),
+                lapin::options::BasicConsumeOptions::default(),
+                lapin::types::FieldTable::default(),
+            )
+            .await
+        {
+            Ok(c) => c,
+            Err(e) if link::soft(&e) == Some(lapin::protocol::AMQPSoftError::NOTFOUND) => {
+                return Err(QueueError::NoSubscription(sub.to_owned()));
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        l.leases
+            .lock()
+            .insert(sub.to_owned(), (ch, consumer.clone()));
+        Ok(consumer)
+    }
+
+    /// Moves what the broker pushed to `sub`'s consumer into the buffer, without waiting.
+    /// `Err` when the consumer ended.
+    fn pull(&self, sub: &str, consumer: &mut lapin::Consumer) -> Result<()> {
+        use futures_util::{FutureExt as _, StreamExt as _};
+        let mut buffered = self.buffered.lock();
+        let buf = buffered.entry(sub.to_owned()).or_default();
+        while buf.len() < usize::from(queue::PREFETCH) {
+            match consumer.next().now_or_never() {
+                None => break,
+                Some(Some(Ok(d))) => buf.push_back(d),
+                Some(Some(Err(e))) => return Err(unavailable(e)),
+                Some(None) => {
+                    return Err(QueueError::Unavailable(
+                        "the broker ended the subscription's consumer".to_owned(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Messages pushed here for `sub` and not leased yet (after taking in what arrived).
+    fn buffered_count(&self, l: &Link, sub: &str) -> u64 {
+        let consumer = l.leases.lock().get(sub).map(|(_, c)| c.clone());
+        if let Some(mut c) = consumer
+            && self.pull(sub, &mut c).is_err()
+        {
+            self.end_lease_consumer(l, sub);
+        }
+        self.buffered.lock().get(sub).map_or(0, |b| b.len() as u64)
+    }
+
+    /// Drops `sub`'s lease channel (closing it hands back what it held).
+    fn end_lease_consumer(&self, l: &Link, sub: &str) {
+        self.buffered.lock().remove(sub);
+        if let Some((ch, _)) = l.leases.lock().remove(sub) {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    ch.close(200, "consumer ended".into()),
+                )
+                .await;
+            });
+        }
     }
 
     /// Sends a copy of `e` to `sub` as attempt `attempt`, due at `due` (through the retry

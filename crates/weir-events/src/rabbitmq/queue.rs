@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
+use futures_util::StreamExt as _;
+use lapin::options::{BasicAckOptions, BasicPublishOptions};
 use lapin::protocol::AMQPSoftError;
 use lapin::types::AMQPValue;
 
@@ -20,6 +21,13 @@ use crate::{
 /// A lease looks at most this many messages past `max` (ladder returns not yet due,
 /// superseded copies) before it answers.
 const LOOK_PAST: usize = 256;
+/// Unacknowledged messages the broker pushes to a subscription's consumer on this node:
+/// the most a subscription holds in flight (1,000) and the most a lease looks past.
+pub(super) const PREFETCH: u16 = 1_000 + LOOK_PAST as u16;
+/// How long an empty lease waits for a message the broker is pushing.
+const FIRST_WAIT: Duration = Duration::from_millis(5);
+/// How long a lease waits for the next message of a backlog being pushed.
+const NEXT_WAIT: Duration = Duration::from_millis(1);
 
 impl Queue for RabbitMq {
     fn publish(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<i64>>> {
@@ -175,7 +183,7 @@ impl Queue for RabbitMq {
         Box::pin(bounded(async move {
             let l = self.link().await?;
             let ordered = self.ordered(subscription).await?;
-            let ch = self.lease_channel(&l, subscription).await?;
+            let mut consumer = self.lease_consumer(&l, subscription, PREFETCH).await?;
             let now = now_ms();
             let until = now + lease_for.as_millis() as i64;
             self.unblock_heads(subscription, now);
@@ -185,20 +193,42 @@ impl Queue for RabbitMq {
                     attempt: h.attempt,
                 })
             })?;
-            let queue = self.names.sub(subscription);
             let mut looked = 0;
             while out.len() < max && looked < max + LOOK_PAST {
                 looked += 1;
-                let got = match ch
-                    .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
-                    .await
-                {
-                    Ok(Some(m)) => m.delivery,
-                    Ok(None) => break,
-                    Err(e) if soft(&e) == Some(AMQPSoftError::NOTFOUND) => {
-                        return Err(QueueError::NoSubscription(subscription.to_owned()));
-                    }
-                    Err(e) => return Err(unavailable(e)),
+                // What the broker pushed already; else what it is pushing now (a backlog
+                // arrives message by message): the lease ends after a quiet moment.
+                let quiet = if looked == 1 { FIRST_WAIT } else { NEXT_WAIT };
+                if let Err(e) = self.pull(subscription, &mut consumer) {
+                    self.end_lease_consumer(&l, subscription);
+                    return Err(e);
+                }
+                let first = self
+                    .buffered
+                    .lock()
+                    .get_mut(subscription)
+                    .and_then(std::collections::VecDeque::pop_front);
+                let got = match first {
+                    Some(d) => d,
+                    None => match tokio::time::timeout(quiet, consumer.next()).await {
+                        Err(_) => break,
+                        Ok(Some(Ok(d))) => d,
+                        // The consumer ended (its queue was deleted, or the channel
+                        // closed): the next lease makes another, and the broker takes back
+                        // what this node held on it.
+                        Ok(other) => {
+                            self.end_lease_consumer(&l, subscription);
+                            return Err(match other {
+                                Some(Err(e)) if soft(&e) == Some(AMQPSoftError::NOTFOUND) => {
+                                    QueueError::NoSubscription(subscription.to_owned())
+                                }
+                                Some(Err(e)) => unavailable(e),
+                                _ => QueueError::Unavailable(
+                                    "the broker ended the subscription's consumer".to_owned(),
+                                ),
+                            });
+                        }
+                    },
                 };
                 let event = match event_of(&got) {
                     Ok(e) => e,
@@ -430,6 +460,7 @@ impl Queue for RabbitMq {
                 }
                 Err(e) => return Err(unavailable(e)),
             };
+            let ready = ready + self.buffered_count(&l, subscription);
             let (held, mut oldest) = self.holds.count(subscription);
             let mut waiting = 0u64;
             {

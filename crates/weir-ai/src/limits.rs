@@ -122,10 +122,14 @@ fn micro(usd: f64) -> i64 {
 
 impl Limits {
     pub fn compile(c: &AiLimitsConfig, route: &str, memory: &Arc<Memory>) -> Result<Self, String> {
-        let store = if c.store == "memory" {
+        let url = c
+            .store
+            .resolve(&|n| std::env::var(n).ok())
+            .map_err(|e| format!("ai_limits.store: {e}"))?;
+        let store = if url == "memory" {
             Store::Memory(Arc::clone(memory))
         } else {
-            Store::Redis(RedisStore::for_url(&c.store)?)
+            Store::Redis(RedisStore::for_url(&url)?)
         };
         Ok(Self {
             rpm: c.requests_per_minute,

@@ -20,7 +20,7 @@ pub use load::{LoadError, apply_env, from_yaml, load_file};
 pub use model::*;
 pub use policy::*;
 pub use restart::hold_restart_only;
-pub use secret::{REDACTED, Secret, Source as SecretSource, redacting};
+pub use secret::{REDACTED, Secret, SecretUrl, Source as SecretSource, redacting};
 pub use units::{ByteSize, Duration, Start, parse_rfc3339, rfc3339};
 pub use validate::{
     REGEX_SIZE_LIMIT, ValidationError, compile_route_regex, did_you_mean, parse_cidr,

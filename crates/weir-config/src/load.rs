@@ -100,7 +100,9 @@ pub fn apply_env(
                     _ => AccessLogConfig::File { file: value },
                 }
             }
-            "WEIR_STORE" => config.store = (!value.is_empty()).then_some(value),
+            "WEIR_STORE" => {
+                config.store = (!value.is_empty()).then(|| crate::SecretUrl::new(value));
+            }
             "WEIR_DATA_DIR" => config.data_dir = value,
             "WEIR_SHUTDOWN_TIMEOUT" => match Duration::parse(&value) {
                 Ok(d) => config.shutdown_timeout = d,

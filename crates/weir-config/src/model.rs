@@ -32,7 +32,7 @@ pub struct Config {
     /// `sqlite://FILE` (relative to `data_dir`) or `postgres://USER@HOST:PORT/DB`. Absent:
     /// file mode (this file is the truth).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub store: Option<String>,
+    pub store: Option<crate::SecretUrl>,
     /// Weir's own files: the SQLite store, queue files, caches.
     #[serde(default = "default_data_dir")]
     pub data_dir: String,
@@ -73,7 +73,7 @@ pub struct EventsConfig {
     /// every node naming it; `env:NAME`: the URL is in that variable (keeps a password out
     /// of the file).
     #[serde(default = "default_backend")]
-    pub backend: String,
+    pub backend: crate::SecretUrl,
     /// Where subscriptions created through the admin API may deliver: `public` (outside
     /// loopback, private, link-local and other internal ranges) and CIDR blocks. Those in
     /// the configuration file are trusted and may target any address.
@@ -104,8 +104,8 @@ fn default_allowed_networks() -> Vec<String> {
     vec!["public".to_owned()]
 }
 
-fn default_backend() -> String {
-    "embedded".to_owned()
+fn default_backend() -> crate::SecretUrl {
+    crate::SecretUrl::from("embedded")
 }
 
 /// A topic: a named stream of events.

@@ -237,7 +237,7 @@ pub struct RateLimitConfig {
     /// `memory` (this node) or `redis://[user:password@]host:port[/db]` (`rediss://` for
     /// TLS): one limit shared by every node that names the same server.
     #[serde(default = "default_rl_store")]
-    pub store: String,
+    pub store: crate::SecretUrl,
     /// What to do when the Redis store cannot answer: `local` (default: this node's own
     /// limit), `allow` or `deny`.
     #[serde(default)]
@@ -287,7 +287,7 @@ pub struct AiLimitsConfig {
     pub per: String,
     /// `memory` (this node) or `redis://…`: shared by every node naming it.
     #[serde(default = "default_rl_store")]
-    pub store: String,
+    pub store: crate::SecretUrl,
     /// The output tokens a request without `max_tokens` is assumed to use when its cost is
     /// reserved against the budget.
     #[serde(default = "default_reserve_tokens")]
@@ -305,8 +305,8 @@ fn default_reserve_tokens() -> u64 {
     4096
 }
 
-fn default_rl_store() -> String {
-    "memory".to_owned()
+fn default_rl_store() -> crate::SecretUrl {
+    crate::SecretUrl::from("memory")
 }
 
 /// At most `max` requests of this route in flight at once (a streaming response counts
@@ -406,7 +406,7 @@ pub struct CacheConfig {
     pub ttl: Duration,
     /// `memory` (this node) or `redis://host:port` (shared by every node naming it).
     #[serde(default = "default_rl_store")]
-    pub store: String,
+    pub store: crate::SecretUrl,
     /// Memory store: the most bytes (bodies and headers) this route's cache holds.
     #[serde(default = "default_cache_size")]
     pub max_size: ByteSize,

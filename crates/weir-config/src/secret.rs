@@ -160,6 +160,84 @@ impl From<&str> for Secret {
     }
 }
 
+/// A service URL that may carry a password (`redis://:PASSWORD@host:6379`), or a keyword
+/// (`memory`, `embedded`): written as itself, or as `env:NAME`/`file:PATH` holding it, read
+/// by the rules of [`Secret`]. Output shows references and keywords as written and a
+/// URL with its password as `(redacted)`.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(written: impl Into<String>) -> Self {
+        Self(written.into())
+    }
+
+    /// As written (a reference, a keyword or the URL): for checks of its form and the
+    /// store, never for output.
+    pub fn as_written(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL or keyword, reading the variable or the file it names.
+    pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+        Source::of(&self.0).read(env)
+    }
+
+    /// What output shows: `scheme://user:(redacted)@host…` for a URL with a password.
+    pub fn shown(&self) -> String {
+        let url = &self.0;
+        let Some(scheme_end) = url.find("://") else {
+            return url.clone();
+        };
+        let rest = &url[scheme_end + 3..];
+        let Some(at) = rest.rfind('@') else {
+            return url.clone();
+        };
+        match rest[..at].split_once(':') {
+            Some((user, _)) => format!(
+                "{}{user}:{REDACTED}@{}",
+                &url[..scheme_end + 3],
+                &rest[at + 1..]
+            ),
+            None => url.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretUrl({:?})", self.shown())
+    }
+}
+
+impl Serialize for SecretUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if REDACTING.with(Cell::get) {
+            s.serialize_str(&self.shown())
+        } else {
+            s.serialize_str(&self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self)
+    }
+}
+
+impl From<&str> for SecretUrl {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl PartialEq<&str> for SecretUrl {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

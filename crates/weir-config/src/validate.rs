@@ -62,7 +62,7 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
     {
         e.push("events.namespace", "1 to 32 letters, digits, '-' or '_'");
     }
-    let backend = config.events.backend.as_str();
+    let backend = config.events.backend.as_written();
     let known = backend == "embedded"
         || backend.starts_with("redis://")
         || backend.starts_with("rediss://")
@@ -180,13 +180,16 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
         }
     }
     if let Some(store) = &config.store {
+        let store = store.as_written();
         let ok = ["sqlite://", "postgres://", "postgresql://"]
             .iter()
-            .any(|p| store.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
+            .any(|p| store.strip_prefix(p).is_some_and(|rest| !rest.is_empty()))
+            || store.strip_prefix("env:").is_some_and(|n| !n.is_empty())
+            || store.strip_prefix("file:").is_some_and(|p| !p.is_empty());
         if !ok {
             e.push(
                 "store",
-                "expected sqlite://FILE or postgres://USER@HOST:PORT/DB",
+                "expected sqlite://FILE or postgres://USER@HOST:PORT/DB (or env:NAME / file:PATH holding one)",
             );
         }
         if config.listen.admin.is_none() {

@@ -243,9 +243,10 @@ pub fn canonical(kind: &str, body: &Value) -> Value {
     typed.unwrap_or_else(|| body.clone())
 }
 
-/// What Weir shows of a configuration: every secret by the one rule of
-/// [`weir_config::Secret::shown`] (references and public keys as written, anything else
-/// `(redacted)`), API keys as their SHA-256, passwords in URLs as `(redacted)`. The
+/// What Weir shows of a configuration: every secret by the rules of its type
+/// ([`weir_config::Secret::shown`]: references and public keys as written, anything else
+/// `(redacted)`; [`weir_config::SecretUrl::shown`]: a URL's password `(redacted)`), and
+/// API keys as their SHA-256. The
 /// result is already serialized, under [`weir_config::redacting`], so no caller can
 /// serialize the secrets by mistake.
 pub fn shown_config<R>(cfg: &Config, view: impl FnOnce(&Config) -> R) -> R {
@@ -253,23 +254,6 @@ pub fn shown_config<R>(cfg: &Config, view: impl FnOnce(&Config) -> R) -> R {
     for c in &mut cfg.consumers {
         hash_keys(c);
     }
-    let policies = cfg
-        .routes
-        .iter_mut()
-        .flat_map(|r| r.policies.iter_mut())
-        .chain(cfg.policy_defaults.iter_mut());
-    for p in policies {
-        match p {
-            PolicyConfig::RateLimit(r) => r.store = redact_url(&r.store),
-            PolicyConfig::Cache(c) => c.store = redact_url(&c.store),
-            PolicyConfig::AiLimits(l) => l.store = redact_url(&l.store),
-            _ => {}
-        }
-    }
-    if let Some(s) = &mut cfg.store {
-        *s = redact_url(s);
-    }
-    cfg.events.backend = redact_url(&cfg.events.backend);
     weir_config::redacting(|| view(&cfg))
 }
 
@@ -280,26 +264,6 @@ pub fn shown_value(cfg: &Config) -> Result<Value, serde_json::Error> {
 
 /// Shown in place of a secret.
 pub const REDACTED: &str = weir_config::REDACTED;
-
-/// `scheme://user:PASSWORD@host` → `scheme://user:(redacted)@host`.
-fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &rest[..at];
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!(
-            "{}{user}:{REDACTED}@{}",
-            &url[..scheme_end + 3],
-            &rest[at + 1..]
-        ),
-        None => url.to_owned(),
-    }
-}
 
 /// The policy defaults body: `{"policies": [...]}`.
 pub fn prepare_defaults(body: Value) -> Result<Value, Vec<String>> {

@@ -96,11 +96,14 @@ impl RateLimit {
         let interval = (per / u64::from(c.limit.max(1))).max(1_000);
         let burst = u64::from(c.burst.unwrap_or(c.limit).max(1));
         let tolerance = interval.saturating_mul(burst);
-        let backend = if c.store == "memory" {
+        let url = c
+            .store
+            .resolve(&|n| std::env::var(n).ok())
+            .map_err(|e| format!("rate_limit.store: {e}"))?;
+        let backend = if url == "memory" {
             Backend::Memory(memory_state(&format!("{scope}|{c:?}")))
         } else {
-            let store =
-                RedisStore::for_url(&c.store).map_err(|e| format!("rate_limit.store: {e}"))?;
+            let store = RedisStore::for_url(&url).map_err(|e| format!("rate_limit.store: {e}"))?;
             Backend::Redis(Arc::new(Remote {
                 store,
                 prefix: format!(

@@ -271,10 +271,16 @@ pub async fn create_user(config: &Path, username: &str, role: &str) -> ExitCode 
         eprintln!("weir: {e}; pipe it in: printf '%s' \"$PW\" | weir admin create-user ...");
         return ExitCode::FAILURE;
     }
-    let url = cfg
-        .store
-        .clone()
-        .unwrap_or_else(|| "sqlite://weir.db".to_owned());
+    let url = match &cfg.store {
+        Some(s) => match s.resolve(&|n| std::env::var(n).ok()) {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("weir: store: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => "sqlite://weir.db".to_owned(),
+    };
     let store = match weir_store::Store::open(&url, Path::new(&cfg.data_dir)).await {
         Ok(s) => s,
         Err(e) => {

@@ -168,12 +168,13 @@ async fn keep_retention(
 /// Opens the configured event queue: the embedded one under `data_dir`, Redis Streams, NATS
 /// JetStream or RabbitMQ.
 async fn open_queue(config: &Config) -> Result<Arc<dyn weir_events::Queue>, String> {
-    let mut backend = config.events.backend.clone();
-    if let Some(name) = backend.strip_prefix("env:") {
-        backend = std::env::var(name).map_err(|_| {
-            format!("events.backend names the variable {name}, which is not set: export it with the queue's URL")
+    let backend = config
+        .events
+        .backend
+        .resolve(&|n| std::env::var(n).ok())
+        .map_err(|e| {
+            format!("events.backend: {e}: export it with the queue's URL, or write the URL")
         })?;
-    }
     if backend == "embedded" {
         let dir = Path::new(&config.data_dir).join("events");
         let q = weir_events::Embedded::open(&dir)
@@ -246,7 +247,11 @@ pub async fn start(
 ) -> Result<Node, String> {
     let api = api && config.listen.admin.is_some();
     let (mode, url) = match &config.store {
-        Some(url) => (Mode::Database, url.clone()),
+        Some(url) => (
+            Mode::Database,
+            url.resolve(&|n| std::env::var(n).ok())
+                .map_err(|e| format!("store: {e}"))?,
+        ),
         None => (Mode::File, "sqlite://weir.db".to_owned()),
     };
     let store = if api {

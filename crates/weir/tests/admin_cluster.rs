@@ -14,37 +14,10 @@ use common::*;
 use http::Method;
 use serde_json::json;
 
-/// A database of its own on the machine's Postgres.
-async fn fresh_postgres() -> String {
-    use sqlx::Connection;
-    let name = unique("weir_cluster").replace('-', "_");
-    let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/test")
-        .await
-        .expect("Postgres on 127.0.0.1:5432 (scripts/services.sh starts it)");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    format!("postgres://postgres@127.0.0.1:5432/{name}")
-}
-
-async fn drop_postgres(url: &str) {
-    use sqlx::Connection;
-    let name = url.rsplit('/').next().unwrap();
-    let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/test")
-        .await
-        .unwrap();
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_one_postgres_share_every_change_within_a_second() {
     let up = MockUpstream::start(Behavior::Named("shared".into())).await;
-    let url = fresh_postgres().await;
+    let url = fresh_postgres("weir_cluster").await;
     let store = format!("store: \"{url}\"\n");
     // Each node keeps its own files (the embedded event queue) in a directory of its own.
     let own = |tag: &str| format!("{store}data_dir: {}\n", temp_dir(tag).display());

@@ -127,7 +127,12 @@ fn every_secret_named_field_of_the_model_is_a_secret_and_the_fixture_sets_each()
 }
 
 /// The secret fields the node below sets, each to a literal with a marker of its own.
-const FIXTURE: [(&str, &str); 8] = [
+const FIXTURE: [(&str, &str); 13] = [
+    ("Config", "store"),
+    ("EventsConfig", "backend"),
+    ("RateLimitConfig", "store"),
+    ("CacheConfig", "store"),
+    ("AiLimitsConfig", "store"),
     ("CredentialConfig::Key", "key"),
     ("JwtKeyConfig", "key"),
     ("InboundConfig::StandardWebhooks", "secret"),
@@ -152,6 +157,25 @@ async fn no_secret_appears_in_the_api_the_export_the_metrics_or_the_trace_log() 
     let hmac = "hmac-secret-MARK05";
     let whsec_out = "whsec_c2lnbmluZy1zZWNyZXQtTUFSSzA2";
     let provider = "sk-provider-MARK07";
+    // Postgres here trusts loopback and NATS asks for no credentials: both take a password
+    // they do not check. Redis refuses one it does not have: the limits fall back to
+    // memory, the cache passes through, and the node runs on.
+    let pg = fresh_postgres("weir_secrets").await;
+    let store = pg.replace("postgres://postgres@", "postgres://postgres:pg-MARK08@");
+    let nats = "nats://weir:nats-MARK09@127.0.0.1:4222";
+    let (rl, cache, ail) = (
+        "redis://:rl-MARK10@127.0.0.1:6379",
+        "redis://:cache-MARK11@127.0.0.1:6379",
+        "redis://:ail-MARK12@127.0.0.1:6379",
+    );
+    let namespace = format!(
+        "sec_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
     let markers = [
         consumer_key,
         jwt_secret,
@@ -162,6 +186,11 @@ async fn no_secret_appears_in_the_api_the_export_the_metrics_or_the_trace_log() 
         provider,
         &key_line,
         PASSWORD,
+        "pg-MARK08",
+        "nats-MARK09",
+        "rl-MARK10",
+        "cache-MARK11",
+        "ail-MARK12",
     ];
     let indent = |pem: &str| pem.replace('\n', "\n          ");
     let file = dir.join("weir.yaml");
@@ -179,9 +208,10 @@ async fn no_secret_appears_in_the_api_the_export_the_metrics_or_the_trace_log() 
         key: |
           {key}
 workers: 1
-store: sqlite://weir.db
+store: "{store}"
 data_dir: {dir}
 access_log: stderr
+events: {{ backend: "{nats}", namespace: {namespace} }}
 topics: {{ orders: {{}} }}
 subscriptions:
   - {{ name: hook, topic: orders, endpoint: "http://127.0.0.1:{hook}/", signing_secret: "{whsec_out}" }}
@@ -193,7 +223,14 @@ ai:
 upstreams:
   echo: {{ builtin: echo }}
 routes:
-  - {{ name: keyed, match: {{ paths: [/keyed] }}, upstream: echo, policies: [ {{ key_auth: {{}} }} ] }}
+  - name: keyed
+    match: {{ paths: [/keyed] }}
+    upstream: echo
+    policies:
+      - {{ key_auth: {{}} }}
+      - {{ rate_limit: {{ limit: 1000, per: 1s, store: "{rl}", on_store_error: local }} }}
+      - {{ cache: {{ ttl: 10s, store: "{cache}" }} }}
+  - {{ name: llm, match: {{ paths: [/v1/*] }}, ai: {{}}, policies: [ {{ ai_limits: {{ requests_per_minute: 100, store: "{ail}" }} }} ] }}
   - name: jwt
     match: {{ paths: [/jwt] }}
     upstream: echo
@@ -314,5 +351,6 @@ consumers:
         let at = trace.lines().find(|l| l.contains(m));
         assert!(at.is_none(), "{m} in the trace log: {}", at.unwrap_or(""));
     }
+    drop_postgres(&pg).await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -97,6 +97,44 @@ pub(super) fn one_line(s: &str) -> String {
     s.replace(['\r', '\n'], " ")
 }
 
+/// `nats://user:password@host:port` → (`nats://host:port`, user, password); the parts
+/// percent-decoded as URLs write them.
+fn split_credentials(url: &str) -> (String, Option<String>, Option<String>) {
+    let Some(scheme_end) = url.find("://") else {
+        return (url.to_owned(), None, None);
+    };
+    let rest = &url[scheme_end + 3..];
+    let Some(at) = rest.rfind('@') else {
+        return (url.to_owned(), None, None);
+    };
+    let address = format!("{}{}", &url[..scheme_end + 3], &rest[at + 1..]);
+    let decode = |s: &str| {
+        let mut out = Vec::with_capacity(s.len());
+        let b = s.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+                (b'%', Some(v)) => {
+                    out.push(v);
+                    i += 3;
+                }
+                (c, _) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    match rest[..at].split_once(':') {
+        Some((u, p)) => (address, Some(decode(u)), Some(decode(p))),
+        None => (address, Some(decode(&rest[..at])), None),
+    }
+}
+
 impl NatsJetStream {
     /// Connects to `url` (`nats://host:port`) and makes the streams if they are missing.
     /// `retention` bounds how long events are kept.
@@ -106,9 +144,18 @@ impl NatsJetStream {
         // The first connection must succeed within 2 s, so a start against a server that
         // is away fails at once with the cause (refused, unknown host, authorization);
         // after it, the client reconnects by itself.
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(2))
-            .connect(url)
+        // Credentials go in the options, never in the address the client logs (at debug,
+        // with the password) on every connection attempt.
+        let (address, user, password) = split_credentials(url);
+        let mut options =
+            async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(2));
+        options = match (user, password) {
+            (Some(u), Some(p)) => options.user_and_password(u, p),
+            (Some(token), None) => options.token(token),
+            _ => options,
+        };
+        let client = options
+            .connect(address.as_str())
             .await
             .map_err(|e| QueueError::Unavailable(format!("{display}: {e}")))?;
         let js = jetstream::new(client);

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use futures_util::StreamExt as _;
+use futures_util::future::BoxFuture;
 use lapin::options::{BasicAckOptions, BasicPublishOptions};
 use lapin::protocol::AMQPSoftError;
 use lapin::types::AMQPValue;

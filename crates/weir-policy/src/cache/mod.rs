@@ -512,7 +512,11 @@ impl Cache {
         let shared = match found {
             Some(s) => s,
             None => {
-                let store = if c.store == "memory" {
+                let url = c
+                    .store
+                    .resolve(&|n| std::env::var(n).ok())
+                    .map_err(|e| format!("cache.store: {e}"))?;
+                let store = if url == "memory" {
                     Backend::Memory(Mutex::new(Mem {
                         max: usize::try_from(c.max_size.0).unwrap_or(usize::MAX),
                         bytes: 0,
@@ -522,7 +526,7 @@ impl Cache {
                     }))
                 } else {
                     Backend::Redis {
-                        store: RedisStore::for_url(&c.store)
+                        store: RedisStore::for_url(&url)
                             .map_err(|e| format!("cache.store: {e}"))?,
                         prefix: format!("weir:cache:{scope}:"),
                         timeout: c.store_timeout.get(),

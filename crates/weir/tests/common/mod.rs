@@ -163,3 +163,30 @@ impl OwnRedis {
         self.proc = None;
     }
 }
+
+/// A database of its own on the machine's Postgres.
+pub async fn fresh_postgres(tag: &str) -> String {
+    use sqlx::Connection;
+    let name = unique(tag).replace('-', "_");
+    let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/test")
+        .await
+        .expect("Postgres on 127.0.0.1:5432 (scripts/services.sh starts it)");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+pub async fn drop_postgres(url: &str) {
+    use sqlx::Connection;
+    let name = url.rsplit('/').next().unwrap();
+    let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/test")
+        .await
+        .unwrap();
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await;
+}

@@ -15,6 +15,23 @@ use crate::catalog::{Catalog, Model};
 use crate::usage::Usage;
 use crate::{AiPlane, errors};
 
+/// Why a body is not JSON Weir takes, for the client: the position of a syntax error, or
+/// the nesting limit.
+pub(crate) fn not_json(e: &serde_json::Error) -> String {
+    if e.to_string().starts_with("recursion limit exceeded") {
+        format!(
+            "the body nests objects and arrays deeper than {} levels",
+            weir_config::ai::MAX_JSON_DEPTH
+        )
+    } else {
+        format!(
+            "the body is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    }
+}
+
 /// Who is calling, as the route's auth policy found them (with the credential's model
 /// scope).
 pub type Caller<'a> = Option<&'a weir_policy::Consumer>;
@@ -128,12 +145,15 @@ pub async fn answer(
     }
     let mut sent: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
-        _ => {
+        Ok(_) => {
             return errors::for_client(
                 messages_api,
                 StatusCode::BAD_REQUEST,
                 "the body must be a JSON object",
             );
+        }
+        Err(e) => {
+            return errors::for_client(messages_api, StatusCode::BAD_REQUEST, &not_json(&e));
         }
     };
     // Personal data is masked before anything is translated, cached or sent.

@@ -40,6 +40,13 @@ pub(crate) async fn answer(
 ) -> AiResponse {
     let vars = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(m)) => m,
+        Err(e) => {
+            return errors::openai(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &crate::serve::not_json(&e),
+            );
+        }
         _ => {
             return errors::openai(
                 StatusCode::BAD_REQUEST,

@@ -8,6 +8,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::units::Duration;
 
+/// The largest request body an `ai` route takes unless the route sets `max_body_size`
+/// (and `limits.max_body_size` is not lower): an AI request is parsed whole, so its memory
+/// grows with its size, where a proxied body streams through.
+pub const AI_DEFAULT_MAX_BODY: crate::ByteSize = crate::ByteSize(32 << 20);
+
+/// How deep a JSON body an AI route parses may nest (objects and arrays): the limit of the
+/// parser, stated here so that errors and docs name it.
+pub const MAX_JSON_DEPTH: usize = 128;
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AiConfig {

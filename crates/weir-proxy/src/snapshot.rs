@@ -227,7 +227,14 @@ impl Snapshot {
                     PolicyChain::default()
                 }
             };
-            let route_limit = r.max_body_size.map_or(max_body_size, |s| s.0);
+            // AI routes parse their bodies whole: a lower default keeps memory per request
+            // bounded; a route's own max_body_size still wins.
+            let default_limit = if r.ai.is_some() {
+                max_body_size.min(weir_config::ai::AI_DEFAULT_MAX_BODY.0)
+            } else {
+                max_body_size
+            };
+            let route_limit = r.max_body_size.map_or(default_limit, |s| s.0);
             routes.push(Arc::new(Route {
                 name: r.name.as_str().into(),
                 upstream: Arc::clone(upstream),

@@ -357,3 +357,63 @@ routes:
     assert!(sent.headers.get("authorization").is_none());
     r.shutdown().await;
 }
+
+/// An AI route parses its body whole, so it takes 32 MiB unless the route says otherwise
+/// (a larger prompt is refused before it is read), and JSON nested deeper than 128 levels
+/// gets a clear 400 instead of a parse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ai_routes_take_32_mib_by_default_and_json_nested_128_deep() {
+    let (primary, backup) = (FakeOpenAi::openai().await, FakeOpenAi::openai().await);
+    let chat = |size: usize| json!({"model": "smart", "messages": [{"role": "user", "content": "x".repeat(size)}]});
+    let r = gateway(&config(&primary, &backup, ""));
+    // Refused on its Content-Length, before a byte of the body is read (a client still
+    // sending 33 MiB would see the connection close under it).
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{{",
+        33 << 20
+    );
+    let big = weir_testkit::raw_request(
+        &r.proxy_addr.to_string(),
+        head.as_bytes(),
+        std::time::Duration::from_millis(500),
+    )
+    .await;
+    assert!(big.starts_with("HTTP/1.1 413"), "{big}");
+    assert!(big.contains("payload_too_large"), "{big}");
+    let fits = post(&r, "/v1/chat/completions", chat(31 << 20)).await;
+    assert_eq!(fits.status, 200, "{}", fits.text());
+    assert_eq!(primary.calls().len(), 1, "only the one that fits was sent");
+
+    let nested = |depth: usize| {
+        let mut v = json!("deep");
+        for _ in 0..depth {
+            v = json!([v]);
+        }
+        json!({"model": "smart", "messages": [{"role": "user", "content": "hi"}], "metadata": {"x": v}})
+    };
+    let deep = post(&r, "/v1/chat/completions", nested(130)).await;
+    assert_eq!(deep.status, 400, "{}", deep.text());
+    assert!(
+        deep.text().contains("deeper than 128 levels"),
+        "{}",
+        deep.text()
+    );
+    let fine = post(&r, "/v1/chat/completions", nested(100)).await;
+    assert_eq!(fine.status, 200, "{}", fine.text());
+    let broken = common::ai::post_raw(&r, "/v1/chat/completions", "{\"model\": ").await;
+    assert_eq!(broken.status, 400);
+    assert!(
+        broken.text().contains("not valid JSON (line 1"),
+        "{}",
+        broken.text()
+    );
+    r.shutdown().await;
+
+    // A route that needs more says so.
+    let r = gateway(
+        &config(&primary, &backup, "").replace("ai: {} }", "ai: {}, max_body_size: 40MiB }"),
+    );
+    let big = post(&r, "/v1/chat/completions", chat(33 << 20)).await;
+    assert_eq!(big.status, 200, "{}", big.text());
+    r.shutdown().await;
+}

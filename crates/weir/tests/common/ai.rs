@@ -31,6 +31,18 @@ pub async fn post_json(
     post_json_to(r.proxy_addr, path, headers, body).await
 }
 
+/// POSTs `body` as it is (JSON or not) with a JSON content type.
+pub async fn post_raw(r: &weir_proxy::app::Running, path: &str, body: &str) -> weir_testkit::Reply {
+    weir_testkit::HttpClient::new()
+        .request(
+            http::Method::POST,
+            &format!("http://{}{path}", r.proxy_addr),
+            &[("content-type", "application/json")],
+            bytes::Bytes::from(body.to_owned()),
+        )
+        .await
+}
+
 /// POSTs `body` as JSON to `path` at `addr` with `headers`.
 pub async fn post_json_to(
     addr: std::net::SocketAddr,

@@ -26,7 +26,16 @@ fn census() -> (BTreeSet<(String, String)>, Vec<String>) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../weir-config/src");
     let mut secret = BTreeSet::new();
     let mut untyped = Vec::new();
-    for file in ["model.rs", "policy.rs", "ai.rs"] {
+    // Every file of the crate, so a model type in a new module is read too.
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| f.ends_with(".rs"))
+        .collect();
+    files.sort();
+    assert!(files.len() > 5, "{files:?}");
+    for file in &files {
+        let file = file.as_str();
         let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
         let mut owner = String::new();
         for line in text.lines() {

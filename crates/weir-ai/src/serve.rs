@@ -32,6 +32,15 @@ pub(crate) fn not_json(e: &serde_json::Error) -> String {
     }
 }
 
+/// The body as a JSON object, or why it is not one (for the client).
+fn json_object(body: &[u8]) -> Result<Value, String> {
+    match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err("the body must be a JSON object".to_owned()),
+        Err(e) => Err(not_json(&e)),
+    }
+}
+
 /// Who is calling, as the route's auth policy found them (with the credential's model
 /// scope).
 pub type Caller<'a> = Option<&'a weir_policy::Consumer>;
@@ -143,18 +152,9 @@ pub async fn answer(
     if method != Method::POST {
         return errors::for_client(messages_api, StatusCode::METHOD_NOT_ALLOWED, "use POST");
     }
-    let mut sent: Value = match serde_json::from_slice(&body) {
-        Ok(v @ Value::Object(_)) => v,
-        Ok(_) => {
-            return errors::for_client(
-                messages_api,
-                StatusCode::BAD_REQUEST,
-                "the body must be a JSON object",
-            );
-        }
-        Err(e) => {
-            return errors::for_client(messages_api, StatusCode::BAD_REQUEST, &not_json(&e));
-        }
+    let mut sent = match json_object(&body) {
+        Ok(v) => v,
+        Err(why) => return errors::for_client(messages_api, StatusCode::BAD_REQUEST, &why),
     };
     // Personal data is masked before anything is translated, cached or sent.
     if let Some(m) = &route.mask {

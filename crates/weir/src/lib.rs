@@ -235,6 +235,34 @@ impl Plane for GatewayPlane {
     }
 }
 
+/// The node's mode, and its store when the admin API is on: the configuration's in
+/// database mode (it must open), the accounts' file in `data_dir` in file mode (without
+/// it the admin API is off, said once).
+async fn open_store(
+    config: &Config,
+    api: bool,
+) -> Result<(Mode, Option<weir_store::Store>), String> {
+    let (mode, url) = match &config.store {
+        Some(url) => (
+            Mode::Database,
+            url.resolve(&|n| std::env::var(n).ok())
+                .map_err(|e| format!("store: {e}"))?,
+        ),
+        None => (Mode::File, "sqlite://weir.db".to_owned()),
+    };
+    if !api {
+        return Ok((mode, None));
+    }
+    match weir_store::Store::open(&url, Path::new(&config.data_dir)).await {
+        Ok(s) => Ok((mode, Some(s))),
+        Err(e) if mode == Mode::File => {
+            tracing::warn!(error = %e, "the admin API is off: its account store cannot be opened (set data_dir to a writable directory)");
+            Ok((mode, None))
+        }
+        Err(e) => Err(format!("cannot open the store: {e}")),
+    }
+}
+
 /// Starts a node. With `store:` set (database mode) the store holds upstreams, routes,
 /// consumers and policy defaults; the file gives this node's own settings (and seeds an
 /// empty store). Without it (file mode) the file is the truth and the admin API reads;
@@ -246,26 +274,7 @@ pub async fn start(
     api: bool,
 ) -> Result<Node, String> {
     let api = api && config.listen.admin.is_some();
-    let (mode, url) = match &config.store {
-        Some(url) => (
-            Mode::Database,
-            url.resolve(&|n| std::env::var(n).ok())
-                .map_err(|e| format!("store: {e}"))?,
-        ),
-        None => (Mode::File, "sqlite://weir.db".to_owned()),
-    };
-    let store = if api {
-        match weir_store::Store::open(&url, Path::new(&config.data_dir)).await {
-            Ok(s) => Some(s),
-            Err(e) if mode == Mode::File => {
-                tracing::warn!(error = %e, "the admin API is off: its account store cannot be opened (set data_dir to a writable directory)");
-                None
-            }
-            Err(e) => return Err(format!("cannot open the store: {e}")),
-        }
-    } else {
-        None
-    };
+    let (mode, store) = open_store(&config, api).await?;
     // Database mode starts on what the store holds (the file only seeds an empty store);
     // the store's objects reload from the store, the node's own settings from the file.
     let mut db_reloads = None;

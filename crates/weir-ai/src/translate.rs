@@ -143,18 +143,29 @@ pub fn to_mistral(body: &mut Value) {
             .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
             .collect()
     }
-    for m in body["messages"].as_array_mut().into_iter().flatten() {
-        if let Some(id) = m["tool_call_id"].as_str() {
-            m["tool_call_id"] = Value::String(nine(id));
+    // Only objects are changed: indexing anything else to assign would panic, and a
+    // client's body may hold anything where a message or a call belongs.
+    let Some(body) = body.as_object_mut() else {
+        return;
+    };
+    let messages = body.get_mut("messages").and_then(Value::as_array_mut);
+    for m in messages
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
+    {
+        if let Some(Value::String(id)) = m.get_mut("tool_call_id") {
+            *id = nine(id);
         }
-        for c in m["tool_calls"].as_array_mut().into_iter().flatten() {
-            if let Some(id) = c["id"].as_str() {
-                c["id"] = Value::String(nine(id));
+        let calls = m.get_mut("tool_calls").and_then(Value::as_array_mut);
+        for c in calls.into_iter().flatten().filter_map(Value::as_object_mut) {
+            if let Some(Value::String(id)) = c.get_mut("id") {
+                *id = nine(id);
             }
         }
     }
-    if let Some(seed) = body.as_object_mut().and_then(|o| o.remove("seed")) {
-        body["random_seed"] = seed;
+    if let Some(seed) = body.remove("seed") {
+        body.insert("random_seed".to_owned(), seed);
     }
 }
 

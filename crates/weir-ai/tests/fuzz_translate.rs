@@ -7,7 +7,7 @@
 // Tests: a panic is the failure being looked for.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use weir_ai::{gemini, translate};
 
 const KEYS: [&str; 24] = [
@@ -51,33 +51,8 @@ const WORDS: [&str; 12] = [
     "data:image/png;base64,AAAA",
 ];
 
-/// A random JSON value at most `depth` deep, biased towards the APIs' own keys and words.
 fn value(rng: &mut fastrand::Rng, depth: u32) -> Value {
-    let pick = if depth == 0 {
-        rng.u8(0..5)
-    } else {
-        rng.u8(0..8)
-    };
-    match pick {
-        0 => Value::Null,
-        1 => Value::Bool(rng.bool()),
-        2 => json!(rng.i64(-3..100_000)),
-        3 => Value::String(WORDS[rng.usize(..WORDS.len())].to_owned()),
-        4 => Value::String((0..rng.usize(0..20)).map(|_| rng.alphanumeric()).collect()),
-        5 | 6 => {
-            let mut m = Map::new();
-            for _ in 0..rng.usize(0..6) {
-                let k = KEYS[rng.usize(..KEYS.len())].to_owned();
-                m.insert(k, value(rng, depth - 1));
-            }
-            Value::Object(m)
-        }
-        _ => Value::Array(
-            (0..rng.usize(0..4))
-                .map(|_| value(rng, depth - 1))
-                .collect(),
-        ),
-    }
+    weir_testkit::fuzz::value(rng, depth, &KEYS, &WORDS)
 }
 
 /// A request-like document: an object with a model and messages most of the time.
@@ -100,18 +75,11 @@ fn request(rng: &mut fastrand::Rng) -> Value {
     v
 }
 
-fn rounds() -> usize {
-    std::env::var("WEIR_FUZZ_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(20_000)
-}
-
 #[test]
 fn translations_answer_or_refuse_any_document_without_panicking() {
     let mut rng = fastrand::Rng::with_seed(0x5EED_2026_1206);
     let mut refused = 0;
-    for _ in 0..rounds() {
+    for _ in 0..weir_testkit::fuzz::rounds(20_000) {
         let doc = request(&mut rng);
         refused += usize::from(translate::anthropic_request_to_openai(&doc).is_err());
         refused += usize::from(translate::openai_request_to_anthropic(&doc, "m").is_err());

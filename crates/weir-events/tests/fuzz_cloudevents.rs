@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use weir_events::cloudevents;
 
 const ATTRIBUTES: [&str; 13] = [
@@ -38,24 +38,7 @@ const WORDS: [&str; 9] = [
 ];
 
 fn value(rng: &mut fastrand::Rng, depth: u32) -> Value {
-    let pick = if depth == 0 {
-        rng.u8(0..5)
-    } else {
-        rng.u8(0..7)
-    };
-    match pick {
-        0 => Value::Null,
-        1 => Value::Bool(rng.bool()),
-        2 => json!(rng.i64(-5..1_000)),
-        3 => Value::String(WORDS[rng.usize(..WORDS.len())].to_owned()),
-        4 => Value::String((0..rng.usize(0..16)).map(|_| rng.alphanumeric()).collect()),
-        5 => Value::Array(
-            (0..rng.usize(0..3))
-                .map(|_| value(rng, depth - 1))
-                .collect(),
-        ),
-        _ => event(rng, depth - 1),
-    }
+    weir_testkit::fuzz::value(rng, depth, &ATTRIBUTES, &WORDS)
 }
 
 /// An event-like object: most attributes present, with values of any type.
@@ -74,18 +57,11 @@ fn event(rng: &mut fastrand::Rng, depth: u32) -> Value {
     Value::Object(m)
 }
 
-fn rounds() -> usize {
-    std::env::var("WEIR_FUZZ_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(20_000)
-}
-
 #[test]
 fn cloudevents_are_taken_or_refused_never_a_panic() {
     let mut rng = fastrand::Rng::with_seed(0xC10D_2026_1206);
     let (mut taken, mut refused) = (0usize, 0usize);
-    for _ in 0..rounds() {
+    for _ in 0..weir_testkit::fuzz::rounds(20_000) {
         let doc = if rng.bool() {
             event(&mut rng, 3)
         } else {

@@ -10,6 +10,7 @@ pub mod client;
 pub mod fake_anthropic;
 pub mod fake_gemini;
 pub mod fake_llm;
+pub mod fuzz;
 pub mod upstream;
 
 pub use client::{HttpClient, Reply, raw_request};

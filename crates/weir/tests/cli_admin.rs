@@ -52,6 +52,25 @@ fn write_node_config(dir: &Path, proxy: u16, admin: u16) -> std::path::PathBuf {
     file
 }
 
+/// Makes the account `ops` (with [`PASSWORD`]) in the node's store through the CLI.
+fn create_ops(node_cfg: &Path) {
+    let config = node_cfg.to_str().unwrap();
+    let args = [
+        "admin",
+        "create-user",
+        "--config",
+        config,
+        "--username",
+        "ops",
+    ];
+    let out = weir(&args, &format!("{PASSWORD}\n"), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn serve(config: &Path) -> Proc {
     let child = Command::new(BIN)
         .args(["serve", "--config"])
@@ -108,23 +127,7 @@ async fn create_user_then_plan_apply_and_export_through_the_cli() {
         &[],
     );
     assert_eq!(out.status.code(), Some(1), "a short password is refused");
-    let out = weir(
-        &[
-            "admin",
-            "create-user",
-            "--config",
-            node_cfg.to_str().unwrap(),
-            "--username",
-            "ops",
-        ],
-        &format!("{PASSWORD}\n"),
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    create_ops(&node_cfg);
 
     let _node = serve(&node_cfg);
     wait_port(admin).await;
@@ -362,23 +365,7 @@ async fn login_then_keys_issue_list_and_revoke_through_the_cli() {
     let dir = temp_dir("cli-login");
     let (proxy, admin) = (free_port(), free_port());
     let node_cfg = write_node_config(&dir, proxy, admin);
-    let out = weir(
-        &[
-            "admin",
-            "create-user",
-            "--config",
-            node_cfg.to_str().unwrap(),
-            "--username",
-            "ops",
-        ],
-        &format!("{PASSWORD}\n"),
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    create_ops(&node_cfg);
     let _node = serve(&node_cfg);
     wait_port(admin).await;
     let url = format!("http://127.0.0.1:{admin}");

@@ -10,7 +10,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -82,17 +82,7 @@ async fn sighup_reloads_a_database_mode_node_from_its_file() {
     let log = dir.join("weir.log");
     std::fs::write(dir.join("acme.key"), format!("{OLD_KEY}\n")).unwrap();
     std::fs::write(&file, node_file(&dir, proxy, admin, "1KiB")).unwrap();
-    let node = Proc(
-        Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["serve", "--no-watch", "--config"])
-            .arg(&file)
-            .env("WEIR_LOG", "info")
-            .env_remove("WEIR_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let node = serve_logged(&file, &["--no-watch"], &[("WEIR_LOG", "info")], &log);
     wait_port(admin).await;
     let cl = HttpClient::new();
     assert_eq!(call(&cl, proxy, OLD_KEY, "small").await, 200);

@@ -11,7 +11,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -257,18 +257,15 @@ consumers:
     )
     .unwrap();
     let log = dir.join("weir.log");
-    let node = Proc(
-        Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["serve", "--config"])
-            .arg(&file)
-            .env("WEIR_LOG", "trace")
-            .env_remove("WEIR_CONFIG")
-            .env("WEIR_ADMIN_USER", "ops")
-            .env("WEIR_ADMIN_PASSWORD", PASSWORD)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
+    let node = serve_logged(
+        &file,
+        &[],
+        &[
+            ("WEIR_LOG", "trace"),
+            ("WEIR_ADMIN_USER", "ops"),
+            ("WEIR_ADMIN_PASSWORD", PASSWORD),
+        ],
+        &log,
     );
     wait_port(admin).await;
     let cl = HttpClient::new();

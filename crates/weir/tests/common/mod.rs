@@ -190,3 +190,26 @@ pub async fn drop_postgres(url: &str) {
     .execute(&mut admin)
     .await;
 }
+
+/// The real binary serving `file` (with `args` before `--config`), its stderr written to
+/// `log` and `env` set.
+pub fn serve_logged(
+    file: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log: &std::path::Path,
+) -> Proc {
+    Proc(
+        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("serve")
+            .args(args)
+            .arg("--config")
+            .arg(file)
+            .env_remove("WEIR_CONFIG")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).expect("the log file"))
+            .spawn()
+            .expect("weir starts"),
+    )
+}

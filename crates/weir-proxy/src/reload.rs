@@ -123,11 +123,24 @@ pub async fn watch_file(
             _ = shutdown.changed() => return,
         }
         let now = tokio::fs::read(&path).await.ok();
-        if now.is_some() && now != last {
+        if now.is_some() && now != last && settled(&path, now.as_deref()).await {
             last = now;
             reloader.reload("file changed").await;
         }
     }
+}
+
+/// Whether the content just read is whole: not empty, and the same a moment later. A
+/// writer that truncates and then writes (most do, `echo > file` included) leaves the file
+/// empty or half-written for an instant; served, that instant's configuration would drop
+/// every route. The next poll looks again.
+async fn settled(path: &std::path::Path, read: Option<&[u8]>) -> bool {
+    if read.is_none_or(|c| c.iter().all(u8::is_ascii_whitespace)) {
+        tracing::debug!(file = %path.display(), "the configuration file is empty; waiting for its content");
+        return false;
+    }
+    tokio::time::sleep(Duration::from_millis(25)).await;
+    tokio::fs::read(path).await.ok().as_deref() == read
 }
 
 /// Reloads on every SIGHUP.

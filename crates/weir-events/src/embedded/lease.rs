@@ -117,20 +117,157 @@ impl Embedded {
         max: usize,
         lease_for: Duration,
     ) -> Result<Vec<Leased>> {
-        let (topic, _) = self.topic_of(subscription).await?;
+        self.tracks.load(&self.pool, subscription).await?;
         let now = now_ms();
         let until = now + lease_for.as_millis() as i64;
+        let Some((topic, ordered, due)) = self.tracks.with(subscription, |t| {
+            (t.topic.clone(), t.ordered, t.next_due <= now)
+        }) else {
+            // A declaration made it rows meanwhile: the next lease loads it again.
+            return Ok(Vec::new());
+        };
+        if ordered {
+            return self
+                .lease_rows(subscription, &topic, max, now, until, true)
+                .await;
+        }
+        let mut out = if due {
+            self.lease_due(subscription, &topic, max, now, until)
+                .await?
+        } else {
+            Vec::new()
+        };
+        let again = self.tracks.expired(subscription, max - out.len(), until);
+        out.extend(self.events_of(&again).await?);
+        if out.len() < max {
+            out.extend(
+                self.lease_fresh(subscription, max - out.len(), until)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Rows that fell due (retries, leases that ran out), leased; then when the next one
+    /// may.
+    async fn lease_due(
+        &self,
+        subscription: &str,
+        topic: &str,
+        max: usize,
+        now: i64,
+        until: i64,
+    ) -> Result<Vec<Leased>> {
+        // Taken before the look: a row written meanwhile lowers it again.
+        self.tracks.with(subscription, |t| t.next_due = i64::MAX);
+        let got = self
+            .lease_rows(subscription, topic, max, now, until, false)
+            .await;
+        let next = match &got {
+            Ok(_) => sqlx::query(
+                "SELECT MIN(CASE state WHEN 'pending' THEN due_ms ELSE lease_until END) \
+                 FROM deliveries WHERE subscription = ?1 AND state IN ('pending', 'leased')",
+            )
+            .bind(subscription)
+            .fetch_one(&self.pool)
+            .await
+            .ok()
+            .and_then(|r| r.try_get::<Option<i64>, _>(0).ok())
+            .map_or(0, |min| min.unwrap_or(i64::MAX)),
+            Err(_) => 0,
+        };
+        self.tracks.due(subscription, next);
+        got
+    }
+
+    /// New events past what the subscription has taken, leased in memory.
+    async fn lease_fresh(
+        &self,
+        subscription: &str,
+        room: usize,
+        until: i64,
+    ) -> Result<Vec<Leased>> {
+        let Some((topic, after, epoch)) = self
+            .tracks
+            .with(subscription, |t| (t.topic.clone(), t.taken, t.epoch))
+        else {
+            return Ok(Vec::new());
+        };
+        let events = match self.recent.after(&topic, after, room) {
+            Some(events) => events,
+            None => sqlx::query(
+                "SELECT seq, id, topic, key, headers, body, created_ms FROM events \
+                 WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )
+            .bind(&topic)
+            .bind(after)
+            .bind(room as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(event_of)
+            .collect::<Result<Vec<_>>>()?,
+        };
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        let Some(handed) = self.tracks.hand_out(subscription, epoch, &seqs, until) else {
+            return Ok(Vec::new());
+        };
+        // What another lease handed out meanwhile is a prefix of what was read.
+        let skip = events.len() - handed.len();
+        Ok(events
+            .into_iter()
+            .skip(skip)
+            .zip(handed)
+            .map(|(event, (_, attempt))| Leased { event, attempt })
+            .collect())
+    }
+
+    /// The events of open leases handed out again, with their attempts.
+    async fn events_of(&self, again: &[(i64, u32)]) -> Result<Vec<Leased>> {
+        if again.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT seq, id, topic, key, headers, body, created_ms FROM events WHERE seq IN (",
+        );
+        let mut list = q.separated(", ");
+        for (seq, _) in again {
+            list.push_bind(*seq);
+        }
+        q.push(") ORDER BY seq");
+        let rows = q
+            .build()
+            .persistent(false)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let attempts: std::collections::HashMap<i64, u32> = again.iter().copied().collect();
+        rows.iter()
+            .map(|r| {
+                let event = event_of(r)?;
+                let attempt = attempts.get(&event.seq).copied().unwrap_or(2);
+                Ok(Leased { event, attempt })
+            })
+            .collect()
+    }
+
+    /// Leases from delivery rows: due retries and leases that ran out, and for an ordered
+    /// subscription new events too, each given a row.
+    async fn lease_rows(
+        &self,
+        subscription: &str,
+        topic: &str,
+        max: usize,
+        now: i64,
+        until: i64,
+        ordered: bool,
+    ) -> Result<Vec<Leased>> {
         let lease_id = self
             .lease_ids
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _turn = self.write.take().await;
         let mut tx = self.quick.begin().await.map_err(unavailable)?;
-        let ordered = sqlx::query("SELECT 1 FROM ordered WHERE name = ?1")
-            .bind(subscription)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable)?
-            .is_some();
         // Due retries, and leases that ran out (a worker that crashed or hung), first.
         // Ordered: only the first open delivery of each key.
         let again_sql = if ordered {
@@ -161,37 +298,7 @@ impl Embedded {
             .rows_affected() as usize;
         let room = max.saturating_sub(again);
         if room > 0 && ordered {
-            take_ordered(&mut tx, subscription, &topic, room, now, until, lease_id).await?;
-        } else if room > 0 {
-            // New events past the cursor, in one statement; the cursor is read and moved
-            // inside the transaction, so two workers never take the same events.
-            let fresh = sqlx::query(
-                "INSERT INTO deliveries (subscription, seq, state, attempt, due_ms, lease_until, lease_id) \
-                 SELECT ?1, seq, 'leased', 1, ?2, ?3, ?6 FROM events \
-                 WHERE topic = ?4 AND seq > (SELECT cursor FROM subscriptions WHERE name = ?1) \
-                 ORDER BY seq LIMIT ?5 RETURNING seq",
-            )
-            .bind(subscription)
-            .bind(now)
-            .bind(until)
-            .bind(&topic)
-            .bind(room as i64)
-            .bind(lease_id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            let last = fresh
-                .iter()
-                .filter_map(|r| r.try_get::<i64, _>(0).ok())
-                .max();
-            if let Some(last) = last {
-                sqlx::query("UPDATE subscriptions SET cursor = ?1 WHERE name = ?2")
-                    .bind(last)
-                    .bind(subscription)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-            }
+            take_ordered(&mut tx, subscription, topic, room, now, until, lease_id).await?;
         }
         let rows = sqlx::query(
             "SELECT e.seq, e.id, e.topic, e.key, e.headers, e.body, e.created_ms, d.attempt \
@@ -217,23 +324,46 @@ impl Embedded {
         Ok(out)
     }
 
-    pub(super) async fn set_state(
+    /// A delivery that did not succeed: due again at `due` (`pending`) or a dead letter.
+    /// An open lease in memory becomes a row first; the cursor passes it only after.
+    pub(super) async fn settle(
         &self,
         subscription: &str,
         seq: i64,
-        sql: &'static str,
-        arg: Option<String>,
+        state: &'static str,
+        reason: Option<String>,
         due: i64,
     ) -> Result<()> {
-        let _turn = self.write.take().await;
-        sqlx::query(sql)
-            .bind(subscription)
-            .bind(seq)
-            .bind(arg)
-            .bind(due)
-            .execute(&self.quick)
-            .await
-            .map_err(unavailable)?;
+        let attempt = self.tracks.attempt(subscription, seq);
+        let q = match attempt {
+            Some(_) => sqlx::query(
+                "INSERT INTO deliveries (subscription, seq, state, attempt, due_ms, lease_until, reason) \
+                 VALUES (?1, ?2, ?3, ?6, ?5, 0, ?4) ON CONFLICT (subscription, seq) DO UPDATE \
+                 SET state = excluded.state, reason = excluded.reason, due_ms = excluded.due_ms",
+            ),
+            None => sqlx::query(
+                "UPDATE deliveries SET state = ?3, reason = ?4, due_ms = ?5 \
+                 WHERE subscription = ?1 AND seq = ?2",
+            ),
+        };
+        {
+            let _turn = self.write.take().await;
+            q.bind(subscription)
+                .bind(seq)
+                .bind(state)
+                .bind(reason)
+                .bind(due)
+                .bind(i64::from(attempt.unwrap_or(1)))
+                .execute(&self.quick)
+                .await
+                .map_err(unavailable)?;
+        }
+        if attempt.is_some() && self.tracks.finish(subscription, seq) {
+            self.cursor_moved();
+        }
+        if state == "pending" {
+            self.tracks.due(subscription, due);
+        }
         Ok(())
     }
 }

@@ -1,8 +1,9 @@
 //! The embedded queue: one SQLite file (WAL, `synchronous=FULL`) under `data_dir`. Events
-//! are stored once; each subscription has a cursor and delivery rows for what it has
-//! leased, retries and dead letters (fan-out happens when events are consumed, not by
-//! copying them). Publishes are group-committed: one writer takes every publish waiting,
-//! writes them in one transaction, and answers each after the fsynced commit.
+//! are stored once; each subscription has a cursor, leases its first attempts at new events
+//! in memory (ADR 0010) and has delivery rows for retries, dead letters and replays
+//! (fan-out happens when events are consumed, not by copying them). Publishes are
+//! group-committed: one writer takes every publish waiting, writes them in one
+//! transaction, and answers each after the fsynced commit.
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,8 +15,12 @@ use tokio::sync::{mpsc, oneshot};
 
 mod lease;
 use lease::{event_of, retire};
+mod recent;
+use recent::Recent;
+mod track;
+use track::Tracks;
 mod writers;
-use writers::{WriteLock, ack_loop, record_loop, sqlite, write_loop};
+use writers::{WriteLock, ack_loop, flush_loop, record_loop, sqlite, write_loop};
 
 use crate::{
     Attempt, DeadLetter, Declaration, Depth, Event, Leased, NewEvent, Queue, QueueError, Result,
@@ -50,6 +55,12 @@ pub struct Embedded {
     attempts: SqlitePool,
     /// Tags the rows of one lease call, so the call reads back exactly its own.
     lease_ids: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Leases of new events, held in memory (see [`track`]).
+    tracks: std::sync::Arc<Tracks>,
+    /// Told when a cursor may move (see [`flush_loop`]).
+    moved: mpsc::Sender<()>,
+    /// The newest events, as committed (see [`recent`]).
+    recent: std::sync::Arc<Recent>,
 }
 
 fn unavailable(e: sqlx::Error) -> QueueError {
@@ -70,7 +81,8 @@ impl Embedded {
              body BLOB NOT NULL, created_ms INTEGER NOT NULL)",
             "CREATE INDEX IF NOT EXISTS events_topic_seq ON events (topic, seq)",
             "CREATE TABLE IF NOT EXISTS subscriptions (name TEXT PRIMARY KEY, \
-             topic TEXT NOT NULL, cursor INTEGER NOT NULL, generation INTEGER NOT NULL DEFAULT 0)",
+             topic TEXT NOT NULL, cursor INTEGER NOT NULL, generation INTEGER NOT NULL DEFAULT 0, \
+             taken INTEGER NOT NULL DEFAULT 0)",
             "CREATE TABLE IF NOT EXISTS deliveries (subscription TEXT NOT NULL, \
              seq INTEGER NOT NULL, state TEXT NOT NULL, attempt INTEGER NOT NULL, \
              due_ms INTEGER NOT NULL, lease_until INTEGER NOT NULL, reason TEXT, \
@@ -84,21 +96,24 @@ impl Embedded {
         ] {
             sqlx::query(ddl).execute(&pool).await.map_err(unavailable)?;
         }
-        // Files made before declarations had generations: the column is added (an error
-        // here only says it is there already).
-        let _ = sqlx::query(
+        // Files made before declarations had generations, or before leases were held in
+        // memory: the columns are added (an error here only says one is there already).
+        for ddl in [
             "ALTER TABLE subscriptions ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
-        )
-        .execute(&pool)
-        .await;
+            "ALTER TABLE subscriptions ADD COLUMN taken INTEGER NOT NULL DEFAULT 0",
+        ] {
+            let _ = sqlx::query(ddl).execute(&pool).await;
+        }
         let (tx, rx) = mpsc::channel(WAITING);
         let committed = std::sync::Arc::new(tokio::sync::Notify::new());
         let write = WriteLock::default();
+        let recent = std::sync::Arc::new(Recent::default());
         tokio::spawn(write_loop(
             pool.clone(),
             write.clone(),
             rx,
             std::sync::Arc::clone(&committed),
+            std::sync::Arc::clone(&recent),
         ));
         let (acks, ack_rx) = mpsc::unbounded_channel();
         // Leases, acknowledgements and state changes commit without an fsync of their own:
@@ -107,6 +122,14 @@ impl Embedded {
         // and a crash loses at most a lease or an acknowledgement (a redelivery).
         let quick = sqlite(&dir.join("events.db"), SqliteSynchronous::Normal, 4).await?;
         tokio::spawn(ack_loop(quick.clone(), write.clone(), ack_rx));
+        let tracks = std::sync::Arc::new(Tracks::default());
+        let (moved, moved_rx) = mpsc::channel(1);
+        tokio::spawn(flush_loop(
+            std::sync::Arc::clone(&tracks),
+            quick.clone(),
+            write.clone(),
+            moved_rx,
+        ));
         // Attempt records: WAL without an fsync per commit (a crash of the machine may lose
         // the last records, never the queue's state).
         let attempts = sqlite(&dir.join("attempts.db"), SqliteSynchronous::Normal, 2).await?;
@@ -135,7 +158,16 @@ impl Embedded {
             attempts,
             // Microseconds at open: later than any id an earlier run handed out.
             lease_ids: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(now_ms() * 1000)),
+            tracks,
+            moved,
+            recent,
         })
+    }
+
+    /// A lease finished: its subscription's cursor may move (stored in a moment).
+    fn cursor_moved(&self) {
+        // Full: a store is due already and takes this one too.
+        let _ = self.moved.try_send(());
     }
 }
 
@@ -165,6 +197,7 @@ impl Queue for Embedded {
             } = *d;
             let _turn = self.write.take().await;
             let mut tx = self.quick.begin().await.map_err(unavailable)?;
+            self.tracks.materialize(&mut tx, name).await?;
             let newest: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM events")
                 .fetch_one(&mut *tx)
                 .await
@@ -262,6 +295,11 @@ impl Queue for Embedded {
 
     fn ack<'a>(&'a self, subscription: &'a str, seq: i64) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            if self.tracks.finish(subscription, seq) {
+                // Held in memory: done, and the cursor passes it with the next store.
+                self.cursor_moved();
+                return Ok(());
+            }
             let (tx, rx) = oneshot::channel();
             self.acks
                 .send((subscription.to_owned(), seq, tx))
@@ -277,14 +315,7 @@ impl Queue for Embedded {
         seq: i64,
         at_ms: i64,
     ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.set_state(
-            subscription,
-            seq,
-            "UPDATE deliveries SET state = 'pending', reason = ?3, due_ms = ?4 \
-             WHERE subscription = ?1 AND seq = ?2",
-            None,
-            at_ms,
-        ))
+        Box::pin(self.settle(subscription, seq, "pending", None, at_ms))
     }
 
     fn dead<'a>(
@@ -293,14 +324,7 @@ impl Queue for Embedded {
         seq: i64,
         reason: &'a str,
     ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.set_state(
-            subscription,
-            seq,
-            "UPDATE deliveries SET state = 'dead', reason = ?3, due_ms = ?4 \
-             WHERE subscription = ?1 AND seq = ?2",
-            Some(reason.to_owned()),
-            now_ms(),
-        ))
+        Box::pin(self.settle(subscription, seq, "dead", Some(reason.to_owned()), now_ms()))
     }
 
     fn dead_letters<'a>(
@@ -350,6 +374,7 @@ impl Queue for Embedded {
             .await
             .map_err(unavailable)?
             .rows_affected();
+            self.tracks.due(subscription, 0);
             Ok(n)
         })
     }
@@ -360,9 +385,17 @@ impl Queue for Embedded {
         since_ms: i64,
     ) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            let (topic, cursor) = self.topic_of(subscription).await?;
             let _turn = self.write.take().await;
             let mut tx = self.quick.begin().await.map_err(unavailable)?;
+            self.tracks.materialize(&mut tx, subscription).await?;
+            let row = sqlx::query("SELECT topic, cursor FROM subscriptions WHERE name = ?1")
+                .bind(subscription)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(|| QueueError::NoSubscription(subscription.to_owned()))?;
+            let topic: String = row.try_get(0).map_err(unavailable)?;
+            let cursor: i64 = row.try_get(1).map_err(unavailable)?;
             // Events already past the cursor get a fresh pending delivery (same event id);
             // the cursor itself is untouched, so nothing is skipped or taken twice.
             let n = sqlx::query(
@@ -388,6 +421,12 @@ impl Queue for Embedded {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            {
+                let _turn = self.write.take().await;
+                if let Err(e) = self.tracks.flush(&self.quick).await {
+                    tracing::warn!(error = %e, "cannot store the subscriptions' cursors; what they delivered since the last store is delivered again after the restart");
+                }
+            }
             // Quick commits first, then the fsynced pool: its close makes them durable.
             self.quick.close().await;
             self.pool.close().await;
@@ -453,10 +492,14 @@ impl Queue for Embedded {
                 sqlx::query("DELETE FROM ordered WHERE name = ?1")
             };
             let _turn = self.write.take().await;
+            let mut tx = self.quick.begin().await.map_err(unavailable)?;
+            // Ordered subscriptions lease from rows: the track becomes rows first.
+            self.tracks.materialize(&mut tx, subscription).await?;
             q.bind(subscription)
-                .execute(&self.quick)
+                .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
             Ok(())
         })
     }
@@ -548,6 +591,9 @@ impl Queue for Embedded {
                 let Some(&last) = old.last() else { break };
                 let _turn = self.write.take().await;
                 let mut tx = self.quick.begin().await.map_err(unavailable)?;
+                for name in self.tracks.reading(topic) {
+                    self.tracks.materialize(&mut tx, &name).await?;
+                }
                 for sub in retire(&mut tx, topic, from, last).await? {
                     *owed.entry(sub).or_default() += 1;
                 }
@@ -600,12 +646,26 @@ impl Queue for Embedded {
 
     fn depth<'a>(&'a self, subscription: &'a str) -> BoxFuture<'a, Result<Depth>> {
         Box::pin(async move {
-            let (topic, cursor) = self.topic_of(subscription).await?;
+            let (topic, stored) = self.topic_of(subscription).await?;
+            // Leases held in memory are ahead of the stored cursor: what is past the
+            // first open one and not handed out, and what is open.
+            let (cursor, taken, open) = self
+                .tracks
+                .with(subscription, |t| {
+                    (!t.ordered && t.topic == topic).then(|| (t.cursor(), t.taken, t.open.len()))
+                })
+                .flatten()
+                .unwrap_or((stored, stored, 0));
             let new = sqlx::query(
-                "SELECT COUNT(*), MIN(created_ms) FROM events WHERE topic = ?1 AND seq > ?2",
+                "SELECT COALESCE(SUM(seq > ?4), 0) + ?5, MIN(created_ms) FROM events e \
+                 WHERE topic = ?1 AND seq > ?2 AND NOT EXISTS (SELECT 1 FROM deliveries d \
+                 WHERE d.subscription = ?3 AND d.seq = e.seq)",
             )
             .bind(&topic)
             .bind(cursor)
+            .bind(subscription)
+            .bind(taken)
+            .bind(open as i64)
             .fetch_one(&self.pool)
             .await
             .map_err(unavailable)?;

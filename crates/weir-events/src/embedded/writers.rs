@@ -16,7 +16,7 @@ use crate::{ATTEMPT_RETENTION, Attempt, NewEvent, QueueError, Result, now_ms};
 /// Most events one commit takes.
 const BATCH: usize = 2_000;
 /// Rows in one statement (at most 9 parameters each, under SQLite's 32,766).
-const ROWS_PER_INSERT: usize = 500;
+pub(super) const ROWS_PER_INSERT: usize = 500;
 
 /// A pool on one SQLite file in WAL mode.
 pub(super) async fn sqlite(
@@ -31,6 +31,9 @@ pub(super) async fn sqlite(
         .synchronous(sync)
         .busy_timeout(Duration::from_secs(5));
     SqlitePoolOptions::new()
+        // A connection to a file in this process cannot go stale; the default check
+        // costs a round trip to the connection's thread on every acquire.
+        .test_before_acquire(false)
         .max_connections(connections)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
@@ -57,6 +60,7 @@ pub(super) async fn write_loop(
     write: WriteLock,
     mut rx: mpsc::Receiver<(Vec<NewEvent>, Ack)>,
     committed: std::sync::Arc<tokio::sync::Notify>,
+    recent: std::sync::Arc<super::Recent>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -75,7 +79,8 @@ pub(super) async fn write_loop(
             commit(&pool, &batch).await
         };
         match result {
-            Ok(mut seqs) => {
+            Ok((mut seqs, fresh, at)) => {
+                recent.add(fresh_events(&batch, &seqs, &fresh, at));
                 committed.notify_waiters();
                 for (events, ack) in batch.into_iter().rev() {
                     let mine = seqs.split_off(seqs.len() - events.len());
@@ -144,6 +149,25 @@ pub(super) async fn ack_loop(
     }
 }
 
+/// Stores the cursors that moved, a few milliseconds after the first move: one
+/// transaction for every lease finished meanwhile.
+pub(super) async fn flush_loop(
+    tracks: std::sync::Arc<super::Tracks>,
+    pool: SqlitePool,
+    write: WriteLock,
+    mut moved: mpsc::Receiver<()>,
+) {
+    while moved.recv().await.is_some() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let _turn = write.take().await;
+        if let Err(e) = tracks.flush(&pool).await {
+            // Tried again with the next finished lease; a restart before that delivers
+            // those events again.
+            tracing::warn!(error = %e, "cannot store the subscriptions' cursors");
+        }
+    }
+}
+
 /// Stores attempt records in batches (one transaction for all that arrived meanwhile);
 /// now and then drops those past their retention.
 pub(super) async fn record_loop(
@@ -162,8 +186,8 @@ pub(super) async fn record_loop(
         let prune = pruned.elapsed() >= Duration::from_secs(600);
         let done = async {
             let mut tx = pool.begin().await?;
-            // Many rows per statement (9 parameters each, under SQLite's 32,766).
-            for chunk in batch.chunks(ROWS_PER_INSERT) {
+            // Many rows per statement, in a few fixed sizes (see `cuts`).
+            for chunk in cut(&batch) {
                 let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                     "INSERT INTO attempts (subscription, seq, event_id, attempt, at_ms, \
                      status, latency_ms, outcome, answer) ",
@@ -179,7 +203,7 @@ pub(super) async fn record_loop(
                         .push_bind(a.outcome.as_str())
                         .push_bind(a.answer.as_str());
                 });
-                q.build().persistent(false).execute(&mut *tx).await?;
+                q.build().execute(&mut *tx).await?;
             }
             if prune {
                 sqlx::query("DELETE FROM attempts WHERE at_ms < ?1")
@@ -199,14 +223,66 @@ pub(super) async fn record_loop(
     }
 }
 
-pub(super) async fn commit(pool: &SqlitePool, batch: &[(Vec<NewEvent>, Ack)]) -> Result<Vec<i64>> {
+/// The events a commit stored for the first time (not those whose id was known), as
+/// stored.
+fn fresh_events(
+    batch: &[(Vec<NewEvent>, Ack)],
+    seqs: &[i64],
+    fresh: &[bool],
+    at: i64,
+) -> Vec<crate::Event> {
+    batch
+        .iter()
+        .flat_map(|(events, _)| events)
+        .zip(seqs.iter().zip(fresh))
+        .filter(|(_, (_, new))| **new)
+        .map(|(e, (seq, _))| crate::Event {
+            seq: *seq,
+            id: e.id.clone(),
+            topic: e.topic.clone(),
+            key: e.key.clone(),
+            headers: e.headers.clone(),
+            body: e.body.clone(),
+            created_ms: at,
+        })
+        .collect()
+}
+
+/// Row counts of the statements a batch is cut into: a few fixed sizes, so each is parsed
+/// once per connection and then reused from its statement cache.
+pub(super) fn cuts(mut n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    for size in [256, 64, 16, 4, 1] {
+        while n >= size {
+            out.push(size);
+            n -= size;
+        }
+    }
+    out
+}
+
+/// Splits `items` into slices of the sizes [`cuts`] gives.
+pub(super) fn cut<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    cuts(items.len()).into_iter().map(move |n| {
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        head
+    })
+}
+
+/// Stores a batch of publishes in one transaction: the position of each event, whether
+/// it was new (an id published before keeps its first position), and the time stored.
+pub(super) async fn commit(
+    pool: &SqlitePool,
+    batch: &[(Vec<NewEvent>, Ack)],
+) -> Result<(Vec<i64>, Vec<bool>, i64)> {
     let mut tx = pool.begin().await.map_err(unavailable)?;
     let now = now_ms();
     let events: Vec<&NewEvent> = batch.iter().flat_map(|(events, _)| events).collect();
     let mut seq_of: std::collections::HashMap<String, i64> =
         std::collections::HashMap::with_capacity(events.len());
-    // Many rows per statement: one parse and one step per chunk instead of per event.
-    for chunk in events.chunks(ROWS_PER_INSERT) {
+    for chunk in cut(&events) {
         let mut headers = Vec::with_capacity(chunk.len());
         for e in chunk {
             headers.push(
@@ -227,22 +303,19 @@ pub(super) async fn commit(pool: &SqlitePool, batch: &[(Vec<NewEvent>, Ack)]) ->
         });
         // A known id keeps its first copy: publishing is idempotent by id.
         q.push(" ON CONFLICT (id) DO NOTHING RETURNING id, seq");
-        for r in q
-            .build()
-            .persistent(false)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?
-        {
+        for r in q.build().fetch_all(&mut *tx).await.map_err(unavailable)? {
             seq_of.insert(
                 r.try_get("id").map_err(unavailable)?,
                 r.try_get("seq").map_err(unavailable)?,
             );
         }
     }
+    let mut fresh = Vec::with_capacity(events.len());
     // Ids published before this batch: their first position.
     for e in &events {
-        if !seq_of.contains_key(&e.id) {
+        let new = seq_of.contains_key(&e.id);
+        fresh.push(new);
+        if !new {
             let seq = sqlx::query("SELECT seq FROM events WHERE id = ?1")
                 .bind(&e.id)
                 .fetch_one(&mut *tx)
@@ -254,7 +327,7 @@ pub(super) async fn commit(pool: &SqlitePool, batch: &[(Vec<NewEvent>, Ack)]) ->
         }
     }
     tx.commit().await.map_err(unavailable)?;
-    events
+    let seqs = events
         .iter()
         .map(|e| {
             seq_of
@@ -262,5 +335,6 @@ pub(super) async fn commit(pool: &SqlitePool, batch: &[(Vec<NewEvent>, Ack)]) ->
                 .copied()
                 .ok_or_else(|| QueueError::Corrupt(format!("event {} has no position", e.id)))
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok((seqs, fresh, now))
 }

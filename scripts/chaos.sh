@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The event gateway's full chaos matrix: every fault the CI suite injects once, ROUNDS times
 # over (default 5), on every backend — Weir killed with SIGKILL mid-ingest and
-# mid-delivery (embedded, Redis, NATS, RabbitMQ); the broker killed and restarted (a Redis
-# and a nats-server of the test's own; RabbitMQ cut off behind a relay); endpoints that
+# mid-delivery (embedded, Redis, NATS, RabbitMQ); the broker killed with SIGKILL and
+# restarted (a Redis, a nats-server and a RabbitMQ node of the test's own; the shared
+# RabbitMQ also made silent behind a relay); endpoints that
 # hang, answer slowly or reset connections beside a healthy one. Loopback only; each run
 # is bounded by its tests' own deadlines. Prints, per backend and fault, the counts each
 # round reported (acknowledged, delivered, duplicates, recovery times, p99s) and a summary.

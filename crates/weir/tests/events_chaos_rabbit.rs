@@ -1,6 +1,7 @@
-//! No loss with RabbitMQ: the broker cut off from Weir (a relay the test stops) makes
-//! ingest answer 503 with Retry-After and nothing acknowledged is lost; two nodes share one
-//! queue. Apart from the other chaos tests so their outages do not overlap.
+//! No loss with RabbitMQ: the broker killed with SIGKILL (a node of the test's own), or
+//! silent behind a relay, makes ingest answer 503 with Retry-After and nothing acknowledged
+//! is lost; two nodes share one queue. Apart from the other chaos tests so their outages do
+//! not overlap.
 
 // Integration tests: a panic is a test failure, and bodies here are small and bounded.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
@@ -12,22 +13,14 @@ use std::time::Duration;
 use common::chaos::*;
 use common::*;
 
+/// The broker killed with SIGKILL mid-ingest and mid-delivery, then started again: a node
+/// of the test's own (its own name, ports and files), so the shared one keeps serving the
+/// other tests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_rabbitmq_queue_going_away_answers_503_and_resumes_without_loss() {
+async fn a_rabbitmq_broker_killed_answers_503_and_resumes_without_loss() {
     let dir = temp_dir("events-chaos-rabbit");
-    let ns = format!("t{}", weir_events::now_ms() % 1_000_000_007);
-    let relay = Relay::start(free_port()).await;
-    outage_and_recovery(Broker::Rabbit(relay, ns.clone()), &dir).await;
-    weir_events::RabbitMq::open(
-        "amqp://guest:guest@127.0.0.1:5672/%2f",
-        &ns,
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap()
-    .delete_all(&["billing"], &["orders"])
-    .await
-    .unwrap();
+    let broker = OwnRabbit::start(free_port(), &temp_dir("own-rabbit")).await;
+    outage_and_recovery(Broker::Rabbit(broker), &dir).await;
     let _ = std::fs::remove_dir_all(dir);
 }
 

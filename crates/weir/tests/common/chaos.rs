@@ -1,6 +1,7 @@
 //! Broker chaos for the event tests: brokers of a test's own that go away and come back
-//! (a Redis, a nats-server, or the shared RabbitMQ behind a relay the test cuts), the
-//! outage-and-recovery scenario, and two nodes sharing one queue.
+//! (a Redis, a nats-server or a RabbitMQ node killed with SIGKILL, or the shared RabbitMQ
+//! behind a relay the test makes silent), the outage-and-recovery scenario, and two nodes
+//! sharing one queue.
 #![allow(dead_code)]
 
 use std::collections::HashSet;
@@ -50,6 +51,112 @@ impl OwnNats {
             dir: dir.to_owned(),
             proc: Some(Proc(child)),
         }
+    }
+}
+
+/// A RabbitMQ node of this test's own (its own node name, ports and directory, beside the
+/// machine's shared one), killed with SIGKILL and started again: a crash of the broker.
+pub struct OwnRabbit {
+    port: u16,
+    /// Its Erlang distribution port.
+    dist: u16,
+    dir: std::path::PathBuf,
+}
+
+impl OwnRabbit {
+    pub async fn start(port: u16, dir: &std::path::Path) -> Self {
+        for sub in ["mnesia", "log"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        std::fs::write(dir.join("plugins"), "[].\n").unwrap();
+        std::fs::write(dir.join("env.conf"), "").unwrap();
+        // Started by root, the server runs as the rabbitmq user, which must own its files.
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        if root {
+            let chown = Command::new("chown")
+                .args(["-R", "rabbitmq:rabbitmq"])
+                .arg(dir)
+                .status()
+                .unwrap();
+            assert!(chown.success());
+        }
+        let me = Self {
+            port,
+            dist: free_port(),
+            dir: dir.to_owned(),
+        };
+        me.boot().await;
+        me
+    }
+
+    async fn boot(&self) {
+        let d = |name: &str| self.dir.join(name);
+        let _ = std::fs::remove_file(d("pid"));
+        let status = Command::new("rabbitmq-server")
+            .arg("-detached")
+            .env(
+                "RABBITMQ_NODENAME",
+                format!("weirtest{}@localhost", self.port),
+            )
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist.to_string())
+            .env("RABBITMQ_MNESIA_BASE", d("mnesia"))
+            .env("RABBITMQ_LOG_BASE", d("log"))
+            .env("RABBITMQ_PID_FILE", d("pid"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d("plugins"))
+            .env("RABBITMQ_CONF_ENV_FILE", d("env.conf"))
+            .env("RABBITMQ_CONFIG_FILE", d("none"))
+            .env("RABBITMQ_ADVANCED_CONFIG_FILE", d("none.config"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("rabbitmq-server is installed (scripts/services.sh names the package)");
+        assert!(status.success(), "rabbitmq-server -detached: {status}");
+        // A node boots in seconds; the AMQP port opens last, when it serves.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the test's RabbitMQ node did not start; see {}",
+                d("log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// SIGKILL to the node's VM: no clean shutdown, as in a crash.
+    pub fn kill(&mut self) {
+        let Some(pid) = std::fs::read_to_string(self.dir.join("pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        else {
+            return;
+        };
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_file(self.dir.join("pid"));
+    }
+}
+
+impl Drop for OwnRabbit {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -111,8 +218,8 @@ impl Relay {
 pub enum Broker {
     Redis(OwnRedis, std::path::PathBuf),
     Nats(OwnNats),
-    /// Through a relay, under a namespace of the test's own.
-    Rabbit(Relay, String),
+    /// A node of the test's own, killed with SIGKILL.
+    Rabbit(OwnRabbit),
     /// The same, but while away the relay's port takes connections and never answers.
     RabbitSilent(Relay, String),
 }
@@ -122,7 +229,8 @@ impl Broker {
         match self {
             Self::Redis(r, _) => format!("redis://127.0.0.1:{}", r.port),
             Self::Nats(n) => format!("nats://127.0.0.1:{}", n.port),
-            Self::Rabbit(r, _) | Self::RabbitSilent(r, _) => {
+            Self::Rabbit(r) => format!("amqp://guest:guest@127.0.0.1:{}/%2f", r.port),
+            Self::RabbitSilent(r, _) => {
                 format!("amqp://guest:guest@127.0.0.1:{}/%2f", r.port)
             }
         }
@@ -130,7 +238,7 @@ impl Broker {
 
     fn namespace(&self) -> String {
         match self {
-            Self::Rabbit(_, ns) | Self::RabbitSilent(_, ns) => ns.clone(),
+            Self::RabbitSilent(_, ns) => ns.clone(),
             _ => "weir".to_owned(),
         }
     }
@@ -139,11 +247,26 @@ impl Broker {
         match self {
             Self::Redis(r, _) => r.stop(),
             Self::Nats(n) => n.proc = None,
-            Self::Rabbit(r, _) | Self::RabbitSilent(r, _) => {
+            Self::Rabbit(r) => r.kill(),
+            Self::RabbitSilent(r, _) => {
                 if let Some(t) = r.task.take() {
                     t.abort();
                 }
             }
+        }
+    }
+
+    /// Before the kill: a RabbitMQ node keeps its stream coordinator's membership on disk
+    /// only some seconds after making it; killed sooner, RabbitMQ 3.10 leaves its streams
+    /// "down or inaccessible" for minutes (docs/configuration.md). A broker that has run a
+    /// while is what a crash in production meets.
+    async fn settle(&self) {
+        if let Self::Rabbit(_) = self {
+            let secs = std::env::var("WEIR_TEST_RABBIT_SETTLE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10);
+            tokio::time::sleep(Duration::from_secs(secs)).await;
         }
     }
 
@@ -158,7 +281,7 @@ impl Broker {
         match self {
             Self::Redis(r, aof) => *r = OwnRedis::start_in(r.port, Some(aof)).await,
             Self::Nats(n) => *n = OwnNats::start(n.port, &n.dir).await,
-            Self::Rabbit(r, _) => *r = Relay::start(r.port).await,
+            Self::Rabbit(r) => r.boot().await,
             Self::RabbitSilent(r, _) => {
                 // The silent listener goes (and every connection it held) first.
                 if let Some(t) = r.task.take() {
@@ -258,6 +381,7 @@ subscriptions:
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.settle().await;
     broker.stop();
     broker.go_silent().await;
     for n in 0..3 {

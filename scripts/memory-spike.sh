@@ -3,7 +3,8 @@
 # OpenAI-compatible provider (nginx answering a fixed completion) takes ROUNDS rounds of
 # CONCURRENT chat requests with a MB-megabyte prompt each; prints RSS idle, the peak
 # (VmHWM), and RSS each second for the 30 s after the last answer, then whether RSS came
-# back within 20% of its level before the spike. Loopback only.
+# back within 20% of its level before the spike. The route's body limit is set above the
+# prompt (AI routes default to 32 MiB). Loopback only.
 #   scripts/memory-spike.sh [MB=30] [CONCURRENT=4] [ROUNDS=3]
 # Needs nginx, curl, python3.
 set -euo pipefail
@@ -36,7 +37,7 @@ ai:
   models:
     - { name: m, targets: [fake/m] }
 routes:
-  - { name: llm, match: { paths: ["/v1/*"] }, ai: {}, policies: [ { key_auth: {} } ] }
+  - { name: llm, match: { paths: ["/v1/*"] }, ai: {}, max_body_size: $((mb + 8))MiB, policies: [ { key_auth: {} } ] }
 YAML
 "$bin" serve --config "$dir/weir.yaml" --log warn > "$dir/weir.log" 2>&1 & weir=$!
 trap 'kill $weir $ngx 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT

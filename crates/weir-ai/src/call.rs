@@ -185,12 +185,17 @@ impl Call<'_> {
             body["model"] = Value::String(target.model.clone());
             return Ok(Bytes::from(body.to_string()));
         }
-        let mut body = request.clone();
-        body["model"] = Value::String(target.model.clone());
         if p.kind == ProviderKind::Mistral {
+            let mut body = request.clone();
+            body["model"] = Value::String(target.model.clone());
             crate::translate::to_mistral(&mut body);
+            return Ok(Bytes::from(body.to_string()));
         }
-        Ok(Bytes::from(body.to_string()))
+        // The client's request with the model swapped, written straight into a buffer of
+        // about its size: a large prompt is not copied again first (issue: memory
+        // proportional to the body).
+        let hint = self.prompt_bytes + self.prompt_bytes / 8 + 4096;
+        with_model(request, &target.model, hint).map_err(Skip::Refused)
     }
 
     /// A provider's error as the client's API shapes errors (status kept).
@@ -537,6 +542,41 @@ enum Skip {
 /// The `anthropic-version` sent when the client gave none (it called the OpenAI API).
 const ANTHROPIC_VERSION: &str = "2023-06-01";
 
+/// `request` (a JSON object) serialized with `model` as its model, without copying the
+/// object first; keys in the order `Value` keeps them (sorted).
+fn with_model(request: &Value, model: &str, capacity: usize) -> Result<Bytes, String> {
+    struct WithModel<'a>(&'a serde_json::Map<String, Value>, &'a str);
+    impl serde::Serialize for WithModel<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let absent = !self.0.contains_key("model");
+            let mut m = s.serialize_map(Some(self.0.len() + usize::from(absent)))?;
+            let mut pending = absent;
+            for (k, v) in self.0 {
+                if pending && k.as_str() > "model" {
+                    m.serialize_entry("model", self.1)?;
+                    pending = false;
+                }
+                if k == "model" {
+                    m.serialize_entry(k, self.1)?;
+                } else {
+                    m.serialize_entry(k, v)?;
+                }
+            }
+            if pending {
+                m.serialize_entry("model", self.1)?;
+            }
+            m.end()
+        }
+    }
+    let map = request
+        .as_object()
+        .ok_or_else(|| "the body must be a JSON object".to_owned())?;
+    let mut out = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut out, &WithModel(map, model)).map_err(|e| e.to_string())?;
+    Ok(Bytes::from(out))
+}
+
 pub(crate) fn ms(d: Duration) -> u64 {
     d.as_millis().min(u128::from(u64::MAX)) as u64
 }
@@ -565,4 +605,31 @@ fn retry_after(h: &HeaderMap) -> Option<Duration> {
         .parse()
         .ok()?;
     Some(Duration::from_secs(s.min(600)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_is_swapped_or_added_in_key_order() {
+        for (request, want) in [
+            (
+                serde_json::json!({"model": "a", "messages": [], "stream": false}),
+                serde_json::json!({"model": "b", "messages": [], "stream": false}),
+            ),
+            (
+                serde_json::json!({"messages": [{"role": "user"}], "temperature": 0.5}),
+                serde_json::json!({"model": "b", "messages": [{"role": "user"}], "temperature": 0.5}),
+            ),
+            (
+                serde_json::json!({"a": 1}),
+                serde_json::json!({"a": 1, "model": "b"}),
+            ),
+        ] {
+            let got = with_model(&request, "b", 0).unwrap();
+            assert_eq!(got, Bytes::from(want.to_string()), "{request}");
+        }
+        assert!(with_model(&serde_json::json!(["x"]), "b", 0).is_err());
+    }
 }

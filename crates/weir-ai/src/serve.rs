@@ -156,6 +156,9 @@ pub async fn answer(
         Ok(v) => v,
         Err(why) => return errors::for_client(messages_api, StatusCode::BAD_REQUEST, &why),
     };
+    // Parsed: the bytes are not needed again, and a large prompt should not be held twice
+    // while the provider answers.
+    drop(body);
     // Personal data is masked before anything is translated, cached or sent.
     if let Some(m) = &route.mask {
         if messages_api {
@@ -306,7 +309,26 @@ impl Refused {
 /// The size of a request's prompt as sent (messages and embedding input), measured once
 /// for the limits' estimate and for calls a provider counts no tokens of.
 fn prompt_size(request: &Value) -> usize {
-    request["messages"].to_string().len() + request["input"].to_string().len()
+    json_len(&request["messages"]) + json_len(&request["input"])
+}
+
+/// The length of `v` written as JSON, counted without writing it anywhere (a large prompt
+/// is not copied to be measured).
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    // Writing to a counter cannot fail, and a Value always serializes.
+    let _ = serde_json::to_writer(&mut n, v);
+    n.0
 }
 
 /// Checks the route's limits for this call, reserving its largest likely cost: the
@@ -393,4 +415,16 @@ fn models(catalog: &Catalog, caller: Caller<'_>) -> AiResponse {
         .map(|m| json!({"id": m.name, "object": "model", "created": 0, "owned_by": "weir"}))
         .collect();
     AiResponse::json(StatusCode::OK, &json!({"object": "list", "data": data}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_length_is_counted_as_written() {
+        let v = json!({"messages": [{"role": "user", "content": "hé \"x\"\n"}]});
+        assert_eq!(json_len(&v["messages"]), v["messages"].to_string().len());
+        assert_eq!(json_len(&v["input"]), "null".len());
+    }
 }

@@ -120,7 +120,10 @@ fn accepted(ids: &[String], batch: bool) -> Response<ProxyBody> {
 }
 
 pub(crate) async fn read_body(mut body: Incoming, limit: u64) -> Result<Bytes, GatewayError> {
-    let mut buf = BytesMut::new();
+    // Sized from Content-Length (within the limit) when the client sent one: a growing
+    // buffer would hold its old and new copies at once on every doubling.
+    let expected = hyper::body::Body::size_hint(&body).lower().min(limit);
+    let mut buf = BytesMut::with_capacity(usize::try_from(expected).unwrap_or(0));
     while let Some(frame) = body.frame().await {
         let frame = frame
             .map_err(|_| GatewayError::BadRequest("the request body was malformed or cut short"))?;

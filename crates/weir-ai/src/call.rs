@@ -582,7 +582,12 @@ pub(crate) fn ms(d: Duration) -> u64 {
 }
 
 pub(crate) async fn read_capped(mut body: Incoming) -> Result<Bytes, String> {
-    let mut out = bytes::BytesMut::new();
+    // Sized from the provider's Content-Length (within the cap): a buffer grown by
+    // doubling holds its old and new copies at once.
+    let expected = hyper::body::Body::size_hint(&body).lower();
+    let mut out = bytes::BytesMut::with_capacity(
+        usize::try_from(expected).map_or(MAX_ANSWER, |n| n.min(MAX_ANSWER)),
+    );
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| e.to_string())?;
         if let Ok(d) = frame.into_data() {

@@ -177,13 +177,18 @@ impl Call<'_> {
             if self.api == Api::Embeddings {
                 return Err(Skip::Unsupported("Anthropic has no embeddings API"));
             }
-            let mut body = match &self.anthropic {
-                Some(a) => a.body.clone(),
-                None => crate::translate::openai_request_to_anthropic(request, &target.model)
-                    .map_err(Skip::Refused)?,
-            };
-            body["model"] = Value::String(target.model.clone());
-            return Ok(Bytes::from(body.to_string()));
+            let hint = self.prompt_bytes + self.prompt_bytes / 8 + 4096;
+            return match &self.anthropic {
+                // The client's own Messages request, passed on without a copy.
+                Some(a) => with_model(&a.body, &target.model, hint),
+                None => {
+                    let body =
+                        crate::translate::openai_request_to_anthropic(request, &target.model)
+                            .map_err(Skip::Refused)?;
+                    with_model(&body, &target.model, hint)
+                }
+            }
+            .map_err(Skip::Refused);
         }
         if p.kind == ProviderKind::Mistral {
             let mut body = request.clone();
@@ -192,8 +197,7 @@ impl Call<'_> {
             return Ok(Bytes::from(body.to_string()));
         }
         // The client's request with the model swapped, written straight into a buffer of
-        // about its size: a large prompt is not copied again first (issue: memory
-        // proportional to the body).
+        // about its size: a large prompt is not copied again first.
         let hint = self.prompt_bytes + self.prompt_bytes / 8 + 4096;
         with_model(request, &target.model, hint).map_err(Skip::Refused)
     }

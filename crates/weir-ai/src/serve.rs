@@ -205,38 +205,9 @@ pub async fn answer(
     } else {
         (sent, None)
     };
-    let asked = match request["model"]
-        .as_str()
-        .map(str::to_owned)
-        .or_else(|| route.default_model.clone())
-    {
-        Some(m) => m,
-        None => {
-            return errors::for_client(
-                messages_api,
-                StatusCode::BAD_REQUEST,
-                "name a model in \"model\" (GET /v1/models lists them)",
-            );
-        }
-    };
-    if !allowed(consumer, &asked) {
-        return errors::for_client(
-            messages_api,
-            StatusCode::FORBIDDEN,
-            &format!(
-                "this key may not use the model {asked:?}; GET /v1/models lists the ones it may"
-            ),
-        );
-    }
-    let Some(model) = route.catalog.model(&asked) else {
-        if messages_api {
-            return errors::for_client(
-                true,
-                StatusCode::NOT_FOUND,
-                &format!("model: {asked} is not served here; GET /v1/models lists the models"),
-            );
-        }
-        return errors::model_not_found(&asked);
+    let (asked, model) = match resolve_model(route, consumer, messages_api, &request) {
+        Ok(found) => found,
+        Err(refused) => return *refused,
     };
     let stream = api == Api::Chat && request["stream"].as_bool() == Some(true);
     let wants_usage =
@@ -308,6 +279,47 @@ impl Refused {
 
 /// The size of a request's prompt as sent (messages and embedding input), measured once
 /// for the limits' estimate and for calls a provider counts no tokens of.
+/// The model the request names (or the route's default), if the caller's key may use it
+/// and the route serves it; else the answer that says why not.
+fn resolve_model<'r>(
+    route: &'r AiRoute,
+    consumer: Caller<'_>,
+    messages_api: bool,
+    request: &Value,
+) -> Result<(String, &'r Model), Box<AiResponse>> {
+    let Some(asked) = request["model"]
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| route.default_model.clone())
+    else {
+        return Err(Box::new(errors::for_client(
+            messages_api,
+            StatusCode::BAD_REQUEST,
+            "name a model in \"model\" (GET /v1/models lists them)",
+        )));
+    };
+    if !allowed(consumer, &asked) {
+        return Err(Box::new(errors::for_client(
+            messages_api,
+            StatusCode::FORBIDDEN,
+            &format!(
+                "this key may not use the model {asked:?}; GET /v1/models lists the ones it may"
+            ),
+        )));
+    }
+    let Some(model) = route.catalog.model(&asked) else {
+        if messages_api {
+            return Err(Box::new(errors::for_client(
+                true,
+                StatusCode::NOT_FOUND,
+                &format!("model: {asked} is not served here; GET /v1/models lists the models"),
+            )));
+        }
+        return Err(Box::new(errors::model_not_found(&asked)));
+    };
+    Ok((asked, model))
+}
+
 fn prompt_size(request: &Value) -> usize {
     json_len(&request["messages"]) + json_len(&request["input"])
 }

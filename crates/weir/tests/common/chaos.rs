@@ -384,19 +384,7 @@ subscriptions:
     broker.settle().await;
     broker.stop();
     broker.go_silent().await;
-    for n in 0..3 {
-        let asked = std::time::Instant::now();
-        let r = publish(100 + n).await;
-        // Answered while the client still waits, whatever the broker does.
-        assert!(
-            asked.elapsed() < Duration::from_secs(15),
-            "{:?}",
-            asked.elapsed()
-        );
-        assert_eq!(r.status, 503, "{}", r.text());
-        assert_eq!(r.json()["error"]["type"], "queue_unavailable");
-        assert!(r.headers.contains_key("retry-after"));
-    }
+    refused_while_away(&publish).await;
 
     broker.start_again().await;
     let returned = std::time::Instant::now();
@@ -454,6 +442,27 @@ subscriptions:
         "delivery resumed {delivery_back:?} after the broker's return"
     );
     node.shutdown().await;
+}
+
+/// While the broker is away, each publish is answered — while the client still waits,
+/// whatever the broker does — with a 503 and Retry-After.
+async fn refused_while_away<F, Fut>(publish: &F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = weir_testkit::client::Reply>,
+{
+    for n in 0..3 {
+        let asked = std::time::Instant::now();
+        let r = publish(100 + n).await;
+        assert!(
+            asked.elapsed() < Duration::from_secs(15),
+            "{:?}",
+            asked.elapsed()
+        );
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.json()["error"]["type"], "queue_unavailable");
+        assert!(r.headers.contains_key("retry-after"));
+    }
 }
 
 /// Two nodes on one shared queue: events published on either are all delivered, each

@@ -319,7 +319,10 @@ impl Call<'_> {
                     return Ok(self.success(target, rsp, fallbacks).await);
                 }
                 Verdict::Final => {
-                    let bytes = read_capped(rsp.into_body()).await.unwrap_or_default();
+                    let bytes = read_capped(rsp.into_body(), &plane.overload)
+                        .await
+                        .map(|(b, _)| b)
+                        .unwrap_or_default();
                     self.record(
                         &target.label,
                         status.as_u16(),
@@ -332,7 +335,10 @@ impl Call<'_> {
                 }
                 v => {
                     let wait = retry_after(rsp.headers()).unwrap_or(p.cooldown);
-                    let bytes = read_capped(rsp.into_body()).await.ok();
+                    let bytes = read_capped(rsp.into_body(), &plane.overload)
+                        .await
+                        .ok()
+                        .map(|(b, _)| b);
                     last = Failure {
                         status,
                         body: bytes,
@@ -371,7 +377,8 @@ impl Call<'_> {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            let bytes = match read_capped(body).await {
+            // Held against the node's budget for buffered bodies while it is translated.
+            let (bytes, _held) = match read_capped(body, &self.route.plane.overload).await {
                 Ok(b) => b,
                 Err(e) => {
                     self.record(
@@ -585,23 +592,33 @@ pub(crate) fn ms(d: Duration) -> u64 {
     d.as_millis().min(u128::from(u64::MAX)) as u64
 }
 
-pub(crate) async fn read_capped(mut body: Incoming) -> Result<Bytes, String> {
+/// A provider's whole answer, within 64 MiB and the node's budget for buffered bodies
+/// (counted while the returned hold lives).
+pub(crate) async fn read_capped(
+    mut body: Incoming,
+    node: &Arc<weir_core::overload::Overload>,
+) -> Result<(Bytes, weir_core::overload::Held), String> {
     // Sized from the provider's Content-Length (within the cap): a buffer grown by
     // doubling holds its old and new copies at once.
     let expected = hyper::body::Body::size_hint(&body).lower();
-    let mut out = bytes::BytesMut::with_capacity(
-        usize::try_from(expected).map_or(MAX_ANSWER, |n| n.min(MAX_ANSWER)),
-    );
+    let expected = usize::try_from(expected).map_or(MAX_ANSWER, |n| n.min(MAX_ANSWER));
+    let short = |_| "the gateway is short of memory for the provider's answer".to_owned();
+    let mut held = node.hold(expected as u64).map_err(short)?;
+    let mut out = bytes::BytesMut::with_capacity(expected);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| e.to_string())?;
         if let Ok(d) = frame.into_data() {
-            if out.len() + d.len() > MAX_ANSWER {
+            let len = out.len() + d.len();
+            if len > MAX_ANSWER {
                 return Err("the answer is larger than 64 MiB".to_owned());
+            }
+            if len as u64 > held.bytes() {
+                held.grow(len as u64 - held.bytes()).map_err(short)?;
             }
             out.extend_from_slice(&d);
         }
     }
-    Ok(out.freeze())
+    Ok((out.freeze(), held))
 }
 
 /// `Retry-After` in seconds (capped at 10 minutes).

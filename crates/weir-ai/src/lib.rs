@@ -36,6 +36,9 @@ pub struct AiPlane {
     /// Each route's answer cache, by route name (a reload keeps them).
     pub caches:
         parking_lot::Mutex<std::collections::HashMap<String, std::sync::Arc<cache::AiCache>>>,
+    /// The node's overload state: prompts and provider answers held whole count against
+    /// its budget.
+    pub overload: std::sync::Arc<weir_core::overload::Overload>,
 }
 
 impl AiPlane {
@@ -60,13 +63,17 @@ impl AiPlane {
 
 impl AiPlane {
     /// `sink` takes every call record for the store (analytics), when it is on.
-    pub fn new(sink: Option<record::RecordSink>) -> Result<Self, String> {
+    pub fn new(
+        sink: Option<record::RecordSink>,
+        overload: std::sync::Arc<weir_core::overload::Overload>,
+    ) -> Result<Self, String> {
         Ok(Self {
             client: client::ProviderClient::new()?,
             health: health::Health::default(),
             recorder: record::Recorder::start(sink),
             memory: std::sync::Arc::default(),
             caches: parking_lot::Mutex::default(),
+            overload,
         })
     }
 }

@@ -21,7 +21,7 @@ pub use model::*;
 pub use policy::*;
 pub use restart::hold_restart_only;
 pub use secret::{REDACTED, Secret, SecretUrl, Source as SecretSource, redacting};
-pub use units::{ByteSize, Duration, Start, parse_rfc3339, rfc3339};
+pub use units::{ByteSize, Duration, Share, Start, parse_rfc3339, rfc3339};
 pub use validate::{
     REGEX_SIZE_LIMIT, ValidationError, compile_route_regex, did_you_mean, parse_cidr,
     parse_host_port, validate,

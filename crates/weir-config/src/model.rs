@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{ConsumerConfig, PolicyConfig};
-use crate::units::{ByteSize, Duration};
+use crate::units::{ByteSize, Duration, Share};
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +21,9 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Node-wide protection from overload: memory, bodies held whole, client connections.
+    #[serde(default)]
+    pub overload: OverloadConfig,
     #[serde(default)]
     pub paths: PathsConfig,
     #[serde(default)]
@@ -388,6 +391,59 @@ fn default_header_timeout() -> Duration {
 }
 fn default_h2_streams() -> u32 {
     128
+}
+
+/// The overload manager's settings. Thresholds are shares of `memory_limit`, compared with
+/// the process's resident memory a few times a second.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OverloadConfig {
+    /// Memory the process may use. Absent: the cgroup's limit, else the machine's memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<ByteSize>,
+    /// Budget for request and provider bodies held whole in memory (AI and topic routes)
+    /// across the node; past it such requests get `503` with `Retry-After`.
+    #[serde(default = "default_buffered_bodies")]
+    pub buffered_bodies: Share,
+    /// Client connections open at once; past it a new connection is closed at once.
+    /// Absent: derived from the open-file limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u64>,
+    /// Above this, kept-alive client connections are closed once their request is done.
+    #[serde(default = "default_shed_at")]
+    pub shed_keep_alive_at: Share,
+    /// Above this, new requests that would hold a body whole get `503` with `Retry-After`.
+    #[serde(default = "default_refuse_at")]
+    pub refuse_buffered_at: Share,
+    /// Above this, no new client connections are accepted until memory falls.
+    #[serde(default = "default_stop_at")]
+    pub stop_accepting_at: Share,
+}
+
+impl Default for OverloadConfig {
+    fn default() -> Self {
+        Self {
+            memory_limit: None,
+            buffered_bodies: default_buffered_bodies(),
+            max_connections: None,
+            shed_keep_alive_at: default_shed_at(),
+            refuse_buffered_at: default_refuse_at(),
+            stop_accepting_at: default_stop_at(),
+        }
+    }
+}
+
+fn default_buffered_bodies() -> Share {
+    Share::Percent(25)
+}
+fn default_shed_at() -> Share {
+    Share::Percent(85)
+}
+fn default_refuse_at() -> Share {
+    Share::Percent(90)
+}
+fn default_stop_at() -> Share {
+    Share::Percent(95)
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]

@@ -137,6 +137,72 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// A part of a whole: a percentage (`25%`, of a total known only at run time) or an
+/// absolute size (`512MiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
+    /// 1 to 100.
+    Percent(u8),
+    Size(ByteSize),
+}
+
+impl Share {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        match s.strip_suffix('%') {
+            Some(p) => match p.trim().parse::<u8>() {
+                Ok(n @ 1..=100) => Ok(Self::Percent(n)),
+                _ => Err(format!(
+                    "invalid share {s:?}: a percentage from 1% to 100%, or a size like 512MiB"
+                )),
+            },
+            None => ByteSize::parse(s).map(Self::Size),
+        }
+    }
+
+    /// This share of `whole` bytes.
+    pub fn of(self, whole: u64) -> u64 {
+        match self {
+            Self::Percent(p) => whole / 100 * u64::from(p) + whole % 100 * u64::from(p) / 100,
+            Self::Size(b) => b.0,
+        }
+    }
+}
+
+impl fmt::Display for Share {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Percent(p) => write!(f, "{p}%"),
+            Self::Size(b) => write!(f, "{}", b.0),
+        }
+    }
+}
+
+impl Serialize for Share {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Share {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Share;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a percentage such as 25% or a size such as 512MiB")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Share, E> {
+                Ok(Share::Size(ByteSize(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Share, E> {
+                Share::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +230,21 @@ mod tests {
         assert_eq!(ByteSize::parse("2GB").unwrap(), ByteSize(2_000_000_000));
         assert_eq!(ByteSize::parse("512").unwrap(), ByteSize(512));
         assert!(ByteSize::parse("1XB").is_err());
+    }
+
+    #[test]
+    fn parses_shares() {
+        assert_eq!(Share::parse("25%").unwrap(), Share::Percent(25));
+        assert_eq!(
+            Share::parse("1GiB").unwrap(),
+            Share::Size(ByteSize(1 << 30))
+        );
+        assert_eq!(Share::Percent(25).of(1 << 30), 1 << 28);
+        assert_eq!(Share::Percent(100).of(u64::MAX), u64::MAX);
+        assert_eq!(Share::Size(ByteSize(7)).of(1), 7);
+        for bad in ["0%", "101%", "-5%", "x%", "5 parsecs"] {
+            assert!(Share::parse(bad).is_err(), "{bad}");
+        }
     }
 }
 

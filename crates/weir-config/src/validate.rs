@@ -216,6 +216,7 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
     if config.limits.max_concurrent_streams == 0 {
         e.push("limits.max_concurrent_streams", "must be greater than 0");
     }
+    validate_overload(&config.overload, &mut e);
     for (name, up) in &config.upstreams {
         validate_upstream(name, up, &mut e);
     }
@@ -719,6 +720,34 @@ fn levenshtein(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// Thresholds given as percentages must rise in the order their actions escalate.
+fn validate_overload(o: &crate::OverloadConfig, e: &mut Errors) {
+    use crate::Share::Percent;
+    if o.memory_limit.is_some_and(|m| m.0 < 16 << 20) {
+        e.push("overload.memory_limit", "must be at least 16MiB");
+    }
+    if o.max_connections == Some(0) {
+        e.push("overload.max_connections", "must be greater than 0");
+    }
+    let steps = [
+        ("shed_keep_alive_at", o.shed_keep_alive_at),
+        ("refuse_buffered_at", o.refuse_buffered_at),
+        ("stop_accepting_at", o.stop_accepting_at),
+    ];
+    for pair in steps.windows(2) {
+        if let ((a, Percent(x)), (b, Percent(y))) = (pair[0], pair[1])
+            && x > y
+        {
+            e.push(
+                format!("overload.{b}"),
+                format!(
+                    "must not be below overload.{a} ({x}%): the actions escalate in that order"
+                ),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -784,5 +813,31 @@ routes:
     fn did_you_mean_finds_close_names() {
         assert_eq!(did_you_mean("ordres", ["orders", "users"]), Some("orders"));
         assert_eq!(did_you_mean("zzzzzz", ["orders", "users"]), None);
+    }
+
+    #[test]
+    fn overload_thresholds_escalate_in_order() {
+        let mut c = Config::default();
+        c.overload.refuse_buffered_at = crate::Share::Percent(80);
+        c.overload.memory_limit = Some(crate::ByteSize(1 << 20));
+        c.overload.max_connections = Some(0);
+        let errors: Vec<String> = validate(&c).iter().map(ToString::to_string).collect();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("overload.refuse_buffered_at")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("overload.memory_limit")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("overload.max_connections")),
+            "{errors:?}"
+        );
+        assert!(validate(&Config::default()).is_empty());
     }
 }

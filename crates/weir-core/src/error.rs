@@ -45,6 +45,12 @@ pub enum GatewayError {
     TooManyRequests,
     #[error("too many requests in progress on this route; retry later")]
     Overloaded,
+    /// The node's overload manager refused a request that would hold its body whole.
+    #[error("{}", match .0 {
+        crate::overload::Refusal::Pressure => "the gateway is short of memory; retry later",
+        crate::overload::Refusal::Budget => "the gateway holds as many request bodies as it may; retry later",
+    })]
+    NodeOverloaded(crate::overload::Refusal),
     #[error("the rate-limit store is unavailable; retry later")]
     LimitStoreUnavailable,
     #[error("the event queue is unavailable; nothing was published; retry later")]
@@ -85,9 +91,10 @@ impl GatewayError {
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            Self::Overloaded | Self::LimitStoreUnavailable | Self::QueueUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Overloaded
+            | Self::NodeOverloaded(_)
+            | Self::LimitStoreUnavailable
+            | Self::QueueUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::NoHealthyEndpoint { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamConnect { .. } | Self::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -109,6 +116,7 @@ impl GatewayError {
             Self::Forbidden { .. } => "forbidden",
             Self::TooManyRequests => "rate_limited",
             Self::Overloaded => "overloaded",
+            Self::NodeOverloaded(_) => "node_overloaded",
             Self::LimitStoreUnavailable => "limit_store_unavailable",
             Self::QueueUnavailable => "queue_unavailable",
             Self::NoHealthyEndpoint { .. } => "no_healthy_endpoint",
@@ -117,6 +125,16 @@ impl GatewayError {
             Self::UpstreamProtocol { .. } => "upstream_protocol_error",
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal",
+        }
+    }
+
+    /// Seconds a client should wait before trying again (`Retry-After`), for refusals that
+    /// pass on their own.
+    pub fn retry_after(&self) -> Option<&'static str> {
+        match self {
+            Self::QueueUnavailable | Self::Overloaded | Self::LimitStoreUnavailable => Some("1"),
+            Self::NodeOverloaded(_) => Some("2"),
+            _ => None,
         }
     }
 

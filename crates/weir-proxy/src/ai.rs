@@ -18,10 +18,12 @@ pub(crate) async fn answer(
     let Some(ai) = &route.ai else {
         return error_response::render(&weir_core::GatewayError::Internal, "");
     };
-    let bytes = match crate::ingest::read_body(body, route.max_body_size).await {
-        Ok(b) => b,
-        Err(e) => return error_response::render(&e, ""),
-    };
+    // The hold on the node's budget for buffered bodies lasts until the answer is made.
+    let (bytes, _held) =
+        match crate::ingest::read_body(body, route.max_body_size, &ai.plane.overload).await {
+            Ok(b) => b,
+            Err(e) => return error_response::render(&e, ""),
+        };
     let out = weir_ai::answer(
         ai,
         &parts.method,

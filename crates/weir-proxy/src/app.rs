@@ -105,7 +105,8 @@ pub fn start(config: Config, sources: ReloadSources) -> Result<Running, StartErr
     let admin_addr = admin.as_ref().and_then(local);
     let (tx, rx) = watch::channel(false);
     let listeners = Listeners { proxy, tls };
-    let workers = Workers::start(Arc::clone(&gateway), &listeners, rx.clone())
+    let shed = crate::overload::spawn(Arc::clone(&gateway), rx.clone());
+    let workers = Workers::start(Arc::clone(&gateway), &listeners, rx.clone(), shed)
         .map_err(StartError::Workers)?;
     // Histogram samples are buffered until drained; drain them on a timer so memory stays
     // bounded even when nobody scrapes /metrics.

@@ -2,7 +2,7 @@
 //! `{"error":{"type":…,"message":…,"request_id":…}}`.
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
+use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response};
 use weir_core::GatewayError;
 
@@ -19,6 +19,9 @@ pub fn render(err: &GatewayError, request_id: &str) -> Response<ProxyBody> {
     let h = rsp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(secs) = err.retry_after() {
+        h.insert(RETRY_AFTER, HeaderValue::from_static(secs));
+    }
     if err.closes_connection() {
         h.insert(CONNECTION, HeaderValue::from_static("close"));
     }

@@ -3,6 +3,8 @@
 //! queue holds it durably. Inbound webhooks are verified here first. A `GET` is a stream
 //! of the topic (see [`crate::stream`]).
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
@@ -10,6 +12,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use weir_core::GatewayError;
 use weir_core::RequestId;
+use weir_core::overload::{Held, Overload};
 
 use crate::body::ProxyBody;
 use crate::error_response;
@@ -40,16 +43,9 @@ pub(crate) async fn answer(
         Ok(rsp) => rsp,
         Err(e) => {
             let mut rsp = error_response::render(&e, request_id.as_str());
-            match e {
-                GatewayError::QueueUnavailable => {
-                    rsp.headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                }
-                GatewayError::MethodNotAllowed => {
-                    rsp.headers_mut()
-                        .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
-                }
-                _ => {}
+            if matches!(e, GatewayError::MethodNotAllowed) {
+                rsp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
             }
             rsp
         }
@@ -70,7 +66,7 @@ async fn publish(
     if parts.method != Method::POST {
         return Err(GatewayError::MethodNotAllowed);
     }
-    let bytes = read_body(body, target.topic.max_event_size).await?;
+    let (bytes, _held) = read_body(body, target.topic.max_event_size, &target.overload).await?;
     if let Some(inbound) = &target.inbound {
         let sender_id = inbound
             .verify(&parts.headers, &bytes, weir_events::now_ms() / 1000)
@@ -119,20 +115,37 @@ fn accepted(ids: &[String], batch: bool) -> Response<ProxyBody> {
     rsp
 }
 
-pub(crate) async fn read_body(mut body: Incoming, limit: u64) -> Result<Bytes, GatewayError> {
-    // Sized from Content-Length (within the limit) when the client sent one: a growing
-    // buffer would hold its old and new copies at once on every doubling.
-    let expected = hyper::body::Body::size_hint(&body).lower().min(limit);
+/// Reads a body to hold whole, within the route's `limit` and the node's budget for
+/// buffered bodies; the bytes stay counted against the budget while the returned
+/// [`Held`] lives, so callers keep it until they are done with the body.
+pub(crate) async fn read_body(
+    mut body: Incoming,
+    limit: u64,
+    node: &Arc<Overload>,
+) -> Result<(Bytes, Held), GatewayError> {
+    // A Content-Length past the limit is refused before a byte is read; otherwise the
+    // buffer is sized from it: a growing one would hold its old and new copies at once on
+    // every doubling.
+    let expected = hyper::body::Body::size_hint(&body).lower();
+    if expected > limit {
+        return Err(GatewayError::PayloadTooLarge { limit });
+    }
+    let mut held = node.hold(expected).map_err(GatewayError::NodeOverloaded)?;
     let mut buf = BytesMut::with_capacity(usize::try_from(expected).unwrap_or(0));
     while let Some(frame) = body.frame().await {
         let frame = frame
             .map_err(|_| GatewayError::BadRequest("the request body was malformed or cut short"))?;
         if let Ok(data) = frame.into_data() {
-            if (buf.len() + data.len()) as u64 > limit {
+            let len = (buf.len() + data.len()) as u64;
+            if len > limit {
                 return Err(GatewayError::PayloadTooLarge { limit });
+            }
+            if len > held.bytes() {
+                held.grow(len - held.bytes())
+                    .map_err(GatewayError::NodeOverloaded)?;
             }
             buf.extend_from_slice(&data);
         }
     }
-    Ok(buf.freeze())
+    Ok((buf.freeze(), held))
 }

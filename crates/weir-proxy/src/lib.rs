@@ -11,6 +11,7 @@ mod finish;
 pub mod gateway;
 mod headers;
 pub mod ingest;
+pub mod overload;
 pub mod pipeline;
 pub mod reload;
 mod respond;

@@ -4,16 +4,18 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use weir_core::overload;
 
 use crate::gateway::Gateway;
 use crate::pipeline::{self, ConnInfo};
@@ -54,6 +56,7 @@ impl Workers {
         gateway: Arc<Gateway>,
         listeners: &Listeners,
         shutdown: watch::Receiver<bool>,
+        shed: watch::Receiver<u64>,
     ) -> std::io::Result<Self> {
         let tls = gateway
             .cert_resolver()
@@ -68,6 +71,7 @@ impl Workers {
             let gw = Arc::clone(&gateway);
             let tls = tls.clone();
             let shutdown = shutdown.clone();
+            let shed = shed.clone();
             let t = std::thread::Builder::new()
                 .name(format!("weir-worker-{i}"))
                 .spawn(move || {
@@ -82,7 +86,13 @@ impl Workers {
                             return;
                         }
                     };
-                    rt.block_on(worker_main(gw, proxy, tls_listener.zip(tls), shutdown));
+                    rt.block_on(worker_main(
+                        gw,
+                        proxy,
+                        tls_listener.zip(tls),
+                        shutdown,
+                        shed,
+                    ));
                 })?;
             threads.push(t);
         }
@@ -101,9 +111,11 @@ async fn worker_main(
     proxy: std::net::TcpListener,
     tls: Option<(std::net::TcpListener, TlsAcceptor)>,
     mut shutdown: watch::Receiver<bool>,
+    shed: watch::Receiver<u64>,
 ) {
     let snap = gw.snapshot();
     let limits = snap.config.limits.clone();
+    let snap_overload = Arc::clone(&snap.overload);
     let deadline = snap.config.shutdown_timeout.get();
     drop(snap);
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -123,7 +135,6 @@ async fn worker_main(
         .max_local_error_reset_streams(64)
         .keep_alive_interval(Duration::from_secs(30));
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
     let Ok(proxy) = TcpListener::from_std(proxy) else {
         tracing::error!("cannot register the proxy listener");
         return;
@@ -141,8 +152,21 @@ async fn worker_main(
     let open = weir_telemetry::metrics::open_connections("proxy");
     let total = weir_telemetry::metrics::connections_total("proxy");
     let handshake_timeout = limits.header_timeout.get();
+    // Each connection holds a receiver: a send asks them all to finish, and the sender
+    // sees when the last one has ended.
+    let (drain, drain_rx) = watch::channel(false);
+    let node = Arc::clone(&snap_overload);
     loop {
+        if node.pressure() >= overload::Pressure::StopAccepting {
+            // New connections wait in the listen backlog until memory falls.
+            node.count(overload::Action::StopAccepting);
+            tokio::select! {
+                () = memory_recovered(&node) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
         let (stream, peer, is_tls) = tokio::select! {
+            () = memory_critical(&node) => continue,
             r = proxy.accept() => match r {
                 Ok((s, p)) => (s, p, false),
                 Err(e) => { accept_error(e).await; continue; }
@@ -153,23 +177,36 @@ async fn worker_main(
             },
             _ = shutdown.changed() => break,
         };
-        let _ = stream.set_nodelay(true);
         total.increment(1);
+        // At the cap the connection is closed at once (counted), rather than left to wait.
+        let Some(slot) = node.connection() else {
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
         let conn = ConnInfo::new(peer, is_tls);
         let gw = Arc::clone(&gw);
         let builder = Arc::clone(&builder);
         let open = open.clone();
+        let served = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&served);
         let svc = service_fn(move |req| {
             let snap = gw.snapshot();
             let conn = conn.clone();
+            counter.fetch_add(1, Ordering::Relaxed);
             async move { Ok::<_, Infallible>(pipeline::handle(snap, conn, req).await) }
         });
-        if is_tls {
-            let Some(acceptor) = acceptor.clone() else {
-                continue;
-            };
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
+        let signals = Signals {
+            node: Arc::clone(&node),
+            drain: drain_rx.clone(),
+            shed: shed.clone(),
+            served,
+        };
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            if is_tls {
+                let Some(acceptor) = acceptor else { return };
                 let tls =
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => s,
@@ -177,28 +214,78 @@ async fn worker_main(
                     };
                 open.increment(1.0);
                 let c = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-                let _ = watcher.watch(c.into_owned()).await;
-                open.decrement(1.0);
-            });
-        } else {
-            let c = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .into_owned();
-            let fut = graceful.watch(c);
-            tokio::spawn(async move {
+                signals.run(c, |c| c.graceful_shutdown()).await;
+            } else {
                 open.increment(1.0);
-                let _ = fut.await;
-                open.decrement(1.0);
-            });
-        }
+                let c = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                signals.run(c, |c| c.graceful_shutdown()).await;
+            }
+            open.decrement(1.0);
+        });
     }
     drop(proxy);
     drop(tls_listener);
+    drop(drain_rx);
+    let _ = drain.send(true);
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        () = drain.closed() => {}
         _ = tokio::time::sleep(deadline) => {
             tracing::warn!(deadline = ?deadline, "shutdown deadline passed; closing the remaining connections");
         }
+    }
+}
+
+/// What a connection listens to besides its client: the worker draining at shutdown and
+/// the overload manager shedding kept-alive connections.
+struct Signals {
+    node: Arc<overload::Overload>,
+    drain: watch::Receiver<bool>,
+    shed: watch::Receiver<u64>,
+    /// Requests begun on this connection: a connection that has not had its first one is
+    /// not shed, or a client would lose a connection it just opened.
+    served: Arc<AtomicU64>,
+}
+
+impl Signals {
+    /// Serves `conn` to its end, asking it to finish (`graceful`: an idle connection
+    /// closes at once, a busy one after its current request) on a signal.
+    async fn run<F: Future>(mut self, conn: F, graceful: impl FnOnce(Pin<&mut F>)) {
+        let mut conn = std::pin::pin!(conn);
+        let mut graceful = Some(graceful);
+        let mut shed_live = true;
+        loop {
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = self.drain.changed(), if graceful.is_some() => {}
+                r = self.shed.changed(), if graceful.is_some() && shed_live => {
+                    if r.is_err() {
+                        shed_live = false;
+                        continue;
+                    }
+                    if self.served.load(Ordering::Relaxed) == 0 {
+                        continue;
+                    }
+                    self.node.count(overload::Action::ShedKeepAlive);
+                }
+            }
+            if let Some(g) = graceful.take() {
+                g(conn.as_mut());
+            }
+        }
+    }
+}
+
+/// Resolves once the node is too short of memory to take new connections.
+async fn memory_critical(node: &overload::Overload) {
+    while node.pressure() < overload::Pressure::StopAccepting {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Resolves once memory has fallen below the level that stops accepting.
+async fn memory_recovered(node: &overload::Overload) {
+    while node.pressure() >= overload::Pressure::StopAccepting {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

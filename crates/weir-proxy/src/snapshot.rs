@@ -29,6 +29,9 @@ pub struct Snapshot {
     /// The AI gateway's client, health and records, kept across reloads once an AI route
     /// needed them.
     pub ai_plane: Option<Arc<weir_ai::AiPlane>>,
+    /// The node's overload state (kept across reloads; the sampler applies each
+    /// snapshot's `overload` settings to it).
+    pub overload: Arc<weir_core::overload::Overload>,
 }
 
 /// A compiled route: what the pipeline needs after the router picked it.
@@ -60,6 +63,8 @@ pub struct TopicTarget {
     pub closing: Option<tokio::sync::watch::Receiver<bool>>,
     /// Webhooks from a sender: their signature is checked before publishing.
     pub inbound: Option<Arc<weir_events::inbound::Inbound>>,
+    /// Published bodies are held whole: they count against the node's budget.
+    pub overload: Arc<weir_core::overload::Overload>,
 }
 
 /// The key of consistent hashing, compiled from `hash_on`.
@@ -109,10 +114,11 @@ impl Snapshot {
             })
         });
         let max_body_size = config.limits.max_body_size.0;
+        let overload = previous.map_or_else(Arc::default, |p| Arc::clone(&p.overload));
         let ai_plane = match previous.and_then(|p| p.ai_plane.clone()) {
             Some(p) => Some(p),
             None if config.routes.iter().any(|r| r.ai.is_some()) => Some(Arc::new(
-                weir_ai::AiPlane::new(recording.ai.clone())
+                weir_ai::AiPlane::new(recording.ai.clone(), Arc::clone(&overload))
                     .map_err(|e| vec![format!("ai: {e}")])?,
             )),
             None => None,
@@ -171,6 +177,7 @@ impl Snapshot {
                         ingest: Arc::clone(ingest),
                         topic: topic_of(&config, name),
                         closing: Some(closing.clone()),
+                        overload: Arc::clone(&overload),
                         inbound: match &r.inbound {
                             Some(c) => Some(Arc::new(
                                 weir_events::inbound::Inbound::compile(c, &|n| {
@@ -289,6 +296,7 @@ impl Snapshot {
                 access_log,
                 unmatched,
                 ai_plane,
+                overload,
             },
             fresh,
         ))

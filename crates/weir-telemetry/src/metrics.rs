@@ -18,6 +18,12 @@ pub const CONNECTIONS_TOTAL: &str = "weir_connections_total";
 pub const RELOADS_TOTAL: &str = "weir_config_reloads_total";
 pub const CONFIG_VERSION: &str = "weir_config_version";
 pub const ACCESS_LOG_DROPPED: &str = "weir_access_log_dropped_total";
+pub const OVERLOAD_ACTIONS: &str = "weir_overload_actions_total";
+pub const OVERLOAD_PRESSURE: &str = "weir_overload_pressure";
+pub const OVERLOAD_RESIDENT: &str = "weir_overload_resident_memory_bytes";
+pub const OVERLOAD_LIMIT: &str = "weir_overload_memory_limit_bytes";
+pub const OVERLOAD_BUFFERED: &str = "weir_overload_buffered_body_bytes";
+pub const OVERLOAD_CONNECTIONS: &str = "weir_overload_client_connections";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -168,6 +174,29 @@ pub fn reload(result: &'static str) {
 
 pub fn config_version(v: u64) {
     metrics::gauge!(CONFIG_VERSION).set(v as f64);
+}
+
+/// One reading of the overload manager, exported as gauges and (absolute) counters.
+pub struct OverloadReading {
+    pub resident: u64,
+    pub limit: u64,
+    pub buffered: u64,
+    pub connections: u64,
+    /// 0 normal, 1 shedding kept-alive connections, 2 refusing buffered requests, 3 not
+    /// accepting connections.
+    pub pressure: u8,
+    pub actions: [(&'static str, u64); 5],
+}
+
+pub fn overload(r: &OverloadReading) {
+    metrics::gauge!(OVERLOAD_RESIDENT).set(r.resident as f64);
+    metrics::gauge!(OVERLOAD_LIMIT).set(r.limit as f64);
+    metrics::gauge!(OVERLOAD_BUFFERED).set(r.buffered as f64);
+    metrics::gauge!(OVERLOAD_CONNECTIONS).set(r.connections as f64);
+    metrics::gauge!(OVERLOAD_PRESSURE).set(f64::from(r.pressure));
+    for (action, n) in r.actions {
+        metrics::counter!(OVERLOAD_ACTIONS, "action" => action).absolute(n);
+    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "weir-ai",
         ],
     ),
-    ("weir-ai", &["weir-config", "weir-policy", "weir-upstream"]),
+    (
+        "weir-ai",
+        &["weir-core", "weir-config", "weir-policy", "weir-upstream"],
+    ),
     (
         "weir-policy",
         &["weir-core", "weir-config", "weir-telemetry"],

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use clap::{CommandFactory, Parser};
 use weir_config::Config;
 
-/// mimalloc: fewer cycles per allocation than glibc malloc on the request path, and memory
-/// returned to the system under churn.
+/// jemalloc with background purging threads: memory freed after a spike goes back to the
+/// system within seconds even when the threads that freed it fall idle (ADR 0012).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod args;
 use args::*;

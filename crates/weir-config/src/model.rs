@@ -364,6 +364,11 @@ pub struct LimitsConfig {
     /// clock starts when the previous response is done, so it is also the idle timeout.
     #[serde(default = "default_header_timeout")]
     pub header_timeout: Duration,
+    /// Time a request body held whole (AI and topic routes) may go without a byte
+    /// arriving; past it the request is answered `408`. Streamed bodies fall under the
+    /// upstream's request timeout instead.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: Duration,
     /// Concurrent HTTP/2 streams per client connection.
     #[serde(default = "default_h2_streams")]
     pub max_concurrent_streams: u32,
@@ -375,6 +380,7 @@ impl Default for LimitsConfig {
             max_body_size: default_max_body(),
             max_header_size: default_max_header(),
             header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
             max_concurrent_streams: default_h2_streams(),
         }
     }
@@ -388,6 +394,9 @@ fn default_max_header() -> ByteSize {
 }
 fn default_header_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_h2_streams() -> u32 {
     128

@@ -213,6 +213,9 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
     if config.limits.header_timeout.get().is_zero() {
         e.push("limits.header_timeout", "must be greater than 0");
     }
+    if config.limits.body_timeout.get().is_zero() {
+        e.push("limits.body_timeout", "must be greater than 0");
+    }
     if config.limits.max_concurrent_streams == 0 {
         e.push("limits.max_concurrent_streams", "must be greater than 0");
     }

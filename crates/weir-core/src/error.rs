@@ -29,6 +29,8 @@ pub enum GatewayError {
     BadRequest(&'static str),
     #[error("request headers are too large")]
     HeadersTooLarge,
+    #[error("the request body stopped arriving; send it within limits.body_timeout")]
+    RequestTimeout,
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: u64 },
     #[error("method not allowed")]
@@ -84,6 +86,7 @@ impl GatewayError {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -108,6 +111,7 @@ impl GatewayError {
             Self::NoRoute => "no_route",
             Self::BadRequest(_) => "bad_request",
             Self::HeadersTooLarge => "headers_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict(_) => "conflict",
@@ -141,6 +145,9 @@ impl GatewayError {
     /// Whether the client connection must be closed after the answer, because the request
     /// framing can no longer be trusted (request smuggling defence).
     pub fn closes_connection(&self) -> bool {
-        matches!(self, Self::BadRequest(_) | Self::PayloadTooLarge { .. })
+        matches!(
+            self,
+            Self::BadRequest(_) | Self::PayloadTooLarge { .. } | Self::RequestTimeout
+        )
     }
 }

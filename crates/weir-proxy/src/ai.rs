@@ -14,13 +14,14 @@ pub(crate) async fn answer(
     parts: &http::request::Parts,
     body: Incoming,
     consumer: Option<&weir_policy::Consumer>,
+    idle: std::time::Duration,
 ) -> Response<ProxyBody> {
     let Some(ai) = &route.ai else {
         return error_response::render(&weir_core::GatewayError::Internal, "");
     };
     // The hold on the node's budget for buffered bodies lasts until the answer is made.
     let (bytes, _held) =
-        match crate::ingest::read_body(body, route.max_body_size, &ai.plane.overload).await {
+        match crate::ingest::read_body(body, route.max_body_size, &ai.plane.overload, idle).await {
             Ok(b) => b,
             Err(e) => return error_response::render(&e, ""),
         };

@@ -4,6 +4,7 @@
 //! of the topic (see [`crate::stream`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
@@ -27,6 +28,7 @@ pub(crate) async fn answer(
     body: Incoming,
     consumer: Option<&str>,
     request_id: &RequestId,
+    idle: Duration,
 ) -> Response<ProxyBody> {
     // An idempotency key belongs to the route and the caller.
     let scope = format!(
@@ -36,7 +38,7 @@ pub(crate) async fn answer(
     );
     let published = match &route.topic {
         Some(target) if parts.method == Method::GET => crate::stream::serve(target, parts).await,
-        Some(target) => publish(target, parts, body, &scope).await,
+        Some(target) => publish(target, parts, body, &scope, idle).await,
         None => Err(GatewayError::Internal),
     };
     let mut rsp = match published {
@@ -62,11 +64,13 @@ async fn publish(
     parts: &http::request::Parts,
     body: Incoming,
     scope: &str,
+    idle: Duration,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     if parts.method != Method::POST {
         return Err(GatewayError::MethodNotAllowed);
     }
-    let (bytes, _held) = read_body(body, target.topic.max_event_size, &target.overload).await?;
+    let (bytes, _held) =
+        read_body(body, target.topic.max_event_size, &target.overload, idle).await?;
     if let Some(inbound) = &target.inbound {
         let sender_id = inbound
             .verify(&parts.headers, &bytes, weir_events::now_ms() / 1000)
@@ -122,6 +126,7 @@ pub(crate) async fn read_body(
     mut body: Incoming,
     limit: u64,
     node: &Arc<Overload>,
+    idle: Duration,
 ) -> Result<(Bytes, Held), GatewayError> {
     // A Content-Length past the limit is refused before a byte is read; otherwise the
     // buffer is sized from it: a growing one would hold its old and new copies at once on
@@ -132,7 +137,12 @@ pub(crate) async fn read_body(
     }
     let mut held = node.hold(expected).map_err(GatewayError::NodeOverloaded)?;
     let mut buf = BytesMut::with_capacity(usize::try_from(expected).unwrap_or(0));
-    while let Some(frame) = body.frame().await {
+    // A client trickling its body would otherwise hold the buffer (and its share of the
+    // budget) for as long as it likes.
+    while let Some(frame) = tokio::time::timeout(idle, body.frame())
+        .await
+        .map_err(|_| GatewayError::RequestTimeout)?
+    {
         let frame = frame
             .map_err(|_| GatewayError::BadRequest("the request body was malformed or cut short"))?;
         if let Ok(data) = frame.into_data() {

@@ -353,6 +353,7 @@ pub async fn handle(
                 body,
                 consumer,
                 &request_id,
+                snap.config.limits.body_timeout.get(),
             ))
             .await;
             route.policies.on_response(rsp.headers_mut(), &pctx);
@@ -360,7 +361,14 @@ pub async fn handle(
         }
         UpstreamKind::Ai => {
             let consumer = pctx.consumer.as_deref();
-            let mut rsp = Box::pin(crate::ai::answer(&route, &parts, body, consumer)).await;
+            let mut rsp = Box::pin(crate::ai::answer(
+                &route,
+                &parts,
+                body,
+                consumer,
+                snap.config.limits.body_timeout.get(),
+            ))
+            .await;
             rsp.headers_mut()
                 .insert(&X_REQUEST_ID, request_id.header_value().clone());
             route.policies.on_response(rsp.headers_mut(), &pctx);

@@ -153,6 +153,44 @@ async fn buffered_bodies_share_one_budget() {
     r.shutdown().await;
 }
 
+/// A body held whole that stops arriving is answered 408 after `limits.body_timeout`
+/// (the connection closes), and its hold on the budget is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_times_out_and_frees_its_hold() {
+    let fake = FakeOpenAi::openai().await;
+    let r = gateway(&config(
+        &fake,
+        "limits: { body_timeout: 300ms }\noverload: { buffered_bodies: 1MiB }",
+    ));
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{{",
+        900 << 10
+    );
+    let started = std::time::Instant::now();
+    let slow = common::raw_request(
+        &r.proxy_addr.to_string(),
+        head.as_bytes(),
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(slow.starts_with("HTTP/1.1 408"), "{slow}");
+    assert!(slow.contains("request_timeout"), "{slow}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed, not left open"
+    );
+    // The 900 KiB it reserved are free again: another such prompt fits the 1 MiB budget.
+    let client = HttpClient::new();
+    let req = http::Request::post(url(&r, "/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            chat(800 << 10).to_string(),
+        )))
+        .unwrap();
+    assert_eq!(client.send(req).await.unwrap().status, 200);
+    r.shutdown().await;
+}
+
 /// Past the connection cap a new connection is closed at once; a slot freed is taken again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_cap_are_closed_at_once() {

@@ -216,6 +216,15 @@ async fn worker_main(
                 let c = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
                 signals.run(c, |c| c.graceful_shutdown()).await;
             } else {
+                // hyper's header timer starts with the first byte of a head, so a client
+                // that connects and sends nothing would hold the connection for ever.
+                let mut first = [0u8; 1];
+                if tokio::time::timeout(handshake_timeout, stream.peek(&mut first))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
                 open.increment(1.0);
                 let c = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                 signals.run(c, |c| c.graceful_shutdown()).await;

@@ -191,6 +191,25 @@ async fn a_trickled_body_times_out_and_frees_its_hold() {
     r.shutdown().await;
 }
 
+/// A connection that never sends a byte is closed after `limits.header_timeout`, like a
+/// head that never ends, so idle connections cannot pile up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_after_the_header_timeout() {
+    let fake = FakeOpenAi::openai().await;
+    let r = gateway(&config(&fake, "limits: { header_timeout: 300ms }"));
+    let mut silent = TcpStream::connect(r.proxy_addr).await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(closed_within(&mut silent, Duration::from_secs(3)).await);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    let mut prompt = TcpStream::connect(r.proxy_addr).await.unwrap();
+    assert!(
+        exchange(&mut prompt, "/echo")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    r.shutdown().await;
+}
+
 /// Past the connection cap a new connection is closed at once; a slot freed is taken again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_cap_are_closed_at_once() {

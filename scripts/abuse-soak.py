@@ -30,6 +30,7 @@ KEY = "soak-key-000000000000000000"
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--proxy", required=True, help="Weir's proxy address host:port")
+    p.add_argument("--admin", required=True, help="Weir's admin address host:port (metrics)")
     p.add_argument("--pid", type=int, required=True, help="Weir's process id")
     p.add_argument("--sink-log", required=True, help="the webhook sink's access log")
     p.add_argument("--seconds", type=int, default=600, help="abuse phase length")
@@ -202,7 +203,7 @@ async def bad_keys(args, stats, stop):
 
     async def one():
         c = conns.setdefault(id(asyncio.current_task()), Conn(host, int(port)))
-        raw = b"GET /api/items HTTP/1.1\r\nhost: soak\r\nx-api-key: soak-key-wrong-%d\r\n\r\n" % random.randrange(10**9)
+        raw = b"GET /bad/items HTTP/1.1\r\nhost: soak\r\nx-api-key: soak-key-wrong-%d\r\n\r\n" % random.randrange(10**9)
         try:
             status, _ = await c.request(raw)
             stats.answer("bad key", str(status))
@@ -388,6 +389,35 @@ async def watch_rss(args, stats, stop):
         await asyncio.sleep(0.2)
 
 
+def histograms(admin):
+    """Weir's own latency histograms: {route: [(le, cumulative count)]}."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://{admin}/metrics", timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if not line.startswith("weir_request_duration_seconds_bucket{"):
+            continue
+        labels, value = line[len("weir_request_duration_seconds_bucket{"):].rsplit("} ", 1)
+        parts = dict(p.split("=", 1) for p in labels.split(","))
+        le = parts["le"].strip('"')
+        out.setdefault(parts["route"].strip('"'), []).append(
+            (float("inf") if le == "+Inf" else float(le), int(float(value))))
+    return out
+
+
+def p99_between(before, after, route):
+    """The upper bound (ms) of the bucket holding the 99th percentile of the requests a
+    route finished between two readings, and how many there were."""
+    a, b = dict(after.get(route, [])), dict(before.get(route, []))
+    les = sorted(a)
+    counts = [a[le] - b.get(le, 0) for le in les]
+    total = counts[-1] if counts else 0
+    for le, c in zip(les, counts):
+        if total and c >= 0.99 * total:
+            return le * 1000, total
+    return float("nan"), total
+
+
 def delivered(sink_log):
     try:
         with open(sink_log) as f:
@@ -412,7 +442,9 @@ async def main():
           "(the first 3 s not counted)", flush=True)
     await asyncio.sleep(3)
     phase[0] = "baseline"
+    marks = [histograms(args.admin)]
     await asyncio.sleep(max(1, args.baseline - 3))
+    marks.append(histograms(args.admin))
     phase[0] = "abuse"
     print(f"abuse-soak: abuse for {args.seconds} s (bad keys {args.bad_key_rate:g}/s, "
           f"{args.idle_connections} idle connections, {args.slowloris} slow heads and bodies, "
@@ -426,6 +458,9 @@ async def main():
         print(f"  {int(time.monotonic() - started)} s: RSS peak {stats.rss_peak} MiB, "
               f"legit {len(lat)} done, {len(stats.legit_failures)} failed, {len(stats.acked)} events acked",
               flush=True)
+    marks.append(histograms(args.admin))
+    stats.weir_side = {route: (p99_between(marks[0], marks[1], route), p99_between(marks[1], marks[2], route))
+                       for route in ("api", "events", "llm", "bad")}
     stop_abuse.set()
     stop_all.set()
     await legit_task
@@ -463,6 +498,9 @@ def report(args, stats, alive, missing):
         print(f"  legit {kind}: baseline {len(b)} p99 {pb:.2f} ms; under abuse {len(a)} p99 {pa:.2f} ms ({ratio:.2f}x)")
         if args.enforce_latency and ratio == ratio and ratio > 2:
             failures.append(f"legit {kind} p99 {ratio:.2f}x the baseline")
+    print("  Weir's own p99 (upper bound of its histogram bucket), baseline -> under abuse:")
+    for route, ((pb, nb), (pa, na)) in getattr(stats, "weir_side", {}).items():
+        print(f"    route {route}: <= {pb:g} ms ({nb} requests) -> <= {pa:g} ms ({na} requests)")
     print("  abusive requests (answer: count):")
     for kind, expected in stats.expected.items():
         got = stats.answers.get(kind, {})

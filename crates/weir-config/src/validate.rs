@@ -53,132 +53,8 @@ pub fn validate(config: &Config) -> Vec<ValidationError> {
         e.push("events.allowed_networks", err);
     }
     crate::validate_ai::validate(&config.ai, &mut e);
-    let ns = &config.events.namespace;
-    if ns.is_empty()
-        || ns.len() > 32
-        || !ns
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
-    {
-        e.push("events.namespace", "1 to 32 letters, digits, '-' or '_'");
-    }
-    let backend = config.events.backend.as_written();
-    let known = backend == "embedded"
-        || backend.starts_with("redis://")
-        || backend.starts_with("rediss://")
-        || backend.starts_with("nats://")
-        || backend.starts_with("amqp://")
-        || backend.starts_with("amqps://")
-        || backend.strip_prefix("env:").is_some_and(|n| {
-            !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        });
-    if !known {
-        e.push(
-            "events.backend",
-            format!(
-                "{backend:?}: give `embedded`, a `redis://`, `rediss://`, `nats://`, `amqp://` or `amqps://` URL, or `env:NAME` naming a variable that holds one"
-            ),
-        );
-    }
-    for (name, t) in &config.topics {
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
-            e.push(
-                format!("topics.{name}"),
-                "a topic name is letters, digits, '-', '_' or '.'",
-            );
-        }
-        if t.max_event_size.0 == 0 || t.max_event_size.0 > 64 << 20 {
-            e.push(
-                format!("topics.{name}.max_event_size"),
-                "must be between 1B and 64MiB",
-            );
-        }
-        if t.retention.get().is_zero() {
-            e.push(format!("topics.{name}.retention"), "must be greater than 0");
-        }
-    }
-    let mut names = std::collections::HashSet::new();
-    for (i, sub) in config.subscriptions.iter().enumerate() {
-        let at = format!("subscriptions[{i}]");
-        if sub.name.is_empty()
-            || !sub
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
-            e.push(format!("{at}.name"), "letters, digits, '-', '_' or '.'");
-        }
-        if !names.insert(sub.name.as_str()) {
-            e.push(
-                format!("{at}.name"),
-                format!("{:?} is used twice", sub.name),
-            );
-        }
-        if !config.topics.contains_key(&sub.topic) {
-            e.push(
-                format!("{at}.topic"),
-                format!("no topic named {:?}; declare it under topics", sub.topic),
-            );
-        }
-        let endpoint_ok = ["http://", "https://"].iter().any(|p| {
-            sub.endpoint
-                .strip_prefix(p)
-                .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
-        }) && sub.endpoint.parse::<http::Uri>().is_ok();
-        if !endpoint_ok {
-            e.push(
-                format!("{at}.endpoint"),
-                format!("{:?}: expected http(s)://host[:port]/path", sub.endpoint),
-            );
-        }
-        if sub.from_api
-            && let Ok(policy) = crate::net::NetworkPolicy::parse(&config.events.allowed_networks)
-            && let Ok(uri) = sub.endpoint.parse::<http::Uri>()
-            && let Some(host) = uri.host()
-            && let Ok(ip) = host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-            && !policy.allows(ip)
-        {
-            e.push(
-                format!("{at}.endpoint"),
-                format!("{ip} is outside events.allowed_networks (subscriptions made through the API may not reach internal addresses)"),
-            );
-        }
-        if let Some(r) = &sub.rate_limit
-            && (r.limit == 0 || r.per.get().is_zero())
-        {
-            e.push(
-                format!("{at}.rate_limit"),
-                "limit and per must be greater than 0",
-            );
-        }
-        if !(1..=1000).contains(&sub.max_in_flight) {
-            e.push(format!("{at}.max_in_flight"), "must be between 1 and 1000");
-        }
-        if sub.timeout.get().is_zero() {
-            e.push(format!("{at}.timeout"), "must be greater than 0");
-        }
-        if let Some(secret) = &sub.signing_secret {
-            for part in secret.parts() {
-                let ok = match part {
-                    crate::SecretSource::Literal(s) => s.starts_with("whsec_"),
-                    _ => true,
-                };
-                if !ok {
-                    e.push(
-                        format!("{at}.signing_secret"),
-                        "whsec_ followed by base64 (or env:NAME / file:PATH)",
-                    );
-                }
-            }
-        }
-    }
+    validate_queue_and_topics(config, &mut e);
+    validate_subscriptions(config, &mut e);
     if let Some(store) = &config.store {
         let store = store.as_written();
         let ok = ["sqlite://", "postgres://", "postgresql://"]
@@ -721,6 +597,140 @@ fn levenshtein(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+/// Each subscription: a unique name, a known topic, its endpoint and delivery settings.
+fn validate_subscriptions(config: &Config, e: &mut Errors) {
+    let mut names = std::collections::HashSet::new();
+    for (i, sub) in config.subscriptions.iter().enumerate() {
+        let at = format!("subscriptions[{i}]");
+        if sub.name.is_empty()
+            || !sub
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            e.push(format!("{at}.name"), "letters, digits, '-', '_' or '.'");
+        }
+        if !names.insert(sub.name.as_str()) {
+            e.push(
+                format!("{at}.name"),
+                format!("{:?} is used twice", sub.name),
+            );
+        }
+        if !config.topics.contains_key(&sub.topic) {
+            e.push(
+                format!("{at}.topic"),
+                format!("no topic named {:?}; declare it under topics", sub.topic),
+            );
+        }
+        let endpoint_ok = ["http://", "https://"].iter().any(|p| {
+            sub.endpoint
+                .strip_prefix(p)
+                .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+        }) && sub.endpoint.parse::<http::Uri>().is_ok();
+        if !endpoint_ok {
+            e.push(
+                format!("{at}.endpoint"),
+                format!("{:?}: expected http(s)://host[:port]/path", sub.endpoint),
+            );
+        }
+        if sub.from_api
+            && let Ok(policy) = crate::net::NetworkPolicy::parse(&config.events.allowed_networks)
+            && let Ok(uri) = sub.endpoint.parse::<http::Uri>()
+            && let Some(host) = uri.host()
+            && let Ok(ip) = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+            && !policy.allows(ip)
+        {
+            e.push(
+                format!("{at}.endpoint"),
+                format!("{ip} is outside events.allowed_networks (subscriptions made through the API may not reach internal addresses)"),
+            );
+        }
+        if let Some(r) = &sub.rate_limit
+            && (r.limit == 0 || r.per.get().is_zero())
+        {
+            e.push(
+                format!("{at}.rate_limit"),
+                "limit and per must be greater than 0",
+            );
+        }
+        if !(1..=1000).contains(&sub.max_in_flight) {
+            e.push(format!("{at}.max_in_flight"), "must be between 1 and 1000");
+        }
+        if sub.timeout.get().is_zero() {
+            e.push(format!("{at}.timeout"), "must be greater than 0");
+        }
+        if let Some(secret) = &sub.signing_secret {
+            for part in secret.parts() {
+                let ok = match part {
+                    crate::SecretSource::Literal(s) => s.starts_with("whsec_"),
+                    _ => true,
+                };
+                if !ok {
+                    e.push(
+                        format!("{at}.signing_secret"),
+                        "whsec_ followed by base64 (or env:NAME / file:PATH)",
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The event queue's namespace and backend, and each topic's name and sizes.
+fn validate_queue_and_topics(config: &Config, e: &mut Errors) {
+    let ns = &config.events.namespace;
+    if ns.is_empty()
+        || ns.len() > 32
+        || !ns
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+    {
+        e.push("events.namespace", "1 to 32 letters, digits, '-' or '_'");
+    }
+    let backend = config.events.backend.as_written();
+    let known = backend == "embedded"
+        || backend.starts_with("redis://")
+        || backend.starts_with("rediss://")
+        || backend.starts_with("nats://")
+        || backend.starts_with("amqp://")
+        || backend.starts_with("amqps://")
+        || backend.strip_prefix("env:").is_some_and(|n| {
+            !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        });
+    if !known {
+        e.push(
+            "events.backend",
+            format!(
+                "{backend:?}: give `embedded`, a `redis://`, `rediss://`, `nats://`, `amqp://` or `amqps://` URL, or `env:NAME` naming a variable that holds one"
+            ),
+        );
+    }
+    for (name, t) in &config.topics {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            e.push(
+                format!("topics.{name}"),
+                "a topic name is letters, digits, '-', '_' or '.'",
+            );
+        }
+        if t.max_event_size.0 == 0 || t.max_event_size.0 > 64 << 20 {
+            e.push(
+                format!("topics.{name}.max_event_size"),
+                "must be between 1B and 64MiB",
+            );
+        }
+        if t.retention.get().is_zero() {
+            e.push(format!("topics.{name}.retention"), "must be greater than 0");
+        }
+    }
 }
 
 /// Thresholds given as percentages must rise in the order their actions escalate.

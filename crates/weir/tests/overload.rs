@@ -102,7 +102,7 @@ async fn buffered_bodies_share_one_budget() {
     // Refused on its Content-Length, before the body is read (a client still sending it
     // would see the connection close under it, so only the head is sent).
     let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{{",
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n[",
         2 << 20
     );
     let big = common::raw_request(
@@ -163,7 +163,7 @@ async fn a_trickled_body_times_out_and_frees_its_hold() {
         "limits: { body_timeout: 300ms }\noverload: { buffered_bodies: 1MiB }",
     ));
     let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{{",
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n[",
         900 << 10
     );
     let started = std::time::Instant::now();

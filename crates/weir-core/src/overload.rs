@@ -108,14 +108,6 @@ impl Overload {
         self.max_connections.store(max_connections, Relaxed);
     }
 
-    pub fn body_budget(&self) -> u64 {
-        self.budget.load(Relaxed)
-    }
-
-    pub fn max_connections(&self) -> u64 {
-        self.max_connections.load(Relaxed)
-    }
-
     pub fn set_pressure(&self, p: Pressure) {
         self.pressure.store(p as u8, Relaxed);
     }

@@ -87,17 +87,11 @@ async fn closed_within(c: &mut TcpStream, wait: Duration) -> bool {
 async fn buffered_bodies_share_one_budget() {
     let fake = FakeOpenAi::openai().await;
     let r = gateway(&config(&fake, "overload: { buffered_bodies: 1MiB }"));
-    let client = HttpClient::new();
-    let send = |body: serde_json::Value| {
-        let req = http::Request::post(url(&r, "/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(
-                body.to_string(),
-            )))
-            .unwrap();
-        client.send(req)
+    let running = &r;
+    let send = |body: serde_json::Value| async move {
+        common::ai::post_json(running, "/v1/chat/completions", &[], &body).await
     };
-    let fits = send(chat(100 << 10)).await.unwrap();
+    let fits = send(chat(100 << 10)).await;
     assert_eq!(fits.status, 200, "{}", fits.text());
     // Refused on its Content-Length, before the body is read (a client still sending it
     // would see the connection close under it, so only the head is sent).
@@ -148,7 +142,7 @@ async fn buffered_bodies_share_one_budget() {
     }
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 503"));
     wait_counted(&r, "body_budget", 2).await;
-    let again = send(chat(100 << 10)).await.unwrap();
+    let again = send(chat(100 << 10)).await;
     assert_eq!(again.status, 200, "refusals free what they counted");
     r.shutdown().await;
 }
@@ -180,14 +174,8 @@ async fn a_trickled_body_times_out_and_frees_its_hold() {
         "closed, not left open"
     );
     // The 900 KiB it reserved are free again: another such prompt fits the 1 MiB budget.
-    let client = HttpClient::new();
-    let req = http::Request::post(url(&r, "/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            chat(800 << 10).to_string(),
-        )))
-        .unwrap();
-    assert_eq!(client.send(req).await.unwrap().status, 200);
+    let again = common::ai::post_json(&r, "/v1/chat/completions", &[], &chat(800 << 10)).await;
+    assert_eq!(again.status, 200);
     r.shutdown().await;
 }
 
@@ -276,13 +264,7 @@ async fn memory_thresholds_shed_refuse_and_stop_accepting() {
     let mut refused = None;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let req = http::Request::post(url(&r, "/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(
-                chat(10).to_string(),
-            )))
-            .unwrap();
-        let rsp = client.send(req).await.unwrap();
+        let rsp = common::ai::post_json(&r, "/v1/chat/completions", &[], &chat(10)).await;
         if rsp.status == 503 {
             refused = Some(rsp);
             break;

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod id;
+pub mod json;
 pub mod overload;
 pub mod path;
 pub mod time;

@@ -6,6 +6,44 @@ use std::fmt::Write;
 /// Writes Unix milliseconds as `2026-11-26T12:00:00.000Z` (civil-from-days, Howard
 /// Hinnant's algorithm).
 pub fn write_rfc3339(out: &mut impl Write, ms: i64) -> std::fmt::Result {
+    let mut s = String::with_capacity(24);
+    push_rfc3339(&mut s, ms);
+    out.write_str(&s)
+}
+
+/// [`write_rfc3339`] appended to a string with the digits written by hand: the access log
+/// writes one per request.
+pub fn push_rfc3339(s: &mut String, ms: i64) {
+    use crate::json::push_u64;
+    let c = civil(ms);
+    // A year before 0 or after 9999 is no RFC 3339 time; clamp rather than mis-format.
+    push_u64(s, c.year.clamp(0, 9999) as u64, 4);
+    for (sep, v) in [
+        ('-', c.month),
+        ('-', c.day),
+        ('T', c.hour),
+        (':', c.minute),
+        (':', c.second),
+    ] {
+        s.push(sep);
+        push_u64(s, v as u64, 2);
+    }
+    s.push('.');
+    push_u64(s, c.milli as u64, 3);
+    s.push('Z');
+}
+
+struct Civil {
+    year: i64,
+    month: i64,
+    day: i64,
+    hour: i64,
+    minute: i64,
+    second: i64,
+    milli: i64,
+}
+
+fn civil(ms: i64) -> Civil {
     let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;
@@ -17,13 +55,15 @@ pub fn write_rfc3339(out: &mut impl Write, ms: i64) -> std::fmt::Result {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{milli:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    Civil {
+        year,
+        month,
+        day,
+        hour: rem / 3600,
+        minute: rem % 3600 / 60,
+        second: rem % 60,
+        milli,
+    }
 }
 
 /// [`write_rfc3339`] into a new string.

@@ -156,5 +156,8 @@ impl Running {
         let _ = self.shutdown.send(true);
         let workers = self.workers;
         let _ = tokio::task::spawn_blocking(move || workers.join()).await;
+        // Every request has ended: the access log's last lines go out before Weir does.
+        let log = self.gateway.snapshot().access_log.clone();
+        let _ = tokio::task::spawn_blocking(move || log.close()).await;
     }
 }

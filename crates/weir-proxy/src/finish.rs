@@ -76,7 +76,6 @@ impl Finish {
             let bytes_in = l.body_stats.as_ref().map_or(l.bytes_in, |s| {
                 s.bytes.load(std::sync::atomic::Ordering::Relaxed)
             });
-            let client = l.client.to_string();
             l.sink.log(&Record {
                 request_id: l.request_id.as_str(),
                 route: &l.route,
@@ -89,7 +88,7 @@ impl Finish {
                 total_ms: elapsed * 1000.0,
                 bytes_in,
                 bytes_out,
-                client: &client,
+                client: l.client,
                 error: if aborted && l.error.is_empty() {
                     "client_aborted"
                 } else {

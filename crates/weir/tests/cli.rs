@@ -264,3 +264,53 @@ async fn sighup_reloads_and_sigterm_drains_in_flight_requests() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The access log is written in batches; a clean stop still writes every line, whole,
+/// before the process exits — including those of the last moments before SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_writes_every_access_log_line_before_exit() {
+    let up = MockUpstream::start(Behavior::Status(200)).await;
+    let dir = temp_dir("access-log-stop");
+    let path = dir.join("weir.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "upstreams:\n  u: {{ targets: [ {{ address: \"{}\" }} ] }}\nroutes:\n  - {{ name: r, upstream: u, match: {{ paths: [\"/a/*\"] }} }}\n",
+            up.address()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("access.log");
+    let proxy = free_port();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", path.to_str().unwrap(), "--no-watch"])
+        .current_dir(&dir)
+        .env("WEIR_LOG", "warn")
+        .env("WEIR_LISTEN_PROXY", format!("127.0.0.1:{proxy}"))
+        .env("WEIR_ACCESS_LOG", &log)
+        .env_remove("WEIR_CONFIG")
+        .env_remove("WEIR_LISTEN_ADMIN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn weir");
+    wait_port(proxy).await;
+    let cl = HttpClient::new();
+    let n = 300;
+    for i in 0..n {
+        let r = cl.get(&format!("http://127.0.0.1:{proxy}/a/{i}")).await;
+        assert_eq!(r.status, 200);
+    }
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut paths = std::collections::HashSet::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a whole JSON line");
+        assert_eq!(v["status"], 200, "{line}");
+        paths.insert(v["path"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(text.lines().count(), n, "one line per request");
+    assert_eq!(paths.len(), n);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Instructions per request under callgrind: a release Weir (one worker, access log off)
+# Instructions per request under callgrind: a release Weir (one worker, access log off, or
+# CG_ACCESS_LOG=stdout for the default; CG_KEEP=DIR keeps the callgrind files)
 # with a plain route and a key-auth route to an nginx upstream, run under
 # `valgrind --tool=callgrind` twice — once serving FEW requests, once MANY, each on one
 # keep-alive connection — so the difference over (MANY - FEW) is the cost of one request
@@ -21,12 +22,12 @@ up=$(port)
 start_nginx_ok "$dir" "$up"
 trap 'kill $ngx 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
 
-run() { # N -> total instructions of a run serving N requests
+run() { # N: a run serving N requests, its callgrind files in $dir/cg.N-*
   local n=$1 px; px=$(port)
   cat > "$dir/weir.yaml" <<YAML
 listen: { proxy: "127.0.0.1:$px" }
 workers: 1
-access_log: off
+access_log: ${CG_ACCESS_LOG:-off}
 data_dir: $dir/data
 upstreams:
   up: { targets: [ { address: "127.0.0.1:$up" } ] }
@@ -36,7 +37,7 @@ routes:
   - { name: plain, match: { paths: [/plain] }, upstream: up }
   - { name: keyed, match: { paths: [/keyed] }, upstream: up, max_body_size: 1KiB, policies: [ { key_auth: {} } ] }
 YAML
-  valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$dir/cg.$n" "$bin" serve --config "$dir/weir.yaml" --log error \
+  valgrind --tool=callgrind --separate-threads=yes --dump-instr=no --callgrind-out-file="$dir/cg.$n" "$bin" serve --config "$dir/weir.yaml" --log error \
     > "$dir/weir.$n.log" 2>&1 &
   local vg=$!
   python3 - "$px" "$n" "$kind" <<'PY'
@@ -64,9 +65,14 @@ for _ in range(n):
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 PY
   kill -INT $vg; wait $vg 2>/dev/null || true
-  for f in "$dir/cg.$n"-*; do awk '/^summary:|^totals:/ {print $2; exit}' "$f"; done | sort -n | tail -1
 }
+total() { awk '/^summary:|^totals:/ {print $2; exit}' "$1"; }
 
-a=$(run "$few"); b=$(run "$many")
+run "$few"; run "$many"
+# The worker is the busiest thread of the MANY run; the same thread number in the FEW run
+# (threads start in the same order), not that run's busiest, which may be the main thread.
+worker=$(for f in "$dir/cg.$many"-*; do echo "$(total "$f") ${f##*-}"; done | sort -n | tail -1 | cut -d' ' -f2)
+a=$(total "$dir/cg.$few-$worker"); b=$(total "$dir/cg.$many-$worker")
+[ -n "${CG_KEEP:-}" ] && cp "$dir"/cg.* "$CG_KEEP"/
 echo "callgrind $kind: $few requests $a, $many requests $b instructions"
 echo "per request: $(( (b - a) / (many - few) )) instructions ($kind, $(basename "$bin"))"

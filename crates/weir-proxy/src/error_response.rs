@@ -1,20 +1,26 @@
 //! The one place where gateway-made errors become HTTP responses, all with one JSON shape:
 //! `{"error":{"type":…,"message":…,"request_id":…}}`.
 
+use std::fmt::Write as _;
+
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response};
-use weir_core::GatewayError;
+use weir_core::{GatewayError, json};
 
 use crate::body::ProxyBody;
 
 pub fn render(err: &GatewayError, request_id: &str) -> Response<ProxyBody> {
-    let body = serde_json::json!({
-        "error": { "type": err.kind(), "message": err.to_string(), "request_id": request_id }
-    });
-    let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
-    bytes.push(b'\n');
-    let mut rsp = Response::new(ProxyBody::full(Bytes::from(bytes)));
+    // Written by hand: a refusal is the answer abuse gets most, so it must cost little.
+    let mut body = String::with_capacity(160);
+    body.push_str("{\"error\":{\"type\":");
+    json::push_str(&mut body, err.kind());
+    body.push_str(",\"message\":\"");
+    let _ = write!(json::Escaped(&mut body), "{err}");
+    body.push_str("\",\"request_id\":");
+    json::push_str(&mut body, request_id);
+    body.push_str("}}\n");
+    let mut rsp = Response::new(ProxyBody::full(Bytes::from(body)));
     *rsp.status_mut() = err.status();
     let h = rsp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -527,8 +527,9 @@ def report(args, stats, alive, missing):
     if loads.get("baseline") or loads.get("abuse"):
         b, a = loads.get("baseline") or {}, loads.get("abuse") or {}
         print(f"  legit proxy, open loop at {args.load_rate:g}/s (weir-load): baseline {b.get('answered')} answered, "
-              f"{b.get('errors')} errors, p99 {b.get('p99_ms')} ms; under abuse {a.get('answered')} answered, "
-              f"{a.get('errors')} errors, p99 {a.get('p99_ms')} ms, p99.9 {a.get('p999_ms')} ms")
+              f"{b.get('errors')} errors, p50 {b.get('p50_ms')} ms, p99 {b.get('p99_ms')} ms; under abuse "
+              f"{a.get('answered')} answered, {a.get('errors')} errors, p50 {a.get('p50_ms')} ms, "
+              f"p99 {a.get('p99_ms')} ms, p99.9 {a.get('p999_ms')} ms")
         ok = set(b.get("statuses", {})) | set(a.get("statuses", {})) <= {"200"}
         if b.get("errors") or a.get("errors") or not ok or not b.get("answered") or not a.get("answered"):
             failures.append(f"open-loop legit proxy traffic failed: {b} / {a}")

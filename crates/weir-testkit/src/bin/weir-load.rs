@@ -1,7 +1,8 @@
 //! weir-load: an open-loop HTTP/1.1 load generator for the benchmark scripts — requests
 //! leave on a fixed schedule whatever the answers do, and each latency is counted from the
 //! moment its request was due, so a stalled server shows as latency instead of hiding as a
-//! lower rate (the "coordinated omission" a closed-loop tool like wrk has).
+//! lower rate (the "coordinated omission" a closed-loop tool like wrk has). A request sent
+//! late only because the generator's timer woke late counts from when it was sent.
 //!
 //!   weir-load --target 127.0.0.1:8080 --rate 20000 --connections 64 --seconds 10 \
 //!             --path /bad/x --header 'x-api-key: nope' [--method POST --body '{}'] [--json]
@@ -185,6 +186,11 @@ async fn connection(
     let mut conn: Option<TcpStream> = None;
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut due = first;
+    // When the previous answer came back: a connection still busy at a request's due time
+    // is the server's delay, counted from `due`; one free but woken late by the timer
+    // (tokio's is millisecond-grained) is the generator's, so that request counts from
+    // when it was sent.
+    let mut free_at = first;
     while due < end {
         tokio::time::sleep_until(due.into()).await;
         if conn.is_none() {
@@ -194,6 +200,8 @@ async fn connection(
             }
             buf.clear();
         }
+        let sent = Instant::now();
+        let from = if free_at > due { due } else { sent };
         let result = match conn.as_mut() {
             Some(c) => match c.write_all(&request).await {
                 Ok(()) => read_answer(c, &mut buf).await,
@@ -203,7 +211,8 @@ async fn connection(
         };
         match result {
             Ok(answer) => {
-                let waited = due.elapsed().as_micros();
+                free_at = Instant::now();
+                let waited = from.elapsed().as_micros();
                 tally.micros.push(u32::try_from(waited).unwrap_or(u32::MAX));
                 *tally.statuses.entry(answer.status).or_default() += 1;
                 if answer.close {
@@ -211,6 +220,7 @@ async fn connection(
                 }
             }
             Err(_) => {
+                free_at = Instant::now();
                 tally.errors += 1;
                 conn = None;
             }

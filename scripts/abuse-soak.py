@@ -48,7 +48,8 @@ def parse_args():
                    help="oversized, nested, header floods and h2 resets, per second each")
     p.add_argument("--load-bin", help="weir-load: drives legitimate proxy traffic open-loop at --load-rate")
     p.add_argument("--load-rate", type=float, default=0.0,
-                   help="legit proxy req/s sent by weir-load (half the measured peak), 0 for none")
+                   help="legit proxy req/s sent by weir-load; 0 with --load-bin: half the peak "
+                        "that wrk measures while the other legitimate traffic runs")
     p.add_argument("--enforce-latency", action="store_true",
                    help="fail when legitimate p99 under abuse passes 2x the baseline")
     return p.parse_args()
@@ -431,6 +432,20 @@ def delivered(sink_log):
         return set()
 
 
+async def measure_peak(args):
+    """The keyed proxy route's peak (wrk, 32 connections, 5 s on CPU 0), measured while the
+    events, AI calls and their deliveries run, so half of it is half of what the node can
+    take beside them."""
+    cmd = ["wrk", "-t1", "-c32", "-d5s", "-H", f"x-api-key: {KEY}", f"http://{args.proxy}/api/items"]
+    if shutil.which("taskset"):
+        cmd = ["taskset", "-c", "0"] + cmd
+    out = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout=60)
+    for line in out.stdout.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    raise SystemExit(f"abuse-soak: wrk measured no peak: {out.stdout} {out.stderr}")
+
+
 def open_loop(args, seconds):
     """Starts weir-load sending legitimate proxy requests at --load-rate for `seconds`: its
     latencies count from when each request was due, so Weir's queueing shows. It runs at a
@@ -470,6 +485,12 @@ async def main():
     print(f"abuse-soak: baseline, legitimate traffic alone for {args.baseline} s "
           "(the first 3 s not counted)", flush=True)
     await asyncio.sleep(3)
+    if args.load_bin and args.load_rate <= 0:
+        peak = await measure_peak(args)
+        args.load_rate = round(peak / 2)
+        print(f"abuse-soak: peak of the keyed proxy route beside the other legitimate traffic {peak:.0f} "
+              f"req/s (wrk, 5 s); legitimate proxy traffic at {args.load_rate:g} req/s, open loop", flush=True)
+        await asyncio.sleep(2)
     phase[0] = "baseline"
     marks = [histograms(args.admin)]
     base_load = open_loop(args, max(1, args.baseline - 4))

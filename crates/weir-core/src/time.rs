@@ -1,18 +1,8 @@
 //! Times as people and logs read them: RFC 3339 in UTC with milliseconds, written from
 //! Unix milliseconds without allocating (the access log writes one per request).
 
-use std::fmt::Write;
-
-/// Writes Unix milliseconds as `2026-11-26T12:00:00.000Z` (civil-from-days, Howard
-/// Hinnant's algorithm).
-pub fn write_rfc3339(out: &mut impl Write, ms: i64) -> std::fmt::Result {
-    let mut s = String::with_capacity(24);
-    push_rfc3339(&mut s, ms);
-    out.write_str(&s)
-}
-
-/// [`write_rfc3339`] appended to a string with the digits written by hand: the access log
-/// writes one per request.
+/// Appends Unix milliseconds as `2026-11-26T12:00:00.000Z` (civil-from-days, Howard
+/// Hinnant's algorithm), the digits written by hand: the access log writes one per request.
 pub fn push_rfc3339(s: &mut String, ms: i64) {
     use crate::json::push_u64;
     let c = civil(ms);
@@ -66,9 +56,9 @@ fn civil(ms: i64) -> Civil {
     }
 }
 
-/// [`write_rfc3339`] into a new string.
+/// [`push_rfc3339`] into a new string.
 pub fn rfc3339(ms: i64) -> String {
     let mut s = String::with_capacity(24);
-    let _ = write_rfc3339(&mut s, ms);
+    push_rfc3339(&mut s, ms);
     s
 }

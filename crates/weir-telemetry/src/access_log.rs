@@ -174,19 +174,12 @@ fn writer(shared: &Shared, sink: Box<dyn Write + Send>) {
     }
 }
 
-/// One line, as written.
-pub fn format_line(r: &Record<'_>) -> String {
-    let mut s = String::with_capacity(320);
-    write_line(&mut s, r);
-    s
-}
-
 fn write_line(s: &mut String, r: &Record<'_>) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     s.push_str("{\"time\":\"");
-    push_rfc3339(s, now);
+    weir_core::time::push_rfc3339(s, now.as_millis() as i64);
     s.push_str("\",\"request_id\":");
     weir_core::json::push_str(s, r.request_id);
     s.push_str(",\"route\":");
@@ -233,14 +226,15 @@ fn push_ms(s: &mut String, ms: f64) {
     weir_core::json::push_u64(s, us % 1000, 3);
 }
 
-/// RFC 3339 UTC with milliseconds, from a Unix duration.
-fn push_rfc3339(s: &mut String, d: Duration) {
-    weir_core::time::push_rfc3339(s, d.as_millis() as i64);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn format_line(r: &Record<'_>) -> String {
+        let mut s = String::new();
+        write_line(&mut s, r);
+        s
+    }
 
     #[test]
     fn lines_are_valid_json_with_every_field() {
@@ -414,7 +408,7 @@ mod tests {
     #[test]
     fn rfc3339_of_known_instants() {
         let mut s = String::new();
-        push_rfc3339(&mut s, Duration::from_millis(1_700_000_000_123));
+        weir_core::time::push_rfc3339(&mut s, 1_700_000_000_123);
         assert_eq!(s, "2023-11-14T22:13:20.123Z");
     }
 }

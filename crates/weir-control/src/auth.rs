@@ -229,8 +229,35 @@ pub fn presented(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-/// The caller behind a request's token or session.
-pub async fn authenticate(store: &Store, headers: &HeaderMap) -> ApiResult<Caller> {
+/// How long a login lasts: it ends after `idle` without a request, and after `absolute`
+/// whatever happens.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    pub idle: Duration,
+    pub absolute: Duration,
+}
+
+impl SessionLimits {
+    /// When a session opened at `created_at` and used at `now` expires.
+    pub fn expiry(&self, created_at: i64, now: i64) -> i64 {
+        (now + self.idle.as_secs() as i64).min(created_at + self.absolute.as_secs() as i64)
+    }
+}
+
+/// The token a console sends with each write it makes on a session cookie
+/// (`X-CSRF-Token`): derived from the session's secret, so only a page that could read the
+/// login's answer (same origin) knows it, and it dies with the session.
+pub fn csrf_token(secret: &str) -> String {
+    digest(&format!("csrf:{secret}"))
+}
+
+/// The caller behind a request's token or session. A session's expiry slides forward with
+/// use (written at most once a minute), never past its absolute limit.
+pub async fn authenticate(
+    store: &Store,
+    headers: &HeaderMap,
+    limits: SessionLimits,
+) -> ApiResult<Caller> {
     let Some(secret) = presented(headers) else {
         return Err(ApiError::Unauthorized(
             "log in (POST /api/v1/login) or send Authorization: Bearer TOKEN",
@@ -244,6 +271,13 @@ pub async fn authenticate(store: &Store, headers: &HeaderMap) -> ApiResult<Calle
             "the token is not valid or has expired",
         ));
     };
+    if token.kind == "session" {
+        let now = weir_store::now();
+        let due = limits.expiry(token.created_at, now);
+        if token.expires_at.is_some_and(|at| due - at >= 60) {
+            store.extend_session(&token.id, due).await?;
+        }
+    }
     let role = Role::parse(&user.role).ok_or_else(|| {
         ApiError::Internal(format!("account {:?} has an unknown role", user.username))
     })?;

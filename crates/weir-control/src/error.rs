@@ -20,6 +20,8 @@ pub enum ApiError {
     /// File mode: the file is the truth.
     ReadOnly,
     UnsupportedMediaType,
+    /// The body is over the admin API's limit (in bytes).
+    TooLarge(usize),
     Unavailable(String),
     /// An event operation refused (a topic route's answer), or the queue unavailable.
     Event {
@@ -62,6 +64,11 @@ impl ApiError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "send the body as application/json".to_owned(),
+            ),
+            Self::TooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body is over the admin API's limit of {limit} bytes; split the change (PUT one object at a time)"),
             ),
             Self::Unavailable(m) => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -9,9 +9,11 @@ mod ai_objects;
 mod api;
 mod assemble;
 mod auth;
+mod console;
 mod error;
 pub mod events;
 mod openapi;
+mod setup;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -61,7 +63,9 @@ pub struct Control {
     /// Serializes applying, so versions are applied in order.
     apply_lock: tokio::sync::Mutex<()>,
     pub(crate) logins: auth::LoginGuard,
-    pub(crate) session_ttl: Duration,
+    pub(crate) sessions: auth::SessionLimits,
+    /// The one-time token that creates the first admin, while no account exists.
+    pub(crate) setup: setup::Setup,
     /// The node's event plane, when it has a queue.
     pub(crate) events: std::sync::OnceLock<Arc<dyn events::Events>>,
     pub(crate) ai: std::sync::OnceLock<Arc<dyn ai::AiCalls>>,
@@ -79,7 +83,11 @@ impl Control {
             store_error: Mutex::new(None),
             apply_lock: tokio::sync::Mutex::new(()),
             logins: auth::LoginGuard::default(),
-            session_ttl: Duration::from_secs(12 * 3600),
+            sessions: auth::SessionLimits {
+                idle: Duration::from_secs(30 * 60),
+                absolute: Duration::from_secs(12 * 3600),
+            },
+            setup: setup::Setup::default(),
             events: std::sync::OnceLock::new(),
             ai: std::sync::OnceLock::new(),
         })
@@ -98,6 +106,19 @@ impl Control {
     /// The node's own settings as last loaded from its file.
     pub(crate) fn base(&self) -> Arc<Config> {
         Arc::clone(&self.base.read())
+    }
+
+    /// What an operator should fix, said on the console and in the log at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(addr) = &self.base().listen.admin
+            && exposed(addr)
+        {
+            out.push(format!(
+                "the admin listener {addr} is reachable beyond this machine over plain HTTP: passwords and sessions cross the network readable; bind listen.admin to 127.0.0.1, or put a TLS proxy in front and allow only it"
+            ));
+        }
+        out
     }
 
     pub fn store(&self) -> &Store {
@@ -244,6 +265,10 @@ impl Control {
                 .await?;
             tracing::info!(user, "created the first account from WEIR_ADMIN_PASSWORD");
         }
+        if self.store.user_count().await? == 0 {
+            self.setup
+                .prepare(std::path::Path::new(&self.base().data_dir))?;
+        }
         if self.mode == Mode::Database {
             if self.store.version().await? == 0 {
                 // Stored as the API would store them: literal API keys as their digests.
@@ -331,4 +356,13 @@ impl Control {
 
 async fn sqlx_listen(store: &Store) -> Result<weir_store::Listener, weir_store::StoreError> {
     weir_store::Listener::connect(store).await
+}
+
+/// Whether a listen address takes connections from beyond loopback.
+fn exposed(addr: &str) -> bool {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) => !a.ip().is_loopback(),
+        // A host name: only `localhost` is known to stay on this machine.
+        Err(_) => !addr.starts_with("localhost:"),
+    }
 }

@@ -15,10 +15,10 @@ use crate::api;
         description = "Manage a Weir gateway: configuration objects (upstreams, routes, consumers, policy defaults), accounts and tokens, the audit log. Log in with POST /api/v1/login, then send the token as `Authorization: Bearer` (or keep the session cookie).",
     ),
     paths(
-        api::openapi, api::login, api::logout, api::status, api::config, api::apply_config,
+        api::openapi, api::login, api::logout, api::setup_state, api::setup, api::session, api::status, api::config, api::apply_config,
         api::list_objects, api::create_object, api::get_object, api::put_object, api::delete_object,
         api::get_defaults, api::put_defaults, api::audit, api::analytics,
-        api::list_users, api::create_user, api::delete_user,
+        api::list_users, api::create_user, api::set_role, api::delete_user,
         api::list_tokens, api::create_token, api::delete_token,
         api::list_credentials, api::add_credential, api::delete_credential,
         api::publish_event, api::get_event, api::list_subscriptions, api::get_subscription,

@@ -1,7 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz`, `/livez`, `/readyz`, and
-//! the admin API under `/api/` when the control plane has mounted one (the listener takes
-//! no connection before then, so nothing sees a `404` for an API still starting). Runs on
-//! the control thread, away from the workers.
+//! the admin API under `/api/` and its console at `/` when the control plane has mounted
+//! them (the listener takes no connection before then, so nothing sees a `404` for an API
+//! still starting). Runs on the control thread, away from the workers.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -120,10 +120,7 @@ pub async fn serve(
             let svc = service_fn(move |mut req: Request<Incoming>| {
                 // The API limits failed logins per client address too.
                 req.extensions_mut().insert(peer);
-                let mounted = req
-                    .uri()
-                    .path()
-                    .starts_with("/api/")
+                let mounted = (!is_node_endpoint(req.uri().path()))
                     .then(|| state.api.get().cloned())
                     .flatten();
                 let (gw, metrics, state) = (Arc::clone(&gw), metrics.clone(), Arc::clone(&state));
@@ -144,6 +141,12 @@ pub async fn serve(
                 .await;
         });
     }
+}
+
+/// The listener's own endpoints; everything else (the API under `/api/`, the console at
+/// `/`) belongs to the control plane once it is mounted.
+fn is_node_endpoint(path: &str) -> bool {
+    matches!(path, "/metrics" | "/healthz" | "/livez" | "/readyz")
 }
 
 async fn route(

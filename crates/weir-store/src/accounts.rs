@@ -91,6 +91,41 @@ impl Store {
         Ok(())
     }
 
+    /// Changes an account's role and ends its sessions (a session carries the rights it
+    /// was opened with in the user's mind, so a new role means a new login); its API
+    /// tokens stay and take the new role. Audited.
+    pub async fn set_role(&self, actor: &str, username: &str, role: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("UPDATE weir_users SET role = $1 WHERE username = $2")
+            .bind(role)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("DELETE FROM weir_tokens WHERE username = $1 AND kind = 'session'")
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
+        self.audit_account(&mut tx, actor, "update", username, Some(role))
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Moves a session's expiry (the idle timeout slides with use; the caller keeps it
+    /// within the absolute one).
+    pub async fn extend_session(&self, id: &str, expires_at: i64) -> Result<()> {
+        sqlx::query("UPDATE weir_tokens SET expires_at = $1 WHERE id = $2 AND kind = 'session'")
+            .bind(expires_at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn audit_account(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,

@@ -446,7 +446,12 @@ async fn run(config: Config, origin: String, path: Option<PathBuf>, watch: bool)
                 weir_control::Mode::File => "file mode: read-only",
                 weir_control::Mode::Database => "database mode",
             };
-            eprintln!("  admin API: http://{a}/api/v1 ({mode}; OpenAPI at /api/v1/openapi.json)");
+            eprintln!("  console:   http://{a}/ ({mode})");
+            eprintln!("  admin API: http://{a}/api/v1 (OpenAPI at /api/v1/openapi.json)");
+            for w in c.warnings() {
+                tracing::warn!("{w}");
+                eprintln!("  warning: {w}");
+            }
         }
     }
     if let Some(a) = running.tls_addr {

@@ -25,8 +25,10 @@ pub struct LoginResponse {
     pub token: String,
     pub username: String,
     pub role: String,
-    /// Unix seconds.
+    /// Unix seconds: the idle limit, which slides with use (never past the absolute one).
     pub expires_at: i64,
+    /// Send as `X-CSRF-Token` with every write made on the session cookie.
+    pub csrf_token: String,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -95,20 +97,33 @@ pub async fn login(
         return Err(ApiError::Unauthorized("wrong user name or password"));
     };
     ctl.logins.succeeded(&keys);
+    open_session(&ctl, user, &headers).await
+}
+
+/// A new session for `user`: the login answer, with its cookie. `Secure` when the request
+/// came through TLS (`X-Forwarded-Proto: https` from the proxy in front; a forged header
+/// only makes the forger's own cookie stricter).
+async fn open_session(
+    ctl: &crate::Control,
+    user: weir_store::User,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
     let (token, secret) = auth::issue(
         &ctl.store,
         &user.username,
         "login",
         "session",
-        Some(ctl.session_ttl),
+        Some(ctl.sessions.idle),
     )
     .await?;
+    let secure = if over_tls(headers) { "; Secure" } else { "" };
     let cookie = format!(
-        "{}={secret}; Path=/api; HttpOnly; SameSite=Strict; Max-Age={}",
+        "{}={secret}; Path=/api; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         auth::SESSION_COOKIE,
-        ctl.session_ttl.as_secs()
+        ctl.sessions.absolute.as_secs()
     );
     let body = LoginResponse {
+        csrf_token: auth::csrf_token(&secret),
         token: secret,
         username: user.username,
         role: user.role,
@@ -121,6 +136,133 @@ pub async fn login(
     rsp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(rsp)
+}
+
+fn over_tls(headers: &HeaderMap) -> bool {
+    let proto = |v: &HeaderValue| {
+        v.to_str()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case("https")
+    };
+    headers.get("x-forwarded-proto").is_some_and(proto)
+        || headers
+            .get(header::FORWARDED)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split([';', ','])
+                    .filter_map(|kv| kv.trim().split_once('='))
+                    .any(|(k, v)| {
+                        k.eq_ignore_ascii_case("proto")
+                            && v.trim_matches('"').eq_ignore_ascii_case("https")
+                    })
+            })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SetupState {
+    /// No account exists yet: create the first admin with the setup token.
+    pub needed: bool,
+    /// Where the token is (in `data_dir`, readable only by Weir's user).
+    pub token_file: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct SetupRequest {
+    /// The one-time token from the setup-token file in `data_dir`.
+    pub token: String,
+    pub username: String,
+    /// At least 12 characters.
+    pub password: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/setup", tag = "auth", security(()),
+    responses((status = 200, description = "Whether the first admin is still to be created", body = SetupState)))]
+pub async fn setup_state(State(ctl): Ctl) -> Json<SetupState> {
+    let file = ctl.setup.file();
+    Json(SetupState {
+        needed: file.is_some(),
+        token_file: file.map(|p| p.display().to_string()),
+    })
+}
+
+#[utoipa::path(post, path = "/api/v1/setup", tag = "auth", request_body = SetupRequest, security(()),
+    responses(
+        (status = 200, description = "The first admin is created and logged in; the token is spent", body = LoginResponse),
+        (status = 400, description = "Bad user name or password", body = ErrorBody),
+        (status = 401, description = "Wrong setup token", body = ErrorBody),
+        (status = 409, description = "An account exists already: log in", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens", body = ErrorBody),
+    ))]
+pub async fn setup(
+    State(ctl): Ctl,
+    peer: Option<axum::Extension<std::net::SocketAddr>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let req: SetupRequest = json_body(&headers, &body)?;
+    let _one = ctl.setup.lock.lock().await;
+    if !ctl.setup.needed() || ctl.store.user_count().await? > 0 {
+        return Err(ApiError::Conflict(
+            "an account exists already: log in (POST /api/v1/login)".to_owned(),
+        ));
+    }
+    let keys: Vec<(String, u32)> = peer
+        .map(|axum::Extension(a)| vec![(format!("a:{}", a.ip()), auth::MAX_FAILURES_USER)])
+        .unwrap_or_default();
+    ctl.logins.check(&keys)?;
+    if !ctl.setup.matches(req.token.trim()) {
+        ctl.logins.failed(&keys);
+        return Err(ApiError::Unauthorized(
+            "wrong setup token: copy it from the setup-token file in data_dir (Weir logged its path)",
+        ));
+    }
+    assemble::check_name(&req.username)
+        .map_err(|e| ApiError::BadRequest(e.replacen("name", "username", 1)))?;
+    auth::check_password(&req.password)?;
+    let hash = auth::hash_password(req.password).await?;
+    let user = ctl
+        .store
+        .create_user("setup", &req.username, &hash, Role::Admin.as_str())
+        .await?;
+    ctl.setup.done();
+    tracing::info!(user = %user.username, "created the first admin with the setup token");
+    open_session(&ctl, user, &headers).await
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionInfo {
+    pub username: String,
+    /// `admin`, `editor` or `viewer`.
+    pub role: String,
+    /// `file` (read-only) or `database`.
+    pub mode: String,
+    /// Send as `X-CSRF-Token` with writes made on the session cookie.
+    pub csrf_token: String,
+    /// What an operator should fix (an admin listener open to the network over plain
+    /// HTTP, say).
+    pub warnings: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/session", tag = "auth",
+    responses((status = 200, description = "Who is logged in, and the token writes need", body = SessionInfo),
+              (status = 401, description = "Not logged in", body = ErrorBody)))]
+pub async fn session(State(ctl): Ctl, headers: HeaderMap) -> ApiResult<Response> {
+    let who = caller(&ctl, &headers).await?;
+    let secret = auth::presented(&headers).unwrap_or_default();
+    let info = SessionInfo {
+        username: who.username,
+        role: who.role.as_str().to_owned(),
+        mode: match ctl.mode {
+            crate::Mode::File => "file",
+            crate::Mode::Database => "database",
+        }
+        .to_owned(),
+        csrf_token: auth::csrf_token(&secret),
+        warnings: ctl.warnings(),
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(info)).into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/logout", tag = "auth",
@@ -191,6 +333,52 @@ pub async fn create_user(State(ctl): Ctl, headers: HeaderMap, body: Bytes) -> Ap
         }),
     )
         .into_response())
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RoleChange {
+    /// `admin`, `editor` or `viewer`.
+    pub role: String,
+}
+
+#[utoipa::path(put, path = "/api/v1/users/{username}/role", tag = "accounts", request_body = RoleChange,
+    params(("username" = String, Path, description = "The account")),
+    responses((status = 200, description = "Changed; the account's sessions are ended", body = UserOut),
+              (status = 400, description = "Unknown role", body = ErrorBody),
+              (status = 401, description = "Not logged in", body = ErrorBody),
+              (status = 403, description = "Needs the admin role", body = ErrorBody),
+              (status = 404, description = "No such account", body = ErrorBody),
+              (status = 409, description = "The last admin cannot lose the role", body = ErrorBody),
+              (status = 415, description = "Not JSON", body = ErrorBody)))]
+pub async fn set_role(
+    State(ctl): Ctl,
+    Path(username): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<UserOut>> {
+    let who = caller(&ctl, &headers).await?;
+    who.require(Role::Admin)?;
+    let req: RoleChange = json_body(&headers, &body)?;
+    let role = Role::parse(&req.role)
+        .ok_or_else(|| ApiError::BadRequest("role: one of admin, editor, viewer".to_owned()))?;
+    let users = ctl.store.users().await?;
+    let Some(target) = users.iter().find(|u| u.username == username) else {
+        return Err(ApiError::NotFound(format!("no account {username:?}")));
+    };
+    let admins = users.iter().filter(|u| u.role == "admin").count();
+    if target.role == "admin" && role != Role::Admin && admins == 1 {
+        return Err(ApiError::Conflict(
+            "this is the last admin account; make another admin first".to_owned(),
+        ));
+    }
+    ctl.store
+        .set_role(&who.username, &username, role.as_str())
+        .await?;
+    Ok(Json(UserOut {
+        username,
+        role: role.as_str().to_owned(),
+        created_at: target.created_at,
+    }))
 }
 
 #[utoipa::path(delete, path = "/api/v1/users/{username}", tag = "accounts",

@@ -45,6 +45,8 @@ pub fn router(control: Arc<Control>) -> axum::Router {
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/login", post(login))
         .route("/api/v1/logout", post(logout))
+        .route("/api/v1/setup", get(setup_state).post(setup))
+        .route("/api/v1/session", get(session))
         .route("/api/v1/status", get(status))
         .route("/api/v1/config", get(config).put(apply_config))
         .route("/api/v1/audit", get(audit))
@@ -53,6 +55,10 @@ pub fn router(control: Arc<Control>) -> axum::Router {
         .route(
             "/api/v1/users/{username}",
             axum::routing::delete(delete_user),
+        )
+        .route(
+            "/api/v1/users/{username}/role",
+            axum::routing::put(set_role),
         )
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{id}", axum::routing::delete(delete_token))
@@ -90,12 +96,72 @@ pub fn router(control: Arc<Control>) -> axum::Router {
             get(get_object).put(put_object).delete(delete_object),
         )
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(guard))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(control)
+        .merge(crate::console::router())
 }
 
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such API endpoint; see /api/v1/openapi.json".to_owned())
+}
+
+/// Refuses early what the handlers would refuse late (a body announced too large), and
+/// writes that a browser could make on a user's behalf from elsewhere: any write
+/// from another origin (`Origin`, `Sec-Fetch-Site`), and a write on the session cookie
+/// without the session's `X-CSRF-Token`. A bearer token is never sent by a browser on its
+/// own, so it needs neither.
+async fn guard(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    // A body announced over the limit is refused before it is read.
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY as u64) {
+        return ApiError::TooLarge(MAX_BODY).into_response();
+    }
+    match check_csrf(req.method(), req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn check_csrf(method: &axum::http::Method, headers: &HeaderMap) -> ApiResult<()> {
+    use axum::http::Method;
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(origin) = text("origin") {
+        let host = text("host").unwrap_or("");
+        let same = origin
+            .split_once("://")
+            .is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && rest == host);
+        if !same {
+            return Err(ApiError::Forbidden(
+                "a write from another origin is refused: use the console on this address, or send Authorization: Bearer TOKEN",
+            ));
+        }
+    }
+    if matches!(text("sec-fetch-site"), Some("cross-site" | "same-site")) {
+        return Err(ApiError::Forbidden(
+            "a write from another site is refused: use the console on this address, or send Authorization: Bearer TOKEN",
+        ));
+    }
+    if headers.contains_key(header::AUTHORIZATION) {
+        return Ok(());
+    }
+    let Some(secret) = auth::presented(headers) else {
+        return Ok(());
+    };
+    if text("x-csrf-token") == Some(auth::csrf_token(&secret).as_str()) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "a write on the session cookie needs its X-CSRF-Token (from the login answer or GET /api/v1/session)",
+        ))
+    }
 }
 
 /// A JSON body, refused clearly when it is not one (and only as `application/json`, which
@@ -113,7 +179,7 @@ fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes) 
 }
 
 async fn caller(ctl: &Control, headers: &HeaderMap) -> ApiResult<Caller> {
-    auth::authenticate(&ctl.store, headers).await
+    auth::authenticate(&ctl.store, headers, ctl.sessions).await
 }
 
 fn etag(revision: i64) -> HeaderValue {

@@ -17,7 +17,7 @@ pub const AI_DEFAULT_MAX_BODY: crate::ByteSize = crate::ByteSize(32 << 20);
 /// parser, stated here so that errors and docs name it.
 pub const MAX_JSON_DEPTH: usize = 128;
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AiConfig {
     /// Providers by the name targets use (`openai/gpt-4.1` is model `gpt-4.1` of `openai`).
@@ -35,7 +35,7 @@ pub struct AiConfig {
 }
 
 /// Where Weir may download an image a prompt gives by URL, and how much: the SSRF guard.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageFetchConfig {
     /// `public` (outside loopback, private, link-local and other internal ranges) and
@@ -72,7 +72,7 @@ fn default_image_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
     Openai,
@@ -102,9 +102,10 @@ impl ProviderKind {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
+    /// The provider's API: its wire format and authentication.
     pub kind: ProviderKind,
     /// Keys to balance over (`env:NAME`, `file:PATH` or the key itself); a failing key
     /// cools down while the others carry on.
@@ -135,7 +136,7 @@ fn default_cooldown() -> Duration {
     Duration::from_secs(30)
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// What clients put in `model`.
@@ -145,12 +146,17 @@ pub struct ModelConfig {
     pub targets: Vec<TargetConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(untagged)]
+#[schema(as = AiTargetConfig)]
 pub enum TargetConfig {
+    /// `provider/model`, tried in the order written.
     Plain(String),
+    /// `provider/model` with a share of traffic among the weighted targets.
     Weighted {
+        /// `provider/model`.
         target: String,
+        /// The target's share relative to the others.
         #[serde(default = "default_weight")]
         weight: u32,
     },
@@ -177,7 +183,7 @@ impl TargetConfig {
 }
 
 /// USD per million tokens.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceConfig {
     pub input: f64,
@@ -188,7 +194,7 @@ pub struct PriceConfig {
 }
 
 /// What an `ai` route serves.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AiRouteConfig {
     /// Without a template: the model used when a request names none. With one: the model
@@ -212,7 +218,7 @@ pub struct AiRouteConfig {
     pub mask: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AiCacheConfig {
     #[serde(default = "default_cache_ttl")]

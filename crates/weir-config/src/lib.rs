@@ -9,6 +9,7 @@ mod model;
 pub mod net;
 mod policy;
 mod restart;
+mod schema;
 mod secret;
 mod units;
 mod validate;

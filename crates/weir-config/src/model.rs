@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::policy::{ConsumerConfig, PolicyConfig};
 use crate::units::{ByteSize, Duration, Share};
 
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -68,7 +68,7 @@ pub struct Config {
 }
 
 /// The event queue.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventsConfig {
     /// `embedded`: a durable queue in `data_dir` (SQLite, fsynced group commits);
@@ -112,7 +112,7 @@ fn default_backend() -> crate::SecretUrl {
 }
 
 /// A topic: a named stream of events.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopicConfig {
     /// How long events are kept.
@@ -137,10 +137,12 @@ fn default_event_size() -> ByteSize {
 }
 
 /// Delivers a topic's events to one endpoint, each with its own cursor and retries.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionConfig {
+    /// The subscription's name: unique; names its cursor, metrics and dead letters.
     pub name: String,
+    /// The topic whose events are delivered.
     pub topic: String,
     /// `http(s)://host[:port]/path` receiving a POST per event.
     pub endpoint: String,
@@ -199,16 +201,18 @@ impl PartialEq for Generation {
 
 impl Eq for Generation {}
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryRate {
+    /// Deliveries started per `per` (the burst size).
     pub limit: u32,
     pub per: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
+    /// CloudEvents types delivered (all when empty).
     #[serde(default)]
     pub types: Vec<String>,
 }
@@ -216,9 +220,10 @@ pub struct FilterConfig {
 /// When failed deliveries are tried again: the first attempt is immediate, `schedule[i]`
 /// is the wait after the (i+1)-th failure; past the schedule or `max_age`, the event is a
 /// dead letter.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
+    /// Waits between attempts: the wait after the first failure, the second, …
     #[serde(default = "default_schedule")]
     pub schedule: Vec<Duration>,
     #[serde(default = "default_max_age")]
@@ -239,7 +244,7 @@ fn is_new(s: &crate::units::Start) -> bool {
 }
 
 /// How a subscription sends each event.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CloudEventsMode {
     /// The data as the body, the attributes as `ce-*` headers; an event published without
@@ -272,7 +277,7 @@ fn default_delivery_timeout() -> Duration {
 }
 
 /// Call records for the analytics API: written in batches off the request path.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnalyticsConfig {
     /// Record calls (only with a `store`).
@@ -308,7 +313,7 @@ fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
     #[serde(default = "default_proxy_addr")]
@@ -334,7 +339,7 @@ fn default_proxy_addr() -> String {
     "127.0.0.1:8080".to_owned()
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsListenConfig {
     pub address: String,
@@ -342,7 +347,7 @@ pub struct TlsListenConfig {
     pub certificates: Vec<CertificateConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateConfig {
     /// A PEM file of the certificate chain, leaf first (or the PEM text itself).
@@ -351,7 +356,7 @@ pub struct CertificateConfig {
     pub key: crate::Secret,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Largest request body accepted on any route unless the route sets its own.
@@ -404,7 +409,7 @@ fn default_h2_streams() -> u32 {
 
 /// The overload manager's settings. Thresholds are shares of `memory_limit`, compared with
 /// the process's resident memory a few times a second.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OverloadConfig {
     /// Memory the process may use. Absent: the cgroup's limit, else the machine's memory.
@@ -455,14 +460,14 @@ fn default_stop_at() -> Share {
     Share::Percent(95)
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PathsConfig {
     #[serde(default)]
     pub encoded_slash: EncodedSlashAction,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EncodedSlashAction {
     #[default]
@@ -532,26 +537,31 @@ pub enum AccessLogTarget {
     Stderr,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
+    /// The servers behind this upstream: `host:port` and a weight.
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
     /// A target served inside Weir instead of over the network (`echo`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub builtin: Option<Builtin>,
+    /// How a target is chosen for each request.
     #[serde(default)]
     pub balance: Balance,
     /// Key for `consistent_hash`: `header:NAME`, `cookie:NAME` or `ip`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_on: Option<String>,
+    /// Active checks and passive failure counting (circuit breaking).
     #[serde(default)]
     pub health: HealthConfig,
+    /// How long to wait for a connection and for an answer.
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
     /// Extra attempts, each on another endpoint, for safe requests or failed connects.
     #[serde(default)]
     pub retries: u32,
+    /// HTTP version to the targets: `auto`, `http1`, or `h2c` (HTTP/2 without TLS).
     #[serde(default)]
     pub protocol: UpstreamProtocol,
     /// TLS to the endpoints; absent means plain TCP.
@@ -574,17 +584,18 @@ fn default_pool_idle_timeout() -> Duration {
     Duration::from_secs(60)
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Builtin {
     Echo,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     /// `host:port`; names are resolved at connect time.
     pub address: String,
+    /// The target's share of traffic relative to the others (1 to 1000).
     #[serde(default = "default_weight")]
     pub weight: u32,
 }
@@ -593,7 +604,9 @@ fn default_weight() -> u32 {
     1
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq, Hash, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
     #[default]
@@ -603,7 +616,9 @@ pub enum Balance {
     Random,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq, Hash, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamProtocol {
     /// HTTP/1.1, or HTTP/2 when TLS negotiates `h2` by ALPN.
@@ -614,18 +629,20 @@ pub enum UpstreamProtocol {
     H2c,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
+    /// Periodic checks of each target (off when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<ActiveHealthConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passive: Option<PassiveHealthConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActiveHealthConfig {
+    /// The path each check requests (`GET`); a 2xx answer counts as up.
     pub path: String,
     #[serde(default = "default_health_interval")]
     pub interval: Duration,
@@ -651,9 +668,10 @@ fn default_two() -> u32 {
 
 /// Passive health is the per-endpoint circuit breaker: after `failures` consecutive failed
 /// requests the endpoint is skipped for `cooldown`, then one trial request decides.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PassiveHealthConfig {
+    /// Failures in a row that open the target's circuit.
     #[serde(default = "default_failures")]
     pub failures: u32,
     #[serde(default = "default_cooldown")]
@@ -667,7 +685,7 @@ fn default_cooldown() -> Duration {
     Duration::from_secs(10)
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutsConfig {
     #[serde(default = "default_connect_timeout")]
@@ -693,7 +711,7 @@ fn default_request_timeout() -> Duration {
     Duration::from_secs(60)
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsConfig {
     /// Server name sent and verified; defaults to the host part of each target address.
@@ -711,10 +729,12 @@ fn default_true() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
+    /// The route's name: unique; used in metrics, logs and analytics.
     pub name: String,
+    /// Which requests the route takes: hosts, paths, methods, headers.
     #[serde(default, rename = "match")]
     pub matcher: MatchConfig,
     /// Where matching requests go: an upstream, or (with `topic`) nothing: each request
@@ -753,7 +773,7 @@ pub struct RouteConfig {
 }
 
 /// How an inbound webhook proves where it comes from.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(tag = "scheme", rename_all = "snake_case", deny_unknown_fields)]
 pub enum InboundConfig {
     /// Standard Webhooks (and Svix): `webhook-id`, `webhook-timestamp`,
@@ -811,7 +831,7 @@ impl InboundConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     /// Exact names, or `*.example.com` for exactly one extra label.
@@ -820,6 +840,7 @@ pub struct MatchConfig {
     /// `/exact`, `/prefix/*`, or `~^/regex$` (anchored, linear-time engine).
     #[serde(default)]
     pub paths: Vec<String>,
+    /// HTTP methods matched (all when empty).
     #[serde(default)]
     pub methods: Vec<String>,
     /// Header name → exact value.

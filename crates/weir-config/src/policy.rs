@@ -8,26 +8,31 @@ use serde::{Deserialize, Serialize};
 use crate::units::{ByteSize, Duration};
 
 /// A client identity that credentials resolve to.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumerConfig {
+    /// The consumer's name: 1-128 letters, digits, '-', '_' or '.'; shown in logs and analytics.
     pub name: String,
+    /// Groups the consumer belongs to (what `acl` and `ai_limits` per group name).
     #[serde(default)]
     pub groups: Vec<String>,
+    /// How the consumer proves who it is: API keys, Basic users, JWT subjects.
     #[serde(default)]
     pub credentials: Vec<CredentialConfig>,
 }
 
 /// A credential of a consumer. Secrets are given by reference: `env:NAME`, `file:PATH`, or
 /// a literal.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CredentialConfig {
     /// An API key: `key` (a literal, `env:NAME` or `file:PATH`), or `key_sha256`, the
     /// hex SHA-256 of the key (what the admin API stores, so the key itself is never kept).
     Key {
+        /// The key: a literal, `env:NAME` or `file:PATH` (stored as its SHA-256).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<crate::Secret>,
+        /// The key's hex SHA-256 instead of the key itself.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key_sha256: Option<String>,
         /// On AI routes: the model names this key may use (all when empty).
@@ -40,15 +45,22 @@ pub enum CredentialConfig {
     },
     /// HTTP Basic: a user name and an argon2 PHC hash (`weir hash-password` makes one).
     Basic {
+        /// The Basic user name.
         username: String,
+        /// The password's argon2 PHC hash (`weir hash-password` makes one).
         password_hash: String,
     },
     /// A JWT whose `iss` and `sub` claims name this consumer.
-    Jwt { issuer: String, subject: String },
+    Jwt {
+        /// The token's `iss` claim.
+        issuer: String,
+        /// The token's `sub` claim.
+        subject: String,
+    },
 }
 
 /// One policy of a route's chain, written as a one-key map: `- key_auth: { … }`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum PolicyConfig {
     KeyAuth(KeyAuthConfig),
@@ -88,7 +100,8 @@ impl PolicyConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+/// API keys: the client sends a consumer's key; `401` without a valid one.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyAuthConfig {
     /// Header carrying the key.
@@ -126,41 +139,49 @@ fn yes() -> bool {
 
 /// Allow or deny by consumer group. With `allow`, a consumer must be in one of the groups;
 /// `deny` wins over `allow`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AclConfig {
+    /// Consumer groups let through (all when empty).
     #[serde(default)]
     pub allow: Vec<String>,
+    /// Consumer groups refused with `403`, checked before `allow`.
     #[serde(default)]
     pub deny: Vec<String>,
 }
 
 /// Allow or deny by client address (CIDR or IP); `deny` wins over `allow`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IpConfig {
+    /// Client addresses or CIDR blocks let through (all when empty).
     #[serde(default)]
     pub allow: Vec<String>,
+    /// Client addresses or CIDR blocks refused with `403`, checked first.
     #[serde(default)]
     pub deny: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+/// A body size limit for this route (`413` above it).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestSizeConfig {
     pub max: ByteSize,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default)]
+/// Header transforms on the request and on the answer.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeadersConfig {
+    /// Changes to the request before it goes upstream.
     #[serde(default)]
     pub request: HeaderOps,
+    /// Changes to the answer before it goes to the client.
     #[serde(default)]
     pub response: HeaderOps,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderOps {
     /// Replace (or create) these headers.
@@ -169,21 +190,27 @@ pub struct HeaderOps {
     /// Append these values.
     #[serde(default)]
     pub add: BTreeMap<String, String>,
+    /// Header names removed.
     #[serde(default)]
     pub remove: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+/// CORS: answers browsers' preflight requests and marks answers for the allowed origins.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CorsConfig {
     /// Allowed origins (`https://app.example.com`), or `*`.
     pub origins: Vec<String>,
+    /// Methods a browser may use.
     #[serde(default = "default_cors_methods")]
     pub methods: Vec<String>,
+    /// Request headers a browser may send (besides the simple ones).
     #[serde(default)]
     pub headers: Vec<String>,
+    /// Response headers a browser script may read.
     #[serde(default)]
     pub expose_headers: Vec<String>,
+    /// Allow cookies and credentials (`Access-Control-Allow-Credentials: true`).
     #[serde(default)]
     pub credentials: bool,
     #[serde(default = "default_cors_max_age")]
@@ -201,18 +228,22 @@ fn default_cors_max_age() -> Duration {
 }
 
 /// Answers from the gateway without calling the upstream: a maintenance page, a redirect.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StaticResponseConfig {
+    /// The answer's status code.
     #[serde(default = "default_static_status")]
     pub status: u16,
+    /// The answer's body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// The answer's `Content-Type`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
     /// For redirects: sets `Location`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// More headers of the answer.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
 }
@@ -222,13 +253,14 @@ fn default_static_status() -> u16 {
 }
 
 /// A smooth limit (GCRA): `limit` requests `per` period, with bursts up to `burst`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// `consumer` (falls back to the client address when unauthenticated), `ip`, `route`,
     /// or `header:NAME` (falls back to the client address when absent).
     #[serde(default = "default_rl_key")]
     pub key: String,
+    /// Requests allowed per `window`.
     pub limit: u32,
     pub per: Duration,
     /// Requests allowed at once after a quiet period; defaults to `limit`.
@@ -248,7 +280,7 @@ pub struct RateLimitConfig {
 }
 
 /// The answer a limit gives while its shared store is unreachable.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnStoreError {
     /// Apply the same limit in this node's memory until the store is back.
@@ -269,9 +301,10 @@ fn default_rl_key() -> String {
 }
 
 /// Limits on an AI route's use, counted per `per`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AiLimitsConfig {
+    /// Requests per minute allowed (none when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_per_minute: Option<u64>,
     /// Input and output tokens together.
@@ -311,16 +344,18 @@ fn default_rl_store() -> crate::SecretUrl {
 
 /// At most `max` requests of this route in flight at once (a streaming response counts
 /// until it ends); more get 503.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConcurrencyConfig {
+    /// Requests in flight at once on this route (per node); more get `503`.
     pub max: u32,
 }
 
 /// HTTP Basic authentication against consumers' `basic` credentials.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuthConfig {
+    /// The realm named in the `WWW-Authenticate` challenge.
     #[serde(default = "default_realm")]
     pub realm: String,
     /// Remove `Authorization` before forwarding (default true).
@@ -334,9 +369,10 @@ fn default_realm() -> String {
 
 /// Bearer JWTs verified against configured keys. Each key is pinned to one algorithm; the
 /// token's `alg` must be that one.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
+    /// Verification keys (HMAC secrets or public keys), tried by `kid`.
     #[serde(default)]
     pub keys: Vec<JwtKeyConfig>,
     /// A JWKS document to take keys from (alongside `keys`): `https://`, or `http://` on
@@ -384,7 +420,7 @@ fn default_leeway() -> Duration {
     Duration::from_secs(30)
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtKeyConfig {
     /// Matched against the token's `kid`; a key without one serves tokens without `kid`.
@@ -399,7 +435,7 @@ pub struct JwtKeyConfig {
 
 /// A response cache for the route: `GET`/`HEAD` answers kept for `ttl` unless the upstream's
 /// `Cache-Control` says otherwise.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     /// Freshness when the upstream gives no `s-maxage`/`max-age`.

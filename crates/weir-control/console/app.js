@@ -2,6 +2,8 @@
 // calls and every piece of data enters as text (never as markup), so a name like
 // <img src=x onerror=...> shows as those characters. No framework, no build step (ADR 0013).
 
+import { control, openapi, placeErrors } from "/console/forms.js";
+
 const state = { session: null, timers: [] };
 
 // ---------------------------------------------------------------- DOM helpers
@@ -100,7 +102,11 @@ const pages = {
   certificates: { title: "Certificates", render: (m, a) => objectsPage("certificates", a) },
   defaults: { title: "Policy defaults", render: defaultsPage },
   events: { title: "Events", render: eventsPage },
-  ai: { title: "AI", render: aiPage },
+  topics: { title: "Topics", render: (m, a) => objectsPage("topics", a) },
+  subscriptions: { title: "Subscriptions", render: (m, a) => objectsPage("subscriptions", a) },
+  ai: { title: "AI usage", render: aiPage },
+  "ai-providers": { title: "AI providers", render: (m, a) => objectsPage("ai-providers", a) },
+  "ai-models": { title: "AI models", render: (m, a) => objectsPage("ai-models", a) },
   audit: { title: "Audit log", render: auditPage },
   users: { title: "Users and tokens", render: usersPage },
 };
@@ -242,12 +248,19 @@ async function renderStatus(box) {
   ]);
   const s = st.json;
   const checks = health.json.checks || {};
+  const reload = s.last_reload;
   box.replaceChildren(
+    stat("Node", `${s.node} · Weir ${s.version}`, "node"),
     stat("Mode", s.mode === "file" ? "file (read-only)" : "database"),
     stat("Configuration version", String(s.serving_version) + (s.store_version !== null && s.store_version !== s.serving_version ? ` (store has ${s.store_version})` : "")),
     stat("Store", s.store + (s.store_error ? `: ${s.store_error}` : "")),
     stat("Ready", health.ok ? "yes" : "no"),
-    ...Object.entries(checks).map(([k, v]) => stat(k, typeof v === "string" ? v : JSON.stringify(v))),
+    ...Object.entries(checks).map(([k, v]) => stat(`Check: ${k}`, typeof v === "string" ? v : JSON.stringify(v))),
+    reload ? h("div", { class: `panel stat`, id: "last-reload" },
+      h("div", { class: "label" }, "Last reload"),
+      h("div", { class: "value" }, `${reload.ok ? "applied" : "refused"} (${reload.cause}), ${when(reload.at * 1000)}`),
+      reload.ok ? null : h("ul", { class: "error" }, reload.errors.map((e) => h("li", {}, e))))
+      : stat("Last reload", "none since start"),
   );
 }
 
@@ -322,12 +335,10 @@ function topTable(title, what, groups) {
 
 // ---------------------------------------------------------------- configuration objects
 
-const TEMPLATES = {
-  upstreams: { name: "", targets: [{ address: "127.0.0.1:7001" }] },
-  routes: { name: "", match: { paths: ["/example/*"] }, upstream: "" },
-  consumers: { name: "", credentials: [] },
-  certificates: { name: "", cert: "", key: "" },
-};
+// A kind's name in the singular, for buttons and headings.
+function singular(kind) {
+  return kind.replace(/ies$/, "y").replace(/s$/, "");
+}
 
 function summary(kind, o) {
   if (kind === "routes") return [(o.match && o.match.paths || []).join(" "), o.upstream ? `→ ${o.upstream}` : o.topic ? `→ topic ${o.topic}` : o.ai ? "→ AI" : ""].join(" ");
@@ -363,7 +374,7 @@ async function listPage(kind) {
   main.append(
     h("div", { class: "actions" },
       h("label", { for: "search", class: "sr-only" }, "Filter"), search,
-      canWrite() ? h("button", { type: "button", id: "new", onclick: () => { location.hash = `#/${kind}/+new`; } }, `New ${kind.replace(/s$/, "")}`) : null),
+      canWrite() ? h("button", { type: "button", id: "new", onclick: () => { location.hash = `#/${kind}/+new`; } }, `New ${singular(kind)}`) : null),
     items.length ? h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Summary"))), body)
       : h("p", { class: "help" }, `No ${kind} yet.`));
 }
@@ -373,7 +384,9 @@ async function listPage(kind) {
 async function objectPage(kind, name) {
   const main = document.getElementById("main");
   const creating = name === "+new";
-  let original = TEMPLATES[kind] || { name: "" };
+  // A new object starts empty but for its name: the form shows every field with its
+  // documentation and an example.
+  let original = { name: "" };
   let etag = null;
   if (!creating) {
     const r = await api("GET", `/api/v1/${kind}/${encodeURIComponent(name)}`);
@@ -383,12 +396,47 @@ async function objectPage(kind, name) {
   const text = JSON.stringify(original, null, 2);
   const editor = h("textarea", { class: "code", id: "editor", spellcheck: "false", readonly: !canWrite() }, text);
   const out = h("div", { id: "result", "aria-live": "polite" });
+  // The form comes from the schema the API documents for this kind's body.
+  const doc = await openapi();
+  const bodySchema = ((((doc.paths[`/api/v1/${kind}`] || {}).post || {}).requestBody || {}).content || {})["application/json"];
+  const schema = bodySchema && bodySchema.schema;
+  const formBox = h("div", { id: "form" });
+  let form = null;
+  const drawForm = (value) => {
+    form = control(h, schema, value, "", "", true);
+    formBox.replaceChildren(canWrite() ? form.el : h("fieldset", { disabled: true }, form.el));
+  };
+  const jsonBox = field("Definition (JSON)", editor);
+  let mode = canWrite() && schema ? "form" : "json";
+  const modeButtons = h("div", { class: "actions", role: "group", "aria-label": "Edit as" });
+  const setMode = (m) => {
+    if (m === mode && (m === "json" ? jsonBox.isConnected : formBox.isConnected)) return;
+    try {
+      if (m === "json" && form) editor.value = JSON.stringify(form.get(), null, 2);
+      if (m === "form") drawForm(JSON.parse(editor.value));
+    } catch (e) {
+      out.replaceChildren(errorBox({ error: { message: e.message } }));
+      return;
+    }
+    mode = m;
+    (m === "form" ? jsonBox : formBox).replaceWith(m === "form" ? formBox : jsonBox);
+    for (const b of modeButtons.children) b.setAttribute("aria-pressed", String(b.dataset.mode === m));
+  };
+  if (schema) {
+    modeButtons.append(
+      h("button", { type: "button", class: "secondary", id: "mode-form", "data-mode": "form", onclick: () => setMode("form") }, "Form"),
+      h("button", { type: "button", class: "secondary", id: "mode-json", "data-mode": "json", onclick: () => setMode("json") }, "JSON"));
+    drawForm(original);
+  }
   main.append(
-    h("h1", {}, creating ? `New ${kind.replace(/s$/, "")}` : `${pages[kind].title}: `, creating ? null : h("span", { id: "object-name" }, name)),
-    h("p", { class: "help" }, "The object in its configuration shape (as in weir.yaml, written as JSON). See docs/configuration.md for every field."),
-    field("Definition", editor),
-    out);
+    h("h1", {}, creating ? `New ${singular(kind)}` : `${pages[kind].title}: `, creating ? null : h("span", { id: "object-name" }, name)),
+    h("p", { class: "help" }, "The object in its configuration shape (as in weir.yaml). Every field is documented in docs/configuration.md and in the API's OpenAPI document."),
+    modeButtons, mode === "form" ? formBox : jsonBox, out);
+  for (const b of modeButtons.children) b.setAttribute("aria-pressed", String(b.dataset.mode === mode));
+  if (kind === "consumers" && !creating) await credentialsPanel(main, name);
+  if (kind === "upstreams" && !creating) await healthPanel(main, name);
   if (!canWrite()) return;
+  const current = () => (mode === "form" ? form.get() : JSON.parse(editor.value));
   const apply = async (value) => {
     out.replaceChildren();
     try {
@@ -401,14 +449,21 @@ async function objectPage(kind, name) {
         out.replaceChildren(h("div", { class: "error", role: "alert", id: "conflict" },
           "Conflict: someone changed this object since you opened it. Your edit was not applied. Reload to see their version, then make your change again.",
           h("div", { class: "actions" }, h("button", { type: "button", onclick: route }, "Reload"))));
-      } else out.replaceChildren(errorBox(e.body || e));
+        return;
+      }
+      const body = e.body || { error: { message: e.message } };
+      const errors = (body.error && body.error.errors) || [];
+      if (mode === "form" && errors.length) {
+        const left = placeErrors(h, formBox, errors);
+        out.replaceChildren(errorBox({ error: { message: `${body.error.message}: see the fields marked below${left.length ? " and these" : ""}`, errors: left } }));
+      } else out.replaceChildren(errorBox(body));
     }
   };
   const review = () => {
     out.replaceChildren();
     let value;
-    try { value = JSON.parse(editor.value); } catch (e) {
-      out.replaceChildren(errorBox({ error: { message: `not valid JSON: ${e.message}` } }));
+    try { value = current(); } catch (e) {
+      out.replaceChildren(errorBox({ error: { message: mode === "json" ? `not valid JSON: ${e.message}` : e.message } }));
       return;
     }
     const after = JSON.stringify(value, null, 2);
@@ -418,7 +473,7 @@ async function objectPage(kind, name) {
         h("button", { type: "button", class: "secondary", onclick: () => out.replaceChildren() }, "Cancel")));
   };
   const remove = async () => {
-    if (!confirm(`Delete ${kind.replace(/s$/, "")} ${name}?`)) return;
+    if (!confirm(`Delete ${singular(kind)} ${name}?`)) return;
     try {
       await api("DELETE", `/api/v1/${kind}/${encodeURIComponent(name)}`, undefined, { ifMatch: etag });
       location.hash = `#/${kind}`;
@@ -427,6 +482,66 @@ async function objectPage(kind, name) {
   main.insertBefore(h("div", { class: "actions" },
     h("button", { type: "button", id: "review", onclick: review }, "Review change"),
     creating ? null : h("button", { type: "button", class: "danger", id: "delete", onclick: remove }, "Delete")), out);
+}
+
+// An upstream's endpoints as this node's balancer sees them, refreshed every 5 s.
+async function healthPanel(main, upstream) {
+  const body = h("tbody");
+  const draw = async () => {
+    const r = await api("GET", `/api/v1/upstreams/${encodeURIComponent(upstream)}/health`);
+    body.replaceChildren(...r.json.map((t) => h("tr", {}, h("td", {}, t.address), h("td", {}, String(t.weight)),
+      h("td", {}, h("span", { class: `badge ${t.healthy ? "good" : "bad"}` }, t.healthy ? "healthy" : "unhealthy")),
+      h("td", {}, t.active_check_up ? "up" : "down"), h("td", {}, t.circuit.replace("_", "-")),
+      h("td", {}, String(t.failures)), h("td", {}, String(t.in_flight)))));
+  };
+  await draw();
+  state.timers.push(setInterval(() => draw().catch(() => {}), 5000));
+  main.append(h("section", { class: "panel", "aria-labelledby": "targets-title" },
+    h("h2", { id: "targets-title" }, "Targets, live on this node"),
+    h("table", { id: "targets" }, h("thead", {}, h("tr", {}, ["Address", "Weight", "State", "Active check", "Circuit", "Failures", "In flight"].map((c) => h("th", {}, c)))), body)));
+}
+
+// A consumer's credentials: listed as stored (keys only as digests), an API key issued by
+// Weir and shown this once, and revocation.
+async function credentialsPanel(main, consumer) {
+  const path = `/api/v1/consumers/${encodeURIComponent(consumer)}/credentials`;
+  const r = await api("GET", path);
+  const out = h("div", { id: "credential-result", "aria-live": "polite" });
+  const describe = (c) => c.type === "key" ? `key ${c.name || ""} ${c.key_sha256 ? `sha256:${c.key_sha256.slice(0, 12)}…` : c.key || ""}`
+    : c.type === "basic" ? `basic ${c.username}` : `jwt ${c.issuer || ""} ${c.subject || ""}`;
+  const panel = h("section", { class: "panel", "aria-labelledby": "credentials-title" },
+    h("h2", { id: "credentials-title" }, "Credentials"), out,
+    r.json.length === 0 ? h("p", { class: "help" }, "None.") :
+      h("table", { id: "credentials" }, h("thead", {}, h("tr", {}, ["#", "Credential", "Models", ""].map((c) => h("th", {}, c)))),
+        h("tbody", {}, r.json.map((c) => h("tr", {}, h("td", {}, String(c.index)), h("td", {}, describe(c)),
+          h("td", {}, (c.models || []).join(", ") || "any"),
+          h("td", {}, canWrite() ? h("button", { type: "button", class: "danger", onclick: async () => {
+            if (!confirm(`Revoke credential ${c.index} of ${consumer}?`)) return;
+            try { await api("DELETE", `${path}/${c.index}`, undefined, { ifMatch: r.etag }); route(); } catch (e) { out.replaceChildren(errorBox(e.body || e)); }
+          } }, "Revoke") : null))))));
+  if (canWrite()) {
+    const name = h("input", { id: "key-name", autocomplete: "off" });
+    const models = h("input", { id: "key-models", autocomplete: "off" });
+    panel.append(h("form", { onsubmit: async (ev) => {
+      ev.preventDefault();
+      out.replaceChildren();
+      const body = { type: "key" };
+      if (name.value.trim()) body.name = name.value.trim();
+      const m = models.value.split(",").map((x) => x.trim()).filter(Boolean);
+      if (m.length) body.models = m;
+      try {
+        const t = await api("POST", path, body, { ifMatch: r.etag });
+        await route();
+        document.getElementById("credential-result").replaceChildren(h("div", { class: "panel" },
+          h("p", {}, "The new key. Copy it now: it is shown only once; Weir keeps only its digest."),
+          h("div", { class: "secret", id: "issued-key" }, t.json.issued_key)));
+      } catch (e) { out.replaceChildren(errorBox(e.body || e)); }
+    } }, h("h2", {}, "Issue an API key"),
+    field("Key name", name, "What call records and per-key limits call it (letters, digits, '.', '_', '-'); optional."),
+    field("AI models", models, "Comma-separated models the key may use; empty for any."),
+    h("div", { class: "actions" }, h("button", { type: "submit", id: "issue-key" }, "Issue key"))));
+  }
+  main.append(panel);
 }
 
 // A line diff (longest common subsequence; objects are small).
@@ -554,10 +669,17 @@ function attemptsTable(items) {
       h("td", {}, a.status === null ? "—" : String(a.status)), h("td", {}, String(a.latency_ms)), h("td", {}, a.outcome), h("td", {}, h("code", {}, a.answer))))));
 }
 
+// One event: what was published, and each subscription's delivery attempts for it.
 async function eventPage(main, id) {
   const r = await api("GET", `/api/v1/events/${encodeURIComponent(id)}`);
   const e = r.json;
   main.append(h("h1", {}, "Event ", h("span", {}, e.id || id)), h("pre", {}, JSON.stringify(e, null, 2)));
+  const subs = await api("GET", "/api/v1/events/subscriptions");
+  for (const s of (subs.json.items || subs.json).filter((x) => x.topic === e.topic)) {
+    const a = await api("GET", `/api/v1/events/subscriptions/${encodeURIComponent(s.name)}/attempts?event_id=${encodeURIComponent(e.id || id)}&limit=100`);
+    main.append(h("h2", {}, "Attempts for ", h("a", { href: `#/events/${encodeURIComponent(s.name)}` }, s.name)),
+      attemptsTable(a.json.items || a.json));
+  }
 }
 
 // ---------------------------------------------------------------- AI
@@ -565,25 +687,29 @@ async function eventPage(main, id) {
 async function aiPage(main) {
   main.append(h("h1", {}, "AI"));
   const [usage, calls] = await Promise.all([
-    api("GET", "/api/v1/ai/usage?by=consumer,model&since=86400").catch((e) => ({ error: e })),
+    api("GET", "/api/v1/ai/usage?by=consumer,key,model&since=86400").catch((e) => ({ error: e })),
     api("GET", "/api/v1/ai/calls?limit=50").catch((e) => ({ error: e })),
   ]);
-  main.append(h("h2", {}, "Usage, last 24 hours, by consumer and model"));
+  main.append(h("h2", {}, "Usage, last 24 hours, by consumer, key and model"));
   if (usage.error) main.append(errorBox(usage.error.body || usage.error));
   else {
     const rows = usage.json.rows;
     main.append(rows.length === 0 ? h("p", { class: "help" }, "No AI calls in this range.") :
-      h("table", {}, h("thead", {}, h("tr", {}, ["Consumer", "Model", "Requests", "Errors", "Input tokens", "Output tokens", "Cost (USD)", "Avg latency ms"].map((c) => h("th", {}, c)))),
-        h("tbody", {}, rows.map((u) => h("tr", {}, h("td", {}, u.consumer || "—"), h("td", {}, u.model || "—"), h("td", {}, String(u.requests)), h("td", {}, String(u.errors)),
+      h("table", {}, h("thead", {}, h("tr", {}, ["Consumer", "Key", "Model", "Requests", "Errors", "Input tokens", "Output tokens", "Cost (USD)", "Avg latency ms"].map((c) => h("th", {}, c)))),
+        h("tbody", {}, rows.map((u) => h("tr", {}, h("td", {}, u.consumer || "—"), h("td", {}, u.key || "—"), h("td", {}, u.model || "—"), h("td", {}, String(u.requests)), h("td", {}, String(u.errors)),
           h("td", {}, String(u.input_tokens)), h("td", {}, String(u.output_tokens)), h("td", {}, u.cost_usd.toFixed(4)), h("td", {}, u.avg_latency_ms.toFixed(0)))))));
   }
   main.append(h("h2", {}, "Recent calls"));
   if (calls.error) main.append(errorBox(calls.error.body || calls.error));
   else {
-    const items = calls.json.items || calls.json.calls || [];
-    main.append(items.length === 0 ? h("p", { class: "help" }, "No calls yet.") : h("pre", {}, JSON.stringify(items, null, 2)));
+    const items = calls.json;
+    main.append(items.length === 0 ? h("p", { class: "help" }, "No calls yet.") :
+      h("table", { id: "ai-calls" }, h("thead", {}, h("tr", {}, ["When", "Route", "Consumer", "Key", "Model", "Target", "Status", "Tokens in/out", "Cost (USD)", "Latency ms", "Fallbacks"].map((c) => h("th", {}, c)))),
+        h("tbody", {}, items.map((c) => h("tr", {}, h("td", {}, when(c.at_ms)), h("td", {}, c.route), h("td", {}, c.consumer || "—"), h("td", {}, c.key || "—"),
+          h("td", {}, c.model), h("td", {}, c.target), h("td", {}, String(c.status)), h("td", {}, `${c.usage.input}/${c.usage.output}${c.estimated ? " (est.)" : ""}`),
+          h("td", {}, c.cost_usd.toFixed(4)), h("td", {}, String(c.latency_ms)), h("td", {}, String(c.fallbacks)))))));
   }
-  main.append(h("p", { class: "help" }, "Providers, models and virtual keys are under Consumers (credentials) and in the configuration; provider keys are never shown."));
+  main.append(h("p", { class: "help" }, "Providers and models are under AI providers and AI models (provider keys are never shown); virtual keys are issued on a consumer's page."));
 }
 
 // ---------------------------------------------------------------- audit

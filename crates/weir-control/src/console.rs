@@ -34,6 +34,11 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../console/app.js"),
     },
     Asset {
+        name: "forms.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../console/forms.js"),
+    },
+    Asset {
         name: "app.css",
         content_type: "text/css; charset=utf-8",
         body: include_bytes!("../console/app.css"),

@@ -38,6 +38,32 @@ pub trait Plane: Send + Sync + 'static {
     fn apply(&self, config: Config) -> Result<(), Vec<String>>;
     /// The configuration being served.
     fn current(&self) -> Config;
+    /// An HTTP upstream's endpoints with their live health (`None`: no such upstream here).
+    fn targets(&self, upstream: &str) -> Option<Vec<TargetHealth>> {
+        let _ = upstream;
+        None
+    }
+    /// The last reload of the node's file: unix seconds, cause, errors (empty: served).
+    fn last_reload(&self) -> Option<(i64, String, Vec<String>)> {
+        None
+    }
+}
+
+/// One endpoint of an upstream, live: what the balancer sees now on this node.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct TargetHealth {
+    pub address: String,
+    pub weight: u32,
+    /// Taking traffic: up by active checks and not cut off by the breaker.
+    pub healthy: bool,
+    /// The active health checks' verdict (true when none are configured).
+    pub active_check_up: bool,
+    /// `closed` (taking traffic), `open` (skipped until its cooldown ends) or `half_open`
+    /// (the next request is a trial).
+    pub circuit: String,
+    /// Failures counted toward opening the breaker.
+    pub failures: u32,
+    pub in_flight: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,11 +20,17 @@ use crate::api;
         api::get_defaults, api::put_defaults, api::audit, api::analytics,
         api::list_users, api::create_user, api::set_role, api::delete_user,
         api::list_tokens, api::create_token, api::delete_token,
-        api::list_credentials, api::add_credential, api::delete_credential,
+        api::list_credentials, api::add_credential, api::delete_credential, api::upstream_health,
         api::publish_event, api::get_event, api::list_subscriptions, api::get_subscription,
         api::dead_letters,
         api::attempts, api::replay, api::enable, api::ai_calls, api::ai_usage,
     ),
+    components(schemas(
+        shapes::Upstream, weir_config::RouteConfig, weir_config::ConsumerConfig,
+        shapes::Certificate, shapes::Topic, weir_config::SubscriptionConfig,
+        shapes::AiProvider, weir_config::ai::ModelConfig, weir_config::PolicyConfig,
+        weir_config::Config,
+    )),
     modifiers(&Security),
     security(("bearer" = []), ("session" = [])),
 )]
@@ -76,6 +82,7 @@ impl utoipa::Modify for Security {
                     op.operation_id = op.operation_id.as_ref().map(|id| format!("{id}_{kind}"));
                     op.tags = Some(vec![kind.to_owned()]);
                 }
+                shape_bodies(&mut item, shapes::name_of(kind));
                 doc.paths.paths.insert(path.replace("{kind}", kind), item);
             }
         }
@@ -106,6 +113,97 @@ impl utoipa::Modify for Security {
                     .or_insert_with(|| unavailable.clone().into());
             }
         }
+    }
+}
+
+/// Gives a kind's operations its shape: the body of POST and PUT, and the object GET
+/// answers (the list's items stay free-form: every kind shares that operation's shape).
+fn shape_bodies(item: &mut utoipa::openapi::path::PathItem, schema: &str) {
+    use utoipa::openapi::{ContentBuilder, Ref, Required, request_body::RequestBodyBuilder};
+    let content = || {
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name(schema)))
+            .build()
+    };
+    for op in [&mut item.post, &mut item.put].into_iter().flatten() {
+        let description = match &op.request_body {
+            Some(utoipa::openapi::RefOr::T(b)) => b.description.clone(),
+            _ => None,
+        };
+        op.request_body = Some(
+            RequestBodyBuilder::new()
+                .description(description)
+                .content("application/json", content())
+                .required(Some(Required::True))
+                .build()
+                .into(),
+        );
+    }
+    // The path without POST is the one object's (`/api/v1/KIND/{name}`).
+    let single = item.post.is_none();
+    if single
+        && let Some(get) = &mut item.get
+        && let Some(utoipa::openapi::RefOr::T(ok)) = get.responses.responses.get_mut("200")
+        && ok.content.contains_key("application/json")
+    {
+        ok.content
+            .insert("application/json".to_owned(), content().into());
+    }
+}
+
+/// Each kind's object as the API takes it: its configuration shape with its name.
+mod shapes {
+    #![allow(dead_code)]
+
+    use serde::Deserialize;
+    use utoipa::ToSchema;
+
+    /// The schema a kind's objects have.
+    pub fn name_of(kind: &str) -> &'static str {
+        match kind {
+            "upstreams" => "Upstream",
+            "routes" => "RouteConfig",
+            "consumers" => "ConsumerConfig",
+            "certificates" => "Certificate",
+            "topics" => "Topic",
+            "subscriptions" => "SubscriptionConfig",
+            crate::ai_objects::PROVIDERS => "AiProvider",
+            _ => "ModelConfig",
+        }
+    }
+
+    #[derive(Deserialize, ToSchema)]
+    pub struct Upstream {
+        /// The upstream's name: 1-128 letters, digits, '-', '_' or '.'; routes name it.
+        pub name: String,
+        #[serde(flatten)]
+        pub config: weir_config::UpstreamConfig,
+    }
+
+    #[derive(Deserialize, ToSchema)]
+    pub struct Certificate {
+        /// The certificate's name: 1-128 letters, digits, '-', '_' or '.'.
+        pub name: String,
+        #[serde(flatten)]
+        pub config: weir_config::CertificateConfig,
+    }
+
+    #[derive(Deserialize, ToSchema)]
+    pub struct Topic {
+        /// The topic's name: 1-128 letters, digits, '-', '_' or '.'; routes and
+        /// subscriptions name it.
+        pub name: String,
+        #[serde(flatten)]
+        pub config: weir_config::TopicConfig,
+    }
+
+    #[derive(Deserialize, ToSchema)]
+    pub struct AiProvider {
+        /// The provider's name: 1-128 letters, digits, '-', '_' or '.'; model targets
+        /// name it (`provider/model`).
+        pub name: String,
+        #[serde(flatten)]
+        pub config: weir_config::ai::ProviderConfig,
     }
 }
 

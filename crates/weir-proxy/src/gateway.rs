@@ -36,6 +36,19 @@ pub struct Gateway {
     changes: tokio::sync::watch::Sender<u64>,
     /// Set at shutdown: open event streams end, so connections can drain.
     closing: tokio::sync::watch::Sender<bool>,
+    /// The last reload of the node's file (or SIGHUP), for the admin API.
+    last_reload: Mutex<Option<ReloadNote>>,
+}
+
+/// How the last reload went: when, why, and every error if it was refused.
+#[derive(Debug, Clone)]
+pub struct ReloadNote {
+    /// Unix seconds.
+    pub at: i64,
+    /// `file changed` or `SIGHUP`.
+    pub cause: &'static str,
+    /// Empty when the new configuration is served.
+    pub errors: Vec<String>,
 }
 
 impl Gateway {
@@ -73,6 +86,7 @@ impl Gateway {
             ingest,
             changes: tokio::sync::watch::Sender::new(1),
             closing,
+            last_reload: Mutex::new(None),
         }))
     }
 
@@ -98,6 +112,45 @@ impl Gateway {
 
     pub fn workers(&self) -> usize {
         self.workers
+    }
+
+    /// Records a reload's outcome (the admin API's status shows the last one).
+    pub fn note_reload(&self, cause: &'static str, errors: Vec<String>) {
+        *self.last_reload.lock() = Some(ReloadNote {
+            at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+            cause,
+            errors,
+        });
+    }
+
+    pub fn last_reload(&self) -> Option<ReloadNote> {
+        self.last_reload.lock().clone()
+    }
+
+    /// An HTTP upstream's endpoints as they stand now (`None`: no such HTTP upstream).
+    pub fn endpoint_report(&self, upstream: &str) -> Option<Vec<EndpointReport>> {
+        let snap = self.snapshot();
+        let up = snap.registry.upstreams.get(upstream)?;
+        let weir_upstream::UpstreamKind::Http(shared) = &up.kind else {
+            return None;
+        };
+        Some(
+            shared
+                .endpoints()
+                .iter()
+                .map(|e| EndpointReport {
+                    address: e.address.to_string(),
+                    weight: e.weight,
+                    healthy: e.is_healthy(),
+                    active_up: e.is_active_up(),
+                    circuit: e.circuit(),
+                    failures: e.failures(),
+                    in_flight: e.in_flight(),
+                })
+                .collect(),
+        )
     }
 
     pub fn cert_resolver(&self) -> Option<&Arc<CertResolver>> {
@@ -201,4 +254,19 @@ impl Gateway {
         weir_telemetry::metrics::config_version(version);
         Ok(version)
     }
+}
+
+/// One endpoint of an upstream as the admin API shows it.
+#[derive(Debug, Clone)]
+pub struct EndpointReport {
+    pub address: String,
+    pub weight: u32,
+    /// Up by active checks and not cut off by the breaker.
+    pub healthy: bool,
+    /// The active health checks' verdict (true when none run).
+    pub active_up: bool,
+    /// `closed`, `open` or `half_open`.
+    pub circuit: &'static str,
+    pub failures: u32,
+    pub in_flight: usize,
 }

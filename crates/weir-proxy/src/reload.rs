@@ -83,6 +83,8 @@ impl Reloader {
                 Err(e)
             }
         };
+        self.gateway
+            .note_reload(cause, result.as_ref().err().cloned().unwrap_or_default());
         match result {
             Ok(()) => {
                 tracing::info!(

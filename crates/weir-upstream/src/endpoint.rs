@@ -84,6 +84,21 @@ impl Endpoint {
         until != 0 && now_ms() < until
     }
 
+    /// The breaker as an operator reads it: `closed` (taking traffic), `open` (skipped
+    /// until its cooldown ends) or `half_open` (the next request is a trial).
+    pub fn circuit(&self) -> &'static str {
+        match self.state.open_until.load(Ordering::Relaxed) {
+            0 => "closed",
+            until if now_ms() < until => "open",
+            _ => "half_open",
+        }
+    }
+
+    /// Failures counted toward opening the breaker.
+    pub fn failures(&self) -> u32 {
+        self.state.failures.load(Ordering::Relaxed)
+    }
+
     /// Healthy for reporting: up by active checks and not cut off by the breaker.
     pub fn is_healthy(&self) -> bool {
         self.is_active_up() && !self.is_open()

@@ -311,11 +311,16 @@ impl UpstreamShared {
         }
     }
 
-    /// Per-endpoint view for `/metrics` and the admin API.
+    /// Per-endpoint view for `/metrics`.
     pub fn health_report(&self) -> impl Iterator<Item = (&str, bool)> {
         self.endpoints
             .iter()
             .map(|e| (e.address.as_ref(), e.is_healthy()))
+    }
+
+    /// Every endpoint with its live state, for the admin API.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
     }
 }
 

@@ -233,6 +233,28 @@ impl Plane for GatewayPlane {
     fn current(&self) -> Config {
         self.0.snapshot().config.clone()
     }
+    fn last_reload(&self) -> Option<(i64, String, Vec<String>)> {
+        self.0
+            .last_reload()
+            .map(|r| (r.at, r.cause.to_owned(), r.errors))
+    }
+    fn targets(&self, upstream: &str) -> Option<Vec<weir_control::TargetHealth>> {
+        let report = self.0.endpoint_report(upstream)?;
+        Some(
+            report
+                .into_iter()
+                .map(|e| weir_control::TargetHealth {
+                    address: e.address,
+                    weight: e.weight,
+                    healthy: e.healthy,
+                    active_check_up: e.active_up,
+                    circuit: e.circuit.to_owned(),
+                    failures: e.failures,
+                    in_flight: e.in_flight as u64,
+                })
+                .collect(),
+        )
+    }
 }
 
 /// The node's mode, and its store when the admin API is on: the configuration's in

@@ -71,6 +71,34 @@ async fn the_console_is_served_with_a_strict_policy() {
         .await;
     assert_eq!(again.status, 304);
     assert_eq!(cl.get(&format!("{base}/console/nope.js")).await.status, 404);
+    // What the overview and an upstream's page read: the node, and live target health.
+    let admin = api_as(&base, "admin", PASSWORD).await;
+    let status = admin.call(Method::GET, "/api/v1/status").await.json();
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert!(status["node"].as_str().is_some_and(|n| !n.is_empty()));
+    let up = json!({ "name": "pool", "targets": [{ "address": "127.0.0.1:9", "weight": 3 }] });
+    assert_eq!(
+        admin
+            .send(Method::POST, "/api/v1/upstreams", up)
+            .await
+            .status,
+        201
+    );
+    let health = admin
+        .call(Method::GET, "/api/v1/upstreams/pool/health")
+        .await;
+    assert_eq!(health.status, 200, "{}", health.text());
+    let t = &health.json()[0];
+    assert_eq!(t["address"], "127.0.0.1:9");
+    assert_eq!(t["weight"], 3);
+    assert_eq!(t["circuit"], "closed");
+    assert_eq!(
+        admin
+            .call(Method::GET, "/api/v1/upstreams/nope/health")
+            .await
+            .status,
+        404
+    );
     // The node's own endpoints stay where they were.
     assert_eq!(cl.get(&format!("{base}/livez")).await.status, 200);
     assert_eq!(cl.get(&format!("{base}/metrics")).await.status, 200);
@@ -319,18 +347,22 @@ fn an_exposed_admin_listener_is_warned_about() {
 }
 
 /// The real binary on a fresh store, driven in Debian's Chromium (headless, through
-/// chromedriver; `scripts/test` installs both and Selenium). Screenshots of each page land in
-/// the target directory's `tmp/console-screenshots`.
+/// chromedriver; `scripts/test` installs both, Selenium and axe-core). Screenshots of each
+/// page land in the target directory's `tmp/console-screenshots`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_in_a_real_browser() {
     let dir = temp_dir("console-browser");
     let upstream = MockUpstream::start(Behavior::Named("shop".into())).await;
-    let (proxy, admin) = (free_port(), free_port());
+    let (proxy, admin, hook) = (free_port(), free_port(), free_port());
+    let axe = std::env::var("WEIR_AXE_JS").expect(
+        "WEIR_AXE_JS names axe-core's axe.min.js (scripts/test installs axe-core with npm and sets it)",
+    );
     let cfg = dir.join("weir.yaml");
     std::fs::write(
         &cfg,
         format!(
-            "listen: {{ proxy: 127.0.0.1:{proxy}, admin: 127.0.0.1:{admin} }}\nworkers: 1\naccess_log: off\nstore: sqlite://weir.db\ndata_dir: {}\n",
+            "listen: {{ proxy: 127.0.0.1:{proxy}, admin: 127.0.0.1:{admin} }}\nworkers: 1\naccess_log: off\nstore: sqlite://weir.db\ndata_dir: {}\n\
+             topics:\n  orders: {{}}\nsubscriptions:\n  - {{ name: hooks, topic: orders, endpoint: \"http://127.0.0.1:{hook}/hook\", retry: {{ schedule: [1s], max_age: 1h }} }}\n",
             dir.display()
         ),
     )
@@ -364,6 +396,8 @@ async fn the_console_works_in_a_real_browser() {
         dir.join("setup-token").display().to_string(),
         upstream.address(),
         artifacts.to_owned(),
+        hook.to_string(),
+        axe,
     ];
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("python3")

@@ -148,12 +148,11 @@ subscriptions:
         || accepted.is_subset(&delivered_ids(&endpoint)),
     )
     .await;
-    let deliveries = endpoint.recorded().len();
     eprintln!(
         "\nchaos: {backend}: weir killed: acknowledged {}, delivered {}, duplicates {}",
         accepted.len(),
         delivered_ids(&endpoint).intersection(&accepted).count(),
-        deliveries - delivered_ids(&endpoint).len()
+        duplicates(&endpoint)
     );
     drop(weir);
     common::events::clean(backend, &ns, &[&sub], &[&topic]).await;

@@ -82,7 +82,15 @@ async fn sighup_reloads_a_database_mode_node_from_its_file() {
     let log = dir.join("weir.log");
     std::fs::write(dir.join("acme.key"), format!("{OLD_KEY}\n")).unwrap();
     std::fs::write(&file, node_file(&dir, proxy, admin, "1KiB")).unwrap();
-    let node = serve_logged(&file, &["--no-watch"], &[("WEIR_LOG", "info")], &log);
+    let node = serve_logged(
+        &file,
+        &["--no-watch"],
+        &[
+            ("WEIR_LOG", "info"),
+            ("WEIR_ADMIN_PASSWORD", common::admin::PASSWORD),
+        ],
+        &log,
+    );
     wait_port(admin).await;
     let cl = HttpClient::new();
     assert_eq!(call(&cl, proxy, OLD_KEY, "small").await, 200);
@@ -151,6 +159,19 @@ async fn sighup_reloads_a_database_mode_node_from_its_file() {
         "the unknown field is named:\n{text}"
     );
     assert_eq!(call(&cl, proxy, NEW_KEY, "small").await, 200);
+    // The admin API's status (the console's overview) shows the refusal with its errors.
+    let api = common::admin::api_as(
+        &format!("http://127.0.0.1:{admin}"),
+        "admin",
+        common::admin::PASSWORD,
+    )
+    .await;
+    let status = api.call(http::Method::GET, "/api/v1/status").await.json();
+    let last = &status["last_reload"];
+    assert_eq!(last["ok"], false, "{status}");
+    assert_eq!(last["cause"], "SIGHUP");
+    assert!(last["errors"].to_string().contains("limts"), "{status}");
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
 
     // A listener edit waits for a restart, named in one warning; the rest applies.
     let other = free_port();

@@ -8,12 +8,14 @@ mod ai;
 mod events;
 mod history;
 mod objects;
+mod upstreams;
 
 pub use accounts::*;
 pub use ai::*;
 pub use events::*;
 pub use history::*;
 pub use objects::*;
+pub use upstreams::*;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,6 +76,7 @@ pub fn router(control: Arc<Control>) -> axum::Router {
             "/api/v1/consumers/{name}/credentials/{index}",
             axum::routing::delete(delete_credential),
         )
+        .route("/api/v1/upstreams/{name}/health", get(upstream_health))
         .route("/api/v1/topics/{topic}/events", post(publish_event))
         .route("/api/v1/events/subscriptions", get(list_subscriptions))
         .route("/api/v1/events/subscriptions/{name}", get(get_subscription))
@@ -229,7 +232,23 @@ fn check_kind(kind: &str) -> ApiResult<()> {
 }
 
 #[derive(Serialize, ToSchema)]
+pub struct ReloadState {
+    /// Unix seconds.
+    pub at: i64,
+    /// What started it: `file changed` or `SIGHUP`.
+    pub cause: String,
+    /// `true` when the new configuration is served.
+    pub ok: bool,
+    /// Every reason it was refused (the previous configuration stays).
+    pub errors: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct Status {
+    /// Weir's version on this node.
+    pub version: String,
+    /// This node's host name.
+    pub node: String,
     /// `file` or `database`.
     pub mode: String,
     /// The store version this node serves.
@@ -239,6 +258,8 @@ pub struct Status {
     /// `ok` or `unavailable`.
     pub store: String,
     pub store_error: Option<String>,
+    /// The last reload of the node's file since it started (absent: none yet).
+    pub last_reload: Option<ReloadState>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -273,6 +294,17 @@ pub async fn status(State(ctl): Ctl, headers: HeaderMap) -> ApiResult<Json<Statu
     let latest = ctl.store.version().await.ok();
     let (ok, err) = ctl.store_state();
     Ok(Json(Status {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        node: host_name(),
+        last_reload: ctl
+            .plane
+            .last_reload()
+            .map(|(at, cause, errors)| ReloadState {
+                at,
+                cause,
+                ok: errors.is_empty(),
+                errors,
+            }),
         mode: match ctl.mode {
             Mode::File => "file",
             Mode::Database => "database",
@@ -298,4 +330,14 @@ pub async fn config(State(ctl): Ctl, headers: HeaderMap) -> ApiResult<Json<serde
     assemble::shown_value(&ctl.plane.current())
         .map(Json)
         .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// The machine's host name (as the kernel reports it), else `unknown`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned())
 }

@@ -30,7 +30,7 @@ pub struct ObjectPage {
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct PolicyDefaults {
     /// Policies every route runs unless it has one of the same kind.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<weir_config::PolicyConfig>)]
     pub policies: Vec<serde_json::Value>,
 }
 
@@ -64,7 +64,7 @@ pub struct ApplyQuery {
 }
 
 #[utoipa::path(put, path = "/api/v1/config", tag = "config", params(ApplyQuery),
-    request_body(content = Object, description = "A whole configuration in its YAML shape (as JSON). Its upstreams, routes, consumers and policy_defaults become the stored ones: missing objects are deleted. Node settings (listen, workers, limits) are not changed here."),
+    request_body(content = weir_config::Config, description = "A whole configuration in its YAML shape (as JSON). Its upstreams, routes, consumers and policy_defaults become the stored ones: missing objects are deleted. Node settings (listen, workers, limits) are not changed here."),
     responses((status = 200, description = "The plan, applied unless dry_run", body = Plan),
               (status = 400, description = "Malformed, or the result would be invalid (every error with its path)", body = ErrorBody),
               (status = 401, description = "Not logged in", body = ErrorBody),

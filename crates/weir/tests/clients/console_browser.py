@@ -4,16 +4,21 @@ see the proxy serve them, a validation error, a hostile name shown as text, a co
 shown as a conflict, the overview counting requests, a viewer without write controls, logout,
 and the bytes a login plus the overview transfer. Saves a screenshot of each page.
 
-Usage: console_browser.py CONSOLE_URL PROXY_URL TOKEN_FILE UPSTREAM_ADDR ARTIFACT_DIR
+Usage: console_browser.py CONSOLE_URL PROXY_URL TOKEN_FILE UPSTREAM_ADDR ARTIFACT_DIR HOOK_PORT AXE_JS
+HOOK_PORT is where the node's subscription `hooks` (topic `orders`) delivers: this script
+answers there, 500 until it replays the dead letter, then 200. AXE_JS is axe-core's
+axe.min.js, run on every page (no serious or critical violation may remain).
 Prints one line per step; exits non-zero at the first failed check.
 """
 
 import json
 import os
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException, TimeoutException
@@ -22,7 +27,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-BASE, PROXY, TOKEN_FILE, UPSTREAM, ARTIFACTS = sys.argv[1:6]
+BASE, PROXY, TOKEN_FILE, UPSTREAM, ARTIFACTS, HOOK_PORT, AXE_JS = sys.argv[1:8]
+AXE = open(AXE_JS).read()
 PASSWORD = "console-admin-password-1"
 XSS = "<img src=x onerror=alert(1)>"
 os.makedirs(ARTIFACTS, exist_ok=True)
@@ -40,6 +46,40 @@ def browser():
         opts.add_argument(a)
     # The system driver: no download (Selenium Manager stays out of it).
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+
+
+class Hook(BaseHTTPRequestHandler):
+    """The subscription's endpoint: fails until `accept` is set, then records deliveries."""
+    accept = False
+    delivered = []
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        if Hook.accept:
+            Hook.delivered.append(self.headers.get("webhook-id"))
+        self.send_response(200 if Hook.accept else 500)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *_):
+        pass
+
+
+hook = ThreadingHTTPServer(("127.0.0.1", int(HOOK_PORT)), Hook)
+threading.Thread(target=hook.serve_forever, daemon=True).start()
+
+
+def axe_check(page):
+    """axe-core on the page as it is: no serious or critical violation."""
+    d.execute_script(AXE)
+    result = d.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        axe.run(document, { resultTypes: ['violations'] }).then(r => done(r.violations.map(v =>
+          ({ id: v.id, impact: v.impact, nodes: v.nodes.length, help: v.help })))).catch(e => done(String(e)));""")
+    assert isinstance(result, list), result
+    bad = [v for v in result if v["impact"] in ("serious", "critical")]
+    assert not bad, f"{page}: {bad}"
+    return len(result)
 
 
 d = browser()
@@ -63,7 +103,12 @@ def shot(name):
 
 
 def go(hash_):
-    d.get(f"{BASE}/#/{hash_}")
+    # A change of hash alone re-renders; the same hash again needs a reload.
+    url = f"{BASE}/#/{hash_}"
+    if d.current_url == url:
+        d.refresh()
+    else:
+        d.get(url)
 
 
 def set_editor(value):
@@ -71,6 +116,39 @@ def set_editor(value):
     d.execute_script(
         "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input'));",
         ed, json.dumps(value, indent=2))
+
+
+FORM_AUDIT = """
+const done = arguments[arguments.length - 1];
+const kind = arguments[0];
+fetch('/api/v1/openapi.json').then(r => r.json()).then(doc => {
+  const deref = (s) => { while (s && s.$ref) s = doc.components.schemas[s.$ref.split('/').pop()]; return s || {}; };
+  const props = (s) => { s = deref(s); if (s.allOf) return s.allOf.flatMap(props); return Object.keys(s.properties || {}); };
+  const body = doc.paths['/api/v1/' + kind].post.requestBody.content['application/json'].schema;
+  const form = document.getElementById('form');
+  const problems = [];
+  const expected = props(body);
+  for (const p of expected)
+    if (!form.querySelector(`[data-field="${p}"]`)) problems.push(`${kind}: no control for ${p}`);
+  let controls = 0;
+  for (const el of form.querySelectorAll('[data-path]')) {
+    controls++;
+    const path = el.getAttribute('data-path');
+    if (el.tagName === 'FIELDSET') {
+      const legend = el.querySelector(':scope > legend');
+      const help = el.querySelector(':scope > p.help');
+      if (!legend || !legend.textContent.trim()) problems.push(`${kind}.${path}: no legend`);
+      if (!help || !help.textContent.trim()) problems.push(`${kind}.${path}: no documentation`);
+    } else {
+      const label = form.querySelector(`label[for="${el.id}"]`);
+      const help = document.getElementById(el.getAttribute('aria-describedby') || '');
+      if (!label || !label.textContent.trim()) problems.push(`${kind}.${path}: no label`);
+      if (!help || !help.textContent.trim()) problems.push(`${kind}.${path}: no documentation`);
+    }
+  }
+  done({ problems, expected: expected.length, controls });
+}).catch(e => done({ problems: [String(e)], expected: 0, controls: 0 }));
+"""
 
 
 def no_alert():
@@ -114,6 +192,7 @@ def create(kind, value):
     go(kind)
     visible("#new").click()
     heading("New")
+    visible("#mode-json").click()
     set_editor(value)
     find("#review").click()
     visible("#diff")
@@ -126,6 +205,7 @@ try:
     heading("Create the first admin")
     assert os.path.basename(TOKEN_FILE) in find("main pre").text
     shot("setup")
+    axe_check("setup")
     token = open(TOKEN_FILE).read().strip()
     visible("input[name=token]").send_keys(token)
     find("input[name=password]").send_keys(PASSWORD)
@@ -153,6 +233,49 @@ try:
             time.sleep(0.2)
     step("routes: an upstream and a route made in the console serve traffic")
 
+    # 2b. The same through the form made from the API's schema.
+    go("upstreams")
+    visible("#new").click()
+    heading("New")
+    visible("#form")
+    find('#form input[data-path="name"]').send_keys("form-up")
+    next(b for b in d.find_elements(By.CSS_SELECTOR, '#form [data-field="targets"] button') if "Add" in b.text).click()
+    visible('#form input[data-path="targets[0].address"]').send_keys(UPSTREAM)
+    find("#review").click()
+    visible("#diff")
+    find("#apply").click()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "object-name"), "form-up"))
+    visible("#targets")
+    shot("upstream-health")
+    step("forms: an upstream made through the generated form is created; its targets show live health")
+
+    # 2c. A validation error is shown at its field in the form.
+    go("routes")
+    visible("#new").click()
+    heading("New")
+    visible("#form")
+    find('#form input[data-path="name"]').send_keys("bad-form")
+    find('#form [data-path="upstream"]').send_keys("no-such-upstream")
+    find("#review").click()
+    find("#apply").click()
+    at_field = visible('#form [data-field="upstream"] .field-error')
+    assert "no-such-upstream" in at_field.text, at_field.text
+    assert find('#form [data-path="upstream"]').get_attribute("aria-invalid") == "true"
+    shot("validation-at-field")
+    step(f"forms: the error is shown at its field: {at_field.text!r}")
+
+    # 2d. Every field of every form has a control, a label and its documentation.
+    total = 0
+    for kind in ["upstreams", "routes", "consumers", "certificates", "topics", "subscriptions", "ai-providers", "ai-models"]:
+        go(f"{kind}/+new")
+        heading("New")
+        visible("#form")
+        audit = d.execute_async_script(FORM_AUDIT, kind)
+        assert not audit["problems"], "\n".join(audit["problems"])
+        assert audit["expected"] > 0 and audit["controls"] >= audit["expected"], audit
+        total += audit["controls"]
+    step(f"forms: {total} controls over 8 kinds, each labelled and documented")
+
     # 3. A validation error is shown with its path.
     create("routes", {"name": "broken", "match": {"paths": ["/broken"]}, "upstream": "no-such-upstream"})
     err = visible("#result .error")
@@ -171,6 +294,7 @@ try:
     # 5. A concurrent edit is a conflict, never an overwrite.
     go("routes/shop")
     heading("Routes")
+    visible("#mode-json").click()
     visible("#editor")
     status, _, _ = api("PUT", "/api/v1/routes/shop", bearer,
                        {"name": "shop", "match": {"paths": ["/shop/*"]}, "upstream": "shop-up", "priority": 3})
@@ -202,16 +326,91 @@ try:
     shot("overview")
     step(f"overview: {n + 1} requests to the route are counted (the {n} sent here and the first check)")
 
-    # 7. A screenshot of every page; none shows a provider key or a password.
-    for page in ["routes", "upstreams", "consumers", "certificates", "defaults", "events", "ai", "audit", "users"]:
+    axe_check("overview")
+
+    # 7. A consumer's API key, scoped to an AI model, is issued and shown once; it opens a
+    # keyed route.
+    status, body, _ = api("POST", "/api/v1/ai-providers", bearer, {
+        "name": "fake", "kind": "openai_compatible", "base_url": "http://127.0.0.1:9/v1"})
+    assert status == 201, body
+    status, body, _ = api("POST", "/api/v1/ai-models", bearer, {"name": "gpt", "targets": ["fake/gpt-4.1"]})
+    assert status == 201, body
+    create("consumers", {"name": "acme", "credentials": []})
+    wait.until(EC.text_to_be_present_in_element((By.ID, "object-name"), "acme"))
+    visible("#key-name").send_keys("ci-key")
+    find("#key-models").send_keys("gpt")
+    find("#issue-key").click()
+    key = visible("#issued-key").text
+    assert key.startswith("sk-weir-"), key
+    assert "ci-key" in visible("#credentials").text
+    shot("consumer-key")
+    status, _, _ = api("POST", "/api/v1/routes", bearer, {
+        "name": "keyed", "match": {"paths": ["/keyed/*"]}, "upstream": "shop-up",
+        "policies": [{"key_auth": {}}]})
+    assert status == 201, status
+    d.refresh()
+    visible("#credentials")
+    assert key not in d.page_source, "the key was shown again"
+    assert not d.find_elements(By.ID, "issued-key")
+    deadline = time.time() + 10
+    while True:
+        req = urllib.request.Request(f"{PROXY}/keyed/x", headers={"authorization": f"Bearer {key}"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                assert r.status == 200
+                break
+        except urllib.error.HTTPError as e:
+            if time.time() > deadline:
+                raise AssertionError(f"the issued key was refused: {e.code}")
+            time.sleep(0.2)
+    step("keys: an API key issued in the console is shown once and opens a keyed route")
+
+    # 8. A dead letter replayed from the console is delivered.
+    go("events")
+    heading("Events")
+    visible("#publish-topic").send_keys("orders")
+    find("#publish-body").clear()
+    find("#publish-body").send_keys('{"order": 42}')
+    find("#publish-topic").submit()
+    link = visible("form.panel p.ok a")
+    event_id = link.text
+    deadline = time.time() + 30
+    go("events/hooks")
+    while True:
+        d.refresh()
+        heading("Subscription")
+        time.sleep(0.5)
+        rows = d.find_elements(By.CSS_SELECTOR, "#dead-letters tbody tr")
+        if any(event_id in r.text for r in rows):
+            break
+        assert time.time() < deadline, "the failing delivery never became a dead letter"
+        time.sleep(1)
+    shot("dead-letter")
+    axe_check("subscription")
+    Hook.accept = True
+    row = next(r for r in d.find_elements(By.CSS_SELECTOR, "#dead-letters tbody tr") if event_id in r.text)
+    row.find_element(By.TAG_NAME, "button").click()
+    wait.until(EC.text_to_be_present_in_element((By.ID, "replay-result"), "1 delivery"))
+    deadline = time.time() + 20
+    while event_id not in Hook.delivered:
+        assert time.time() < deadline, f"the replayed event was not delivered: {Hook.delivered}"
+        time.sleep(0.2)
+    step("events: a dead letter replayed from the console was delivered")
+
+    # 9. A screenshot of every page, and axe-core on each; none shows a secret.
+    checked = 0
+    for page in ["routes", "routes/shop", "upstreams", "consumers", "certificates", "defaults", "events",
+                 "topics", "subscriptions", "ai", "ai-providers", "ai-models", "audit", "users"]:
         go(page)
         wait.until(lambda _: d.find_element(By.CSS_SELECTOR, "main h1").text)
         time.sleep(0.3)
-        assert PASSWORD not in d.page_source and token not in d.page_source
-        shot(page)
-    step("pages: every section renders")
+        assert PASSWORD not in d.page_source and token not in d.page_source and key not in d.page_source
+        shot(page.replace("/", "-"))
+        axe_check(page)
+        checked += 1
+    step(f"pages: every section renders; axe-core found no serious or critical violation on {checked + 3} pages (and the login page below)")
 
-    # 8. A viewer sees no write controls, and the API refuses their writes anyway.
+    # 10. A viewer sees no write controls, and the API refuses their writes anyway.
     go("users")
     heading("Users")
     visible("#new-username").send_keys("vera")
@@ -220,7 +419,8 @@ try:
     find("#new-username").submit()
     wait.until(lambda _: "vera" in d.find_element(By.CSS_SELECTOR, "main table").text)
     logout()
-    step("logout: back to the login page")
+    axe_check("login")
+    step("logout: back to the login page (axe-core: no serious or critical violation)")
     login("vera", "viewer-password-12")
     go("routes")
     heading("Routes")
@@ -238,7 +438,7 @@ try:
     step("viewer: no write controls, and a write is refused with 403")
     logout()
 
-    # 9. Bytes for a login plus the overview, from a cold cache.
+    # 11. Bytes for a login plus the overview, from a cold cache.
     d.execute_cdp_cmd("Network.clearBrowserCache", {})
     login("admin", PASSWORD)
     wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, "#tops table, #tops .help"))
@@ -250,5 +450,13 @@ try:
     print(f"console: bytes: login plus overview transferred {total} bytes ({total / 1024:.1f} KiB, budget 300 KiB)")
     no_alert()
     print("console: all checks passed")
+except BaseException:
+    # What the page showed when a check failed: a screenshot and its text.
+    try:
+        shot("failure")
+        print("console: the page at the failure:\n" + d.find_element(By.ID, "app").text[:4000])
+    except Exception:
+        pass
+    raise
 finally:
     d.quit()

@@ -108,6 +108,7 @@ const pages = {
   "ai-providers": { title: "AI providers", render: (m, a) => objectsPage("ai-providers", a) },
   "ai-models": { title: "AI models", render: (m, a) => objectsPage("ai-models", a) },
   audit: { title: "Audit log", render: auditPage },
+  status: { title: "Status", render: statusPage },
   users: { title: "Users and tokens", render: usersPage },
 };
 
@@ -379,6 +380,55 @@ async function listPage(kind) {
       : h("p", { class: "help" }, `No ${kind} yet.`));
 }
 
+// The schema an operation documents for its JSON body.
+function bodySchemaOf(doc, path, method) {
+  const op = (doc.paths[path] || {})[method] || {};
+  const content = ((op.requestBody || {}).content || {})["application/json"];
+  return content && content.schema;
+}
+
+// One value edited two ways: a form made from `schema` (writers' default) or the same value
+// as JSON (viewers' default, read-only for them). `out` shows what a switch cannot parse.
+function editorPair(schema, value, out) {
+  const editor = h("textarea", { class: "code", id: "editor", spellcheck: "false", readonly: !canWrite() }, JSON.stringify(value, null, 2));
+  const formBox = h("div", { id: "form" });
+  const jsonBox = field("Definition (JSON)", editor);
+  let form = null;
+  const drawForm = (v) => {
+    form = control(h, schema, v, "", "", true);
+    formBox.replaceChildren(canWrite() ? form.el : h("fieldset", { disabled: true }, form.el));
+  };
+  let mode = canWrite() && schema ? "form" : "json";
+  const buttons = h("div", { class: "actions", role: "group", "aria-label": "Edit as" });
+  const press = () => { for (const b of buttons.children) b.setAttribute("aria-pressed", String(b.dataset.mode === mode)); };
+  const setMode = (m) => {
+    if (m === mode) return;
+    try {
+      if (m === "json") editor.value = JSON.stringify(form.get(), null, 2);
+      else drawForm(JSON.parse(editor.value));
+    } catch (e) {
+      out.replaceChildren(errorBox({ error: { message: e.message } }));
+      return;
+    }
+    (m === "form" ? jsonBox : formBox).replaceWith(m === "form" ? formBox : jsonBox);
+    mode = m;
+    press();
+  };
+  if (schema) {
+    buttons.append(
+      h("button", { type: "button", class: "secondary", id: "mode-form", "data-mode": "form", onclick: () => setMode("form") }, "Form"),
+      h("button", { type: "button", class: "secondary", id: "mode-json", "data-mode": "json", onclick: () => setMode("json") }, "JSON"));
+    drawForm(value);
+    press();
+  }
+  return {
+    el: h("div", {}, buttons, mode === "form" ? formBox : jsonBox),
+    mode: () => mode,
+    value: () => (mode === "form" ? form.get() : JSON.parse(editor.value)),
+    placeErrors: (errors) => placeErrors(h, formBox, errors),
+  };
+}
+
 // One object: its configuration shape as JSON, edited, reviewed as a diff, applied with
 // If-Match so a concurrent edit shows as a conflict.
 async function objectPage(kind, name) {
@@ -394,49 +444,17 @@ async function objectPage(kind, name) {
     etag = r.etag;
   }
   const text = JSON.stringify(original, null, 2);
-  const editor = h("textarea", { class: "code", id: "editor", spellcheck: "false", readonly: !canWrite() }, text);
   const out = h("div", { id: "result", "aria-live": "polite" });
-  // The form comes from the schema the API documents for this kind's body.
   const doc = await openapi();
-  const bodySchema = ((((doc.paths[`/api/v1/${kind}`] || {}).post || {}).requestBody || {}).content || {})["application/json"];
-  const schema = bodySchema && bodySchema.schema;
-  const formBox = h("div", { id: "form" });
-  let form = null;
-  const drawForm = (value) => {
-    form = control(h, schema, value, "", "", true);
-    formBox.replaceChildren(canWrite() ? form.el : h("fieldset", { disabled: true }, form.el));
-  };
-  const jsonBox = field("Definition (JSON)", editor);
-  let mode = canWrite() && schema ? "form" : "json";
-  const modeButtons = h("div", { class: "actions", role: "group", "aria-label": "Edit as" });
-  const setMode = (m) => {
-    if (m === mode && (m === "json" ? jsonBox.isConnected : formBox.isConnected)) return;
-    try {
-      if (m === "json" && form) editor.value = JSON.stringify(form.get(), null, 2);
-      if (m === "form") drawForm(JSON.parse(editor.value));
-    } catch (e) {
-      out.replaceChildren(errorBox({ error: { message: e.message } }));
-      return;
-    }
-    mode = m;
-    (m === "form" ? jsonBox : formBox).replaceWith(m === "form" ? formBox : jsonBox);
-    for (const b of modeButtons.children) b.setAttribute("aria-pressed", String(b.dataset.mode === m));
-  };
-  if (schema) {
-    modeButtons.append(
-      h("button", { type: "button", class: "secondary", id: "mode-form", "data-mode": "form", onclick: () => setMode("form") }, "Form"),
-      h("button", { type: "button", class: "secondary", id: "mode-json", "data-mode": "json", onclick: () => setMode("json") }, "JSON"));
-    drawForm(original);
-  }
+  const edit = editorPair(bodySchemaOf(doc, `/api/v1/${kind}`, "post"), original, out);
   main.append(
     h("h1", {}, creating ? `New ${singular(kind)}` : `${pages[kind].title}: `, creating ? null : h("span", { id: "object-name" }, name)),
     h("p", { class: "help" }, "The object in its configuration shape (as in weir.yaml). Every field is documented in docs/configuration.md and in the API's OpenAPI document."),
-    modeButtons, mode === "form" ? formBox : jsonBox, out);
-  for (const b of modeButtons.children) b.setAttribute("aria-pressed", String(b.dataset.mode === mode));
+    edit.el, out);
   if (kind === "consumers" && !creating) await credentialsPanel(main, name);
   if (kind === "upstreams" && !creating) await healthPanel(main, name);
   if (!canWrite()) return;
-  const current = () => (mode === "form" ? form.get() : JSON.parse(editor.value));
+  const current = edit.value;
   const apply = async (value) => {
     out.replaceChildren();
     try {
@@ -453,9 +471,9 @@ async function objectPage(kind, name) {
       }
       const body = e.body || { error: { message: e.message } };
       const errors = (body.error && body.error.errors) || [];
-      if (mode === "form" && errors.length) {
-        const left = placeErrors(h, formBox, errors);
-        out.replaceChildren(errorBox({ error: { message: `${body.error.message}: see the fields marked below${left.length ? " and these" : ""}`, errors: left } }));
+      if (edit.mode() === "form" && errors.length) {
+        const left = edit.placeErrors(errors);
+        out.replaceChildren(errorBox({ error: { message: `${body.error.message}: see the fields marked in the form${left.length ? ", and these" : ""}`, errors: left } }));
       } else out.replaceChildren(errorBox(body));
     }
   };
@@ -463,7 +481,7 @@ async function objectPage(kind, name) {
     out.replaceChildren();
     let value;
     try { value = current(); } catch (e) {
-      out.replaceChildren(errorBox({ error: { message: mode === "json" ? `not valid JSON: ${e.message}` : e.message } }));
+      out.replaceChildren(errorBox({ error: { message: edit.mode() === "json" ? `not valid JSON: ${e.message}` : e.message } }));
       return;
     }
     const after = JSON.stringify(value, null, 2);
@@ -564,17 +582,16 @@ function diffView(a, b) {
 async function defaultsPage(main) {
   main.append(h("h1", {}, "Policy defaults"));
   const r = await api("GET", "/api/v1/policy-defaults");
-  const text = JSON.stringify(r.json, null, 2);
-  const editor = h("textarea", { class: "code", id: "editor", readonly: !canWrite() }, text);
-  const out = h("div", { "aria-live": "polite" });
-  main.append(h("p", { class: "help" }, "Policies every route runs unless it has one of the same kind."), field("Definition", editor), out);
+  const out = h("div", { id: "result", "aria-live": "polite" });
+  const edit = editorPair(bodySchemaOf(await openapi(), "/api/v1/policy-defaults", "put"), r.json, out);
+  main.append(h("p", { class: "help" }, "Policies every route runs unless it has one of the same kind."), edit.el, out);
   if (!canWrite()) return;
   main.insertBefore(h("div", { class: "actions" }, h("button", {
     type: "button", id: "apply",
     onclick: async () => {
       out.replaceChildren();
       try {
-        await api("PUT", "/api/v1/policy-defaults", JSON.parse(editor.value), { ifMatch: r.etag });
+        await api("PUT", "/api/v1/policy-defaults", edit.value(), { ifMatch: r.etag });
         out.replaceChildren(h("p", { class: "ok" }, "Applied."));
       } catch (e) { out.replaceChildren(errorBox(e.body || { error: { message: e.message } })); }
     },
@@ -640,6 +657,16 @@ async function subscriptionPage(main, name) {
       out.replaceChildren(h("p", { class: "ok" }, `${r.json.replayed} delivery(ies) due again.`));
     } catch (e) { out.replaceChildren(errorBox(e.body || e)); }
   };
+  // The selected dead letters, one replay each (the API replays one by its seq).
+  const replaySelected = async () => {
+    out.replaceChildren();
+    const seqs = [...main.querySelectorAll("input.pick:checked")].map((c) => Number(c.value));
+    let n = 0;
+    try {
+      for (const seq of seqs) n += (await api("POST", `/api/v1/events/subscriptions/${enc}/replay`, { seq })).json.replayed;
+      out.replaceChildren(h("p", { class: "ok" }, `${n} delivery(ies) due again.`));
+    } catch (e) { out.replaceChildren(errorBox(e.body || e)); }
+  };
   const deadItems = dead.json.items || dead.json;
   const attemptItems = attempts.json.items || attempts.json;
   const since = h("input", { id: "replay-since", type: "datetime-local" });
@@ -650,12 +677,15 @@ async function subscriptionPage(main, name) {
       stat("Pending", String(s.pending)), stat("In flight", String(s.in_flight)), stat("Dead letters", String(s.dead_letters))),
     h("h2", {}, "Dead letters"), out,
     deadItems.length === 0 ? h("p", { class: "help" }, "None.") :
-      h("table", { id: "dead-letters" }, h("thead", {}, h("tr", {}, ["Seq", "Event", "Attempts", "Reason", ""].map((c) => h("th", {}, c)))),
-        h("tbody", {}, deadItems.map((d) => h("tr", {}, h("td", {}, String(d.seq)),
+      h("table", { id: "dead-letters" }, h("thead", {}, h("tr", {}, ["", "Seq", "Event", "Attempts", "Reason", ""].map((c) => h("th", {}, c)))),
+        h("tbody", {}, deadItems.map((d) => h("tr", {},
+          h("td", {}, writer ? h("input", { type: "checkbox", class: "pick", value: d.seq, "aria-label": `Select dead letter ${d.seq}` }) : null),
+          h("td", {}, String(d.seq)),
           h("td", {}, h("a", { href: `#/events/event/${encodeURIComponent(d.event_id)}` }, d.event_id)),
           h("td", {}, String(d.attempts)), h("td", {}, d.reason),
           h("td", {}, writer ? h("button", { type: "button", class: "secondary", onclick: () => replay({ seq: d.seq }) }, "Replay") : null))))),
     writer ? h("div", { class: "actions" },
+      h("button", { type: "button", id: "replay-selected", onclick: replaySelected }, "Replay selected"),
       h("button", { type: "button", id: "replay-all", onclick: () => replay({ dead_letters: true }) }, "Replay all dead letters"),
       h("label", { for: "replay-since" }, "or everything since"), since,
       h("button", { type: "button", class: "secondary", onclick: () => since.value && replay({ since: Math.floor(new Date(since.value).getTime() / 1000) }) }, "Replay since")) : null,
@@ -685,12 +715,25 @@ async function eventPage(main, id) {
 // ---------------------------------------------------------------- AI
 
 async function aiPage(main) {
-  main.append(h("h1", {}, "AI"));
+  main.append(h("h1", {}, "AI usage"));
+  const picker = h("select", { id: "ai-range" }, RANGES.map(([label], i) => h("option", { value: i, selected: i === 3 }, label)));
+  const box = h("div", { id: "ai-usage" });
+  main.append(h("div", { class: "actions" }, h("label", { for: "ai-range" }, "Time range"), picker), box);
+  const draw = async () => {
+    const [label, since] = RANGES[Number(picker.value)];
+    box.replaceChildren();
+    await aiUsage(box, since, label);
+  };
+  picker.addEventListener("change", () => draw().catch((e) => box.replaceChildren(errorBox(e.body || e))));
+  await draw();
+}
+
+async function aiUsage(main, since, label) {
   const [usage, calls] = await Promise.all([
-    api("GET", "/api/v1/ai/usage?by=consumer,key,model&since=86400").catch((e) => ({ error: e })),
-    api("GET", "/api/v1/ai/calls?limit=50").catch((e) => ({ error: e })),
+    api("GET", `/api/v1/ai/usage?by=consumer,key,model&since=${since}`).catch((e) => ({ error: e })),
+    api("GET", `/api/v1/ai/calls?limit=50&since=${since}`).catch((e) => ({ error: e })),
   ]);
-  main.append(h("h2", {}, "Usage, last 24 hours, by consumer, key and model"));
+  main.append(h("h2", {}, `Usage and cost, last ${label}, by consumer, key and model`));
   if (usage.error) main.append(errorBox(usage.error.body || usage.error));
   else {
     const rows = usage.json.rows;
@@ -710,6 +753,32 @@ async function aiPage(main) {
           h("td", {}, c.cost_usd.toFixed(4)), h("td", {}, String(c.latency_ms)), h("td", {}, String(c.fallbacks)))))));
   }
   main.append(h("p", { class: "help" }, "Providers and models are under AI providers and AI models (provider keys are never shown); virtual keys are issued on a consumer's page."));
+}
+
+// ---------------------------------------------------------------- status
+
+// This node as the probes and the admin API see it.
+async function statusPage(main) {
+  main.append(h("h1", {}, "Status"));
+  const [st, ready, health] = await Promise.all([
+    api("GET", "/api/v1/status"),
+    fetch("/readyz", { credentials: "same-origin" }).then(async (r) => ({ status: r.status, json: await r.json().catch(() => ({})) })),
+    fetch("/healthz", { credentials: "same-origin" }).then((r) => r.json()).catch(() => ({})),
+  ]);
+  const s = st.json;
+  const rows = [
+    ["Node", s.node], ["Weir version", s.version], ["Mode", s.mode],
+    ["Configuration version served", String(s.serving_version)],
+    ["Store's newest version", s.store_version === null ? "unknown" : String(s.store_version)],
+    ["Store", s.store + (s.store_error ? `: ${s.store_error}` : "")],
+    ["Snapshot version (data plane)", String(health.config_version ?? "—")],
+    ["Ready (/readyz)", `${ready.status === 200 ? "yes" : "no"} (HTTP ${ready.status})`],
+    ...Object.entries(ready.json.checks || {}).map(([k, v]) => [`Check: ${k}`, typeof v === "string" ? v : JSON.stringify(v)]),
+    ["Last reload", s.last_reload ? `${s.last_reload.ok ? "applied" : "refused"} (${s.last_reload.cause}) ${when(s.last_reload.at * 1000)}` : "none since start"],
+  ];
+  main.append(h("table", { id: "status-table" }, h("tbody", {}, rows.map(([k, v]) => h("tr", {}, h("th", { scope: "row" }, k), h("td", {}, v))))));
+  if (s.last_reload && !s.last_reload.ok) main.append(errorBox({ error: { message: "The last reload was refused; the previous configuration stays.", errors: s.last_reload.errors } }));
+  main.append(h("p", { class: "help" }, "Prometheus metrics: ", h("a", { href: "/metrics" }, "/metrics"), "; the API's OpenAPI document: ", h("a", { href: "/api/v1/openapi.json" }, "/api/v1/openapi.json"), "."));
 }
 
 // ---------------------------------------------------------------- audit

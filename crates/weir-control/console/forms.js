@@ -66,7 +66,7 @@ function shape(s) {
     const items = norm(s.items || {});
     const k = shape(items).kind;
     if (k === "string" || k === "enum" || k === "number") return { kind: "list", items };
-    if (k === "object") return { kind: "objects", items };
+    if (k === "object" || k === "variants") return { kind: "objects", items };
     return { kind: "json" };
   }
   if (t === "object" && s.properties && Object.keys(s.properties).length) return { kind: "object" };

@@ -287,3 +287,31 @@ pub async fn authenticate(
         token_id: token.id,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_slides_with_use_up_to_its_absolute_limit() {
+        let l = SessionLimits {
+            idle: Duration::from_secs(1800),
+            absolute: Duration::from_secs(12 * 3600),
+        };
+        // Used an hour after login: 30 more minutes.
+        assert_eq!(l.expiry(1_000, 1_000 + 3600), 1_000 + 3600 + 1800);
+        // Used near the end: never past 12 hours after login.
+        assert_eq!(l.expiry(1_000, 1_000 + 12 * 3600 - 60), 1_000 + 12 * 3600);
+    }
+
+    #[test]
+    fn the_csrf_token_is_the_sessions_own() {
+        assert_eq!(csrf_token("wss_a"), csrf_token("wss_a"));
+        assert_ne!(csrf_token("wss_a"), csrf_token("wss_b"));
+        assert_ne!(
+            csrf_token("wss_a"),
+            digest("wss_a"),
+            "not the stored digest"
+        );
+    }
+}

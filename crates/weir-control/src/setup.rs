@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 
 use crate::auth;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 
 /// The token file's name in `data_dir`.
 pub const TOKEN_FILE: &str = "setup-token";
@@ -21,17 +21,28 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// Writes a fresh token to `data_dir/setup-token` (mode 0600) and logs the file's path
-    /// (never the token). Each start makes a new one; the old file is replaced.
+    /// Keeps a setup token in `data_dir/setup-token` (mode 0600) and logs the file's path
+    /// (never the token). A token already there, private and well-formed, is kept: nodes
+    /// that share a `data_dir` (or a restart before setup) agree on one. A file that cannot
+    /// be written is logged, not fatal: `WEIR_ADMIN_PASSWORD` and `weir admin create-user`
+    /// still make the first admin.
     pub fn prepare(&self, data_dir: &Path) -> ApiResult<()> {
-        let token = auth::new_secret("wst_")?;
         let path = data_dir.join(TOKEN_FILE);
-        write_private(&path, &format!("{token}\n")).map_err(|e| {
-            ApiError::Internal(format!(
-                "cannot write the setup token to {}: {e}; make data_dir writable, or set WEIR_ADMIN_PASSWORD to create the first admin",
-                path.display()
-            ))
-        })?;
+        let token = match kept_token(&path) {
+            Some(t) => t,
+            None => {
+                let t = auth::new_secret("wst_")?;
+                if let Err(e) = write_private(&path, &format!("{t}\n")) {
+                    tracing::error!(
+                        file = %path.display(),
+                        error = %e,
+                        "no admin account yet and the setup token cannot be written: make data_dir writable, or set WEIR_ADMIN_PASSWORD, or run weir admin create-user"
+                    );
+                    return Ok(());
+                }
+                t
+            }
+        };
         // The absolute path, so the operator finds it whatever directory they are in.
         let path = std::fs::canonicalize(&path).unwrap_or(path);
         tracing::warn!(
@@ -72,25 +83,46 @@ impl Setup {
     }
 }
 
-/// Writes `text` to a file only its owner can read or write, whatever mode an earlier file
-/// at `path` had.
+/// The token in `path` if the file is private (only its owner may read it) and holds one.
+fn kept_token(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        if !meta.is_file() || meta.permissions().mode() & 0o077 != 0 {
+            return None;
+        }
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    let t = text.trim();
+    (t.starts_with("wst_") && t.len() > 20 && t.len() < 100).then(|| t.to_owned())
+}
+
+/// Writes `text` to a file only its owner can read or write: a new file of this process,
+/// renamed over `path` (atomic, so a reader never sees half a token and two writers never
+/// fail on each other's file).
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    // A file left by someone else could be read by them: start from a new one.
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()
+    let written = opts.open(&tmp).and_then(|mut f| {
+        f.write_all(text.as_bytes())?;
+        f.sync_all()
+    });
+    match written.and_then(|()| std::fs::rename(&tmp, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -113,8 +145,29 @@ mod tests {
         assert!(s.needed());
         assert!(!s.matches("wst_guess"));
         assert!(s.matches(token.trim()));
+        // Another node on the same data_dir keeps the same token.
+        let other = Setup::default();
+        other.prepare(&dir).unwrap();
+        assert!(other.matches(token.trim()));
         s.done();
         assert!(!s.needed() && !s.matches(token.trim()) && !path.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_token_file_others_could_read_is_replaced() {
+        let dir = std::env::temp_dir().join(format!("weir-setup-open-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(TOKEN_FILE);
+        std::fs::write(&path, "wst_known_to_everyone_0000000000\n").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let s = Setup::default();
+        s.prepare(&dir).unwrap();
+        assert!(!s.matches("wst_known_to_everyone_0000000000"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -76,6 +76,8 @@ async function api(method, path, body, opts = {}) {
   if (body !== undefined) headers["content-type"] = "application/json";
   if (method !== "GET" && state.session) headers["x-csrf-token"] = state.session.csrf_token;
   if (opts.ifMatch) headers["if-match"] = opts.ifMatch;
+  // Timed refreshes say so: they do not keep an unattended session alive.
+  if (opts.background) headers["x-weir-background"] = "1";
   const rsp = await fetch(path, {
     method, headers, credentials: "same-origin",
     body: body === undefined ? undefined : JSON.stringify(body),
@@ -229,22 +231,23 @@ async function overviewPage(main) {
   const charts = h("div", { id: "charts" });
   const tops = h("div", { class: "grid", id: "tops" });
   main.append(statusBox, h("div", { class: "actions" }, h("label", { for: "range" }, "Time range"), picker), charts, tops);
-  const refresh = async () => {
+  const refresh = async (background) => {
     const [label, since, bucket] = RANGES[Number(picker.value)];
-    await Promise.all([renderStatus(statusBox), renderTraffic(charts, tops, since, bucket, label)]);
+    const opts = { background };
+    await Promise.all([renderStatus(statusBox, opts), renderTraffic(charts, tops, since, bucket, label, opts)]);
   };
-  picker.addEventListener("change", refresh);
-  await refresh();
-  state.timers.push(setInterval(() => refresh().catch(() => {}), 5000));
+  picker.addEventListener("change", () => refresh(false));
+  await refresh(false);
+  state.timers.push(setInterval(() => refresh(true).catch(() => {}), 5000));
 }
 
 function stat(label, value, id) {
   return h("div", { class: "panel stat", id }, h("div", { class: "label" }, label), h("div", { class: "value" }, value));
 }
 
-async function renderStatus(box) {
+async function renderStatus(box, opts) {
   const [st, health] = await Promise.all([
-    api("GET", "/api/v1/status"),
+    api("GET", "/api/v1/status", undefined, opts),
     fetch("/readyz", { credentials: "same-origin" }).then(async (r) => ({ ok: r.ok, json: await r.json().catch(() => ({})) })),
   ]);
   const s = st.json;
@@ -265,18 +268,18 @@ async function renderStatus(box) {
   );
 }
 
-async function renderTraffic(charts, tops, since, bucket, label) {
+async function renderTraffic(charts, tops, since, bucket, label, opts) {
   let byRoute;
   try {
-    byRoute = (await api("GET", `/api/v1/analytics?by=route&since=${since}&bucket=${bucket}`)).json;
+    byRoute = (await api("GET", `/api/v1/analytics?by=route&since=${since}&bucket=${bucket}`, undefined, opts)).json;
   } catch (e) {
     charts.replaceChildren(h("div", { class: "panel" }, "Traffic analytics: ", e.message));
     tops.replaceChildren();
     return;
   }
   const [byConsumer, byUpstream] = await Promise.all([
-    api("GET", `/api/v1/analytics?by=consumer&since=${since}&bucket=${bucket}`).then((r) => r.json),
-    api("GET", `/api/v1/analytics?by=upstream&since=${since}&bucket=${bucket}`).then((r) => r.json),
+    api("GET", `/api/v1/analytics?by=consumer&since=${since}&bucket=${bucket}`, undefined, opts).then((r) => r.json),
+    api("GET", `/api/v1/analytics?by=upstream&since=${since}&bucket=${bucket}`, undefined, opts).then((r) => r.json),
   ]);
   const series = new Map();
   for (const g of byRoute.groups) {
@@ -505,15 +508,15 @@ async function objectPage(kind, name) {
 // An upstream's endpoints as this node's balancer sees them, refreshed every 5 s.
 async function healthPanel(main, upstream) {
   const body = h("tbody");
-  const draw = async () => {
-    const r = await api("GET", `/api/v1/upstreams/${encodeURIComponent(upstream)}/health`);
+  const draw = async (background) => {
+    const r = await api("GET", `/api/v1/upstreams/${encodeURIComponent(upstream)}/health`, undefined, { background });
     body.replaceChildren(...r.json.map((t) => h("tr", {}, h("td", {}, t.address), h("td", {}, String(t.weight)),
       h("td", {}, h("span", { class: `badge ${t.healthy ? "good" : "bad"}` }, t.healthy ? "healthy" : "unhealthy")),
       h("td", {}, t.active_check_up ? "up" : "down"), h("td", {}, t.circuit.replace("_", "-")),
       h("td", {}, String(t.failures)), h("td", {}, String(t.in_flight)))));
   };
-  await draw();
-  state.timers.push(setInterval(() => draw().catch(() => {}), 5000));
+  await draw(false);
+  state.timers.push(setInterval(() => draw(true).catch(() => {}), 5000));
   main.append(h("section", { class: "panel", "aria-labelledby": "targets-title" },
     h("h2", { id: "targets-title" }, "Targets, live on this node"),
     h("table", { id: "targets" }, h("thead", {}, h("tr", {}, ["Address", "Weight", "State", "Active check", "Circuit", "Failures", "In flight"].map((c) => h("th", {}, c)))), body)));

@@ -252,7 +252,8 @@ pub fn csrf_token(secret: &str) -> String {
 }
 
 /// The caller behind a request's token or session. A session's expiry slides forward with
-/// use (written at most once a minute), never past its absolute limit.
+/// use (written at most once a minute), never past its absolute limit; background
+/// refreshes do not count as use.
 pub async fn authenticate(
     store: &Store,
     headers: &HeaderMap,
@@ -271,7 +272,9 @@ pub async fn authenticate(
             "the token is not valid or has expired",
         ));
     };
-    if token.kind == "session" {
+    // A page's own refresh (`X-Weir-Background`) is not a person at work: it must not keep
+    // an unattended console logged in past the idle limit.
+    if token.kind == "session" && !headers.contains_key("x-weir-background") {
         let now = weir_store::now();
         let due = limits.expiry(token.created_at, now);
         if token.expires_at.is_some_and(|at| due - at >= 60) {

@@ -211,9 +211,119 @@ mod shapes {
 pub fn document() -> String {
     static DOC: OnceLock<String> = OnceLock::new();
     DOC.get_or_init(|| {
-        ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| {
+        let mut doc = ApiDoc::openapi();
+        merge_named_shapes(&mut doc);
+        constrain_names(&mut doc);
+        doc.to_pretty_json().unwrap_or_else(|e| {
             format!("{{\"error\": \"cannot render the OpenAPI document: {e}\"}}")
         })
     })
     .clone()
+}
+
+/// The shapes that add `name` to a configuration type (serde's flatten) come out of the
+/// derive as `allOf: [Config, {name}]`, and the config type forbids unknown fields, so no
+/// body could satisfy both. Each becomes one object: `name` first, then the type's fields
+/// in their declared order.
+fn merge_named_shapes(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{AdditionalProperties, Object, Schema};
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    let schemas = &mut components.schemas;
+    for name in ["Upstream", "Certificate", "Topic", "AiProvider"] {
+        let Some(RefOr::T(Schema::AllOf(all))) = schemas.get(name).cloned() else {
+            continue;
+        };
+        let mut merged = Object::new();
+        // The wrapper's own part (the name) first, then the type it flattens.
+        for part in all.items.iter().rev() {
+            let part = match part {
+                RefOr::Ref(r) => schemas.get(r.ref_location.rsplit('/').next().unwrap_or("")),
+                t => Some(t),
+            };
+            let Some(RefOr::T(Schema::Object(o))) = part else {
+                continue;
+            };
+            merged.properties.extend(o.properties.clone());
+            merged.required.extend(o.required.iter().cloned());
+            if matches!(
+                o.additional_properties.as_deref(),
+                Some(AdditionalProperties::FreeForm(false))
+            ) {
+                merged.additional_properties = o.additional_properties.clone();
+            }
+            if merged.description.is_none() {
+                merged.description = o.description.clone();
+            }
+        }
+        merged.schema_type = utoipa::openapi::schema::Type::Object.into();
+        schemas.insert(name.to_owned(), RefOr::T(Schema::Object(merged)));
+    }
+}
+
+/// What [`crate::check_name`] takes, as a pattern: 1-128 letters, digits, '-', '_' or
+/// '.', not starting with '.'.
+const NAME_PATTERN: &str = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$";
+
+/// Object names, in bodies and in paths, documented with the rule the API applies.
+fn constrain_names(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::schema::Schema;
+    let rule = |s: &mut RefOr<Schema>| {
+        if let RefOr::T(Schema::Object(o)) = s {
+            o.pattern = Some(NAME_PATTERN.to_owned());
+            o.max_length = Some(128);
+        }
+    };
+    if let Some(c) = doc.components.as_mut() {
+        for schema in [
+            "Upstream",
+            "Certificate",
+            "Topic",
+            "AiProvider",
+            "RouteConfig",
+            "ConsumerConfig",
+            "SubscriptionConfig",
+            "ModelConfig",
+        ] {
+            if let Some(RefOr::T(Schema::Object(o))) = c.schemas.get_mut(schema)
+                && let Some(name) = o.properties.get_mut("name")
+            {
+                rule(name);
+            }
+        }
+    }
+    for (path, item) in doc.paths.paths.iter_mut() {
+        // Only objects' names: users, tokens and events have rules of their own.
+        let kind = path
+            .trim_start_matches("/api/v1/")
+            .split('/')
+            .next()
+            .unwrap_or("");
+        if !crate::assemble::KINDS.contains(&kind) {
+            continue;
+        }
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for p in op.parameters.iter_mut().flatten() {
+                if let RefOr::T(p) = p
+                    && p.parameter_in == ParameterIn::Path
+                    && p.name == "name"
+                    && let Some(s) = p.schema.as_mut()
+                {
+                    rule(s);
+                }
+            }
+        }
+    }
 }

@@ -71,6 +71,22 @@ async fn the_console_is_served_with_a_strict_policy() {
         .await;
     assert_eq!(again.status, 304);
     assert_eq!(cl.get(&format!("{base}/console/nope.js")).await.status, 404);
+    // The forms' source: each kind's body is one object schema, documented field by field.
+    let text = cl.get(&format!("{base}/api/v1/openapi.json")).await.text();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let up = &doc["components"]["schemas"]["Upstream"];
+    let fields: Vec<&String> = up["properties"].as_object().unwrap().keys().collect();
+    // As served, `name` comes first and the rest keep their declared order.
+    let served = &text[text.find("\"Upstream\": {").unwrap()..];
+    assert!(served.find("\"name\"").unwrap() < served.find("\"targets\"").unwrap());
+    assert!(fields.iter().any(|f| *f == "targets"));
+    assert_eq!(up["additionalProperties"], false);
+    assert!(up["properties"]["targets"]["description"].is_string());
+    assert_eq!(
+        doc["paths"]["/api/v1/routes"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+            ["$ref"],
+        "#/components/schemas/RouteConfig"
+    );
     // What the overview and an upstream's page read: the node, and live target health.
     let admin = api_as(&base, "admin", PASSWORD).await;
     let status = admin.call(Method::GET, "/api/v1/status").await.json();
@@ -286,6 +302,16 @@ async fn a_role_change_ends_the_accounts_sessions() {
         eve.call(Method::GET, "/api/v1/session").await.json()["role"],
         "viewer"
     );
+    // The same role again is no change: no session ends.
+    let r = admin
+        .send(
+            Method::PUT,
+            "/api/v1/users/admin/role",
+            json!({ "role": "admin" }),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(admin.call(Method::GET, "/api/v1/session").await.status, 200);
     // The last admin keeps the role.
     let r = admin
         .send(

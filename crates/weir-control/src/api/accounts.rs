@@ -365,6 +365,14 @@ pub async fn set_role(
     let Some(target) = users.iter().find(|u| u.username == username) else {
         return Err(ApiError::NotFound(format!("no account {username:?}")));
     };
+    // The same role again changes nothing, and ends no session.
+    if target.role == role.as_str() {
+        return Ok(Json(UserOut {
+            username,
+            role: target.role.clone(),
+            created_at: target.created_at,
+        }));
+    }
     let admins = users.iter().filter(|u| u.role == "admin").count();
     if target.role == "admin" && role != Role::Admin && admins == 1 {
         return Err(ApiError::Conflict(

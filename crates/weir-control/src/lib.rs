@@ -291,9 +291,11 @@ impl Control {
                 .await?;
             tracing::info!(user, "created the first account from WEIR_ADMIN_PASSWORD");
         }
+        let data_dir = self.base().data_dir.clone();
         if self.store.user_count().await? == 0 {
-            self.setup
-                .prepare(std::path::Path::new(&self.base().data_dir))?;
+            self.setup.prepare(std::path::Path::new(&data_dir))?;
+        } else {
+            self.setup.discard(std::path::Path::new(&data_dir));
         }
         if self.mode == Mode::Database {
             if self.store.version().await? == 0 {

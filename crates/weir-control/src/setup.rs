@@ -53,6 +53,22 @@ impl Setup {
         Ok(())
     }
 
+    /// An account exists: a token file left from before (a restart with
+    /// `WEIR_ADMIN_PASSWORD`, an account made by the CLI) is removed, and none is pending.
+    pub fn discard(&self, data_dir: &Path) {
+        self.done();
+        let path = data_dir.join(TOKEN_FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::info!(file = %path.display(), "removed the setup token file: an account exists")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot remove the unused setup token file; delete it by hand")
+            }
+        }
+    }
+
     /// Whether a first admin is still to be made.
     pub fn needed(&self) -> bool {
         self.pending.lock().is_some()

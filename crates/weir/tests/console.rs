@@ -183,6 +183,38 @@ async fn the_first_admin_comes_from_a_private_setup_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_setup_token_goes_once_an_account_exists_another_way() {
+    // An account made by the CLI while the node waits for setup ends the setup.
+    let dir = temp_dir("console-setup-cli");
+    let (waiting, base) = node(&sqlite_store(&dir), NO_ADMIN).await;
+    assert!(dir.join("setup-token").exists());
+    let store = waiting.control.as_ref().unwrap().store().clone();
+    let hash = weir_control::hash_password("a-long-password-1".to_owned())
+        .await
+        .unwrap();
+    store
+        .create_user("cli", "ops", &hash, "admin")
+        .await
+        .unwrap();
+    let state = HttpClient::new().get(&format!("{base}/api/v1/setup")).await;
+    assert_eq!(state.json()["needed"], false);
+    assert!(!dir.join("setup-token").exists());
+    waiting.shutdown().await;
+
+    // A token file left from before is removed when a node starts with an account.
+    let dir = temp_dir("console-setup-left");
+    let (first, _) = node(&sqlite_store(&dir), NO_ADMIN).await;
+    first.shutdown().await;
+    assert!(dir.join("setup-token").exists());
+    let (second, _) = node(&sqlite_store(&dir), first_admin()).await;
+    assert!(
+        !dir.join("setup-token").exists(),
+        "a leftover token file stays"
+    );
+    second.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookie_writes_need_the_csrf_token_and_the_same_origin() {
     let dir = temp_dir("console-csrf");
     let (node, base) = node(&sqlite_store(&dir), first_admin()).await;

@@ -178,12 +178,17 @@ pub struct SetupRequest {
 
 #[utoipa::path(get, path = "/api/v1/setup", tag = "auth", security(()),
     responses((status = 200, description = "Whether the first admin is still to be created", body = SetupState)))]
-pub async fn setup_state(State(ctl): Ctl) -> Json<SetupState> {
+pub async fn setup_state(State(ctl): Ctl) -> ApiResult<Json<SetupState>> {
+    // An account made meanwhile another way (the CLI, another node) ends the setup.
+    if ctl.setup.needed() && ctl.store.user_count().await? > 0 {
+        ctl.setup
+            .discard(std::path::Path::new(&ctl.base().data_dir));
+    }
     let file = ctl.setup.file();
-    Json(SetupState {
+    Ok(Json(SetupState {
         needed: file.is_some(),
         token_file: file.map(|p| p.display().to_string()),
-    })
+    }))
 }
 
 #[utoipa::path(post, path = "/api/v1/setup", tag = "auth", request_body = SetupRequest, security(()),

@@ -332,12 +332,16 @@ pub async fn config(State(ctl): Ctl, headers: HeaderMap) -> ApiResult<Json<serde
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-/// The machine's host name (as the kernel reports it), else `unknown`.
+/// The machine's host name (as the kernel reports it at first ask), else `unknown`.
 fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".to_owned())
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_owned())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "unknown".to_owned())
+    })
+    .clone()
 }

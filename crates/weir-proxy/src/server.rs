@@ -194,7 +194,17 @@ async fn worker_main(
             let snap = gw.snapshot();
             let conn = conn.clone();
             counter.fetch_add(1, Ordering::Relaxed);
-            async move { Ok::<_, Infallible>(pipeline::handle(snap, conn, req).await) }
+            // An intermediary answers in its own HTTP version (RFC 9110 §6.2), whatever
+            // the upstream spoke: an HTTP/1.0 upstream must not close the client's
+            // keep-alive connection. HTTP/2 ignores the field.
+            let h1 = req.version() < http::Version::HTTP_2;
+            async move {
+                let mut rsp = pipeline::handle(snap, conn, req).await;
+                if h1 {
+                    *rsp.version_mut() = http::Version::HTTP_11;
+                }
+                Ok::<_, Infallible>(rsp)
+            }
         });
         let signals = Signals {
             node: Arc::clone(&node),

@@ -635,3 +635,58 @@ async fn shutdown_stops_waiting_at_the_deadline() {
         "the request past the deadline is cut"
     );
 }
+
+/// An upstream that speaks HTTP/1.0 (as Python's `http.server` does): Weir answers its
+/// client in its own version, HTTP/1.1, and the client's connection stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_upstream_does_not_downgrade_the_client() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let old = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = old.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = old.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let r = gateway(&format!(
+        "upstreams:\n{}routes:\n  - {{ name: old, match: {{ paths: [\"/*\"] }}, upstream: u }}\n",
+        upstream("u", &[addr], "")
+    ));
+    let mut c = tokio::net::TcpStream::connect(r.proxy_addr).await.unwrap();
+    for i in 0..2 {
+        c.write_all(b"GET /x HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut byte))
+                .await
+                .expect("an answer")
+                .unwrap();
+            assert_eq!(n, 1, "request {i}: the connection was closed");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "request {i}: {head}");
+        assert!(!head.contains("connection: close"), "request {i}: {head}");
+        let mut body = [0u8; 2];
+        c.read_exact(&mut body).await.unwrap();
+        assert_eq!(&body, b"ok");
+    }
+}

@@ -64,15 +64,7 @@ impl utoipa::Modify for Security {
             doc.paths.paths.remove(&path);
             for kind in crate::assemble::KINDS {
                 let mut item = item.clone();
-                for op in [
-                    &mut item.get,
-                    &mut item.post,
-                    &mut item.put,
-                    &mut item.delete,
-                ]
-                .into_iter()
-                .flatten()
-                {
+                for op in operations(&mut item) {
                     if let Some(params) = &mut op.parameters {
                         params.retain(|p| match p {
                             utoipa::openapi::RefOr::T(p) => p.name != "kind",
@@ -98,15 +90,7 @@ impl utoipa::Modify for Security {
             )
             .build();
         for item in doc.paths.paths.values_mut() {
-            for op in [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.delete,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for op in operations(item) {
                 op.responses
                     .responses
                     .entry("503".to_owned())
@@ -306,15 +290,7 @@ fn constrain_names(doc: &mut utoipa::openapi::OpenApi) {
         if !crate::assemble::KINDS.contains(&kind) {
             continue;
         }
-        for op in [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.delete,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for op in operations(item) {
             for p in op.parameters.iter_mut().flatten() {
                 if let RefOr::T(p) = p
                     && p.parameter_in == ParameterIn::Path
@@ -326,4 +302,18 @@ fn constrain_names(doc: &mut utoipa::openapi::OpenApi) {
             }
         }
     }
+}
+
+/// The operations of a path the admin API uses (it has no PATCH, HEAD or OPTIONS).
+fn operations(
+    item: &mut utoipa::openapi::path::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.post,
+        &mut item.put,
+        &mut item.delete,
+    ]
+    .into_iter()
+    .flatten()
 }

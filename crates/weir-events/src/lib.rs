@@ -357,10 +357,6 @@ impl AttemptLog {
 }
 
 /// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use weir_core::time::unix_ms as now_ms;
 
 pub(crate) use weir_config::rfc3339;

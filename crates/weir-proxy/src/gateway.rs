@@ -117,9 +117,7 @@ impl Gateway {
     /// Records a reload's outcome (the admin API's status shows the last one).
     pub fn note_reload(&self, cause: &'static str, errors: Vec<String>) {
         *self.last_reload.lock() = Some(ReloadNote {
-            at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64),
+            at: weir_core::time::unix_seconds(),
             cause,
             errors,
         });

@@ -13,7 +13,7 @@ pub use ai_calls::{AI_DIMENSIONS, AiCallFilter, AiCallRow, AiUsage};
 pub use calls::CallRow;
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::AnyPool;
@@ -121,11 +121,7 @@ pub enum Change {
 }
 
 /// Seconds since the Unix epoch.
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+pub use weir_core::time::unix_seconds as now;
 
 /// What the audit log keeps of an object body (secrets taken out).
 pub type AuditView = fn(&str, serde_json::Value) -> serde_json::Value;

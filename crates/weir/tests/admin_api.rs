@@ -217,54 +217,7 @@ async fn roles_sessions_tokens_and_login_limits() {
         409
     );
 
-    // Login sets an HttpOnly, SameSite cookie that works on its own.
-    let r = login(&base, "eddie", "eddie-password-123").await;
-    let cookie = r.headers["set-cookie"].to_str().unwrap().to_owned();
-    assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
-        "{cookie}"
-    );
-    let session = cookie.split(';').next().unwrap().to_owned();
-    let r = cl
-        .request(
-            Method::GET,
-            &format!("{base}/api/v1/status"),
-            &[("cookie", session.as_str())],
-            Bytes::new(),
-        )
-        .await;
-    assert_eq!(r.status, 200);
-    // A cookie-borne write needs the session's CSRF token, and must be JSON (a
-    // cross-site form can make neither).
-    let r = cl
-        .request(
-            Method::POST,
-            &format!("{base}/api/v1/upstreams"),
-            &[
-                ("cookie", session.as_str()),
-                ("content-type", "application/x-www-form-urlencoded"),
-            ],
-            Bytes::from_static(b"name=x"),
-        )
-        .await;
-    assert_eq!(r.status, 403);
-    let csrf = login(&base, "eddie", "eddie-password-123").await;
-    let csrf_cookie = csrf.headers["set-cookie"].to_str().unwrap().to_owned();
-    let csrf_session = csrf_cookie.split(';').next().unwrap().to_owned();
-    let token = csrf.json()["csrf_token"].as_str().unwrap().to_owned();
-    let r = cl
-        .request(
-            Method::POST,
-            &format!("{base}/api/v1/upstreams"),
-            &[
-                ("cookie", csrf_session.as_str()),
-                ("x-csrf-token", token.as_str()),
-                ("content-type", "application/x-www-form-urlencoded"),
-            ],
-            Bytes::from_static(b"name=x"),
-        )
-        .await;
-    assert_eq!(r.status, 415);
+    cookie_sessions_need_json_and_their_csrf_token(&base).await;
 
     // Named API tokens: the secret once, then only its metadata; revocable.
     let r = editor
@@ -314,6 +267,60 @@ async fn roles_sessions_tokens_and_login_limits() {
     );
     node.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The session cookie: HttpOnly and SameSite, enough on its own to read, and a write on it
+/// needs the session's CSRF token and a JSON body (a cross-site form can make neither).
+async fn cookie_sessions_need_json_and_their_csrf_token(base: &str) {
+    let cl = HttpClient::new();
+    // Login sets an HttpOnly, SameSite cookie that works on its own.
+    let r = login(base, "eddie", "eddie-password-123").await;
+    let cookie = r.headers["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let r = cl
+        .request(
+            Method::GET,
+            &format!("{base}/api/v1/status"),
+            &[("cookie", session.as_str())],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    // A cookie-borne write needs the session's CSRF token, and must be JSON (a
+    // cross-site form can make neither).
+    let r = cl
+        .request(
+            Method::POST,
+            &format!("{base}/api/v1/upstreams"),
+            &[
+                ("cookie", session.as_str()),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            Bytes::from_static(b"name=x"),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let csrf = login(base, "eddie", "eddie-password-123").await;
+    let csrf_cookie = csrf.headers["set-cookie"].to_str().unwrap().to_owned();
+    let csrf_session = csrf_cookie.split(';').next().unwrap().to_owned();
+    let token = csrf.json()["csrf_token"].as_str().unwrap().to_owned();
+    let r = cl
+        .request(
+            Method::POST,
+            &format!("{base}/api/v1/upstreams"),
+            &[
+                ("cookie", csrf_session.as_str()),
+                ("x-csrf-token", token.as_str()),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            Bytes::from_static(b"name=x"),
+        )
+        .await;
+    assert_eq!(r.status, 415);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -597,7 +604,7 @@ async fn the_openapi_document_and_hostile_bodies() {
     // head alone is sent: a client still writing when the refusal closes the connection
     // would see a broken pipe, not the answer).
     let head = format!(
-        "POST /api/v1/routes HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{{\"name\"",
+        "POST /api/v1/routes HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         api.token,
         2 << 20
     );
